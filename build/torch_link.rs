@@ -1,7 +1,7 @@
 //! Shared build script: makes every binary and test of the package find libtorch at run time.
 //!
 //! torch-sys tells the crates that depend on it directly where libtorch lives
-//! (`DEP_TORCH_SYS_LIBTORCH_LIB`). We write that folder into the binaries' rpath, so nobody sets
+//! (`DEP_TCH_LIBTORCH_LIB`). We write that folder into the binaries' rpath, so nobody sets
 //! `LD_LIBRARY_PATH` by hand, and link `libtorch_cuda` on purpose: the linker's `--as-needed` would
 //! otherwise drop it (nothing references it by symbol) and CUDA would stay invisible.
 //! On a machine whose libtorch lives elsewhere (a GPU box with its own PyTorch 2.11.0), set
@@ -10,8 +10,8 @@
 use std::path::Path;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_TORCH_SYS_LIBTORCH_LIB");
-    let Ok(lib) = std::env::var("DEP_TORCH_SYS_LIBTORCH_LIB") else {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");

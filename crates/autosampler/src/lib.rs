@@ -1,1 +1,14 @@
+//! autosampler: a coarse-to-fine auto-sampler for long-tailed image recognition.
+//!
+//! The modules follow the pipeline (see `ARCHITECTURE.md`): [`data`] reads sources, builds the
+//! long-tailed split and the packed cache and assembles augmented batches; [`sampler`] turns
+//! per-class weights into per-epoch index plans; [`report`] draws the plots.
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod fsx;
+pub mod report;
+pub mod rng;
+pub mod sampler;
 
+pub use error::{Error, Result};

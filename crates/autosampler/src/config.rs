@@ -1,0 +1,145 @@
+//! Run configuration, read from TOML. Every section rejects unknown keys; an error names the file,
+//! the line and column, and the key path (`data.split.longtail.imbalance_ratoi`).
+use crate::data::DataConfig;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The run's name: its folder is `runs/<name>` unless `--out` says otherwise.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub data: DataConfig,
+    /// Where packed caches live; default: `$AUTOSAMPLER_CACHE` or `~/.cache/autosampler/packed`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses `text` (from `file`, for messages). Relative paths stay as written.
+    pub fn parse(text: &str, file: &str) -> Result<Config> {
+        parse_toml(text, file)
+    }
+
+    /// Reads a config file; relative paths inside are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut cfg = Config::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data.source.resolve_paths(base);
+        if let Some(d) = &mut cfg.cache_dir {
+            if d.is_relative() {
+                *d = base.join(&*d);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The config as TOML, every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// The cache root this config uses.
+    pub fn cache_root(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(crate::data::cache::default_cache_root)
+    }
+}
+
+/// Deserialises TOML into `T`, with the key path, line and column in the error.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        toml_error(file, text, e.inner(), Some(path))
+    })
+}
+
+fn toml_error(file: &str, text: &str, e: &toml::de::Error, path: Option<String>) -> Error {
+    let at = e
+        .span()
+        .map(|s| {
+            let mut start = s.start.min(text.len());
+            // Inside a tagged section the span covers the whole table: point at the key itself.
+            if let Some(key) = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+                if let Some(off) = find_key(&text[start..], key) {
+                    start += off;
+                }
+            }
+            let before = &text[..start];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+            format!("line {line}, column {col}: ")
+        })
+        .unwrap_or_default();
+    let key = path.filter(|p| p != ".").map(|p| format!("at `{p}`: ")).unwrap_or_default();
+    Error::Config {
+        file: file.to_string(),
+        what: format!("{at}{key}{}", e.message().trim()),
+    }
+}
+
+/// Byte offset of the first line of `text` that assigns `key` (`key = …`).
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut off = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(off + (line.len() - t.len()));
+            }
+        }
+        off += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "demo"
+[data.source]
+format = "cifar10-bin"
+root = "x"
+[data.split]
+val_per_class = 5
+[data.split.longtail]
+kind = "exp"
+imbalance_ratio = 100
+"#;
+
+    #[test]
+    fn parses_and_round_trips_with_defaults() {
+        let c = Config::parse(GOOD, "a.toml").unwrap();
+        assert_eq!(c.data.split.val_per_class, 5);
+        let again = Config::parse(&c.to_toml(), "b.toml").unwrap();
+        assert_eq!(c, again);
+        assert!(c.to_toml().contains("train_dir = \"train\""), "defaults are written out");
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let bad = GOOD.replace("imbalance_ratio = 100", "imbalance_ratio = 100\nimbalance_ratoi = 3");
+        let e = Config::parse(&bad, "a.toml").unwrap_err().to_string();
+        assert!(e.starts_with("a.toml: line 11, column 1"), "{e}");
+        assert!(e.contains("imbalance_ratoi"), "{e}");
+        let bad = GOOD.replace("val_per_class = 5", "val_per_clas = 5");
+        let e = Config::parse(&bad, "a.toml").unwrap_err().to_string();
+        assert!(e.contains("line 7") && e.contains("val_per_clas") && e.contains("data.split"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_variant_are_named() {
+        let e = Config::parse(&GOOD.replace("val_per_class = 5", "val_per_class = \"five\""), "a.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 7") && e.contains("data.split.val_per_class"), "{e}");
+        let e = Config::parse(&GOOD.replace("cifar10-bin", "cifar-10"), "a.toml").unwrap_err().to_string();
+        assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
+    }
+}

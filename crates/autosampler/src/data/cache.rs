@@ -1,0 +1,320 @@
+//! The packed cache: every pool of a source decoded once into a flat `u8` file (N × S × S × 3,
+//! HWC) plus labels and boxes, memory-mapped by later runs, which never decode an image again.
+//!
+//! ```text
+//! <cache_root>/<key>/
+//!   meta.json        format version, key, source config, content checksum, classes, size, pools
+//!   train.images     N × S × S × 3 bytes        train.labels  N × u32 LE   train.boxes  N × 4 f32 LE (NaN: none)
+//!   test.images …
+//! ```
+//! The key is derived from the source's content checksum and the decoding options, so one cache
+//! serves every split, imbalance ratio and seed drawn from that source. The folder is built under
+//! a temporary name and renamed into place: a killed build leaves no cache that looks complete.
+use super::decode::{decode, RecordFiles};
+use super::source::{BBox, Catalog, Origin, Pool, Resize, SourceConfig};
+use crate::{fsx, invalid, Error, Result};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const VERSION: u32 = 1;
+
+/// `meta.json` of a cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheMeta {
+    pub version: u32,
+    pub key: String,
+    pub source: SourceConfig,
+    /// SHA-256 over every item's label and raw bytes, pool by pool (see [`content_checksum`]).
+    pub checksum: String,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub pools: Vec<PoolMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolMeta {
+    pub pool: Pool,
+    pub len: usize,
+    pub has_boxes: bool,
+}
+
+/// One memory-mapped pool.
+pub struct PackedPool {
+    pub pool: Pool,
+    pub labels: Vec<u32>,
+    pub boxes: Option<Vec<BBox>>,
+    images: Option<Mmap>,
+    image_bytes: usize,
+}
+
+impl PackedPool {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Image `i` as S × S × 3 bytes (HWC).
+    pub fn image(&self, i: usize) -> &[u8] {
+        let m = self.images.as_ref().expect("non-empty pool is mapped");
+        &m[i * self.image_bytes..(i + 1) * self.image_bytes]
+    }
+}
+
+/// An opened cache.
+pub struct Cache {
+    pub dir: PathBuf,
+    pub meta: CacheMeta,
+    pub pools: Vec<PackedPool>,
+}
+
+/// The cache root used when none is given: `$AUTOSAMPLER_CACHE`, else
+/// `${XDG_CACHE_HOME:-~/.cache}/autosampler/packed`.
+pub fn default_cache_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUTOSAMPLER_CACHE") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("autosampler").join("packed")
+}
+
+/// SHA-256 over class names and, pool by pool, every item's label and raw bytes (the encoded
+/// file, or the CIFAR record). Identical data gives the same checksum wherever it lives (folder or
+/// archive, any path).
+pub fn content_checksum(catalog: &Catalog, records: &RecordFiles) -> Result<String> {
+    let mut h = Sha256::new();
+    for c in &catalog.classes {
+        h.update(c.as_bytes());
+        h.update([0]);
+    }
+    for (pool, items) in &catalog.pools {
+        h.update(pool.name().as_bytes());
+        // Hash item digests computed in parallel, in order: the result does not depend on threads.
+        let digests: Vec<Result<[u8; 32]>> = items
+            .par_iter()
+            .map(|it| {
+                let raw = records.raw(&catalog.tree, it)?;
+                let mut d = Sha256::new();
+                d.update(it.label.to_le_bytes());
+                d.update((raw.len() as u64).to_le_bytes());
+                d.update(&raw);
+                Ok(d.finalize().into())
+            })
+            .collect();
+        for d in digests {
+            h.update(d?);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The cache key for a checksum and the decoding options.
+pub fn cache_key(checksum: &str, size: u32, resize: Resize) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("v{VERSION}:{checksum}:{size}:{resize:?}"));
+    hex::encode(&h.finalize()[..8])
+}
+
+impl Cache {
+    /// Opens the cache in `dir`: reads `meta.json`, labels and boxes, maps the images.
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let meta: CacheMeta = fsx::read_json(&dir.join("meta.json"))?;
+        if meta.version != VERSION {
+            return Err(Error::format(
+                dir.join("meta.json").display(),
+                format!("cache format version {} (expected {VERSION}): delete the folder to rebuild it", meta.version),
+            ));
+        }
+        let image_bytes = (meta.image_size as usize).pow(2) * 3;
+        let mut pools = Vec::new();
+        for pm in &meta.pools {
+            let name = pm.pool.name();
+            let labels = read_u32s(&dir.join(format!("{name}.labels")), pm.len)?;
+            let boxes = if pm.has_boxes {
+                let raw = read_u32s(&dir.join(format!("{name}.boxes")), pm.len * 4)?;
+                Some(raw.chunks(4).map(|c| std::array::from_fn(|k| f32::from_bits(c[k]))).collect())
+            } else {
+                None
+            };
+            let path = dir.join(format!("{name}.images"));
+            let images = if pm.len == 0 {
+                None
+            } else {
+                let f = fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                // SAFETY: the file is only ever written under a temporary name before the cache
+                // folder is renamed into place, never modified afterwards.
+                let m = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(&path, e))?;
+                if m.len() != pm.len * image_bytes {
+                    return Err(Error::format(
+                        path.display(),
+                        format!("{} bytes: expected {} images of {image_bytes} bytes; delete the cache folder to rebuild it", m.len(), pm.len),
+                    ));
+                }
+                Some(m)
+            };
+            pools.push(PackedPool {
+                pool: pm.pool,
+                labels,
+                boxes,
+                images,
+                image_bytes,
+            });
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+            meta,
+            pools,
+        })
+    }
+
+    /// The pool `pool`, if the source has it.
+    pub fn pool(&self, pool: Pool) -> Option<&PackedPool> {
+        self.pools.iter().find(|p| p.pool == pool)
+    }
+
+    /// Opens the cache for `catalog` under `root`, building it first if it is not there.
+    /// `progress` is called with the number of images decoded since its last call.
+    pub fn open_or_build(
+        catalog: &Catalog,
+        root: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Cache> {
+        let records = RecordFiles::load(catalog)?;
+        let checksum = content_checksum(catalog, &records)?;
+        let size = image_size(catalog)?;
+        let key = cache_key(&checksum, size, catalog.config.resize);
+        let dir = root.join(&key);
+        if dir.join("meta.json").is_file() {
+            return Cache::open(&dir);
+        }
+        build(catalog, &records, checksum, key, size, &dir, progress)?;
+        Cache::open(&dir)
+    }
+}
+
+/// The side of the cached images: the configured size, else the native one, else the first
+/// training image's.
+pub fn image_size(catalog: &Catalog) -> Result<u32> {
+    if let Some(s) = catalog.config.image_size.or(catalog.native_size) {
+        return Ok(s);
+    }
+    let first = catalog
+        .pool(Pool::Train)
+        .and_then(|v| v.first())
+        .ok_or_else(|| invalid!("the source has no training images"))?;
+    let Origin::File(rel) = &first.origin else {
+        return Ok(32);
+    };
+    let bytes = catalog.tree.read(rel)?;
+    let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+        .with_guessed_format()
+        .map_err(|e| Error::io(catalog.tree.display(rel), e))?
+        .into_dimensions()
+        .map_err(|e| Error::format(catalog.tree.display(rel), format!("cannot read image size: {e}")))?;
+    if w != h {
+        return Err(Error::format(
+            catalog.tree.display(rel),
+            format!("image is {w}×{h}: set `image_size` (and `resize`) to make square images"),
+        ));
+    }
+    Ok(w)
+}
+
+fn build(
+    catalog: &Catalog,
+    records: &RecordFiles,
+    checksum: String,
+    key: String,
+    size: u32,
+    dir: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = fsx::temp_sibling(dir);
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = (|| {
+        let mut pools = Vec::new();
+        for (pool, items) in &catalog.pools {
+            let name = pool.name();
+            let has_boxes = items.iter().any(|i| i.bbox.is_some());
+            let img_path = tmp.join(format!("{name}.images"));
+            let mut boxes: Vec<u8> = Vec::new();
+            let mut decode_error = None;
+            let written = fsx::write_atomic_with(&img_path, |w| {
+                for chunk in items.chunks(2048) {
+                    let decoded: Vec<Result<(Vec<u8>, Option<BBox>)>> = chunk
+                        .par_iter()
+                        .map(|it| decode(&catalog.tree, records, it, size, catalog.config.resize))
+                        .collect();
+                    for d in decoded {
+                        let (px, b) = match d {
+                            Ok(v) => v,
+                            Err(e) => {
+                                decode_error = Some(e);
+                                return Err(std::io::Error::other("decoding failed"));
+                            }
+                        };
+                        w.write_all(&px)?;
+                        for v in b.unwrap_or([f32::NAN; 4]) {
+                            boxes.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    progress(chunk.len() as u64);
+                }
+                Ok(())
+            });
+            if let Some(e) = decode_error {
+                return Err(e);
+            }
+            written?;
+            let labels: Vec<u8> = items.iter().flat_map(|i| i.label.to_le_bytes()).collect();
+            fsx::write_atomic(&tmp.join(format!("{name}.labels")), &labels)?;
+            if has_boxes {
+                fsx::write_atomic(&tmp.join(format!("{name}.boxes")), &boxes)?;
+            }
+            pools.push(PoolMeta {
+                pool: *pool,
+                len: items.len(),
+                has_boxes,
+            });
+        }
+        let meta = CacheMeta {
+            version: VERSION,
+            key,
+            source: catalog.config.clone(),
+            checksum,
+            classes: catalog.classes.clone(),
+            image_size: size,
+            pools,
+        };
+        fsx::write_json(&tmp.join("meta.json"), &meta)?;
+        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn read_u32s(path: &Path, n: usize) -> Result<Vec<u32>> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.len() != n * 4 {
+        return Err(Error::format(
+            path.display(),
+            format!("{} bytes: expected {} (delete the cache folder to rebuild it)", bytes.len(), n * 4),
+        ));
+    }
+    Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}

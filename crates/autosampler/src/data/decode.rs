@@ -1,0 +1,103 @@
+//! Decoding one catalog item into a square RGB image of the cache's size (HWC, u8), with the
+//! resize policy applied to the pixels and to the object box.
+use super::cifar::PIXELS;
+use super::source::{BBox, Catalog, Item, Origin, Resize};
+use super::tree::Tree;
+use crate::{Error, Result};
+use image::{imageops, RgbImage};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// The bytes of every CIFAR record file a catalog refers to, read once.
+pub struct RecordFiles<'a>(HashMap<String, Cow<'a, [u8]>>);
+
+impl<'a> RecordFiles<'a> {
+    pub fn load(catalog: &'a Catalog) -> Result<Self> {
+        let mut m = HashMap::new();
+        for (_, items) in &catalog.pools {
+            for it in items {
+                if let Origin::Record { file, .. } = &it.origin {
+                    if !m.contains_key(file) {
+                        m.insert(file.clone(), catalog.tree.read(file)?);
+                    }
+                }
+            }
+        }
+        Ok(RecordFiles(m))
+    }
+
+    /// The raw bytes behind an item (a record's 3,072 planar bytes, or an encoded file).
+    pub fn raw<'b>(&'b self, tree: &'b Tree, item: &Item) -> Result<Cow<'b, [u8]>> {
+        match &item.origin {
+            Origin::Record { file, offset } => Ok(Cow::Borrowed(&self.0[file][*offset..offset + PIXELS])),
+            Origin::File(rel) => tree.read(rel),
+        }
+    }
+}
+
+/// Decodes `item` to `size`×`size`×3 bytes and maps its box through the resize.
+pub fn decode(
+    tree: &Tree,
+    records: &RecordFiles,
+    item: &Item,
+    size: u32,
+    resize: Resize,
+) -> Result<(Vec<u8>, Option<BBox>)> {
+    let img: RgbImage = match &item.origin {
+        Origin::Record { .. } => {
+            let raw = records.raw(tree, item)?;
+            let mut hwc = vec![0u8; PIXELS];
+            for c in 0..3 {
+                for p in 0..1024 {
+                    hwc[p * 3 + c] = raw[c * 1024 + p];
+                }
+            }
+            RgbImage::from_raw(32, 32, hwc).expect("32×32×3 bytes")
+        }
+        Origin::File(rel) => {
+            let bytes = tree.read(rel)?;
+            image::load_from_memory(&bytes)
+                .map_err(|e| {
+                    Error::format(tree.display(rel), format!("cannot decode image: {e} (expected a JPEG or PNG file)"))
+                })?
+                .to_rgb8()
+        }
+    };
+    let (w, h) = img.dimensions();
+    let shown = || match &item.origin {
+        Origin::File(rel) => tree.display(rel),
+        Origin::Record { file, offset } => format!("{} (record at byte {offset})", tree.display(file)),
+    };
+    if w == size && h == size {
+        return Ok((img.into_raw(), item.bbox));
+    }
+    let (out, bbox) = match resize {
+        Resize::Exact => {
+            return Err(Error::format(
+                shown(),
+                format!(
+                    "image is {w}×{h}: expected {size}×{size} (set `resize = \"stretch\"` or \"center-crop\", or another image_size)"
+                ),
+            ))
+        }
+        Resize::Stretch => {
+            let (sx, sy) = (size as f32 / w as f32, size as f32 / h as f32);
+            let b = item.bbox.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
+            (imageops::resize(&img, size, size, imageops::FilterType::Triangle), b)
+        }
+        Resize::CenterCrop => {
+            let s = size as f32 / w.min(h) as f32;
+            let (nw, nh) = (((w as f32 * s).round() as u32).max(size), ((h as f32 * s).round() as u32).max(size));
+            let big = imageops::resize(&img, nw, nh, imageops::FilterType::Triangle);
+            let (ox, oy) = ((nw - size) / 2, (nh - size) / 2);
+            let crop = imageops::crop_imm(&big, ox, oy, size, size).to_image();
+            let m = (size - 1) as f32;
+            let b = item.bbox.map(|b| {
+                let f = |v: f32, o: u32| (v * s - o as f32).clamp(0.0, m);
+                [f(b[0], ox), f(b[1], oy), f(b[2], ox), f(b[3], oy)]
+            });
+            (crop, b)
+        }
+    };
+    Ok((out.into_raw(), bbox))
+}

@@ -1,0 +1,157 @@
+//! Image folders (`root/<split>/<class>/*.jpg`) and split lists (`relative/path label` per line,
+//! the classifier-balancing format used for ImageNet-LT and Places-LT).
+use super::source::{is_image_name, line_error, Item, Origin, Pool, Scanned, SourceConfig};
+use super::tree::Tree;
+use crate::{Error, Result};
+
+pub(crate) fn scan_image_folder(tree: &mut Tree, cfg: &SourceConfig) -> Result<Scanned> {
+    if !tree.is_dir(&cfg.train_dir) {
+        tree.descend_single_folder()?;
+    }
+    for d in [&cfg.train_dir, &cfg.test_dir] {
+        if !tree.is_dir(d) {
+            return Err(Error::format(
+                tree.display(d),
+                format!(
+                    "missing folder: expected `{}/<class>/*.jpg` and `{}/<class>/*.jpg` under the root",
+                    cfg.train_dir, cfg.test_dir
+                ),
+            ));
+        }
+    }
+    let classes: Vec<String> = tree
+        .list(&cfg.train_dir)?
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .map(|e| e.name)
+        .collect();
+    if classes.is_empty() {
+        return Err(Error::format(
+            tree.display(&cfg.train_dir),
+            "no class folders: expected one folder of images per class",
+        ));
+    }
+    let mut pools = Vec::new();
+    for (pool, dir) in [(Pool::Train, &cfg.train_dir), (Pool::Test, &cfg.test_dir)] {
+        for e in tree.list(dir)? {
+            if e.is_dir && !classes.contains(&e.name) {
+                return Err(Error::format(
+                    tree.display(&format!("{dir}/{}", e.name)),
+                    format!("class `{}` is not among the {} training classes", e.name, classes.len()),
+                ));
+            }
+        }
+        let mut items = Vec::new();
+        for (label, class) in classes.iter().enumerate() {
+            let cdir = format!("{dir}/{class}");
+            if pool == Pool::Test && !tree.is_dir(&cdir) {
+                continue; // a class without test images is allowed
+            }
+            let mut n = 0;
+            for f in tree.list(&cdir)? {
+                let rel = format!("{cdir}/{}", f.name);
+                if f.is_dir || !is_image_name(&f.name) {
+                    return Err(Error::format(
+                        tree.display(&rel),
+                        "not an image: expected only .jpg, .jpeg or .png files in a class folder",
+                    ));
+                }
+                items.push(Item {
+                    label: label as u32,
+                    origin: Origin::File(rel),
+                    bbox: None,
+                });
+                n += 1;
+            }
+            if n == 0 {
+                return Err(Error::format(
+                    tree.display(&cdir),
+                    "empty class folder: expected at least one .jpg, .jpeg or .png image",
+                ));
+            }
+        }
+        pools.push((pool, items));
+    }
+    Ok(Scanned {
+        classes,
+        pools,
+        native_size: None,
+    })
+}
+
+pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanned> {
+    let need = |p: &Option<std::path::PathBuf>, what: &str| {
+        p.clone()
+            .ok_or_else(|| crate::invalid!("format split-list needs `{what}` (a file of `path label` lines)"))
+    };
+    let train_list = need(&cfg.train_list, "train_list")?;
+    let test_list = need(&cfg.test_list, "test_list")?;
+    let names: Option<Vec<String>> = match &cfg.class_names {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            Some(t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+        }
+        None => None,
+    };
+    let mut lists = vec![(Pool::Train, train_list)];
+    if let Some(v) = &cfg.val_list {
+        lists.push((Pool::Val, v.clone()));
+    }
+    lists.push((Pool::Test, test_list));
+    let mut pools = Vec::new();
+    let mut num_classes = names.as_ref().map(|n| n.len() as u32);
+    for (pool, list) in lists {
+        let shown = list.display().to_string();
+        let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
+        let mut items = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (path, label) = line
+                .rsplit_once(char::is_whitespace)
+                .ok_or_else(|| line_error(&shown, i + 1, format!("`{line}`: expected `path label`")))?;
+            let path = path.trim();
+            let label: u32 = label.parse().map_err(|_| {
+                line_error(&shown, i + 1, format!("label `{label}` is not a non-negative integer"))
+            })?;
+            if let Some(c) = num_classes {
+                if label >= c {
+                    return Err(line_error(
+                        &shown,
+                        i + 1,
+                        format!("unknown class {label}: expected a label from 0 to {}", c - 1),
+                    ));
+                }
+            }
+            if !tree.is_file(path) {
+                return Err(line_error(
+                    &shown,
+                    i + 1,
+                    format!("file `{path}` not found under {}", tree.display("")),
+                ));
+            }
+            items.push(Item {
+                label,
+                origin: Origin::File(path.to_string()),
+                bbox: None,
+            });
+        }
+        if items.is_empty() {
+            return Err(Error::format(&shown, "empty list: expected `path label` lines"));
+        }
+        if pool == Pool::Train && num_classes.is_none() {
+            // Without a names file, the classes are 0..=max label of the training list.
+            num_classes = Some(items.iter().map(|i| i.label).max().unwrap_or(0) + 1);
+        }
+        pools.push((pool, items));
+    }
+    let c = num_classes.unwrap_or(0);
+    let classes = names.unwrap_or_else(|| (0..c).map(|i| i.to_string()).collect());
+    Ok(Scanned {
+        classes,
+        pools,
+        native_size: None,
+    })
+}

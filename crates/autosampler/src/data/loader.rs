@@ -1,0 +1,122 @@
+//! Batches: an epoch's index plan cut into batches, each assembled (augmented, normalised) on a
+//! worker thread into a `tch` tensor, delivered in plan order.
+//!
+//! Image `k` of the plan is augmented with the generator `chacha(seed, [epoch, k])`, so a batch's
+//! content depends on (seed, epoch, plan) only — never on the number of threads or their timing.
+use super::augment::{apply, Augment, Lut, Normalize, Window};
+use super::View;
+use crate::rng::chacha;
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use tch::Tensor;
+
+/// How batches are made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Worker threads assembling batches (at least 1).
+    pub threads: usize,
+    pub augment: Augment,
+    pub normalize: Normalize,
+    /// Drop a last, smaller batch.
+    pub drop_last: bool,
+    pub seed: u64,
+}
+
+/// One batch.
+pub struct Batch {
+    /// `[batch, 3, H, W]` f32, normalised.
+    pub images: Tensor,
+    /// `[batch]` i64 class labels.
+    pub labels: Tensor,
+    /// Positions in the view of the batch's images.
+    pub index: Vec<usize>,
+    /// The augmentation window of each image (to map boxes and patches through it).
+    pub windows: Vec<Window>,
+}
+
+struct Assembled {
+    pixels: Vec<f32>,
+    labels: Vec<i64>,
+    index: Vec<usize>,
+    windows: Vec<Window>,
+}
+
+/// Runs `f` on every batch of `plan` (positions into `view`) for `epoch`, in order. Stops at the
+/// first error, from `f` or from assembling.
+pub fn for_each_batch(
+    view: &View,
+    plan: &[usize],
+    cfg: &LoaderConfig,
+    epoch: usize,
+    mut f: impl FnMut(Batch) -> Result<()>,
+) -> Result<()> {
+    if cfg.batch_size == 0 {
+        return Err(crate::invalid!("batch_size must be at least 1"));
+    }
+    let s = view.size;
+    let o = cfg.augment.out_size(s) as usize;
+    let lut = Lut::new(&cfg.normalize);
+    let mut starts: Vec<usize> = (0..plan.len()).step_by(cfg.batch_size).collect();
+    if cfg.drop_last && plan.len() % cfg.batch_size != 0 {
+        starts.pop();
+    }
+    let threads = cfg.threads.max(1);
+    let stop = AtomicBool::new(false);
+    let assemble = |b: usize| -> Assembled {
+        let start = starts[b];
+        let idx = &plan[start..(start + cfg.batch_size).min(plan.len())];
+        let mut pixels = vec![0f32; idx.len() * 3 * o * o];
+        let mut windows = Vec::with_capacity(idx.len());
+        for (j, (&i, out)) in idx.iter().zip(pixels.chunks_mut(3 * o * o)).enumerate() {
+            let mut rng = chacha(cfg.seed, &[epoch as u64, (start + j) as u64]);
+            windows.push(apply(&cfg.augment, view.image(i), s, out, &lut, &mut rng));
+        }
+        Assembled {
+            pixels,
+            labels: idx.iter().map(|&i| view.labels[i] as i64).collect(),
+            index: idx.to_vec(),
+            windows,
+        }
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<(usize, Assembled)>(2 * threads);
+        for w in 0..threads {
+            let tx = tx.clone();
+            let (assemble, stop, n) = (&assemble, &stop, starts.len());
+            scope.spawn(move || {
+                for b in (w..n).step_by(threads) {
+                    if stop.load(Ordering::Relaxed) || tx.send((b, assemble(b))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut next = 0;
+        let result = (|| {
+            for (b, a) in rx.iter() {
+                pending.insert(b, a);
+                while let Some(a) = pending.remove(&next) {
+                    let n = a.labels.len() as i64;
+                    let images = Tensor::from_slice(&a.pixels).view([n, 3, o as i64, o as i64]);
+                    let labels = Tensor::from_slice(&a.labels);
+                    f(Batch {
+                        images,
+                        labels,
+                        index: a.index,
+                        windows: a.windows,
+                    })?;
+                    next += 1;
+                }
+            }
+            Ok::<(), Error>(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        drop(rx); // unblocks workers waiting on a full channel
+        result
+    })
+}

@@ -1,0 +1,2 @@
+//! Plots (PNG via `plotters`, font embedded) and, later, the HTML report.
+pub mod plot;

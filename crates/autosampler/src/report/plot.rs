@@ -1,0 +1,172 @@
+//! Plots drawn with `plotters` into an RGB buffer and written as PNG atomically. The font is
+//! embedded (assets/DejaVuSans.ttf), so labels render on machines without fonts.
+use crate::data::split::shot_group;
+use crate::{fsx, invalid, Result};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../../../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .unwrap_or_else(|_| panic!("the embedded font is a valid TTF"));
+    });
+}
+
+/// Colours of the shot groups (many, medium, few).
+fn group_colour(n: usize) -> RGBColor {
+    match shot_group(n) {
+        "many" => RGBColor(31, 119, 180),
+        "medium" => RGBColor(255, 127, 14),
+        _ => RGBColor(214, 39, 40),
+    }
+}
+
+/// Encodes an RGB buffer as PNG bytes.
+fn png_bytes(buf: Vec<u8>, w: u32, h: u32) -> Result<Vec<u8>> {
+    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .map_err(|e| invalid!("cannot encode PNG: {e}"))?;
+    Ok(out)
+}
+
+/// Bar chart of training images per class (log scale), coloured by shot group, with the
+/// validation count drawn as a line of dots; written to `path` as PNG.
+pub fn class_histogram(path: &Path, title: &str, classes: &[String], train: &[usize], val: &[usize]) -> Result<()> {
+    register_font();
+    let (w, h) = (1000u32, 520u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw_histogram(&root, title, classes, train, val).map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+        root.present().map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+    }
+    fsx::write_atomic(path, &png_bytes(buf, w, h)?)
+}
+
+fn draw_histogram<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    classes: &[String],
+    train: &[usize],
+    val: &[usize],
+) -> Result<(), String> {
+    draw_histogram_inner(root, title, classes, train, val).map_err(|e| e.to_string())
+}
+
+fn draw_histogram_inner<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    classes: &[String],
+    train: &[usize],
+    val: &[usize],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let c = train.len();
+    let max = train.iter().chain(val).copied().max().unwrap_or(1).max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(if c <= 20 { 70 } else { 40 })
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..c as f64, (0.8f64..max * 1.5).log_scale())?;
+    let label_every = c.div_ceil(20).max(1);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(c.min(20))
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if i < c && i % label_every == 0 && (x - i as f64) < 1e-9 {
+                if c <= 20 { classes.get(i).cloned().unwrap_or_default() } else { i.to_string() }
+            } else {
+                String::new()
+            }
+        })
+        .x_desc(if c <= 20 { "class" } else { "class index" })
+        .y_desc("training images (log scale)")
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    for (group, n) in [("many (> 100)", 1000), ("medium (20–100)", 50), ("few (< 20)", 5)] {
+        let col = group_colour(n);
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(group)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+    }
+    chart.draw_series(train.iter().enumerate().map(|(i, &n)| {
+        let x0 = i as f64 + 0.1;
+        Rectangle::new([(x0, 0.8), (x0 + 0.8, (n as f64).max(0.8))], group_colour(n).filled())
+    }))?;
+    if val.iter().any(|&v| v > 0) {
+        chart
+            .draw_series(
+                val.iter()
+                    .enumerate()
+                    .map(|(i, &v)| Circle::new((i as f64 + 0.5, (v as f64).max(0.8)), 3, BLACK.filled())),
+            )?
+            .label("validation (held out)")
+            .legend(|(x, y)| Circle::new((x + 6, y), 3, BLACK.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    Ok(())
+}
+
+/// A text histogram, one line per class: name, count, group and a bar scaled to `width`.
+pub fn text_histogram(classes: &[String], train: &[usize], val: &[usize], test: &[usize], width: usize) -> String {
+    let max = train.iter().copied().max().unwrap_or(1).max(1);
+    let name_w = classes.iter().map(|c| c.chars().count()).max().unwrap_or(5).clamp(5, 24);
+    let mut s = format!(
+        "{:>4}  {:<name_w$}  {:>6}  {:>5}  {:>5}  {:<6}\n",
+        "#", "class", "train", "val", "test", "group"
+    );
+    for (i, name) in classes.iter().enumerate() {
+        let n = train[i];
+        let bar = "█".repeat(((n as f64 / max as f64) * width as f64).ceil() as usize);
+        let name: String = name.chars().take(name_w).collect();
+        s.push_str(&format!(
+            "{i:>4}  {name:<name_w$}  {n:>6}  {:>5}  {:>5}  {:<6}  {bar}\n",
+            val[i],
+            test[i],
+            shot_group(n)
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_png_is_written_and_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hist.png");
+        let classes: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        let train = crate::data::longtail::exp_counts(500, 10, 100.0);
+        class_histogram(&p, "test", &classes, &train, &[20; 10]).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (1000, 520));
+        // bars in all three group colours are present
+        let has = |c: RGBColor| img.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
+        assert!(has(group_colour(500)) && has(group_colour(50)) && has(group_colour(5)));
+    }
+
+    #[test]
+    fn text_histogram_lines() {
+        let t = text_histogram(&["a".into(), "b".into()], &[200, 10], &[5, 5], &[7, 7], 10);
+        let lines: Vec<_> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains("200") && lines[1].contains("many") && lines[1].ends_with(&"█".repeat(10)));
+        assert!(lines[2].contains("few") && lines[2].ends_with("█"));
+    }
+}
