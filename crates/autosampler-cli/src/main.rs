@@ -1,1 +1,297 @@
-fn main(){}
+//! The `autosampler` command-line program: one subcommand per pipeline stage.
+use anyhow::{bail, Context, Result};
+use autosampler::config::Config;
+use autosampler::data::cache::Cache;
+use autosampler::data::source::Catalog;
+use autosampler::data::{self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig};
+use autosampler::report::plot;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "autosampler", version, about = "Coarse-to-fine auto-sampler for long-tailed image recognition")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Data: inspect a source's long-tailed split, or prepare it (split.json + packed cache).
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// Run the pipeline of a config into its run folder. Stages whose artifacts are complete are
+    /// skipped, so the same command resumes a killed run. (Stages so far: the data split.)
+    Run(RunArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Print class counts, shot groups and a histogram (text; PNG with --png).
+    Inspect(InspectArgs),
+    /// Build the packed cache and write split.json, config.toml and the class histogram.
+    Prepare(RunArgs),
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// A TOML config (its [data] section); the flags below override it or stand in for it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Source format: image-folder, cifar10-bin, cifar100-bin, tiny-imagenet, split-list.
+    #[arg(long, value_parser = parse_format)]
+    format: Option<Format>,
+    /// Folder or .tar/.tar.gz archive of the source.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Exponential long-tailed profile with this imbalance ratio.
+    #[arg(long)]
+    ir: Option<f64>,
+    /// Images per class held out for validation.
+    #[arg(long)]
+    val_per_class: Option<usize>,
+    #[arg(long)]
+    seed: Option<u32>,
+    /// Side of the cached images.
+    #[arg(long)]
+    image_size: Option<u32>,
+    /// exact, stretch or center-crop.
+    #[arg(long, value_parser = parse_resize)]
+    resize: Option<Resize>,
+    /// Where packed caches live (default: $AUTOSAMPLER_CACHE or ~/.cache/autosampler/packed).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// Also draw the histogram into this PNG file.
+    #[arg(long)]
+    png: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// The run folder (default: runs/<name from the config, or the config's file name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    serde_plain(s).map_err(|_| {
+        format!("format '{s}' is unrecognized: expected image-folder, cifar10-bin, cifar100-bin, tiny-imagenet or split-list")
+    })
+}
+fn parse_resize(s: &str) -> Result<Resize, String> {
+    serde_plain(s).map_err(|_| format!("resize '{s}' is unrecognized: expected exact, stretch or center-crop"))
+}
+fn serde_plain<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+}
+
+impl SourceArgs {
+    /// The config: from the file if given, with flags applied on top.
+    fn config(&self) -> Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => {
+                let (Some(format), Some(root)) = (self.format, &self.root) else {
+                    bail!("give --config FILE, or --format and --root");
+                };
+                Config {
+                    name: None,
+                    data: DataConfig {
+                        source: SourceConfig::new(format, root),
+                        split: SplitConfig::default(),
+                    },
+                    cache_dir: None,
+                }
+            }
+        };
+        let d = &mut cfg.data;
+        if self.config.is_some() {
+            if let Some(f) = self.format {
+                d.source.format = f;
+            }
+            if let Some(r) = &self.root {
+                d.source.root = r.clone();
+            }
+        }
+        if let Some(ir) = self.ir {
+            d.split.longtail = Profile::Exp { imbalance_ratio: ir, n_max: None };
+        }
+        if let Some(k) = self.val_per_class {
+            d.split.val_per_class = k;
+        }
+        if let Some(s) = self.seed {
+            d.split.seed = s;
+        }
+        if let Some(s) = self.image_size {
+            d.source.image_size = Some(s);
+        }
+        if let Some(r) = self.resize {
+            d.source.resize = r;
+        }
+        if let Some(c) = &self.cache_dir {
+            cfg.cache_dir = Some(c.clone());
+        }
+        Ok(cfg)
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Data(DataCmd::Inspect(a)) => inspect(&a),
+        Cmd::Data(DataCmd::Prepare(a)) => prepare_cmd(&a).map(|_| ()),
+        Cmd::Run(a) => run(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:36}] {human_pos}/{human_len} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// Scans the source, builds or opens its cache (with a progress bar) and draws the split.
+fn load(cfg: &Config) -> Result<Dataset> {
+    cfg.data.split.longtail.validate()?;
+    let t = Instant::now();
+    let catalog = Catalog::scan(&cfg.data.source)?;
+    let total: u64 = catalog.pools.iter().map(|(_, v)| v.len() as u64).sum();
+    let pb = bar(total, "decoding");
+    let cache = Cache::open_or_build(&catalog, &cfg.cache_root(), &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    tracing::info!("cache {} ready in {:.1}s", cache.dir.display(), t.elapsed().as_secs_f64());
+    let split = data::draw_split(&cache, &cfg.data)?;
+    Ok(Dataset { split, cache })
+}
+
+fn summary(ds: &Dataset) -> String {
+    let s = &ds.split;
+    let (tr, va, te) = (&s.counts.train, &s.counts.val, &s.counts.test);
+    let sum = |v: &Vec<usize>| v.iter().sum::<usize>();
+    let (mx, mn) = (tr.iter().max().copied().unwrap_or(0), tr.iter().min().copied().unwrap_or(0));
+    let mut out = format!(
+        "source   {} ({:?}, {} px, cache {})\nclasses  {}\nimages   train {} · val {} · test {}\nimbalance {} / {} = {:.1}\nshots    many {} · medium {} · few {} classes\n\n",
+        s.source.root.display(),
+        s.source.format,
+        s.image_size,
+        ds.cache.dir.display(),
+        s.num_classes(),
+        sum(tr),
+        sum(va),
+        sum(te),
+        mx,
+        mn,
+        mx as f64 / mn.max(1) as f64,
+        s.shot_groups.many.len(),
+        s.shot_groups.medium.len(),
+        s.shot_groups.few.len(),
+    );
+    out.push_str(&plot::text_histogram(&s.classes, tr, va, te, 40));
+    out
+}
+
+fn inspect(a: &InspectArgs) -> Result<()> {
+    let cfg = a.src.config()?;
+    let ds = load(&cfg)?;
+    print!("{}", summary(&ds));
+    if let Some(p) = &a.png {
+        let s = &ds.split;
+        plot::class_histogram(p, &title(s), &s.classes, &s.counts.train, &s.counts.val)?;
+        println!("\nhistogram: {}", p.display());
+    }
+    Ok(())
+}
+
+fn title(s: &Split) -> String {
+    let name = s.source.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match &s.config.longtail {
+        Profile::Exp { imbalance_ratio, .. } => format!("{name}: exponential long tail, IR {imbalance_ratio}"),
+        Profile::Step { imbalance_ratio, .. } => format!("{name}: step long tail, IR {imbalance_ratio}"),
+        _ => format!("{name}: training images per class"),
+    }
+}
+
+fn run_dir(a: &RunArgs, cfg: &Config) -> PathBuf {
+    if let Some(o) = &a.out {
+        return o.clone();
+    }
+    let name = cfg.name.clone().or_else(|| {
+        a.src.config.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned())
+    });
+    Path::new("runs").join(name.unwrap_or_else(|| "default".into()))
+}
+
+/// The data stage: split.json, config.toml and the histogram in the run folder. A split.json
+/// already there for the same data config is reused (resume); one for another config is an error.
+fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
+    let cfg = a.src.config()?;
+    let dir = run_dir(a, &cfg);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    let split_path = dir.join("split.json");
+    let ds = if split_path.is_file() {
+        let old = Split::load(&split_path)?;
+        if old.source != cfg.data.source || old.config != cfg.data.split {
+            bail!(
+                "{} was drawn from another data config: use another --out, or delete the run folder",
+                split_path.display()
+            );
+        }
+        eprintln!("split    {} (complete, reused)", split_path.display());
+        let pb = bar(0, "decoding");
+        let ds = Dataset::open(old, &cfg.cache_root(), &|n| pb.inc(n))?;
+        pb.finish_and_clear();
+        ds
+    } else {
+        let ds = load(&cfg)?;
+        ds.split.save(&split_path)?;
+        ds
+    };
+    autosampler::fsx::write_atomic(&dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    let s = &ds.split;
+    let png = dir.join("data").join("class_histogram.png");
+    plot::class_histogram(&png, &title(s), &s.classes, &s.counts.train, &s.counts.val)?;
+    print!("{}", summary(&ds));
+    println!("\nsplit:     {}\nhistogram: {}", split_path.display(), png.display());
+    Ok((dir, ds))
+}
+
+fn run(a: &RunArgs) -> Result<()> {
+    let t = Instant::now();
+    let (dir, ds) = prepare_cmd(a)?;
+    // Later stages (stage 1, features, search, stage 2, eval, report) attach here.
+    let train = ds.view(Part::Train);
+    println!(
+        "\nrun folder {} ready in {:.1}s ({} training images of {}×{} px)",
+        dir.display(),
+        t.elapsed().as_secs_f64(),
+        train.len(),
+        train.size,
+        train.size
+    );
+    Ok(())
+}

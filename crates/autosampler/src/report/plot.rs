@@ -77,10 +77,12 @@ fn draw_histogram_inner<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(c.min(20))
+        .x_labels(2 * c.min(20) + 1)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_label_formatter(&|x| {
+            // key points fall on multiples of ½: label the bar centres (i + ½)
             let i = x.floor() as usize;
-            if i < c && i % label_every == 0 && (x - i as f64) < 1e-9 {
+            if i < c && i % label_every == 0 && ((x - i as f64) - 0.5).abs() < 1e-6 {
                 if c <= 20 { classes.get(i).cloned().unwrap_or_default() } else { i.to_string() }
             } else {
                 String::new()
