@@ -1,0 +1,449 @@
+//! Integration tests of the data layer on committed fixtures (tests/data) and, where present, on
+//! the real archives in ../shared/data (skipped with a note when absent).
+use autosampler::data::cache::{self, Cache};
+use autosampler::data::cifar::{write_records, PIXELS};
+use autosampler::data::loader::{for_each_batch, LoaderConfig};
+use autosampler::data::source::{Catalog, Cifar100Label};
+use autosampler::data::augment::{Augment, Normalize};
+use autosampler::data::{DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig};
+use autosampler::sampler::Sampler;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
+}
+
+fn shared_data(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(name);
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipped: {} not present", p.display());
+        None
+    }
+}
+
+fn no_progress(_: u64) {}
+
+fn cfg(source: SourceConfig, split: SplitConfig) -> DataConfig {
+    DataConfig { source, split }
+}
+
+/// (37·class + 11·index + 5·y + 3·x + 60·channel) mod 256: the fixture PNGs' pixels.
+fn fixture_pixel(class: usize, index: usize, y: usize, x: usize, c: usize) -> u8 {
+    ((37 * class + 11 * index + 5 * y + 3 * x + 60 * c) % 256) as u8
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn image_folder_decodes_exact_pixels_and_reopens_from_split() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig { val_per_class: 1, ..Default::default() },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    assert_eq!(ds.split.classes, ["a", "b", "c"]);
+    assert_eq!(ds.split.counts.train, [5, 3, 1]);
+    assert_eq!(ds.split.counts.val, [1, 1, 1]);
+    assert_eq!(ds.split.counts.test, [1, 1, 1]);
+    let test = ds.view(Part::Test);
+    assert_eq!(test.size, 8);
+    // test image of class b is index 100 of class 1
+    let img = test.image(1);
+    assert_eq!(test.labels[1], 1);
+    for (y, x, ch) in [(0, 0, 0), (3, 5, 1), (7, 7, 2)] {
+        assert_eq!(img[(y * 8 + x) * 3 + ch], fixture_pixel(1, 100, y, x, ch));
+    }
+    // every training image is the fixture image its split index names
+    let train = ds.view(Part::Train);
+    for i in 0..train.len() {
+        let pool_index = ds.split.train[i] as usize;
+        let (class, within) = match pool_index {
+            0..=5 => (0, pool_index),
+            6..=9 => (1, pool_index - 6),
+            _ => (2, pool_index - 10),
+        };
+        assert_eq!(train.labels[i] as usize, class);
+        assert_eq!(train.image(i)[(2 * 8 + 3) * 3], fixture_pixel(class, within, 2, 3, 0));
+    }
+    // split.json alone rebuilds the same dataset
+    let dir = tempfile::tempdir().unwrap();
+    ds.split.save(&dir.path().join("split.json")).unwrap();
+    let again = Dataset::open(Split::load(&dir.path().join("split.json")).unwrap(), caches.path(), &no_progress).unwrap();
+    assert_eq!(again.split, ds.split);
+    assert_eq!(again.view(Part::Train).image(2), train.image(2));
+}
+
+#[test]
+fn archive_and_folder_give_the_same_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let tgz = dir.path().join("folder.tar.gz");
+    {
+        let f = std::fs::File::create(&tgz).unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+        b.append_dir_all("folder", fixtures().join("folder")).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    let caches = dir.path().join("caches");
+    let from_dir = Catalog::scan(&SourceConfig::new(Format::ImageFolder, fixtures().join("folder"))).unwrap();
+    let from_tgz = Catalog::scan(&SourceConfig::new(Format::ImageFolder, &tgz)).unwrap();
+    let a = Cache::open_or_build(&from_dir, &caches, &no_progress).unwrap();
+    let b = Cache::open_or_build(&from_tgz, &caches, &no_progress).unwrap();
+    assert_eq!(a.meta.checksum, b.meta.checksum);
+    assert_eq!(a.dir, b.dir, "same content, same cache");
+    assert_eq!(std::fs::read_dir(&caches).unwrap().count(), 1, "no temporary folder left");
+}
+
+#[test]
+fn corrupt_image_names_the_file_and_leaves_no_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("src");
+    copy_dir(&fixtures().join("folder"), &root);
+    std::fs::copy(fixtures().join("corrupt.jpg"), root.join("train/b/zz.jpg")).unwrap();
+    let caches = dir.path().join("caches");
+    let c = cfg(SourceConfig::new(Format::ImageFolder, &root), SplitConfig { val_per_class: 0, ..Default::default() });
+    let e = Dataset::prepare(&c, &caches, &no_progress).err().unwrap().to_string();
+    assert!(e.contains("train/b/zz.jpg") && e.contains("cannot decode image"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&caches).map(|r| r.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "half-built cache left behind: {left:?}");
+}
+
+#[test]
+fn bad_folders_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = |root: &Path| Catalog::scan(&SourceConfig::new(Format::ImageFolder, root)).err().unwrap().to_string();
+    // empty class folder
+    let r = dir.path().join("empty");
+    copy_dir(&fixtures().join("folder"), &r);
+    std::fs::create_dir_all(r.join("train/d")).unwrap();
+    let e = scan(&r);
+    assert!(e.contains("train/d") && e.contains("empty class folder"), "{e}");
+    // a non-image file
+    let r = dir.path().join("txt");
+    copy_dir(&fixtures().join("folder"), &r);
+    std::fs::write(r.join("train/a/notes.txt"), "hello").unwrap();
+    let e = scan(&r);
+    assert!(e.contains("train/a/notes.txt") && e.contains("not an image"), "{e}");
+    // no test folder
+    let r = dir.path().join("notest");
+    copy_dir(&fixtures().join("folder/train"), &r.join("train"));
+    let e = scan(&r);
+    assert!(e.contains("test") && e.contains("missing folder"), "{e}");
+    // missing root
+    let e = scan(&dir.path().join("nowhere"));
+    assert!(e.contains("nowhere"), "{e}");
+}
+
+#[test]
+fn mixed_sizes_need_a_resize_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("src");
+    copy_dir(&fixtures().join("folder"), &root);
+    image::RgbImage::from_pixel(12, 10, image::Rgb([200, 100, 50])).save(root.join("train/a/big.png")).unwrap();
+    let caches = dir.path().join("caches");
+    let mut src = SourceConfig::new(Format::ImageFolder, &root);
+    let c = cfg(src.clone(), SplitConfig { val_per_class: 0, ..Default::default() });
+    let e = Dataset::prepare(&c, &caches, &no_progress).err().unwrap().to_string();
+    assert!(e.contains("big.png") && e.contains("12×10") && e.contains("expected 8×8"), "{e}");
+    for resize in [Resize::Stretch, Resize::CenterCrop] {
+        src.resize = resize;
+        let c = cfg(src.clone(), SplitConfig { val_per_class: 0, ..Default::default() });
+        let ds = Dataset::prepare(&c, &caches, &no_progress).unwrap();
+        let train = ds.view(Part::Train);
+        let i = (0..train.len()).find(|&i| ds.split.train[i] == 6).unwrap(); // big.png sorts first in a/
+        assert_eq!(&train.image(i)[..3], [200, 100, 50], "{resize:?}");
+    }
+}
+
+#[test]
+fn cifar_binary_round_trip_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&root).unwrap();
+    let rec = |label: u8, v: u8| {
+        let mut px = vec![0u8; PIXELS];
+        for (p, x) in px.iter_mut().enumerate() {
+            *x = v.wrapping_add((p / 1024) as u8 * 50); // plane c holds v + 50c
+        }
+        (vec![label], px)
+    };
+    for b in 1..=5 {
+        let recs: Vec<_> = (0..4).map(|i| rec((i + b) as u8 % 10, b as u8 * 10 + i as u8)).collect();
+        write_records(&root.join(format!("data_batch_{b}.bin")), &recs).unwrap();
+    }
+    write_records(&root.join("test_batch.bin"), &[rec(3, 7), rec(9, 8)]).unwrap();
+    let caches = tempfile::tempdir().unwrap();
+    let caches = caches.path();
+    // the root holding the single folder is entered automatically
+    let src = SourceConfig::new(Format::Cifar10Bin, dir.path());
+    let cat = Catalog::scan(&src).unwrap();
+    assert_eq!(cat.classes[3], "cat");
+    assert_eq!(cat.pool(Pool::Train).unwrap().len(), 20);
+    let cache = Cache::open_or_build(&cat, caches, &no_progress).unwrap();
+    let test = cache.pool(Pool::Test).unwrap();
+    assert_eq!(test.labels, [3, 9]);
+    // planar R,G,B → interleaved: pixel 0 is (v, v+50, v+100)
+    assert_eq!(&test.image(1)[..3], [8, 58, 108]);
+    assert_eq!(cache.pool(Pool::Train).unwrap().image(5)[..3], [21, 71, 121]);
+
+    // truncated: data_batch_3.bin loses 1,500 bytes of its last (fourth) record
+    let p = root.join("data_batch_3.bin");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 1500]).unwrap();
+    let e = Catalog::scan(&src).err().unwrap().to_string();
+    assert!(e.contains("data_batch_3.bin") && e.contains("record 3") && e.contains("byte offset 9219"), "{e}");
+    assert!(e.contains("expected 3073 bytes, found 1573"), "{e}");
+    std::fs::write(&p, &bytes).unwrap();
+    // label out of range
+    let mut bad = bytes.clone();
+    bad[3073] = 12;
+    std::fs::write(&p, &bad).unwrap();
+    let e = Catalog::scan(&src).err().unwrap().to_string();
+    assert!(e.contains("data_batch_3.bin") && e.contains("record 1") && e.contains("label 12"), "{e}");
+}
+
+#[test]
+fn cifar100_fine_and_coarse_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs: Vec<_> = (0..6u8).map(|i| (vec![i % 20, 50 + i], vec![i; PIXELS])).collect();
+    write_records(&dir.path().join("train.bin"), &recs).unwrap();
+    write_records(&dir.path().join("test.bin"), &recs[..2]).unwrap();
+    let mut src = SourceConfig::new(Format::Cifar100Bin, dir.path());
+    let fine = Catalog::scan(&src).unwrap();
+    assert_eq!(fine.classes.len(), 100);
+    assert_eq!(fine.labels(Pool::Train), [50, 51, 52, 53, 54, 55]);
+    src.cifar100_label = Cifar100Label::Coarse;
+    let coarse = Catalog::scan(&src).unwrap();
+    assert_eq!(coarse.classes.len(), 20);
+    assert_eq!(coarse.labels(Pool::Test), [0, 1]);
+}
+
+#[test]
+fn tiny_imagenet_layout_with_boxes() {
+    let caches = tempfile::tempdir().unwrap();
+    let mut src = SourceConfig::new(Format::TinyImagenet, fixtures().join("tiny"));
+    let cat = Catalog::scan(&src).unwrap();
+    // wnids.txt lists n01629819 first; classes are sorted
+    assert_eq!(cat.classes, ["n01443537", "n01629819"]);
+    let train = cat.pool(Pool::Train).unwrap();
+    assert_eq!(train.len(), 6);
+    assert_eq!(train[1].bbox, Some([14.0, 2.0, 54.0, 49.0]));
+    let test = cat.pool(Pool::Test).unwrap();
+    assert_eq!(test.len(), 4);
+    // val images sorted by name: val_1054 (n01629819), val_23 (n01629819), val_611, val_68
+    assert_eq!(cat.labels(Pool::Test), [1, 1, 0, 0]);
+    assert_eq!(test[3].bbox, Some([10.0, 19.0, 63.0, 42.0]));
+    // decoding at 32 px with stretch halves the boxes
+    src.image_size = Some(32);
+    src.resize = Resize::Stretch;
+    let c = cfg(src, SplitConfig { val_per_class: 1, ..Default::default() });
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let t = ds.view(Part::Test);
+    assert_eq!(t.size, 32);
+    let i = (0..t.len()).find(|&i| ds.split.test[i] == 3).unwrap(); // val_68.JPEG
+    assert_eq!(t.bbox(i), Some([5.0, 9.5, 31.5, 21.0]));
+    assert_eq!(ds.view(Part::Train).len(), 4);
+}
+
+#[test]
+fn split_lists_with_val_and_errors() {
+    let d = fixtures();
+    let mut src = SourceConfig::new(Format::SplitList, d.join("folder"));
+    src.train_list = Some(d.join("lists/train.txt"));
+    src.test_list = Some(d.join("lists/test.txt"));
+    src.val_list = Some(d.join("lists/val.txt"));
+    src.class_names = Some(d.join("lists/names.txt"));
+    let caches = tempfile::tempdir().unwrap();
+    let ds = Dataset::prepare(&cfg(src.clone(), SplitConfig::default()), caches.path(), &no_progress).unwrap();
+    assert_eq!(ds.split.classes, ["alpha", "beta", "gamma"]);
+    assert_eq!(ds.split.val_pool, Pool::Val);
+    assert_eq!(ds.split.counts.val, [1, 1, 0]);
+    assert_eq!(ds.split.counts.train, [6, 4, 2], "no hold-out when the source has a val list");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "train/a/000.png 0\ntrain/a/999.png 0\n").unwrap();
+    let mut s = src.clone();
+    s.train_list = Some(bad.clone());
+    let e = Catalog::scan(&s).err().unwrap().to_string();
+    assert!(e.contains("bad.txt: line 2") && e.contains("train/a/999.png") && e.contains("not found"), "{e}");
+    std::fs::write(&bad, "train/a/000.png 0\ntrain/a/001.png 7\n").unwrap();
+    let e = Catalog::scan(&s).err().unwrap().to_string();
+    assert!(e.contains("bad.txt: line 2") && e.contains("unknown class 7"), "{e}");
+    std::fs::write(&bad, "train/a/000.png zero\n").unwrap();
+    let e = Catalog::scan(&s).err().unwrap().to_string();
+    assert!(e.contains("bad.txt: line 1") && e.contains("`zero`"), "{e}");
+}
+
+#[test]
+fn bad_split_parameters() {
+    let caches = tempfile::tempdir().unwrap();
+    let src = SourceConfig::new(Format::ImageFolder, fixtures().join("folder"));
+    let e = Dataset::prepare(&cfg(src.clone(), SplitConfig { val_per_class: 2, ..Default::default() }), caches.path(), &no_progress)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("val_per_class 2 is too large") && e.contains("only 2"), "{e}");
+    let lt = SplitConfig {
+        longtail: Profile::Exp { imbalance_ratio: 0.5, n_max: None },
+        val_per_class: 0,
+        seed: 0,
+    };
+    let e = Dataset::prepare(&cfg(src, lt), caches.path(), &no_progress).err().unwrap().to_string();
+    assert!(e.contains("imbalance_ratio 0.5") && e.contains("≥ 1"), "{e}");
+}
+
+fn collect_batches(ds: &Dataset, threads: usize, aug: Augment) -> Vec<(Vec<f32>, Vec<i64>)> {
+    let view = ds.view(Part::Train);
+    let mut rng = autosampler::rng::chacha(1, &[]);
+    let plan = Sampler::ClassBalanced.plan(&view.labels, 0, 1, false, &mut rng).unwrap();
+    let lc = LoaderConfig {
+        batch_size: 4,
+        threads,
+        augment: aug,
+        normalize: Normalize::CIFAR10,
+        drop_last: false,
+        seed: 9,
+    };
+    let mut out = Vec::new();
+    for_each_batch(&view, &plan, &lc, 3, |b| {
+        assert_eq!(b.images.size()[1..], [3, 8, 8]);
+        out.push((Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(), Vec::<i64>::try_from(&b.labels).unwrap()));
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn loader_is_deterministic_across_thread_counts() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig { val_per_class: 0, ..Default::default() },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    for aug in [Augment::cifar(), Augment::resized_crop(8), Augment::None] {
+        let one = collect_batches(&ds, 1, aug.clone());
+        let three = collect_batches(&ds, 3, aug);
+        assert_eq!(one.len(), 3, "12 images in batches of 4");
+        assert_eq!(one, three);
+    }
+    // the class-balanced plan gives each class 4 of the 12 draws
+    let labels: Vec<i64> = collect_batches(&ds, 2, Augment::None).into_iter().flat_map(|b| b.1).collect();
+    for c in 0..3 {
+        assert_eq!(labels.iter().filter(|&&l| l == c).count(), 4);
+    }
+}
+
+#[test]
+fn loader_stops_on_the_first_error() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig { val_per_class: 0, ..Default::default() },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let view = ds.view(Part::Train);
+    let plan: Vec<usize> = (0..view.len()).collect();
+    let lc = LoaderConfig {
+        batch_size: 2,
+        threads: 2,
+        augment: Augment::None,
+        normalize: Normalize::CIFAR10,
+        drop_last: true,
+        seed: 0,
+    };
+    let mut seen = 0;
+    let r = for_each_batch(&view, &plan, &lc, 0, |_| {
+        seen += 1;
+        if seen == 2 {
+            return Err(autosampler::invalid!("stop here"));
+        }
+        Ok(())
+    });
+    assert_eq!(seen, 2);
+    assert!(r.unwrap_err().to_string().contains("stop here"));
+}
+
+// ---------------------------------------------------------------- real archives in ../shared/data
+
+#[test]
+fn real_cifar10_lt_matches_ldam_and_the_reference_split() {
+    let Some(archive) = shared_data("cifar10-jpeg.tar.gz") else { return };
+    let caches = tempfile::tempdir().unwrap();
+    let src = SourceConfig::new(Format::ImageFolder, &archive);
+    let cat = Catalog::scan(&src).unwrap();
+    let cache = Cache::open_or_build(&cat, caches.path(), &no_progress).unwrap();
+    assert_eq!(cache.pool(Pool::Train).unwrap().len(), 50_000);
+    assert_eq!(cache.pool(Pool::Test).unwrap().len(), 10_000);
+    let draw = |ir: f64, k: usize| {
+        let c = cfg(
+            src.clone(),
+            SplitConfig { longtail: Profile::Exp { imbalance_ratio: ir, n_max: None }, val_per_class: k, seed: 0 },
+        );
+        autosampler::data::draw_split(&cache, &c).unwrap()
+    };
+    // LDAM-DRW sizes without a hold-out
+    for (ir, n) in [(100.0, 12_406), (50.0, 13_996), (10.0, 20_431)] {
+        let s = draw(ir, 0);
+        assert_eq!(s.train.len(), n, "IR {ir}");
+        assert_eq!(s.test.len(), 10_000);
+    }
+    // torch_reference.py's protocol (../shared/bench/results/ref_c10lt_ir100_e30_s0.json)
+    let s = draw(100.0, 20);
+    assert_eq!(s.counts.train, [4980, 2985, 1789, 1072, 643, 385, 231, 138, 83, 49]);
+    assert_eq!(s.train.len(), 12_355);
+    assert_eq!(s.counts.val, [20; 10]);
+    // the same images: numpy RandomState(0) shuffles class 0's indices 0..5000, then class 1's
+    //   rs = np.random.RandomState(0); a = np.arange(5000); rs.shuffle(a); print(a[:3], a[20:23])
+    //   -> [ 398 3833 4836] [ 159 1563  402]
+    //   b = np.arange(5000, 10000); rs.shuffle(b); print(b[:3], b[20:23])
+    //   -> [5597 5332 5521] [7192 6766 6261]
+    assert_eq!(&s.val[..3], [398, 3833, 4836]);
+    assert_eq!(&s.train[..3], [159, 1563, 402]);
+    assert_eq!(&s.val[20..23], [5597, 5332, 5521]);
+    assert_eq!(&s.train[4980..4983], [7192, 6766, 6261]);
+    assert_eq!((s.shot_groups.many.len(), s.shot_groups.medium.len(), s.shot_groups.few.len()), (8, 2, 0));
+}
+
+#[test]
+fn real_tiny_imagenet_catalog_has_every_box() {
+    let Some(archive) = shared_data("tiny-imagenet-200.tar.gz") else { return };
+    let cat = Catalog::scan(&SourceConfig::new(Format::TinyImagenet, &archive)).unwrap();
+    assert_eq!(cat.classes.len(), 200);
+    let train = cat.pool(Pool::Train).unwrap();
+    let test = cat.pool(Pool::Test).unwrap();
+    assert_eq!((train.len(), test.len()), (100_000, 10_000));
+    assert!(train.iter().chain(test).all(|i| i.bbox.is_some()));
+    let mut per_class = vec![0; 200];
+    for i in test {
+        per_class[i.label as usize] += 1;
+    }
+    assert!(per_class.iter().all(|&n| n == 50));
+    // the llt stand-in for ImageNet-LLT draws from these pools: 50..400 images per class
+    let labels = cat.labels(Pool::Train);
+    let test_labels = cat.labels(Pool::Test);
+    let pools = autosampler::data::split::PoolLabels { num_classes: 200, train: &labels, val: None, test: &test_labels };
+    let d = autosampler::data::split::draw(
+        &pools,
+        &SplitConfig { longtail: Profile::Llt { num_classes: 100, min: 50, max: 400 }, val_per_class: 20, seed: 0 },
+    )
+    .unwrap();
+    assert_eq!(d.counts.train[0], 400);
+    assert_eq!(d.counts.train[99], 50);
+    assert_eq!(d.test.len(), 5_000);
+    let _ = cache::default_cache_root();
+}
