@@ -3,7 +3,9 @@ use anyhow::{bail, Context, Result};
 use autosampler::config::Config;
 use autosampler::data::cache::Cache;
 use autosampler::data::source::Catalog;
-use autosampler::data::{self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig};
+use autosampler::data::{
+    self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig,
+};
 use autosampler::report::plot;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "autosampler", version, about = "Coarse-to-fine auto-sampler for long-tailed image recognition")]
+#[command(
+    name = "autosampler",
+    version,
+    about = "Coarse-to-fine auto-sampler for long-tailed image recognition"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,7 +95,8 @@ fn parse_format(s: &str) -> Result<Format, String> {
     })
 }
 fn parse_resize(s: &str) -> Result<Resize, String> {
-    serde_plain(s).map_err(|_| format!("resize '{s}' is unrecognized: expected exact, stretch or center-crop"))
+    serde_plain(s)
+        .map_err(|_| format!("resize '{s}' is unrecognized: expected exact, stretch or center-crop"))
 }
 fn serde_plain<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
@@ -124,7 +131,10 @@ impl SourceArgs {
             }
         }
         if let Some(ir) = self.ir {
-            d.split.longtail = Profile::Exp { imbalance_ratio: ir, n_max: None };
+            d.split.longtail = Profile::Exp {
+                imbalance_ratio: ir,
+                n_max: None,
+            };
         }
         if let Some(k) = self.val_per_class {
             d.split.val_per_class = k;
@@ -184,7 +194,11 @@ fn load(cfg: &Config) -> Result<Dataset> {
     let pb = bar(total, "decoding");
     let cache = Cache::open_or_build(&catalog, &cfg.cache_root(), &|n| pb.inc(n))?;
     pb.finish_and_clear();
-    tracing::info!("cache {} ready in {:.1}s", cache.dir.display(), t.elapsed().as_secs_f64());
+    tracing::info!(
+        "cache {} ready in {:.1}s",
+        cache.dir.display(),
+        t.elapsed().as_secs_f64()
+    );
     let split = data::draw_split(&cache, &cfg.data)?;
     Ok(Dataset { split, cache })
 }
@@ -193,7 +207,10 @@ fn summary(ds: &Dataset) -> String {
     let s = &ds.split;
     let (tr, va, te) = (&s.counts.train, &s.counts.val, &s.counts.test);
     let sum = |v: &Vec<usize>| v.iter().sum::<usize>();
-    let (mx, mn) = (tr.iter().max().copied().unwrap_or(0), tr.iter().min().copied().unwrap_or(0));
+    let (mx, mn) = (
+        tr.iter().max().copied().unwrap_or(0),
+        tr.iter().min().copied().unwrap_or(0),
+    );
     let mut out = format!(
         "source   {} ({:?}, {} px, cache {})\nclasses  {}\nimages   train {} · val {} · test {}\nimbalance {} / {} = {:.1}\nshots    many {} · medium {} · few {} classes\n\n",
         s.source.root.display(),
@@ -228,9 +245,16 @@ fn inspect(a: &InspectArgs) -> Result<()> {
 }
 
 fn title(s: &Split) -> String {
-    let name = s.source.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = s
+        .source
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match &s.config.longtail {
-        Profile::Exp { imbalance_ratio, .. } => format!("{name}: exponential long tail, IR {imbalance_ratio}"),
+        Profile::Exp { imbalance_ratio, .. } => {
+            format!("{name}: exponential long tail, IR {imbalance_ratio}")
+        }
         Profile::Step { imbalance_ratio, .. } => format!("{name}: step long tail, IR {imbalance_ratio}"),
         _ => format!("{name}: training images per class"),
     }
@@ -241,7 +265,11 @@ fn run_dir(a: &RunArgs, cfg: &Config) -> PathBuf {
         return o.clone();
     }
     let name = cfg.name.clone().or_else(|| {
-        a.src.config.as_ref().and_then(|p| p.file_stem()).map(|s| s.to_string_lossy().into_owned())
+        a.src
+            .config
+            .as_ref()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
     });
     Path::new("runs").join(name.unwrap_or_else(|| "default".into()))
 }
@@ -276,7 +304,11 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
     let png = dir.join("data").join("class_histogram.png");
     plot::class_histogram(&png, &title(s), &s.classes, &s.counts.train, &s.counts.val)?;
     print!("{}", summary(&ds));
-    println!("\nsplit:     {}\nhistogram: {}", split_path.display(), png.display());
+    println!(
+        "\nsplit:     {}\nhistogram: {}",
+        split_path.display(),
+        png.display()
+    );
     Ok((dir, ds))
 }
 

@@ -45,7 +45,9 @@ impl Config {
 
     /// The cache root this config uses.
     pub fn cache_root(&self) -> PathBuf {
-        self.cache_dir.clone().unwrap_or_else(crate::data::cache::default_cache_root)
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(crate::data::cache::default_cache_root)
     }
 }
 
@@ -64,7 +66,11 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error, path: Option<String>)
         .map(|s| {
             let mut start = s.start.min(text.len());
             // Inside a tagged section the span covers the whole table: point at the key itself.
-            if let Some(key) = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            if let Some(key) = e
+                .message()
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+            {
                 if let Some(off) = find_key(&text[start..], key) {
                     start += off;
                 }
@@ -75,7 +81,10 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error, path: Option<String>)
             format!("line {line}, column {col}: ")
         })
         .unwrap_or_default();
-    let key = path.filter(|p| p != ".").map(|p| format!("at `{p}`: ")).unwrap_or_default();
+    let key = path
+        .filter(|p| p != ".")
+        .map(|p| format!("at `{p}`: "))
+        .unwrap_or_default();
     Error::Config {
         file: file.to_string(),
         what: format!("{at}{key}{}", e.message().trim()),
@@ -119,27 +128,44 @@ imbalance_ratio = 100
         assert_eq!(c.data.split.val_per_class, 5);
         let again = Config::parse(&c.to_toml(), "b.toml").unwrap();
         assert_eq!(c, again);
-        assert!(c.to_toml().contains("train_dir = \"train\""), "defaults are written out");
+        assert!(
+            c.to_toml().contains("train_dir = \"train\""),
+            "defaults are written out"
+        );
     }
 
     #[test]
     fn unknown_key_names_path_and_line() {
-        let bad = GOOD.replace("imbalance_ratio = 100", "imbalance_ratio = 100\nimbalance_ratoi = 3");
+        let bad = GOOD.replace(
+            "imbalance_ratio = 100",
+            "imbalance_ratio = 100\nimbalance_ratoi = 3",
+        );
         let e = Config::parse(&bad, "a.toml").unwrap_err().to_string();
         assert!(e.starts_with("a.toml: line 11, column 1"), "{e}");
         assert!(e.contains("imbalance_ratoi"), "{e}");
         let bad = GOOD.replace("val_per_class = 5", "val_per_clas = 5");
         let e = Config::parse(&bad, "a.toml").unwrap_err().to_string();
-        assert!(e.contains("line 7") && e.contains("val_per_clas") && e.contains("data.split"), "{e}");
+        assert!(
+            e.contains("line 7") && e.contains("val_per_clas") && e.contains("data.split"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_and_unknown_variant_are_named() {
-        let e = Config::parse(&GOOD.replace("val_per_class = 5", "val_per_class = \"five\""), "a.toml")
+        let e = Config::parse(
+            &GOOD.replace("val_per_class = 5", "val_per_class = \"five\""),
+            "a.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 7") && e.contains("data.split.val_per_class"),
+            "{e}"
+        );
+        let e = Config::parse(&GOOD.replace("cifar10-bin", "cifar-10"), "a.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 7") && e.contains("data.split.val_per_class"), "{e}");
-        let e = Config::parse(&GOOD.replace("cifar10-bin", "cifar-10"), "a.toml").unwrap_err().to_string();
         assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
     }
 }

@@ -1,11 +1,13 @@
 //! Integration tests of the data layer on committed fixtures (tests/data) and, where present, on
 //! the real archives in ../shared/data (skipped with a note when absent).
+use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::{self, Cache};
 use autosampler::data::cifar::{write_records, PIXELS};
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::source::{Catalog, Cifar100Label};
-use autosampler::data::augment::{Augment, Normalize};
-use autosampler::data::{DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig};
+use autosampler::data::{
+    DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
+};
 use autosampler::sampler::Sampler;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,9 @@ fn fixtures() -> PathBuf {
 }
 
 fn shared_data(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(name);
     if p.is_file() {
         Some(p)
     } else {
@@ -51,7 +55,10 @@ fn image_folder_decodes_exact_pixels_and_reopens_from_split() {
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig { val_per_class: 1, ..Default::default() },
+        SplitConfig {
+            val_per_class: 1,
+            ..Default::default()
+        },
     );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     assert_eq!(ds.split.classes, ["a", "b", "c"]);
@@ -76,12 +83,20 @@ fn image_folder_decodes_exact_pixels_and_reopens_from_split() {
             _ => (2, pool_index - 10),
         };
         assert_eq!(train.labels[i] as usize, class);
-        assert_eq!(train.image(i)[(2 * 8 + 3) * 3], fixture_pixel(class, within, 2, 3, 0));
+        assert_eq!(
+            train.image(i)[(2 * 8 + 3) * 3],
+            fixture_pixel(class, within, 2, 3, 0)
+        );
     }
     // split.json alone rebuilds the same dataset
     let dir = tempfile::tempdir().unwrap();
     ds.split.save(&dir.path().join("split.json")).unwrap();
-    let again = Dataset::open(Split::load(&dir.path().join("split.json")).unwrap(), caches.path(), &no_progress).unwrap();
+    let again = Dataset::open(
+        Split::load(&dir.path().join("split.json")).unwrap(),
+        caches.path(),
+        &no_progress,
+    )
+    .unwrap();
     assert_eq!(again.split, ds.split);
     assert_eq!(again.view(Part::Train).image(2), train.image(2));
 }
@@ -103,7 +118,11 @@ fn archive_and_folder_give_the_same_cache() {
     let b = Cache::open_or_build(&from_tgz, &caches, &no_progress).unwrap();
     assert_eq!(a.meta.checksum, b.meta.checksum);
     assert_eq!(a.dir, b.dir, "same content, same cache");
-    assert_eq!(std::fs::read_dir(&caches).unwrap().count(), 1, "no temporary folder left");
+    assert_eq!(
+        std::fs::read_dir(&caches).unwrap().count(),
+        1,
+        "no temporary folder left"
+    );
 }
 
 #[test]
@@ -113,17 +132,36 @@ fn corrupt_image_names_the_file_and_leaves_no_cache() {
     copy_dir(&fixtures().join("folder"), &root);
     std::fs::copy(fixtures().join("corrupt.jpg"), root.join("train/b/zz.jpg")).unwrap();
     let caches = dir.path().join("caches");
-    let c = cfg(SourceConfig::new(Format::ImageFolder, &root), SplitConfig { val_per_class: 0, ..Default::default() });
-    let e = Dataset::prepare(&c, &caches, &no_progress).err().unwrap().to_string();
-    assert!(e.contains("train/b/zz.jpg") && e.contains("cannot decode image"), "{e}");
-    let left: Vec<_> = std::fs::read_dir(&caches).map(|r| r.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, &root),
+        SplitConfig {
+            val_per_class: 0,
+            ..Default::default()
+        },
+    );
+    let e = Dataset::prepare(&c, &caches, &no_progress)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("train/b/zz.jpg") && e.contains("cannot decode image"),
+        "{e}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&caches)
+        .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "half-built cache left behind: {left:?}");
 }
 
 #[test]
 fn bad_folders_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let scan = |root: &Path| Catalog::scan(&SourceConfig::new(Format::ImageFolder, root)).err().unwrap().to_string();
+    let scan = |root: &Path| {
+        Catalog::scan(&SourceConfig::new(Format::ImageFolder, root))
+            .err()
+            .unwrap()
+            .to_string()
+    };
     // empty class folder
     let r = dir.path().join("empty");
     copy_dir(&fixtures().join("folder"), &r);
@@ -135,7 +173,10 @@ fn bad_folders_are_clear_errors() {
     copy_dir(&fixtures().join("folder"), &r);
     std::fs::write(r.join("train/a/notes.txt"), "hello").unwrap();
     let e = scan(&r);
-    assert!(e.contains("train/a/notes.txt") && e.contains("not an image"), "{e}");
+    assert!(
+        e.contains("train/a/notes.txt") && e.contains("not an image"),
+        "{e}"
+    );
     // no test folder
     let r = dir.path().join("notest");
     copy_dir(&fixtures().join("folder/train"), &r.join("train"));
@@ -151,15 +192,35 @@ fn mixed_sizes_need_a_resize_policy() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("src");
     copy_dir(&fixtures().join("folder"), &root);
-    image::RgbImage::from_pixel(12, 10, image::Rgb([200, 100, 50])).save(root.join("train/a/big.png")).unwrap();
+    image::RgbImage::from_pixel(12, 10, image::Rgb([200, 100, 50]))
+        .save(root.join("train/a/big.png"))
+        .unwrap();
     let caches = dir.path().join("caches");
     let mut src = SourceConfig::new(Format::ImageFolder, &root);
-    let c = cfg(src.clone(), SplitConfig { val_per_class: 0, ..Default::default() });
-    let e = Dataset::prepare(&c, &caches, &no_progress).err().unwrap().to_string();
-    assert!(e.contains("big.png") && e.contains("12×10") && e.contains("expected 8×8"), "{e}");
+    let c = cfg(
+        src.clone(),
+        SplitConfig {
+            val_per_class: 0,
+            ..Default::default()
+        },
+    );
+    let e = Dataset::prepare(&c, &caches, &no_progress)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("big.png") && e.contains("12×10") && e.contains("expected 8×8"),
+        "{e}"
+    );
     for resize in [Resize::Stretch, Resize::CenterCrop] {
         src.resize = resize;
-        let c = cfg(src.clone(), SplitConfig { val_per_class: 0, ..Default::default() });
+        let c = cfg(
+            src.clone(),
+            SplitConfig {
+                val_per_class: 0,
+                ..Default::default()
+            },
+        );
         let ds = Dataset::prepare(&c, &caches, &no_progress).unwrap();
         let train = ds.view(Part::Train);
         let i = (0..train.len()).find(|&i| ds.split.train[i] == 6).unwrap(); // big.png sorts first in a/
@@ -180,7 +241,9 @@ fn cifar_binary_round_trip_and_errors() {
         (vec![label], px)
     };
     for b in 1..=5 {
-        let recs: Vec<_> = (0..4).map(|i| rec((i + b) as u8 % 10, b as u8 * 10 + i as u8)).collect();
+        let recs: Vec<_> = (0..4)
+            .map(|i| rec((i + b) as u8 % 10, b as u8 * 10 + i as u8))
+            .collect();
         write_records(&root.join(format!("data_batch_{b}.bin")), &recs).unwrap();
     }
     write_records(&root.join("test_batch.bin"), &[rec(3, 7), rec(9, 8)]).unwrap();
@@ -203,7 +266,10 @@ fn cifar_binary_round_trip_and_errors() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() - 1500]).unwrap();
     let e = Catalog::scan(&src).err().unwrap().to_string();
-    assert!(e.contains("data_batch_3.bin") && e.contains("record 3") && e.contains("byte offset 9219"), "{e}");
+    assert!(
+        e.contains("data_batch_3.bin") && e.contains("record 3") && e.contains("byte offset 9219"),
+        "{e}"
+    );
     assert!(e.contains("expected 3073 bytes, found 1573"), "{e}");
     std::fs::write(&p, &bytes).unwrap();
     // label out of range
@@ -211,13 +277,18 @@ fn cifar_binary_round_trip_and_errors() {
     bad[3073] = 12;
     std::fs::write(&p, &bad).unwrap();
     let e = Catalog::scan(&src).err().unwrap().to_string();
-    assert!(e.contains("data_batch_3.bin") && e.contains("record 1") && e.contains("label 12"), "{e}");
+    assert!(
+        e.contains("data_batch_3.bin") && e.contains("record 1") && e.contains("label 12"),
+        "{e}"
+    );
 }
 
 #[test]
 fn cifar100_fine_and_coarse_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let recs: Vec<_> = (0..6u8).map(|i| (vec![i % 20, 50 + i], vec![i; PIXELS])).collect();
+    let recs: Vec<_> = (0..6u8)
+        .map(|i| (vec![i % 20, 50 + i], vec![i; PIXELS]))
+        .collect();
     write_records(&dir.path().join("train.bin"), &recs).unwrap();
     write_records(&dir.path().join("test.bin"), &recs[..2]).unwrap();
     let mut src = SourceConfig::new(Format::Cifar100Bin, dir.path());
@@ -248,7 +319,13 @@ fn tiny_imagenet_layout_with_boxes() {
     // decoding at 32 px with stretch halves the boxes
     src.image_size = Some(32);
     src.resize = Resize::Stretch;
-    let c = cfg(src, SplitConfig { val_per_class: 1, ..Default::default() });
+    let c = cfg(
+        src,
+        SplitConfig {
+            val_per_class: 1,
+            ..Default::default()
+        },
+    );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     let t = ds.view(Part::Test);
     assert_eq!(t.size, 32);
@@ -266,11 +343,20 @@ fn split_lists_with_val_and_errors() {
     src.val_list = Some(d.join("lists/val.txt"));
     src.class_names = Some(d.join("lists/names.txt"));
     let caches = tempfile::tempdir().unwrap();
-    let ds = Dataset::prepare(&cfg(src.clone(), SplitConfig::default()), caches.path(), &no_progress).unwrap();
+    let ds = Dataset::prepare(
+        &cfg(src.clone(), SplitConfig::default()),
+        caches.path(),
+        &no_progress,
+    )
+    .unwrap();
     assert_eq!(ds.split.classes, ["alpha", "beta", "gamma"]);
     assert_eq!(ds.split.val_pool, Pool::Val);
     assert_eq!(ds.split.counts.val, [1, 1, 0]);
-    assert_eq!(ds.split.counts.train, [6, 4, 2], "no hold-out when the source has a val list");
+    assert_eq!(
+        ds.split.counts.train,
+        [6, 4, 2],
+        "no hold-out when the source has a val list"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.txt");
@@ -278,10 +364,16 @@ fn split_lists_with_val_and_errors() {
     let mut s = src.clone();
     s.train_list = Some(bad.clone());
     let e = Catalog::scan(&s).err().unwrap().to_string();
-    assert!(e.contains("bad.txt: line 2") && e.contains("train/a/999.png") && e.contains("not found"), "{e}");
+    assert!(
+        e.contains("bad.txt: line 2") && e.contains("train/a/999.png") && e.contains("not found"),
+        "{e}"
+    );
     std::fs::write(&bad, "train/a/000.png 0\ntrain/a/001.png 7\n").unwrap();
     let e = Catalog::scan(&s).err().unwrap().to_string();
-    assert!(e.contains("bad.txt: line 2") && e.contains("unknown class 7"), "{e}");
+    assert!(
+        e.contains("bad.txt: line 2") && e.contains("unknown class 7"),
+        "{e}"
+    );
     std::fs::write(&bad, "train/a/000.png zero\n").unwrap();
     let e = Catalog::scan(&s).err().unwrap().to_string();
     assert!(e.contains("bad.txt: line 1") && e.contains("`zero`"), "{e}");
@@ -291,24 +383,45 @@ fn split_lists_with_val_and_errors() {
 fn bad_split_parameters() {
     let caches = tempfile::tempdir().unwrap();
     let src = SourceConfig::new(Format::ImageFolder, fixtures().join("folder"));
-    let e = Dataset::prepare(&cfg(src.clone(), SplitConfig { val_per_class: 2, ..Default::default() }), caches.path(), &no_progress)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("val_per_class 2 is too large") && e.contains("only 2"), "{e}");
+    let e = Dataset::prepare(
+        &cfg(
+            src.clone(),
+            SplitConfig {
+                val_per_class: 2,
+                ..Default::default()
+            },
+        ),
+        caches.path(),
+        &no_progress,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("val_per_class 2 is too large") && e.contains("only 2"),
+        "{e}"
+    );
     let lt = SplitConfig {
-        longtail: Profile::Exp { imbalance_ratio: 0.5, n_max: None },
+        longtail: Profile::Exp {
+            imbalance_ratio: 0.5,
+            n_max: None,
+        },
         val_per_class: 0,
         seed: 0,
     };
-    let e = Dataset::prepare(&cfg(src, lt), caches.path(), &no_progress).err().unwrap().to_string();
+    let e = Dataset::prepare(&cfg(src, lt), caches.path(), &no_progress)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("imbalance_ratio 0.5") && e.contains("≥ 1"), "{e}");
 }
 
 fn collect_batches(ds: &Dataset, threads: usize, aug: Augment) -> Vec<(Vec<f32>, Vec<i64>)> {
     let view = ds.view(Part::Train);
     let mut rng = autosampler::rng::chacha(1, &[]);
-    let plan = Sampler::ClassBalanced.plan(&view.labels, 0, 1, false, &mut rng).unwrap();
+    let plan = Sampler::ClassBalanced
+        .plan(&view.labels, 0, 1, false, &mut rng)
+        .unwrap();
     let lc = LoaderConfig {
         batch_size: 4,
         threads,
@@ -320,7 +433,10 @@ fn collect_batches(ds: &Dataset, threads: usize, aug: Augment) -> Vec<(Vec<f32>,
     let mut out = Vec::new();
     for_each_batch(&view, &plan, &lc, 3, |b| {
         assert_eq!(b.images.size()[1..], [3, 8, 8]);
-        out.push((Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(), Vec::<i64>::try_from(&b.labels).unwrap()));
+        out.push((
+            Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(),
+            Vec::<i64>::try_from(&b.labels).unwrap(),
+        ));
         Ok(())
     })
     .unwrap();
@@ -332,7 +448,10 @@ fn loader_is_deterministic_across_thread_counts() {
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig { val_per_class: 0, ..Default::default() },
+        SplitConfig {
+            val_per_class: 0,
+            ..Default::default()
+        },
     );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     for aug in [Augment::cifar(), Augment::resized_crop(8), Augment::None] {
@@ -342,7 +461,10 @@ fn loader_is_deterministic_across_thread_counts() {
         assert_eq!(one, three);
     }
     // the class-balanced plan gives each class 4 of the 12 draws
-    let labels: Vec<i64> = collect_batches(&ds, 2, Augment::None).into_iter().flat_map(|b| b.1).collect();
+    let labels: Vec<i64> = collect_batches(&ds, 2, Augment::None)
+        .into_iter()
+        .flat_map(|b| b.1)
+        .collect();
     for c in 0..3 {
         assert_eq!(labels.iter().filter(|&&l| l == c).count(), 4);
     }
@@ -353,7 +475,10 @@ fn loader_stops_on_the_first_error() {
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig { val_per_class: 0, ..Default::default() },
+        SplitConfig {
+            val_per_class: 0,
+            ..Default::default()
+        },
     );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     let view = ds.view(Part::Train);
@@ -382,7 +507,9 @@ fn loader_stops_on_the_first_error() {
 
 #[test]
 fn real_cifar10_lt_matches_ldam_and_the_reference_split() {
-    let Some(archive) = shared_data("cifar10-jpeg.tar.gz") else { return };
+    let Some(archive) = shared_data("cifar10-jpeg.tar.gz") else {
+        return;
+    };
     let caches = tempfile::tempdir().unwrap();
     let src = SourceConfig::new(Format::ImageFolder, &archive);
     let cat = Catalog::scan(&src).unwrap();
@@ -392,7 +519,14 @@ fn real_cifar10_lt_matches_ldam_and_the_reference_split() {
     let draw = |ir: f64, k: usize| {
         let c = cfg(
             src.clone(),
-            SplitConfig { longtail: Profile::Exp { imbalance_ratio: ir, n_max: None }, val_per_class: k, seed: 0 },
+            SplitConfig {
+                longtail: Profile::Exp {
+                    imbalance_ratio: ir,
+                    n_max: None,
+                },
+                val_per_class: k,
+                seed: 0,
+            },
         );
         autosampler::data::draw_split(&cache, &c).unwrap()
     };
@@ -404,7 +538,10 @@ fn real_cifar10_lt_matches_ldam_and_the_reference_split() {
     }
     // torch_reference.py's protocol (../shared/bench/results/ref_c10lt_ir100_e30_s0.json)
     let s = draw(100.0, 20);
-    assert_eq!(s.counts.train, [4980, 2985, 1789, 1072, 643, 385, 231, 138, 83, 49]);
+    assert_eq!(
+        s.counts.train,
+        [4980, 2985, 1789, 1072, 643, 385, 231, 138, 83, 49]
+    );
     assert_eq!(s.train.len(), 12_355);
     assert_eq!(s.counts.val, [20; 10]);
     // the same images: numpy RandomState(0) shuffles class 0's indices 0..5000, then class 1's
@@ -416,12 +553,21 @@ fn real_cifar10_lt_matches_ldam_and_the_reference_split() {
     assert_eq!(&s.train[..3], [159, 1563, 402]);
     assert_eq!(&s.val[20..23], [5597, 5332, 5521]);
     assert_eq!(&s.train[4980..4983], [7192, 6766, 6261]);
-    assert_eq!((s.shot_groups.many.len(), s.shot_groups.medium.len(), s.shot_groups.few.len()), (8, 2, 0));
+    assert_eq!(
+        (
+            s.shot_groups.many.len(),
+            s.shot_groups.medium.len(),
+            s.shot_groups.few.len()
+        ),
+        (8, 2, 0)
+    );
 }
 
 #[test]
 fn real_tiny_imagenet_catalog_has_every_box() {
-    let Some(archive) = shared_data("tiny-imagenet-200.tar.gz") else { return };
+    let Some(archive) = shared_data("tiny-imagenet-200.tar.gz") else {
+        return;
+    };
     let cat = Catalog::scan(&SourceConfig::new(Format::TinyImagenet, &archive)).unwrap();
     assert_eq!(cat.classes.len(), 200);
     let train = cat.pool(Pool::Train).unwrap();
@@ -436,10 +582,23 @@ fn real_tiny_imagenet_catalog_has_every_box() {
     // the llt stand-in for ImageNet-LLT draws from these pools: 50..400 images per class
     let labels = cat.labels(Pool::Train);
     let test_labels = cat.labels(Pool::Test);
-    let pools = autosampler::data::split::PoolLabels { num_classes: 200, train: &labels, val: None, test: &test_labels };
+    let pools = autosampler::data::split::PoolLabels {
+        num_classes: 200,
+        train: &labels,
+        val: None,
+        test: &test_labels,
+    };
     let d = autosampler::data::split::draw(
         &pools,
-        &SplitConfig { longtail: Profile::Llt { num_classes: 100, min: 50, max: 400 }, val_per_class: 20, seed: 0 },
+        &SplitConfig {
+            longtail: Profile::Llt {
+                num_classes: 100,
+                min: 50,
+                max: 400,
+            },
+            val_per_class: 20,
+            seed: 0,
+        },
     )
     .unwrap();
     assert_eq!(d.counts.train[0], 400);

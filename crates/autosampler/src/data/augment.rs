@@ -64,7 +64,11 @@ pub enum Augment {
     /// probability ½ (the CIFAR recipe; pad 4 on 32 px).
     PadCropFlip { pad: u32 },
     /// torchvision's `RandomResizedCrop(size, scale, ratio)` (bilinear) + horizontal flip.
-    RandomResizedCrop { size: u32, scale: [f32; 2], ratio: [f32; 2] },
+    RandomResizedCrop {
+        size: u32,
+        scale: [f32; 2],
+        ratio: [f32; 2],
+    },
 }
 
 impl Augment {
@@ -100,7 +104,12 @@ pub struct Window {
 }
 
 /// torchvision's `RandomResizedCrop.get_params` on an `s`×`s` image.
-pub fn resized_crop_window(s: u32, scale: [f32; 2], ratio: [f32; 2], rng: &mut impl Rng) -> (u32, u32, u32, u32) {
+pub fn resized_crop_window(
+    s: u32,
+    scale: [f32; 2],
+    ratio: [f32; 2],
+    rng: &mut impl Rng,
+) -> (u32, u32, u32, u32) {
     let area = (s * s) as f32;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
@@ -131,7 +140,13 @@ pub fn apply(aug: &Augment, img: &[u8], s: u32, out: &mut [f32], lut: &Lut, rng:
                     out[c * plane + p] = lut.get(c, img[p * 3 + c]);
                 }
             }
-            Window { x: 0.0, y: 0.0, w: s as f32, h: s as f32, flip: false }
+            Window {
+                x: 0.0,
+                y: 0.0,
+                w: s as f32,
+                h: s as f32,
+                flip: false,
+            }
         }
         Augment::PadCropFlip { pad } => {
             let pad = *pad as i64;
@@ -139,12 +154,24 @@ pub fn apply(aug: &Augment, img: &[u8], s: u32, out: &mut [f32], lut: &Lut, rng:
             let oy = rng.random_range(0..=2 * pad) - pad;
             let flip = rng.random_bool(0.5);
             pad_crop_flip(img, su, ox, oy, flip, out, lut);
-            Window { x: ox as f32, y: oy as f32, w: s as f32, h: s as f32, flip }
+            Window {
+                x: ox as f32,
+                y: oy as f32,
+                w: s as f32,
+                h: s as f32,
+                flip,
+            }
         }
         Augment::RandomResizedCrop { size, scale, ratio } => {
             let (x, y, w, h) = resized_crop_window(s, *scale, *ratio, rng);
             let flip = rng.random_bool(0.5);
-            let win = Window { x: x as f32, y: y as f32, w: w as f32, h: h as f32, flip };
+            let win = Window {
+                x: x as f32,
+                y: y as f32,
+                w: w as f32,
+                h: h as f32,
+                flip,
+            };
             resample(img, su, &win, *size as usize, out, lut);
             win
         }
@@ -213,7 +240,11 @@ fn taps(o: usize, start: f32, len: f32, s: usize) -> Vec<(usize, usize, f32)> {
             let v = ((i as f32 + 0.5) * f - 0.5).clamp(0.0, last);
             let i0 = v.floor();
             let i1 = (i0 + 1.0).min(last);
-            ((base + i0 as usize).min(s - 1), (base + i1 as usize).min(s - 1), v - i0)
+            (
+                (base + i0 as usize).min(s - 1),
+                (base + i1 as usize).min(s - 1),
+                v - i0,
+            )
         })
         .collect()
 }
@@ -243,14 +274,21 @@ mod tests {
     fn pad_crop_flip_matches_its_definition() {
         let s = 5;
         let img = ramp(s);
-        let lut = Lut::new(&Normalize { mean: [0.0; 3], std: [1.0 / 255.0; 3] }); // identity on bytes
+        let lut = Lut::new(&Normalize {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        }); // identity on bytes
         let mut out = vec![0f32; 3 * s * s];
         pad_crop_flip(&img, s, 2, -1, true, &mut out, &lut);
         for c in 0..3 {
             for y in 0..s {
                 for x in 0..s {
                     let (sy, sx) = (y as i64 - 1, (s - 1 - x) as i64 + 2);
-                    let want = if sy < 0 || sx >= s as i64 { 0.0 } else { img[(sy as usize * s + sx as usize) * 3 + c] as f32 };
+                    let want = if sy < 0 || sx >= s as i64 {
+                        0.0
+                    } else {
+                        img[(sy as usize * s + sx as usize) * 3 + c] as f32
+                    };
                     assert!((out[c * s * s + y * s + x] - want).abs() < 1e-3, "c{c} y{y} x{x}");
                 }
             }
@@ -261,9 +299,18 @@ mod tests {
     fn full_window_resample_is_identity() {
         let s = 6;
         let img = ramp(s);
-        let lut = Lut::new(&Normalize { mean: [0.0; 3], std: [1.0 / 255.0; 3] });
+        let lut = Lut::new(&Normalize {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        });
         let mut out = vec![0f32; 3 * s * s];
-        let win = Window { x: 0.0, y: 0.0, w: s as f32, h: s as f32, flip: false };
+        let win = Window {
+            x: 0.0,
+            y: 0.0,
+            w: s as f32,
+            h: s as f32,
+            flip: false,
+        };
         resample(&img, s, &win, s, &mut out, &lut);
         for y in 0..s {
             for x in 0..s {

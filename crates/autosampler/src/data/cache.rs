@@ -132,7 +132,10 @@ impl Cache {
         if meta.version != VERSION {
             return Err(Error::format(
                 dir.join("meta.json").display(),
-                format!("cache format version {} (expected {VERSION}): delete the folder to rebuild it", meta.version),
+                format!(
+                    "cache format version {} (expected {VERSION}): delete the folder to rebuild it",
+                    meta.version
+                ),
             ));
         }
         let image_bytes = (meta.image_size as usize).pow(2) * 3;
@@ -142,7 +145,11 @@ impl Cache {
             let labels = read_u32s(&dir.join(format!("{name}.labels")), pm.len)?;
             let boxes = if pm.has_boxes {
                 let raw = read_u32s(&dir.join(format!("{name}.boxes")), pm.len * 4)?;
-                Some(raw.chunks(4).map(|c| std::array::from_fn(|k| f32::from_bits(c[k]))).collect())
+                Some(
+                    raw.chunks(4)
+                        .map(|c| std::array::from_fn(|k| f32::from_bits(c[k])))
+                        .collect(),
+                )
             } else {
                 None
             };
@@ -184,11 +191,7 @@ impl Cache {
 
     /// Opens the cache for `catalog` under `root`, building it first if it is not there.
     /// `progress` is called with the number of images decoded since its last call.
-    pub fn open_or_build(
-        catalog: &Catalog,
-        root: &Path,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Cache> {
+    pub fn open_or_build(catalog: &Catalog, root: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<Cache> {
         let records = RecordFiles::load(catalog)?;
         let checksum = content_checksum(catalog, &records)?;
         let size = image_size(catalog)?;
@@ -313,8 +316,15 @@ fn read_u32s(path: &Path, n: usize) -> Result<Vec<u32>> {
     if bytes.len() != n * 4 {
         return Err(Error::format(
             path.display(),
-            format!("{} bytes: expected {} (delete the cache folder to rebuild it)", bytes.len(), n * 4),
+            format!(
+                "{} bytes: expected {} (delete the cache folder to rebuild it)",
+                bytes.len(),
+                n * 4
+            ),
         ));
     }
-    Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }

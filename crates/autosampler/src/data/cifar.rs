@@ -44,7 +44,11 @@ pub(crate) fn scan(tree: &mut Tree, format: Format, which: Cifar100Label) -> Res
     if !tree.is_file(&train_files[0]) {
         tree.descend_single_folder()?;
     }
-    let label_at = if label_bytes == 2 && which == Cifar100Label::Fine { 1 } else { 0 };
+    let label_at = if label_bytes == 2 && which == Cifar100Label::Fine {
+        1
+    } else {
+        0
+    };
     let mut pools = Vec::new();
     for (pool, files) in [(Pool::Train, &train_files), (Pool::Test, &test_files)] {
         let mut items = Vec::new();
@@ -57,7 +61,14 @@ pub(crate) fn scan(tree: &mut Tree, format: Format, which: Cifar100Label) -> Res
                 ));
             }
             let bytes = tree.read(f)?;
-            items.extend(parse_records(&bytes, &tree.display(f), f, label_bytes, label_at, num_classes)?);
+            items.extend(parse_records(
+                &bytes,
+                &tree.display(f),
+                f,
+                label_bytes,
+                label_at,
+                num_classes,
+            )?);
         }
         pools.push((pool, items));
     }
@@ -68,8 +79,12 @@ pub(crate) fn scan(tree: &mut Tree, format: Format, which: Cifar100Label) -> Res
     };
     let classes = if tree.is_file(names_file) {
         let text = tree.read_text(names_file)?;
-        let names: Vec<String> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let names: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
         if names.len() != num_classes as usize {
             return Err(Error::format(
                 tree.display(names_file),
@@ -100,10 +115,13 @@ fn parse_records(
 ) -> Result<Vec<Item>> {
     let rec = label_bytes + PIXELS;
     if bytes.is_empty() {
-        return Err(Error::format(shown, format!("empty file: expected records of {rec} bytes")));
+        return Err(Error::format(
+            shown,
+            format!("empty file: expected records of {rec} bytes"),
+        ));
     }
     let whole = bytes.len() / rec;
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         return Err(Error::format(
             shown,
             format!(

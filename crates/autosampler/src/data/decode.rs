@@ -58,7 +58,10 @@ pub fn decode(
             let bytes = tree.read(rel)?;
             image::load_from_memory(&bytes)
                 .map_err(|e| {
-                    Error::format(tree.display(rel), format!("cannot decode image: {e} (expected a JPEG or PNG file)"))
+                    Error::format(
+                        tree.display(rel),
+                        format!("cannot decode image: {e} (expected a JPEG or PNG file)"),
+                    )
                 })?
                 .to_rgb8()
         }

@@ -37,7 +37,11 @@ pub(crate) fn scan_image_folder(tree: &mut Tree, cfg: &SourceConfig) -> Result<S
             if e.is_dir && !classes.contains(&e.name) {
                 return Err(Error::format(
                     tree.display(&format!("{dir}/{}", e.name)),
-                    format!("class `{}` is not among the {} training classes", e.name, classes.len()),
+                    format!(
+                        "class `{}` is not among the {} training classes",
+                        e.name,
+                        classes.len()
+                    ),
                 ));
             }
         }
@@ -89,7 +93,13 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
     let names: Option<Vec<String>> = match &cfg.class_names {
         Some(p) => {
             let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            Some(t.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+            Some(
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
         }
         None => None,
     };
@@ -114,7 +124,11 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
                 .ok_or_else(|| line_error(&shown, i + 1, format!("`{line}`: expected `path label`")))?;
             let path = path.trim();
             let label: u32 = label.parse().map_err(|_| {
-                line_error(&shown, i + 1, format!("label `{label}` is not a non-negative integer"))
+                line_error(
+                    &shown,
+                    i + 1,
+                    format!("label `{label}` is not a non-negative integer"),
+                )
             })?;
             if let Some(c) = num_classes {
                 if label >= c {

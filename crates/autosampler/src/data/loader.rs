@@ -60,7 +60,7 @@ pub fn for_each_batch(
     let o = cfg.augment.out_size(s) as usize;
     let lut = Lut::new(&cfg.normalize);
     let mut starts: Vec<usize> = (0..plan.len()).step_by(cfg.batch_size).collect();
-    if cfg.drop_last && plan.len() % cfg.batch_size != 0 {
+    if cfg.drop_last && !plan.len().is_multiple_of(cfg.batch_size) {
         starts.pop();
     }
     let threads = cfg.threads.max(1);

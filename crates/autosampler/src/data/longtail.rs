@@ -3,10 +3,11 @@ use crate::{invalid, Result};
 use serde::{Deserialize, Serialize};
 
 /// A long-tailed profile (`[data.longtail]` in a config, chosen by `kind`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Profile {
     /// Keep every training image (the source is used as it is).
+    #[default]
     None,
     /// Exponential (Cao et al., LDAM-DRW): class i of C keeps `floor(n_max · IR^(−i/(C−1)))`.
     Exp {
@@ -39,12 +40,6 @@ fn half() -> f64 {
     0.5
 }
 
-impl Default for Profile {
-    fn default() -> Self {
-        Profile::None
-    }
-}
-
 /// `floor(n_max · (1/IR)^(i/(C−1)))` for i in 0..C, computed exactly as LDAM-DRW's
 /// `img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))` so the counts agree to the image.
 pub fn exp_counts(n_max: usize, num_classes: usize, imbalance_ratio: f64) -> Vec<usize> {
@@ -52,15 +47,28 @@ pub fn exp_counts(n_max: usize, num_classes: usize, imbalance_ratio: f64) -> Vec
         return vec![n_max];
     }
     (0..num_classes)
-        .map(|i| (n_max as f64 * (1.0 / imbalance_ratio).powf(i as f64 / (num_classes as f64 - 1.0))) as usize)
+        .map(|i| {
+            (n_max as f64 * (1.0 / imbalance_ratio).powf(i as f64 / (num_classes as f64 - 1.0))) as usize
+        })
         .collect()
 }
 
 /// Step profile counts.
-pub fn step_counts(n_max: usize, num_classes: usize, imbalance_ratio: f64, minority_fraction: f64) -> Vec<usize> {
+pub fn step_counts(
+    n_max: usize,
+    num_classes: usize,
+    imbalance_ratio: f64,
+    minority_fraction: f64,
+) -> Vec<usize> {
     let majority = (num_classes as f64 * (1.0 - minority_fraction)).floor() as usize;
     (0..num_classes)
-        .map(|i| if i < majority { n_max } else { (n_max as f64 / imbalance_ratio) as usize })
+        .map(|i| {
+            if i < majority {
+                n_max
+            } else {
+                (n_max as f64 / imbalance_ratio) as usize
+            }
+        })
         .collect()
 }
 
@@ -84,13 +92,21 @@ impl Profile {
             } => {
                 check_ir(*imbalance_ratio)?;
                 if !(0.0..=1.0).contains(minority_fraction) {
-                    return Err(invalid!("minority_fraction {minority_fraction} is invalid: expected 0 to 1"));
+                    return Err(invalid!(
+                        "minority_fraction {minority_fraction} is invalid: expected 0 to 1"
+                    ));
                 }
                 Ok(())
             }
-            Profile::Counts { counts } if counts.is_empty() => Err(invalid!("counts is empty: expected one count per class")),
+            Profile::Counts { counts } if counts.is_empty() => {
+                Err(invalid!("counts is empty: expected one count per class"))
+            }
             Profile::Counts { .. } => Ok(()),
-            Profile::Llt { num_classes, min, max } => {
+            Profile::Llt {
+                num_classes,
+                min,
+                max,
+            } => {
                 if *num_classes == 0 || *min == 0 || min > max {
                     return Err(invalid!(
                         "llt profile needs num_classes ≥ 1 and 1 ≤ min ≤ max, got num_classes {num_classes}, min {min}, max {max}"
@@ -108,7 +124,10 @@ impl Profile {
         let smallest = available.iter().copied().min().unwrap_or(0);
         let counts = match self {
             Profile::None => available.to_vec(),
-            Profile::Exp { imbalance_ratio, n_max } => exp_counts(n_max.unwrap_or(smallest), c, *imbalance_ratio),
+            Profile::Exp {
+                imbalance_ratio,
+                n_max,
+            } => exp_counts(n_max.unwrap_or(smallest), c, *imbalance_ratio),
             Profile::Step {
                 imbalance_ratio,
                 minority_fraction,
@@ -116,7 +135,10 @@ impl Profile {
             } => step_counts(n_max.unwrap_or(smallest), c, *imbalance_ratio, *minority_fraction),
             Profile::Counts { counts } => {
                 if counts.len() != c {
-                    return Err(invalid!("counts has {} entries: expected one per class ({c})", counts.len()));
+                    return Err(invalid!(
+                        "counts has {} entries: expected one per class ({c})",
+                        counts.len()
+                    ));
                 }
                 counts.clone()
             }
@@ -129,7 +151,9 @@ impl Profile {
                 ));
             }
             if n == 0 {
-                return Err(invalid!("class {i} would keep no training image: lower the imbalance ratio or raise n_max"));
+                return Err(invalid!(
+                    "class {i} would keep no training image: lower the imbalance ratio or raise n_max"
+                ));
             }
         }
         Ok(counts)
@@ -145,7 +169,10 @@ mod tests {
     //   -> [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]   sum 12406
     #[test]
     fn cifar10_lt_counts_match_ldam_drw() {
-        assert_eq!(exp_counts(5000, 10, 100.0), [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]);
+        assert_eq!(
+            exp_counts(5000, 10, 100.0),
+            [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+        );
         let total = |ir| exp_counts(5000, 10, ir).iter().sum::<usize>();
         assert_eq!(total(100.0), 12_406);
         assert_eq!(total(50.0), 13_996);
@@ -164,7 +191,10 @@ mod tests {
     #[test]
     fn reference_counts_with_hold_out() {
         // torch_reference.py: lt_counts(4980, 10, 100) after holding out 20 per class
-        assert_eq!(exp_counts(4980, 10, 100.0), [4980, 2985, 1789, 1072, 643, 385, 231, 138, 83, 49]);
+        assert_eq!(
+            exp_counts(4980, 10, 100.0),
+            [4980, 2985, 1789, 1072, 643, 385, 231, 138, 83, 49]
+        );
     }
 
     #[test]
@@ -176,9 +206,16 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_named() {
-        let e = Profile::Exp { imbalance_ratio: 0.5, n_max: None }.counts(&[10, 10]).unwrap_err();
+        let e = Profile::Exp {
+            imbalance_ratio: 0.5,
+            n_max: None,
+        }
+        .counts(&[10, 10])
+        .unwrap_err();
         assert!(e.to_string().contains("imbalance_ratio 0.5"), "{e}");
-        let e = Profile::Counts { counts: vec![5, 20] }.counts(&[10, 10]).unwrap_err();
+        let e = Profile::Counts { counts: vec![5, 20] }
+            .counts(&[10, 10])
+            .unwrap_err();
         assert!(e.to_string().contains("class 1 needs 20"), "{e}");
         let e = Profile::Counts { counts: vec![5] }.counts(&[10, 10]).unwrap_err();
         assert!(e.to_string().contains("one per class"), "{e}");
@@ -186,7 +223,13 @@ mod tests {
 
     #[test]
     fn llt_spans_min_to_max() {
-        let c = Profile::Llt { num_classes: 4, min: 50, max: 400 }.counts(&[500; 4]).unwrap();
+        let c = Profile::Llt {
+            num_classes: 4,
+            min: 50,
+            max: 400,
+        }
+        .counts(&[500; 4])
+        .unwrap();
         assert_eq!(c, [400, 200, 100, 50]);
     }
 }

@@ -131,12 +131,18 @@ impl Dataset {
             Part::Val => (self.split.val_pool, &self.split.val),
             Part::Test => (Pool::Test, &self.split.test),
         };
-        let pool = self.cache.pool(pool).expect("the split's pools exist in its cache");
+        let pool = self
+            .cache
+            .pool(pool)
+            .expect("the split's pools exist in its cache");
         let mut remap = vec![u32::MAX; self.cache.meta.classes.len()];
         for (new, &old) in self.split.source_classes.iter().enumerate() {
             remap[old as usize] = new as u32;
         }
-        let labels = indices.iter().map(|&i| remap[pool.labels[i as usize] as usize]).collect();
+        let labels = indices
+            .iter()
+            .map(|&i| remap[pool.labels[i as usize] as usize])
+            .collect();
         View {
             pool,
             indices,
@@ -165,7 +171,11 @@ pub fn draw_split(cache: &Cache, cfg: &DataConfig) -> Result<Split> {
         cache_key: cache.meta.key.clone(),
         image_size: cache.meta.image_size,
         config: cfg.split.clone(),
-        classes: d.source_classes.iter().map(|&c| cache.meta.classes[c as usize].clone()).collect(),
+        classes: d
+            .source_classes
+            .iter()
+            .map(|&c| cache.meta.classes[c as usize].clone())
+            .collect(),
         shot_groups: split::ShotGroups::from_counts(&d.counts.train),
         source_classes: d.source_classes,
         counts: d.counts,

@@ -206,12 +206,17 @@ impl Catalog {
 
     /// The items of `pool`, if the source has it.
     pub fn pool(&self, pool: Pool) -> Option<&[Item]> {
-        self.pools.iter().find(|(p, _)| *p == pool).map(|(_, v)| v.as_slice())
+        self.pools
+            .iter()
+            .find(|(p, _)| *p == pool)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// Labels of `pool` (empty when the pool is absent).
     pub fn labels(&self, pool: Pool) -> Vec<u32> {
-        self.pool(pool).map(|v| v.iter().map(|i| i.label).collect()).unwrap_or_default()
+        self.pool(pool)
+            .map(|v| v.iter().map(|i| i.label).collect())
+            .unwrap_or_default()
     }
 }
 

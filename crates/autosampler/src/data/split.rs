@@ -155,8 +155,11 @@ pub fn draw(pools: &PoolLabels, cfg: &SplitConfig) -> Result<Drawn> {
                 ));
             }
             use rand::seq::index::sample;
-            let mut rng = crate::rng::chacha(cfg.seed as u64, &[0x11_7]);
-            let mut v: Vec<u32> = sample(&mut rng, pools.num_classes, *num_classes).into_iter().map(|c| c as u32).collect();
+            let mut rng = crate::rng::chacha(cfg.seed as u64, &[0x0117]);
+            let mut v: Vec<u32> = sample(&mut rng, pools.num_classes, *num_classes)
+                .into_iter()
+                .map(|c| c as u32)
+                .collect();
             v.sort_unstable();
             v
         }
@@ -238,7 +241,11 @@ mod tests {
     use super::*;
 
     fn labels(per_class: &[usize]) -> Vec<u32> {
-        per_class.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n)).collect()
+        per_class
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n))
+            .collect()
     }
 
     #[test]
@@ -247,11 +254,19 @@ mod tests {
         let test = labels(&[1000; 10]);
         for (ir, total) in [(100.0, 12_406), (50.0, 13_996), (10.0, 20_431)] {
             let cfg = SplitConfig {
-                longtail: Profile::Exp { imbalance_ratio: ir, n_max: None },
+                longtail: Profile::Exp {
+                    imbalance_ratio: ir,
+                    n_max: None,
+                },
                 val_per_class: 0,
                 seed: 0,
             };
-            let p = PoolLabels { num_classes: 10, train: &train, val: None, test: &test };
+            let p = PoolLabels {
+                num_classes: 10,
+                train: &train,
+                val: None,
+                test: &test,
+            };
             let d = draw(&p, &cfg).unwrap();
             assert_eq!(d.train.len(), total);
             assert_eq!(d.test.len(), 10_000);
@@ -264,11 +279,23 @@ mod tests {
         let train = labels(&[30, 30, 30]);
         let test = labels(&[5, 5, 5]);
         let cfg = SplitConfig {
-            longtail: Profile::Exp { imbalance_ratio: 4.0, n_max: None },
+            longtail: Profile::Exp {
+                imbalance_ratio: 4.0,
+                n_max: None,
+            },
             val_per_class: 3,
             seed: 0,
         };
-        let d = draw(&PoolLabels { num_classes: 3, train: &train, val: None, test: &test }, &cfg).unwrap();
+        let d = draw(
+            &PoolLabels {
+                num_classes: 3,
+                train: &train,
+                val: None,
+                test: &test,
+            },
+            &cfg,
+        )
+        .unwrap();
         assert_eq!(d.counts.train, [27, 13, 6]);
         assert_eq!(d.counts.val, [3, 3, 3]);
         let mut all: Vec<u32> = d.train.iter().chain(&d.val).copied().collect();
@@ -285,8 +312,20 @@ mod tests {
     #[test]
     fn k_too_large_is_an_error() {
         let train = labels(&[10, 4]);
-        let cfg = SplitConfig { val_per_class: 4, ..Default::default() };
-        let e = draw(&PoolLabels { num_classes: 2, train: &train, val: None, test: &[] }, &cfg).unwrap_err();
+        let cfg = SplitConfig {
+            val_per_class: 4,
+            ..Default::default()
+        };
+        let e = draw(
+            &PoolLabels {
+                num_classes: 2,
+                train: &train,
+                val: None,
+                test: &[],
+            },
+            &cfg,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("val_per_class 4 is too large"), "{e}");
     }
 
@@ -300,11 +339,20 @@ mod tests {
     fn llt_draws_a_seeded_class_subset() {
         let train = labels(&[50; 8]);
         let cfg = SplitConfig {
-            longtail: Profile::Llt { num_classes: 3, min: 10, max: 40 },
+            longtail: Profile::Llt {
+                num_classes: 3,
+                min: 10,
+                max: 40,
+            },
             val_per_class: 5,
             seed: 3,
         };
-        let p = PoolLabels { num_classes: 8, train: &train, val: None, test: &labels(&[2; 8]) };
+        let p = PoolLabels {
+            num_classes: 8,
+            train: &train,
+            val: None,
+            test: &labels(&[2; 8]),
+        };
         let a = draw(&p, &cfg).unwrap();
         assert_eq!(a, draw(&p, &cfg).unwrap());
         assert_eq!(a.source_classes.len(), 3);

@@ -20,10 +20,19 @@ pub(crate) fn scan(tree: &mut Tree) -> Result<Scanned> {
             "missing: expected the Tiny-ImageNet layout (wnids.txt, train/, val/)",
         ));
     }
-    let mut classes: Vec<String> =
-        tree.read_text("wnids.txt")?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut classes: Vec<String> = tree
+        .read_text("wnids.txt")?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     classes.sort();
-    let index: HashMap<&str, u32> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let index: HashMap<&str, u32> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as u32))
+        .collect();
 
     let mut train = Vec::new();
     for (label, wnid) in classes.iter().enumerate() {
@@ -35,11 +44,17 @@ pub(crate) fn scan(tree: &mut Tree) -> Result<Scanned> {
         };
         let dir = format!("train/{wnid}/images");
         if !tree.is_dir(&dir) {
-            return Err(Error::format(tree.display(&dir), "missing class folder: expected the class's images"));
+            return Err(Error::format(
+                tree.display(&dir),
+                "missing class folder: expected the class's images",
+            ));
         }
         let files = tree.list(&dir)?;
         if files.is_empty() {
-            return Err(Error::format(tree.display(&dir), "empty class folder: expected at least one image"));
+            return Err(Error::format(
+                tree.display(&dir),
+                "empty class folder: expected at least one image",
+            ));
         }
         for f in files {
             train.push(Item {
@@ -58,11 +73,17 @@ pub(crate) fn scan(tree: &mut Tree) -> Result<Scanned> {
     for name in names {
         let (wnid, b) = &ann[name];
         let label = *index.get(wnid.as_str()).ok_or_else(|| {
-            Error::format(tree.display(ann_file), format!("`{name}`: unknown class `{wnid}`"))
+            Error::format(
+                tree.display(ann_file),
+                format!("`{name}`: unknown class `{wnid}`"),
+            )
         })?;
         let rel = format!("val/images/{name}");
         if !tree.is_file(&rel) {
-            return Err(Error::format(tree.display(ann_file), format!("`{name}`: no such image in val/images")));
+            return Err(Error::format(
+                tree.display(ann_file),
+                format!("`{name}`: no such image in val/images"),
+            ));
         }
         test.push(Item {
             label,
@@ -89,7 +110,12 @@ fn parse_boxes(text: &str, shown: &str, extra: usize) -> Result<HashMap<String, 
             return Err(line_error(
                 shown,
                 i + 1,
-                format!("expected {} fields (file{} x0 y0 x1 y1), found {}", 5 + extra, if extra == 1 { " wnid" } else { "" }, f.len()),
+                format!(
+                    "expected {} fields (file{} x0 y0 x1 y1), found {}",
+                    5 + extra,
+                    if extra == 1 { " wnid" } else { "" },
+                    f.len()
+                ),
             ));
         }
         let mut b = [0f32; 4];
@@ -98,7 +124,11 @@ fn parse_boxes(text: &str, shown: &str, extra: usize) -> Result<HashMap<String, 
                 .parse()
                 .map_err(|_| line_error(shown, i + 1, format!("box coordinate `{v}` is not a number")))?;
         }
-        let wnid = if extra == 1 { f[1].to_string() } else { String::new() };
+        let wnid = if extra == 1 {
+            f[1].to_string()
+        } else {
+            String::new()
+        };
         out.insert(f[0].to_string(), (wnid, b));
     }
     Ok(out)

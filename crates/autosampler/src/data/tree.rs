@@ -98,8 +98,15 @@ impl Tree {
             Kind::Dir => self.path.join(self.full(rel)).is_dir(),
             Kind::Archive(files) => {
                 let p = self.full(rel);
-                let p = if p.is_empty() || p.ends_with('/') { p } else { format!("{p}/") };
-                files.range(p.clone()..).next().is_some_and(|(k, _)| k.starts_with(&p))
+                let p = if p.is_empty() || p.ends_with('/') {
+                    p
+                } else {
+                    format!("{p}/")
+                };
+                files
+                    .range(p.clone()..)
+                    .next()
+                    .is_some_and(|(k, _)| k.starts_with(&p))
             }
         }
     }
@@ -140,7 +147,11 @@ impl Tree {
                     return Err(Error::format(self.display(rel), "no such folder in the archive"));
                 }
                 let mut v: Vec<Entry> = Vec::new();
-                for k in files.range(p.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&p)) {
+                for k in files
+                    .range(p.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&p))
+                {
                     let rest = &k[p.len()..];
                     let (name, is_dir) = match rest.split_once('/') {
                         Some((d, _)) => (d, true),
@@ -231,7 +242,11 @@ mod tests {
             Box::new(f)
         };
         let mut b = tar::Builder::new(w);
-        for (name, data) in [("top/b/2.txt", "two"), ("top/a/1.txt", "one"), ("top/a/0.txt", "zero")] {
+        for (name, data) in [
+            ("top/b/2.txt", "two"),
+            ("top/a/1.txt", "one"),
+            ("top/a/0.txt", "zero"),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);

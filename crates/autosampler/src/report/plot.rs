@@ -36,14 +36,22 @@ fn png_bytes(buf: Vec<u8>, w: u32, h: u32) -> Result<Vec<u8>> {
 
 /// Bar chart of training images per class (log scale), coloured by shot group, with the
 /// validation count drawn as a line of dots; written to `path` as PNG.
-pub fn class_histogram(path: &Path, title: &str, classes: &[String], train: &[usize], val: &[usize]) -> Result<()> {
+pub fn class_histogram(
+    path: &Path,
+    title: &str,
+    classes: &[String],
+    train: &[usize],
+    val: &[usize],
+) -> Result<()> {
     register_font();
     let (w, h) = (1000u32, 520u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        draw_histogram(&root, title, classes, train, val).map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
-        root.present().map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+        draw_histogram(&root, title, classes, train, val)
+            .map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+        root.present()
+            .map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
     }
     fsx::write_atomic(path, &png_bytes(buf, w, h)?)
 }
@@ -82,8 +90,12 @@ fn draw_histogram_inner<DB: DrawingBackend>(
         .x_label_formatter(&|x| {
             // key points fall on multiples of ½: label the bar centres (i + ½)
             let i = x.floor() as usize;
-            if i < c && i % label_every == 0 && ((x - i as f64) - 0.5).abs() < 1e-6 {
-                if c <= 20 { classes.get(i).cloned().unwrap_or_default() } else { i.to_string() }
+            if i < c && i.is_multiple_of(label_every) && ((x - i as f64) - 0.5).abs() < 1e-6 {
+                if c <= 20 {
+                    classes.get(i).cloned().unwrap_or_default()
+                } else {
+                    i.to_string()
+                }
             } else {
                 String::new()
             }
@@ -101,7 +113,10 @@ fn draw_histogram_inner<DB: DrawingBackend>(
     }
     chart.draw_series(train.iter().enumerate().map(|(i, &n)| {
         let x0 = i as f64 + 0.1;
-        Rectangle::new([(x0, 0.8), (x0 + 0.8, (n as f64).max(0.8))], group_colour(n).filled())
+        Rectangle::new(
+            [(x0, 0.8), (x0 + 0.8, (n as f64).max(0.8))],
+            group_colour(n).filled(),
+        )
     }))?;
     if val.iter().any(|&v| v > 0) {
         chart
@@ -124,9 +139,20 @@ fn draw_histogram_inner<DB: DrawingBackend>(
 }
 
 /// A text histogram, one line per class: name, count, group and a bar scaled to `width`.
-pub fn text_histogram(classes: &[String], train: &[usize], val: &[usize], test: &[usize], width: usize) -> String {
+pub fn text_histogram(
+    classes: &[String],
+    train: &[usize],
+    val: &[usize],
+    test: &[usize],
+    width: usize,
+) -> String {
     let max = train.iter().copied().max().unwrap_or(1).max(1);
-    let name_w = classes.iter().map(|c| c.chars().count()).max().unwrap_or(5).clamp(5, 24);
+    let name_w = classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 24);
     let mut s = format!(
         "{:>4}  {:<name_w$}  {:>6}  {:>5}  {:>5}  {:<6}\n",
         "#", "class", "train", "val", "test", "group"

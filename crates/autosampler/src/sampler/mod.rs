@@ -43,7 +43,9 @@ impl Sampler {
     /// Class weights at `epoch` (0-based) of `total_epochs` for classes of `counts` images.
     pub fn weights(&self, counts: &[usize], epoch: usize, total_epochs: usize) -> Result<Vec<f64>> {
         if counts.is_empty() || counts.contains(&0) {
-            return Err(invalid!("every class needs at least one training image to be sampled, counts: {counts:?}"));
+            return Err(invalid!(
+                "every class needs at least one training image to be sampled, counts: {counts:?}"
+            ));
         }
         let c = counts.len();
         Ok(match self {
@@ -52,7 +54,10 @@ impl Sampler {
             Sampler::SquareRoot => power_weights(counts, 0.5),
             Sampler::Progressive => {
                 let t = epoch as f64 / total_epochs.max(1) as f64;
-                power_weights(counts, 1.0).iter().map(|w| (1.0 - t) * w + t / c as f64).collect()
+                power_weights(counts, 1.0)
+                    .iter()
+                    .map(|w| (1.0 - t) * w + t / c as f64)
+                    .collect()
             }
             Sampler::Reversed => {
                 let max = *counts.iter().max().unwrap() as f64;
@@ -60,10 +65,16 @@ impl Sampler {
             }
             Sampler::Given { weights } => {
                 if weights.len() != c {
-                    return Err(invalid!("given weights have {} entries: expected one per class ({c})", weights.len()));
+                    return Err(invalid!(
+                        "given weights have {} entries: expected one per class ({c})",
+                        weights.len()
+                    ));
                 }
-                if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0 {
-                    return Err(invalid!("given weights must be finite, non-negative and not all zero: {weights:?}"));
+                if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || weights.iter().sum::<f64>() <= 0.0
+                {
+                    return Err(invalid!(
+                        "given weights must be finite, non-negative and not all zero: {weights:?}"
+                    ));
                 }
                 normalise(weights)
             }
@@ -120,7 +131,11 @@ pub fn quotas(w: &[f64], len: usize) -> Vec<usize> {
     let exact: Vec<f64> = w.iter().map(|x| x * len as f64).collect();
     let mut q: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
     let mut rest: Vec<usize> = (0..w.len()).collect();
-    rest.sort_by(|&a, &b| (exact[b] - q[b] as f64).total_cmp(&(exact[a] - q[a] as f64)).then(a.cmp(&b)));
+    rest.sort_by(|&a, &b| {
+        (exact[b] - q[b] as f64)
+            .total_cmp(&(exact[a] - q[a] as f64))
+            .then(a.cmp(&b))
+    });
     let short = len - q.iter().sum::<usize>();
     for &c in rest.iter().take(short) {
         q[c] += 1;
@@ -129,7 +144,12 @@ pub fn quotas(w: &[f64], len: usize) -> Vec<usize> {
 }
 
 /// Draws `len` positions: class by weight, then an image of it uniformly.
-pub fn plan_with_replacement(members: &[Vec<usize>], w: &[f64], len: usize, rng: &mut impl Rng) -> Vec<usize> {
+pub fn plan_with_replacement(
+    members: &[Vec<usize>],
+    w: &[f64],
+    len: usize,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
     let mut cum = Vec::with_capacity(w.len());
     let mut s = 0.0;
     for &x in w {
@@ -149,7 +169,12 @@ pub fn plan_with_replacement(members: &[Vec<usize>], w: &[f64], len: usize, rng:
 }
 
 /// Fills each class's quota with fresh permutations of its images, then shuffles the epoch.
-pub fn plan_without_replacement(members: &[Vec<usize>], w: &[f64], len: usize, rng: &mut impl Rng) -> Vec<usize> {
+pub fn plan_without_replacement(
+    members: &[Vec<usize>],
+    w: &[f64],
+    len: usize,
+    rng: &mut impl Rng,
+) -> Vec<usize> {
     let q = quotas(w, len);
     let mut plan = Vec::with_capacity(len);
     for (m, &n) in members.iter().zip(&q) {
@@ -183,17 +208,47 @@ mod tests {
     #[test]
     fn weight_formulas_on_exact_cases() {
         let n = [100, 25, 4];
-        close(&Sampler::Instance.weights(&n, 0, 1).unwrap(), &[100. / 129., 25. / 129., 4. / 129.]);
+        close(
+            &Sampler::Instance.weights(&n, 0, 1).unwrap(),
+            &[100. / 129., 25. / 129., 4. / 129.],
+        );
         close(&Sampler::ClassBalanced.weights(&n, 0, 1).unwrap(), &[1. / 3.; 3]);
-        close(&Sampler::SquareRoot.weights(&n, 0, 1).unwrap(), &[10. / 17., 5. / 17., 2. / 17.]);
-        close(&Sampler::Reversed.weights(&n, 0, 1).unwrap(), &[1. / 30., 4. / 30., 25. / 30.]);
+        close(
+            &Sampler::SquareRoot.weights(&n, 0, 1).unwrap(),
+            &[10. / 17., 5. / 17., 2. / 17.],
+        );
+        close(
+            &Sampler::Reversed.weights(&n, 0, 1).unwrap(),
+            &[1. / 30., 4. / 30., 25. / 30.],
+        );
         // progressive at t/T = 1/4: 3/4 · instance + 1/4 · 1/3
         let p = Sampler::Progressive.weights(&n, 1, 4).unwrap();
-        close(&p, &[0.75 * 100. / 129. + 1. / 12., 0.75 * 25. / 129. + 1. / 12., 0.75 * 4. / 129. + 1. / 12.]);
-        close(&Sampler::Progressive.weights(&n, 0, 4).unwrap(), &Sampler::Instance.weights(&n, 0, 1).unwrap());
-        close(&Sampler::Given { weights: vec![1.0, 1.0, 2.0] }.weights(&n, 0, 1).unwrap(), &[0.25, 0.25, 0.5]);
+        close(
+            &p,
+            &[
+                0.75 * 100. / 129. + 1. / 12.,
+                0.75 * 25. / 129. + 1. / 12.,
+                0.75 * 4. / 129. + 1. / 12.,
+            ],
+        );
+        close(
+            &Sampler::Progressive.weights(&n, 0, 4).unwrap(),
+            &Sampler::Instance.weights(&n, 0, 1).unwrap(),
+        );
+        close(
+            &Sampler::Given {
+                weights: vec![1.0, 1.0, 2.0],
+            }
+            .weights(&n, 0, 1)
+            .unwrap(),
+            &[0.25, 0.25, 0.5],
+        );
         assert!(Sampler::Given { weights: vec![1.0] }.weights(&n, 0, 1).is_err());
-        assert!(Sampler::Given { weights: vec![1.0, -1.0, 1.0] }.weights(&n, 0, 1).is_err());
+        assert!(Sampler::Given {
+            weights: vec![1.0, -1.0, 1.0]
+        }
+        .weights(&n, 0, 1)
+        .is_err());
     }
 
     #[test]
@@ -217,13 +272,18 @@ mod tests {
         // 6 images, class 0 has 4, class 1 has 2: CB quotas are 3 and 3.
         let labels = [0, 0, 0, 0, 1, 1];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let p = Sampler::ClassBalanced.plan(&labels, 0, 1, false, &mut rng).unwrap();
+        let p = Sampler::ClassBalanced
+            .plan(&labels, 0, 1, false, &mut rng)
+            .unwrap();
         let c1: Vec<_> = p.iter().filter(|&&i| labels[i] == 1).collect();
         assert_eq!(c1.len(), 3);
         let ones = p.iter().filter(|&&i| i == 4).count();
         let twos = p.iter().filter(|&&i| i == 5).count();
         assert_eq!(ones + twos, 3);
-        assert!(ones >= 1 && twos >= 1, "both images of class 1 are used before a repeat");
+        assert!(
+            ones >= 1 && twos >= 1,
+            "both images of class 1 are used before a repeat"
+        );
         let c0: std::collections::HashSet<_> = p.iter().filter(|&&i| labels[i] == 0).collect();
         assert_eq!(c0.len(), 3, "no repeats within class 0's quota of 3");
     }
@@ -246,11 +306,17 @@ mod tests {
     fn with_replacement_follows_the_weights() {
         let labels: Vec<u32> = (0..100).map(|i| if i < 90 { 0 } else { 1 }).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let p = Sampler::Given { weights: vec![0.2, 0.8] }.plan(&labels, 0, 1, true, &mut rng).unwrap();
+        let p = Sampler::Given {
+            weights: vec![0.2, 0.8],
+        }
+        .plan(&labels, 0, 1, true, &mut rng)
+        .unwrap();
         let n1 = p.iter().filter(|&&i| labels[i] == 1).count();
         // Binomial(100, 0.8): mean 80, sd 4; this seed gives a value within 3 sd.
         assert!((68..=92).contains(&n1), "{n1}");
-        let big = Sampler::Given { weights: vec![0.2, 0.8] };
+        let big = Sampler::Given {
+            weights: vec![0.2, 0.8],
+        };
         let labels2: Vec<u32> = (0..20_000).map(|i| (i % 2) as u32).collect();
         let p2 = big.plan(&labels2, 0, 1, true, &mut rng).unwrap();
         let f = p2.iter().filter(|&&i| labels2[i] == 1).count() as f64 / p2.len() as f64;
