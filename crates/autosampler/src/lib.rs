@@ -7,6 +7,8 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fsx;
+pub mod loss;
+pub mod model;
 pub mod report;
 pub mod rng;
 pub mod sampler;

@@ -1,0 +1,221 @@
+//! Networks: CIFAR ResNets with option-A shortcuts (8/20/32/56) and ImageNet-style ResNets (18/50)
+//! with a small stem for 32–64 px inputs. Parameter names follow PyTorch (`layers.0.conv1.weight`,
+//! `layer1.0.downsample.0.weight`, `fc.weight`), so a checkpoint loads into the same PyTorch module.
+//!
+//! Every model splits into `forward_features` (backbone → `[B, D]`) and `forward_head`
+//! (`[B, D]` → `[B, C]` logits), and `reset_head` re-creates the classifier: what decoupled
+//! training needs.
+pub mod resnet;
+
+use crate::{invalid, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Resnet8,
+    Resnet20,
+    Resnet32,
+    Resnet56,
+    Resnet18,
+    Resnet50,
+}
+
+/// The classifier on top of the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Head {
+    /// `fc.weight [C, D]`, `fc.bias [C]`.
+    #[default]
+    Linear,
+    /// Cosine classifier (LDAM-DRW's `NormedLinear`): `normalize(x) · normalize(W)`, `fc.weight [D, C]`.
+    Cosine,
+}
+
+/// The stem of ResNet-18/50.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// 3×3 conv, stride 1, no max-pool: for 32–64 px inputs.
+    #[default]
+    Small,
+    /// 7×7 conv, stride 2, 3×3 max-pool: the ImageNet stem.
+    Imagenet,
+}
+
+/// `[model]` of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    #[serde(default)]
+    pub head: Head,
+    #[serde(default)]
+    pub stem: Stem,
+}
+
+/// A network and its variables.
+pub struct Model {
+    pub vs: nn::VarStore,
+    pub config: ModelConfig,
+    pub num_classes: i64,
+    body: resnet::Body,
+    head: HeadLayer,
+}
+
+enum HeadLayer {
+    Linear(nn::Linear),
+    Cosine(Tensor),
+}
+
+impl HeadLayer {
+    fn new(p: nn::Path, head: Head, dim: i64, classes: i64) -> HeadLayer {
+        match head {
+            Head::Linear => HeadLayer::Linear(nn::linear(p, dim, classes, Default::default())),
+            Head::Cosine => {
+                // NormedLinear: uniform(-1, 1), each column renormed to norm ≤ 1e-5, × 1e5.
+                let w = p.var("weight", &[dim, classes], nn::Init::Uniform { lo: -1.0, up: 1.0 });
+                tch::no_grad(|| {
+                    let n = w.pow_tensor_scalar(2).sum_dim_intlist(0, true, Kind::Float).sqrt();
+                    let scale = (n.clamp_min(1e-5) / 1e-5).reciprocal();
+                    let _ = w.shallow_clone().g_mul_(&(scale * 1e5));
+                });
+                HeadLayer::Cosine(w)
+            }
+        }
+    }
+    fn forward(&self, f: &Tensor) -> Tensor {
+        match self {
+            HeadLayer::Linear(l) => nn::Module::forward(l, f),
+            HeadLayer::Cosine(w) => {
+                let x = f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+                let w = w / w.norm_scalaropt_dim(2, [0], true).clamp_min(1e-12);
+                x.mm(&w)
+            }
+        }
+    }
+}
+
+impl Model {
+    /// Builds a freshly initialised network (initialisation follows `tch::manual_seed`).
+    pub fn new(config: &ModelConfig, num_classes: i64, device: Device) -> Result<Model> {
+        if num_classes < 1 {
+            return Err(invalid!("num_classes must be at least 1"));
+        }
+        let vs = nn::VarStore::new(device);
+        let body = resnet::Body::new(&vs.root(), config);
+        let head = HeadLayer::new(vs.root() / "fc", config.head, body.dim(), num_classes);
+        Ok(Model {
+            vs,
+            config: config.clone(),
+            num_classes,
+            body,
+            head,
+        })
+    }
+
+    /// Feature dimension D.
+    pub fn feature_dim(&self) -> i64 {
+        self.body.dim()
+    }
+
+    /// # Shapes
+    /// - `xs`: `[B, 3, H, W]` → `[B, D]`
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.body.forward(xs, train)
+    }
+
+    /// # Shapes
+    /// - `features`: `[B, D]` → logits `[B, C]`
+    pub fn forward_head(&self, features: &Tensor) -> Tensor {
+        self.head.forward(features)
+    }
+
+    /// `[B, 3, H, W]` → logits `[B, C]`.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_head(&self.forward_features(xs, train))
+    }
+
+    /// Re-creates the classifier for `num_classes` classes (freshly initialised); the backbone's
+    /// weights are kept.
+    pub fn reset_head(&mut self, num_classes: i64) -> Result<()> {
+        let mut fresh = Model::new(&self.config, num_classes, self.vs.device())?;
+        tch::no_grad(|| -> Result<()> {
+            let src = self.vs.variables();
+            for (name, mut dst) in fresh.vs.variables() {
+                if !name.starts_with("fc.") {
+                    dst.copy_(&src[&name]);
+                }
+            }
+            Ok(())
+        })?;
+        std::mem::swap(self, &mut fresh);
+        Ok(())
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_parameters(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Every variable with its PyTorch name, plus the `num_batches_tracked` counters PyTorch's
+    /// BatchNorm keeps (zeros), so `load_state_dict(strict=True)` accepts the file.
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        let bns: Vec<String> = v
+            .iter()
+            .filter_map(|(n, _)| n.strip_suffix(".running_mean").map(|p| format!("{p}.num_batches_tracked")))
+            .collect();
+        for n in bns {
+            v.push((n, Tensor::zeros([], (Kind::Int64, Device::Cpu))));
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Writes the weights as safetensors, atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        save_tensors(path, &self.state_dict())
+    }
+
+    /// Loads weights saved by [`Model::save`] (or by PyTorch with the same names).
+    pub fn load(&mut self, path: &std::path::Path) -> Result<()> {
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|e| crate::Error::format(path.display(), format!("cannot read safetensors: {e}")))?;
+        let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        tch::no_grad(|| {
+            for (name, mut var) in self.vs.variables() {
+                let src = map.get(&name).ok_or_else(|| {
+                    crate::Error::format(path.display(), format!("missing tensor `{name}`"))
+                })?;
+                if src.size() != var.size() {
+                    return Err(crate::Error::format(
+                        path.display(),
+                        format!("tensor `{name}` has shape {:?}: expected {:?}", src.size(), var.size()),
+                    ));
+                }
+                var.copy_(src);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Writes named tensors as safetensors (moved to the CPU), atomically.
+pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let tmp = crate::fsx::temp_sibling(path);
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| crate::Error::io(parent, e))?;
+    }
+    let r = Tensor::write_safetensors(&cpu, &tmp)
+        .map_err(|e| crate::Error::format(path.display(), format!("cannot write: {e}")))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
