@@ -6,7 +6,9 @@ use autosampler::data::source::Catalog;
 use autosampler::data::{
     self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig,
 };
+use autosampler::model::ModelConfig;
 use autosampler::report::plot;
+use autosampler::train::stage1::{self, EpochLog, EvalReport, Progress, Stage1Paths, State, TrainConfig};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -29,8 +31,22 @@ enum Cmd {
     #[command(subcommand)]
     Data(DataCmd),
     /// Run the pipeline of a config into its run folder. Stages whose artifacts are complete are
-    /// skipped, so the same command resumes a killed run. (Stages so far: the data split.)
+    /// skipped, so the same command resumes a killed run. (Stages so far: data split, stage 1,
+    /// evaluation.)
     Run(RunArgs),
+    /// Stage 1: train the network of the config's [model] with its [train] section.
+    Train(TrainArgs),
+    /// Evaluate a finished stage 1 (last and best-on-val models, val and test) into eval.json.
+    Eval(RunArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Continue a stopped or killed run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +100,12 @@ struct InspectArgs {
 struct RunArgs {
     #[command(flatten)]
     src: SourceArgs,
+    /// Device for training and evaluation: cpu, cuda, cuda:N (overrides [train] device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Epochs (overrides [train] epochs).
+    #[arg(long)]
+    epochs: Option<usize>,
     /// The run folder (default: runs/<name from the config, or the config's file name>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -118,6 +140,8 @@ impl SourceArgs {
                         split: SplitConfig::default(),
                     },
                     cache_dir: None,
+                    model: None,
+                    train: None,
                 }
             }
         };
@@ -167,6 +191,8 @@ fn main() {
         Cmd::Data(DataCmd::Inspect(a)) => inspect(&a),
         Cmd::Data(DataCmd::Prepare(a)) => prepare_cmd(&a).map(|_| ()),
         Cmd::Run(a) => run(&a),
+        Cmd::Train(a) => train_cmd(&a.run, a.resume).map(|_| ()),
+        Cmd::Eval(a) => eval_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -314,16 +340,135 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
 
 fn run(a: &RunArgs) -> Result<()> {
     let t = Instant::now();
-    let (dir, ds) = prepare_cmd(a)?;
-    // Later stages (stage 1, features, search, stage 2, eval, report) attach here.
-    let train = ds.view(Part::Train);
+    let cfg = a.src.config()?;
+    if cfg.model.is_none() || cfg.train.is_none() {
+        let (dir, ds) = prepare_cmd(a)?;
+        let train = ds.view(Part::Train);
+        println!(
+            "\nrun folder {} ready in {:.1}s ({} training images of {} px; no [model]/[train]: data stage only)",
+            dir.display(),
+            t.elapsed().as_secs_f64(),
+            train.len(),
+            train.size
+        );
+        return Ok(());
+    }
+    let (dir, ds, cfg) = train_cmd(a, true)?;
+    let report = evaluate(&dir, &ds, &cfg)?;
+    print_eval(&report);
     println!(
-        "\nrun folder {} ready in {:.1}s ({} training images of {}×{} px)",
+        "\nrun folder {} done in {:.1}s",
         dir.display(),
-        t.elapsed().as_secs_f64(),
-        train.len(),
-        train.size,
-        train.size
+        t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The [model] and [train] sections, with command-line overrides.
+fn training_config(a: &RunArgs, cfg: &Config) -> Result<(ModelConfig, TrainConfig)> {
+    let (Some(m), Some(t)) = (&cfg.model, &cfg.train) else {
+        bail!("the config needs [model] and [train] sections to train");
+    };
+    let mut t = t.clone();
+    if let Some(d) = &a.device {
+        t.device = d.clone();
+    }
+    if let Some(e) = a.epochs {
+        t.epochs = e;
+    }
+    t.validate()?;
+    Ok((m.clone(), t))
+}
+
+struct Bars {
+    bar: ProgressBar,
+}
+
+impl Progress for Bars {
+    fn epoch_start(&self, epoch: usize, epochs: usize, batches: usize) {
+        self.bar.reset();
+        self.bar.set_length(batches as u64);
+        self.bar.set_message(format!("epoch {}/{epochs}", epoch + 1));
+    }
+    fn batch(&self, loss: f64) {
+        self.bar.set_prefix(format!("loss {loss:.3}"));
+        self.bar.inc(1);
+    }
+    fn epoch_end(&self, l: &EpochLog) {
+        let line = format!(
+            "epoch {:>3}  lr {:.4}  loss {:.4}  train {:5.1}%  val {:5.1}%  {:6.0} img/s  {:5.1}s",
+            l.epoch, l.lr, l.train_loss, l.train_acc, l.val_top1, l.img_per_s, l.seconds
+        );
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
+    let cfg = a.src.config()?;
+    let (model_cfg, train_cfg) = training_config(a, &cfg)?;
+    let (dir, ds) = prepare_cmd(a)?;
+    let paths = Stage1Paths::new(&dir);
+    if paths.state().is_file() && autosampler::fsx::read_json::<State>(&paths.state())?.done {
+        eprintln!("stage 1   {} (complete, reused)", paths.dir.display());
+        return Ok((dir, ds, cfg));
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let bars = Bars { bar };
+    let (_, state) = stage1::train(&ds, &model_cfg, &train_cfg, &dir, resume, &bars)?;
+    bars.bar.finish_and_clear();
+    println!(
+        "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
+        state.epochs_done,
+        state.best_val_top1,
+        state.best_epoch.unwrap_or(0)
+    );
+    Ok((dir, ds, cfg))
+}
+
+fn evaluate(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<EvalReport> {
+    let (m, t) = (
+        cfg.model.as_ref().expect("checked"),
+        cfg.train.as_ref().expect("checked"),
+    );
+    Ok(stage1::evaluate_run(ds, m, t, dir)?)
+}
+
+fn eval_cmd(a: &RunArgs) -> Result<()> {
+    let cfg = a.src.config()?;
+    let (m, t) = training_config(a, &cfg)?;
+    let (dir, ds) = prepare_cmd(a)?;
+    let report = stage1::evaluate_run(&ds, &m, &t, &dir)?;
+    print_eval(&report);
+    Ok(())
+}
+
+fn print_eval(r: &EvalReport) {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:5.1}")).unwrap_or_else(|| "    -".into());
+    println!(
+        "\n{:<22} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "model / part", "top-1", "top-5", "many", "medium", "few", "ECE"
+    );
+    for (name, m) in [("last", &r.last), ("best-on-val", &r.best)] {
+        for (part, x) in [("val", &m.val), ("test", &m.test)] {
+            println!(
+                "{:<22} {:6.2} {:6.2} {:>6} {:>6} {:>6} {:6.3}",
+                format!("{name} (epoch {}) {part}", m.epoch),
+                x.top1,
+                x.top5,
+                f(x.many),
+                f(x.medium),
+                f(x.few),
+                x.ece
+            );
+        }
+    }
 }

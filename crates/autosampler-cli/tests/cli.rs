@@ -162,3 +162,104 @@ fn inspect_from_flags_and_bad_flags() {
         text(&o)
     );
 }
+
+fn demo_train_config(dir: &Path, epochs: usize) -> PathBuf {
+    let p = dir.join("train.toml");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar10-mini.tar.gz");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[data.source]
+format = "image-folder"
+root = "{}"
+[data.split]
+val_per_class = 20
+[data.split.longtail]
+kind = "exp"
+imbalance_ratio = 50
+[model]
+arch = "resnet8"
+[train]
+epochs = {epochs}
+batch_size = 64
+lr = 0.05
+warmup_epochs = 1
+threads = 1
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// A run killed with SIGKILL mid-training and resumed ends with the same weights, bit for bit, as
+/// an uninterrupted run (CPU).
+#[test]
+fn sigkill_and_resume_gives_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 4);
+    let run = |out: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        autosampler(&args, &cache)
+    };
+    let whole = dir.path().join("whole");
+    let o = run(&whole, false);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            killed.to_str().unwrap(),
+        ])
+        .env("AUTOSAMPLER_CACHE", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("stage1/state.json");
+    let t = std::time::Instant::now();
+    while !state.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(
+        done["epochs_done"].as_u64().unwrap() < 4,
+        "killed too late to test anything: {done}"
+    );
+    let o = run(&killed, true);
+    assert!(o.status.success(), "{}", text(&o));
+    let a = std::fs::read(whole.join("stage1/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("stage1/model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let la = std::fs::read_to_string(whole.join("stage1/metrics.jsonl")).unwrap();
+    let lb = std::fs::read_to_string(killed.join("stage1/metrics.jsonl")).unwrap();
+    let strip = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut()
+                    .unwrap()
+                    .retain(|k, _| !["seconds", "img_per_s"].contains(&k.as_str()));
+                v.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&la), strip(&lb));
+}

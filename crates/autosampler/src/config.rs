@@ -13,6 +13,12 @@ pub struct Config {
     #[serde(default)]
     pub name: Option<String>,
     pub data: DataConfig,
+    /// The network (needed by training stages).
+    #[serde(default)]
+    pub model: Option<crate::model::ModelConfig>,
+    /// Stage 1 (representation learning).
+    #[serde(default)]
+    pub train: Option<crate::train::stage1::TrainConfig>,
     /// Where packed caches live; default: `$AUTOSAMPLER_CACHE` or `~/.cache/autosampler/packed`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,

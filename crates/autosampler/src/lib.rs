@@ -6,11 +6,14 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod fsx;
 pub mod loss;
+pub mod mix;
 pub mod model;
 pub mod report;
 pub mod rng;
 pub mod sampler;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -606,3 +606,139 @@ fn real_tiny_imagenet_catalog_has_every_box() {
     assert_eq!(d.test.len(), 5_000);
     let _ = cache::default_cache_root();
 }
+
+// ---------------------------------------------------------------- models and training
+
+use autosampler::model::{save_tensors, Arch, Head, Model, ModelConfig, Stem};
+use autosampler::train::stage1::{self, Silent, TrainConfig};
+
+fn python_with_torch() -> Option<String> {
+    for py in ["python", "python3"] {
+        let ok = std::process::Command::new(py)
+            .args(["-c", "import torch, safetensors"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(py.to_string());
+        }
+    }
+    eprintln!("skipped: no python with torch and safetensors on PATH (./x test provides one)");
+    None
+}
+
+#[test]
+fn safetensors_checkpoint_loads_into_pytorch_with_the_same_logits() {
+    let Some(py) = python_with_torch() else { return };
+    tch::manual_seed(3);
+    let cfg = ModelConfig {
+        arch: Arch::Resnet32,
+        head: Head::Linear,
+        stem: Stem::Small,
+    };
+    let model = Model::new(&cfg, 10, tch::Device::Cpu).unwrap();
+    // move the BatchNorm statistics away from 0/1 so that eval mode exercises them
+    let x = tch::Tensor::randn([16, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let _ = model.forward(&x, true);
+    let input = tch::Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let logits = tch::no_grad(|| model.forward(&input, false));
+    let dir = tempfile::tempdir().unwrap();
+    model.save(&dir.path().join("m.safetensors")).unwrap();
+    save_tensors(
+        &dir.path().join("io.safetensors"),
+        &[("input".into(), input), ("logits".into(), logits)],
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/load_safetensors.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .arg(dir.path().join("m.safetensors"))
+        .arg(dir.path().join("io.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let diff: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(diff < 1e-4, "max abs logit difference {diff}");
+    // and back: the file loads into a fresh model
+    let mut again = Model::new(&cfg, 10, tch::Device::Cpu).unwrap();
+    again.load(&dir.path().join("m.safetensors")).unwrap();
+}
+
+fn tiny_train_config(epochs: usize, lr: f64) -> TrainConfig {
+    let mut t: TrainConfig = autosampler::config::parse_toml("", "inline").unwrap();
+    t.epochs = epochs;
+    t.batch_size = 4;
+    t.lr = lr;
+    t.warmup_epochs = 1;
+    t.threads = 1;
+    t
+}
+
+#[test]
+fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig {
+            val_per_class: 1,
+            ..Default::default()
+        },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let m = ModelConfig {
+        arch: Arch::Resnet8,
+        head: Head::Linear,
+        stem: Stem::Small,
+    };
+    let e = stage1::train(&ds, &m, &tiny_train_config(50, 1e9), run.path(), false, &Silent)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("the loss is") && e.contains("training stopped"), "{e}");
+    let state: stage1::State =
+        autosampler::fsx::read_json(&run.path().join("stage1/state.json")).unwrap_or_default();
+    assert!(!state.done);
+    if state.epochs_done > 0 {
+        assert!(run.path().join("stage1/last.safetensors").is_file());
+    }
+    // starting again without --resume is refused when a stage 1 is there
+    if state.epochs_done > 0 {
+        let e = stage1::train(&ds, &m, &tiny_train_config(50, 0.1), run.path(), false, &Silent)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--resume"), "{e}");
+    }
+}
+
+#[test]
+fn training_learns_the_fixture_and_evaluates() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig {
+            val_per_class: 0,
+            ..Default::default()
+        },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let m = ModelConfig {
+        arch: Arch::Resnet8,
+        head: Head::Linear,
+        stem: Stem::Small,
+    };
+    let mut t = tiny_train_config(30, 0.05);
+    t.augment = Some(Augment::None);
+    let (_, state) = stage1::train(&ds, &m, &t, run.path(), false, &Silent).unwrap();
+    assert!(state.done && state.epochs_done == 30);
+    let last = state.history.last().unwrap();
+    // 12 synthetic images whose colours identify the class: memorised after 30 epochs
+    assert!(last.train_loss < state.history[0].train_loss);
+    let r = stage1::evaluate_run(&ds, &m, &t, run.path()).unwrap();
+    assert_eq!(r.last.test.n, 3);
+    assert!(run.path().join("eval.json").is_file());
+    let lines = std::fs::read_to_string(run.path().join("stage1/metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 30);
+}

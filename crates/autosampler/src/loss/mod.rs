@@ -68,7 +68,10 @@ fn default_drw_beta() -> f64 {
 
 /// Cui et al.'s class-balanced weights: (1 − β)/(1 − β^n_c), scaled to sum to C.
 pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Vec<f64> {
-    let w: Vec<f64> = counts.iter().map(|&n| (1.0 - beta) / (1.0 - beta.powf(n as f64))).collect();
+    let w: Vec<f64> = counts
+        .iter()
+        .map(|&n| (1.0 - beta) / (1.0 - beta.powf(n as f64)))
+        .collect();
     let s: f64 = w.iter().sum();
     w.iter().map(|x| x / s * counts.len() as f64).collect()
 }
@@ -88,17 +91,23 @@ pub struct Loss {
 }
 
 fn tensor(v: &[f64], like: &Tensor) -> Tensor {
-    Tensor::from_slice(v).to_kind(Kind::Float).to_device(like.device())
+    Tensor::from_slice(v)
+        .to_kind(Kind::Float)
+        .to_device(like.device())
 }
 
 impl Loss {
     pub fn new(cfg: &LossConfig, drw: Option<&Drw>, counts: &[usize]) -> Result<Loss> {
         if counts.is_empty() || counts.contains(&0) {
-            return Err(invalid!("losses need every class to have training images, counts: {counts:?}"));
+            return Err(invalid!(
+                "losses need every class to have training images, counts: {counts:?}"
+            ));
         }
         match cfg {
             LossConfig::Ce { label_smoothing } if !(0.0..1.0).contains(label_smoothing) => {
-                return Err(invalid!("label_smoothing {label_smoothing} is invalid: expected 0 ≤ ε < 1"))
+                return Err(invalid!(
+                    "label_smoothing {label_smoothing} is invalid: expected 0 ≤ ε < 1"
+                ))
             }
             LossConfig::ClassBalanced { beta, .. } if !(0.0..1.0).contains(beta) => {
                 return Err(invalid!("beta {beta} is invalid: expected 0 ≤ β < 1"))
@@ -133,7 +142,9 @@ impl Loss {
         match &self.cfg {
             LossConfig::Ce { label_smoothing } => ce(logits, *label_smoothing),
             LossConfig::Focal { gamma } => focal(logits, targets, *gamma, w.as_ref()),
-            LossConfig::ClassBalanced { gamma, .. } if *gamma > 0.0 => focal(logits, targets, *gamma, w.as_ref()),
+            LossConfig::ClassBalanced { gamma, .. } if *gamma > 0.0 => {
+                focal(logits, targets, *gamma, w.as_ref())
+            }
             LossConfig::ClassBalanced { .. } => ce(logits, 0.0),
             LossConfig::Ldam { max_m, s } => {
                 let m = tensor(&ldam_margins(&self.counts, *max_m), logits);
@@ -165,14 +176,18 @@ mod tests {
     // x = torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.2, 2.2], [0.0, 0.1, -0.3], [1.5, 1.5, 0.2]])
     // y = torch.tensor([1, 2, 0, 2]); n = np.array([100, 20, 5])
     fn inputs() -> (Tensor, Tensor) {
-        let x = Tensor::from_slice(&[1.0f32, 2.0, 0.5, 0.3, -1.2, 2.2, 0.0, 0.1, -0.3, 1.5, 1.5, 0.2]).view([4, 3]);
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 0.5, 0.3, -1.2, 2.2, 0.0, 0.1, -0.3, 1.5, 1.5, 0.2])
+            .view([4, 3]);
         (x, Tensor::from_slice(&[1i64, 2, 0, 2]))
     }
     const N: [usize; 3] = [100, 20, 5];
 
     fn value(cfg: LossConfig, drw: Option<Drw>, epoch: usize) -> f64 {
         let (x, y) = inputs();
-        Loss::new(&cfg, drw.as_ref(), &N).unwrap().forward(&x, &y, epoch).double_value(&[])
+        Loss::new(&cfg, drw.as_ref(), &N)
+            .unwrap()
+            .forward(&x, &y, epoch)
+            .double_value(&[])
     }
 
     fn close(a: f64, b: f64) {
@@ -182,9 +197,15 @@ mod tests {
     #[test]
     fn cross_entropy_and_label_smoothing() {
         // F.cross_entropy(x, y) -> 0.949794590473175
-        close(value(LossConfig::Ce { label_smoothing: 0.0 }, None, 0), 0.949794590473175);
+        close(
+            value(LossConfig::Ce { label_smoothing: 0.0 }, None, 0),
+            0.949794590473175,
+        );
         // F.cross_entropy(x, y, label_smoothing=0.1) -> 0.9947946071624756
-        close(value(LossConfig::Ce { label_smoothing: 0.1 }, None, 0), 0.9947946071624756);
+        close(
+            value(LossConfig::Ce { label_smoothing: 0.1 }, None, 0),
+            0.9947946071624756,
+        );
     }
 
     #[test]
@@ -193,7 +214,10 @@ mod tests {
         //     v = F.cross_entropy(x, y, reduction='none', weight=w); p = torch.exp(-v)
         //     return ((1 - p) ** g * v).mean()
         // focal(x, y, 2.0) -> 0.5377082824707031
-        close(value(LossConfig::Focal { gamma: 2.0 }, None, 0), 0.5377082824707031);
+        close(
+            value(LossConfig::Focal { gamma: 2.0 }, None, 0),
+            0.5377082824707031,
+        );
     }
 
     #[test]
@@ -201,13 +225,36 @@ mod tests {
         // beta = 0.99; eff = 1.0 - np.power(beta, n); w = (1.0 - beta) / eff; w = w / w.sum() * 3
         // -> [0.17224503935269897, 0.5996811898533396, 2.228073770793961]
         let w = class_balanced_weights(&N, 0.99);
-        for (a, b) in w.iter().zip([0.17224503935269897, 0.5996811898533396, 2.228073770793961]) {
+        for (a, b) in w
+            .iter()
+            .zip([0.17224503935269897, 0.5996811898533396, 2.228073770793961])
+        {
             close(*a, b);
         }
         // F.cross_entropy(x, y, weight=wt) -> 1.0631948709487915
-        close(value(LossConfig::ClassBalanced { beta: 0.99, gamma: 0.0 }, None, 0), 1.0631948709487915);
+        close(
+            value(
+                LossConfig::ClassBalanced {
+                    beta: 0.99,
+                    gamma: 0.0,
+                },
+                None,
+                0,
+            ),
+            1.0631948709487915,
+        );
         // focal(x, y, 1.0, wt) -> 1.2244700193405151
-        close(value(LossConfig::ClassBalanced { beta: 0.99, gamma: 1.0 }, None, 0), 1.2244700193405151);
+        close(
+            value(
+                LossConfig::ClassBalanced {
+                    beta: 0.99,
+                    gamma: 1.0,
+                },
+                None,
+                0,
+            ),
+            1.2244700193405151,
+        );
     }
 
     #[test]
@@ -219,7 +266,10 @@ mod tests {
         let ldam = LossConfig::Ldam { max_m: 0.5, s: 30.0 };
         close(value(ldam.clone(), None, 0), 16.196563720703125);
         // DRW with beta 0.99 from epoch 2: F.cross_entropy(30 * out, y, weight=wt) -> 23.641374588012695
-        let drw = Drw { start_epoch: 2, beta: 0.99 };
+        let drw = Drw {
+            start_epoch: 2,
+            beta: 0.99,
+        };
         close(value(ldam.clone(), Some(drw.clone()), 1), 16.196563720703125);
         close(value(ldam, Some(drw), 2), 23.641374588012695);
     }
@@ -228,15 +278,29 @@ mod tests {
     fn logit_adjusted() {
         // prior = torch.tensor(n / n.sum(), dtype=torch.float)
         // F.cross_entropy(x + torch.log(prior), y) -> 1.7997523546218872
-        close(value(LossConfig::LogitAdjusted { tau: 1.0 }, None, 0), 1.7997523546218872);
+        close(
+            value(LossConfig::LogitAdjusted { tau: 1.0 }, None, 0),
+            1.7997523546218872,
+        );
         // F.cross_entropy(x + 2.0 * torch.log(prior), y) -> 3.4541525840759277
-        close(value(LossConfig::LogitAdjusted { tau: 2.0 }, None, 0), 3.4541525840759277);
+        close(
+            value(LossConfig::LogitAdjusted { tau: 2.0 }, None, 0),
+            3.4541525840759277,
+        );
     }
 
     #[test]
     fn bad_parameters() {
         assert!(Loss::new(&LossConfig::Ce { label_smoothing: 1.0 }, None, &N).is_err());
-        assert!(Loss::new(&LossConfig::ClassBalanced { beta: 1.0, gamma: 0.0 }, None, &N).is_err());
+        assert!(Loss::new(
+            &LossConfig::ClassBalanced {
+                beta: 1.0,
+                gamma: 0.0
+            },
+            None,
+            &N
+        )
+        .is_err());
         assert!(Loss::new(&LossConfig::Focal { gamma: -1.0 }, None, &N).is_err());
     }
 }

@@ -78,7 +78,10 @@ impl HeadLayer {
                 // NormedLinear: uniform(-1, 1), each column renormed to norm ≤ 1e-5, × 1e5.
                 let w = p.var("weight", &[dim, classes], nn::Init::Uniform { lo: -1.0, up: 1.0 });
                 tch::no_grad(|| {
-                    let n = w.pow_tensor_scalar(2).sum_dim_intlist(0, true, Kind::Float).sqrt();
+                    let n = w
+                        .pow_tensor_scalar(2)
+                        .sum_dim_intlist(0, true, Kind::Float)
+                        .sqrt();
                     let scale = (n.clamp_min(1e-5) / 1e-5).reciprocal();
                     let _ = w.shallow_clone().g_mul_(&(scale * 1e5));
                 });
@@ -157,7 +160,11 @@ impl Model {
 
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     /// Every variable with its PyTorch name, plus the `num_batches_tracked` counters PyTorch's
@@ -166,7 +173,10 @@ impl Model {
         let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         let bns: Vec<String> = v
             .iter()
-            .filter_map(|(n, _)| n.strip_suffix(".running_mean").map(|p| format!("{p}.num_batches_tracked")))
+            .filter_map(|(n, _)| {
+                n.strip_suffix(".running_mean")
+                    .map(|p| format!("{p}.num_batches_tracked"))
+            })
             .collect();
         for n in bns {
             v.push((n, Tensor::zeros([], (Kind::Int64, Device::Cpu))));
@@ -185,6 +195,15 @@ impl Model {
         let tensors = Tensor::read_safetensors(path)
             .map_err(|e| crate::Error::format(path.display(), format!("cannot read safetensors: {e}")))?;
         let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        self.load_map(&map, path)
+    }
+
+    /// Copies every variable from `map` (read from `path`, named in errors).
+    pub fn load_map(
+        &mut self,
+        map: &std::collections::HashMap<String, Tensor>,
+        path: &std::path::Path,
+    ) -> Result<()> {
         tch::no_grad(|| {
             for (name, mut var) in self.vs.variables() {
                 let src = map.get(&name).ok_or_else(|| {
@@ -193,7 +212,11 @@ impl Model {
                 if src.size() != var.size() {
                     return Err(crate::Error::format(
                         path.display(),
-                        format!("tensor `{name}` has shape {:?}: expected {:?}", src.size(), var.size()),
+                        format!(
+                            "tensor `{name}` has shape {:?}: expected {:?}",
+                            src.size(),
+                            var.size()
+                        ),
                     ));
                 }
                 var.copy_(src);
@@ -206,8 +229,10 @@ impl Model {
 /// Writes named tensors as safetensors (moved to the CPU), atomically.
 pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let tmp = crate::fsx::temp_sibling(path);
-    let cpu: Vec<(String, Tensor)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous())).collect();
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous()))
+        .collect();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| crate::Error::io(parent, e))?;
     }

@@ -38,7 +38,7 @@ struct Basic {
 enum Short {
     Identity,
     PadA { pad: i64 },
-    Proj(nn::Conv2D, nn::BatchNorm),
+    Proj(Box<(nn::Conv2D, nn::BatchNorm)>),
 }
 
 impl Short {
@@ -49,7 +49,7 @@ impl Short {
                 .slice(2, 0, None, 2)
                 .slice(3, 0, None, 2)
                 .constant_pad_nd([0, 0, 0, 0, *pad, *pad]),
-            Short::Proj(c, b) => b.forward_t(&c.forward_t(x, train), train),
+            Short::Proj(cb) => cb.1.forward_t(&cb.0.forward_t(x, train), train),
         }
     }
 }
@@ -59,10 +59,15 @@ impl Basic {
         let short = if stride == 1 && cin == cout {
             Short::Identity
         } else if option_a {
-            Short::PadA { pad: (cout - cin) / 2 }
+            Short::PadA {
+                pad: (cout - cin) / 2,
+            }
         } else {
             let d = p / "downsample";
-            Short::Proj(conv(&d / "0", cin, cout, 1, stride), bn(&d / "1", cout))
+            Short::Proj(Box::new((
+                conv(&d / "0", cin, cout, 1, stride),
+                bn(&d / "1", cout),
+            )))
         };
         Basic {
             conv1: conv(p / "conv1", cin, cout, 3, stride),
@@ -97,7 +102,10 @@ impl Bottleneck {
             Short::Identity
         } else {
             let d = p / "downsample";
-            Short::Proj(conv(&d / "0", cin, cout, 1, stride), bn(&d / "1", cout))
+            Short::Proj(Box::new((
+                conv(&d / "0", cin, cout, 1, stride),
+                bn(&d / "1", cout),
+            )))
         };
         Bottleneck {
             c1: conv(p / "conv1", cin, width, 1, 1),
@@ -118,8 +126,8 @@ impl Bottleneck {
 }
 
 enum Block {
-    Basic(Basic),
-    Bottleneck(Bottleneck),
+    Basic(Box<Basic>),
+    Bottleneck(Box<Bottleneck>),
 }
 
 impl Block {
@@ -157,7 +165,7 @@ impl Body {
                     for i in 0..n {
                         let s = if i == 0 { stride } else { 1 };
                         let p = &layers / blocks.len();
-                        blocks.push(Block::Basic(Basic::new(&p, cin, cout, s, true)));
+                        blocks.push(Block::Basic(Box::new(Basic::new(&p, cin, cout, s, true))));
                         cin = cout;
                     }
                 }
@@ -173,27 +181,40 @@ impl Body {
                 let (stem, max_pool) = match cfg.stem {
                     Stem::Small => (conv(root / "conv1", 3, 64, 3, 1), false),
                     Stem::Imagenet => {
-                        let c = nn::ConvConfig { stride: 2, padding: 3, bias: false, ..Default::default() };
+                        let c = nn::ConvConfig {
+                            stride: 2,
+                            padding: 3,
+                            bias: false,
+                            ..Default::default()
+                        };
                         (nn::conv2d(root / "conv1", 3, 64, 7, c), true)
                     }
                 };
                 let bottleneck = cfg.arch == Arch::Resnet50;
                 let mut blocks = Vec::new();
                 let mut cin = 64;
-                for (stage, (width, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
+                for (stage, (width, stride)) in
+                    [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate()
+                {
                     for i in 0..2 + if bottleneck { [1, 2, 4, 1][stage] } else { 0 } {
                         let p = root / format!("layer{}", stage + 1) / i;
                         let s = if i == 0 { stride } else { 1 };
                         if bottleneck {
-                            blocks.push(Block::Bottleneck(Bottleneck::new(&p, cin, width, s)));
+                            blocks.push(Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s))));
                             cin = width * 4;
                         } else {
-                            blocks.push(Block::Basic(Basic::new(&p, cin, width, s, false)));
+                            blocks.push(Block::Basic(Box::new(Basic::new(&p, cin, width, s, false))));
                             cin = width;
                         }
                     }
                 }
-                Body { stem, stem_bn: bn(root / "bn1", 64), max_pool, blocks, dim: cin }
+                Body {
+                    stem,
+                    stem_bn: bn(root / "bn1", 64),
+                    max_pool,
+                    blocks,
+                    dim: cin,
+                }
             }
         }
     }
@@ -203,7 +224,10 @@ impl Body {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = self.stem_bn.forward_t(&self.stem.forward_t(x, train), train).relu();
+        let mut h = self
+            .stem_bn
+            .forward_t(&self.stem.forward_t(x, train), train)
+            .relu();
         if self.max_pool {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
@@ -219,9 +243,17 @@ mod tests {
     use super::super::*;
 
     fn params(arch: Arch, c: i64) -> i64 {
-        Model::new(&ModelConfig { arch, head: Head::Linear, stem: Stem::Small }, c, tch::Device::Cpu)
-            .unwrap()
-            .num_parameters()
+        Model::new(
+            &ModelConfig {
+                arch,
+                head: Head::Linear,
+                stem: Stem::Small,
+            },
+            c,
+            tch::Device::Cpu,
+        )
+        .unwrap()
+        .num_parameters()
     }
 
     #[test]
@@ -240,7 +272,11 @@ mod tests {
     #[test]
     fn shapes_and_head_reset() {
         let mut m = Model::new(
-            &ModelConfig { arch: Arch::Resnet8, head: Head::Cosine, stem: Stem::Small },
+            &ModelConfig {
+                arch: Arch::Resnet8,
+                head: Head::Cosine,
+                stem: Stem::Small,
+            },
             10,
             tch::Device::Cpu,
         )
@@ -255,6 +291,9 @@ mod tests {
         m.reset_head(5).unwrap();
         assert_eq!(m.forward(&x, false).size(), [2, 5]);
         let f2 = m.forward_features(&x, false);
-        assert!(f.allclose(&f2, 1e-6, 1e-6, false), "reset_head keeps the backbone");
+        assert!(
+            f.allclose(&f2, 1e-6, 1e-6, false),
+            "reset_head keeps the backbone"
+        );
     }
 }

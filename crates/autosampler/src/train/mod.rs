@@ -1,0 +1,4 @@
+//! Training: schedules, the SGD optimiser, stage-1 representation learning with checkpoints.
+pub mod schedule;
+pub mod sgd;
+pub mod stage1;

@@ -1,0 +1,510 @@
+//! Stage 1: train a network on the training split (any sampler, loss, mixing), evaluate on the
+//! validation split every epoch, checkpoint every epoch atomically, resume where a killed run
+//! stopped, stop on a NaN or exploding loss keeping the last good checkpoint.
+//!
+//! ```text
+//! <run>/stage1/
+//!   last.safetensors   model + optimiser state after the last completed epoch
+//!   state.json         epochs done, best epoch, metrics history (written after last.safetensors)
+//!   best.safetensors   the model of the best validation top-1 so far
+//!   model.safetensors  the final model (after the last epoch)
+//!   metrics.jsonl      one line per epoch
+//! ```
+use super::schedule::{lr_at, Schedule};
+use super::sgd::Sgd;
+use crate::data::augment::{Augment, Normalize};
+use crate::data::loader::{for_each_batch, LoaderConfig};
+use crate::data::{Dataset, Part, View};
+use crate::eval::{metrics, Metrics};
+use crate::loss::{Drw, Loss, LossConfig};
+use crate::mix::{mixed_loss, MixConfig};
+use crate::model::{save_tensors, Model, ModelConfig};
+use crate::rng::chacha;
+use crate::sampler::Sampler;
+use crate::{fsx, invalid, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+fn d_epochs() -> usize {
+    200
+}
+fn d_batch() -> usize {
+    128
+}
+fn d_lr() -> f64 {
+    0.1
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_wd() -> f64 {
+    2e-4
+}
+fn d_warmup() -> usize {
+    5
+}
+fn d_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn d_loss() -> LossConfig {
+    LossConfig::Ce { label_smoothing: 0.0 }
+}
+fn d_sampler() -> Sampler {
+    Sampler::Instance
+}
+fn d_threads() -> usize {
+    2
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+
+/// `[train]` of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "d_warmup")]
+    pub warmup_epochs: usize,
+    #[serde(default = "d_schedule")]
+    pub schedule: Schedule,
+    #[serde(default = "d_loss")]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub drw: Option<Drw>,
+    #[serde(default = "d_sampler")]
+    pub sampler: Sampler,
+    /// Sample with replacement (class-aware sampling) instead of filling quotas.
+    #[serde(default)]
+    pub replacement: bool,
+    #[serde(default)]
+    pub mix: MixConfig,
+    /// Default: pad-4 crop + flip for images up to 32 px, random-resized-crop above.
+    #[serde(default)]
+    pub augment: Option<Augment>,
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// libtorch intra-op threads (and batch-assembly threads).
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+    /// "cpu", "cuda" or "cuda:N".
+    #[serde(default = "d_device")]
+    pub device: String,
+    /// Channels-last memory format for images and convolution weights.
+    #[serde(default)]
+    pub channels_last: bool,
+    /// bf16 autocast (CUDA only: libtorch's CPU autocast is not reachable through tch).
+    #[serde(default)]
+    pub bf16: bool,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn device(&self) -> Result<Device> {
+        parse_device(&self.device)
+    }
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.lr <= 0.0 || !self.lr.is_finite() {
+            return Err(invalid!("train needs epochs ≥ 1, batch_size ≥ 1 and lr > 0"));
+        }
+        if let Schedule::Step { milestones, factors } = &self.schedule {
+            if milestones.len() != factors.len() {
+                return Err(invalid!(
+                    "step schedule: {} milestones but {} factors",
+                    milestones.len(),
+                    factors.len()
+                ));
+            }
+        }
+        self.mix.validate()?;
+        self.device()?;
+        Ok(())
+    }
+    /// The augmentation in force for images of side `size`.
+    pub fn augment_for(&self, size: u32) -> Augment {
+        self.augment.clone().unwrap_or(if size <= 32 {
+            Augment::cifar()
+        } else {
+            Augment::resized_crop(size)
+        })
+    }
+}
+
+/// "cpu", "cuda", "cuda:N".
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                return Err(invalid!(
+                    "device \"cuda\" asked for, but libtorch sees no CUDA device here"
+                ));
+            }
+            Ok(Device::Cuda(0))
+        }
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
+            _ => Err(invalid!(
+                "device \"{s}\" is unrecognized or absent: expected cpu, cuda or cuda:N"
+            )),
+        },
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_top1: f64,
+    pub val_balanced: f64,
+    pub seconds: f64,
+    pub img_per_s: f64,
+}
+
+/// `stage1/state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub epochs_done: usize,
+    pub best_epoch: Option<usize>,
+    pub best_val_top1: f64,
+    pub history: Vec<EpochLog>,
+    pub done: bool,
+}
+
+/// Where stage 1 writes.
+pub struct Stage1Paths {
+    pub dir: PathBuf,
+}
+
+impl Stage1Paths {
+    pub fn new(run: &Path) -> Self {
+        Stage1Paths {
+            dir: run.join("stage1"),
+        }
+    }
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+}
+
+/// Progress reports from [`train`].
+pub trait Progress {
+    fn epoch_start(&self, epoch: usize, epochs: usize, batches: usize);
+    fn batch(&self, loss: f64);
+    fn epoch_end(&self, log: &EpochLog);
+}
+
+/// A [`Progress`] that says nothing.
+pub struct Silent;
+impl Progress for Silent {
+    fn epoch_start(&self, _: usize, _: usize, _: usize) {}
+    fn batch(&self, _: f64) {}
+    fn epoch_end(&self, _: &EpochLog) {}
+}
+
+fn set_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}
+
+/// Logits of `model` on every image of `view` (no augmentation), on the CPU.
+pub fn predict(
+    model: &Model,
+    view: &View,
+    normalize: &Normalize,
+    threads: usize,
+    cl: bool,
+) -> Result<Tensor> {
+    let device = model.vs.device();
+    let lc = LoaderConfig {
+        batch_size: 256,
+        threads,
+        augment: Augment::None,
+        normalize: *normalize,
+        drop_last: false,
+        seed: 0,
+    };
+    let plan: Vec<usize> = (0..view.len()).collect();
+    let mut out = Vec::new();
+    tch::no_grad(|| {
+        for_each_batch(view, &plan, &lc, 0, |b| {
+            let mut x = b.images.to_device(device);
+            if cl {
+                x = channels_last(&x);
+            }
+            out.push(
+                model
+                    .forward(&x, false)
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu),
+            );
+            Ok(())
+        })
+    })?;
+    Ok(if out.is_empty() {
+        Tensor::zeros([0, model.num_classes], (Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&out, 0)
+    })
+}
+
+/// Evaluates `model` on a part of `ds`.
+pub fn evaluate(model: &Model, ds: &Dataset, part: Part, cfg: &TrainConfig) -> Result<Metrics> {
+    let view = ds.view(part);
+    let logits = predict(model, &view, &cfg.normalize, cfg.threads, cfg.channels_last)?;
+    Ok(metrics(&logits, &view.labels, &ds.split.counts.train))
+}
+
+/// The same NCHW tensor stored channels-last (NHWC in memory): libtorch picks channels-last
+/// kernels for it. (tch has no memory-format API; a permute round trip gives the strides.)
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+fn to_channels_last(model: &Model) {
+    tch::no_grad(|| {
+        for (_, mut v) in model.vs.variables() {
+            if v.dim() == 4 {
+                let cl = channels_last(&v);
+                v.set_data(&cl);
+            }
+        }
+    });
+}
+
+/// Trains stage 1 into `<run>/stage1`, resuming from its checkpoint when `resume` is set and one
+/// exists. Returns the trained model (last epoch) and the final state.
+pub fn train(
+    ds: &Dataset,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    run: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+) -> Result<(Model, State)> {
+    cfg.validate()?;
+    let device = cfg.device()?;
+    set_threads(cfg.threads);
+    let paths = Stage1Paths::new(run);
+    std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
+    tch::manual_seed(cfg.seed as i64);
+    let c = ds.split.num_classes() as i64;
+    let mut model = Model::new(model_cfg, c, device)?;
+    if cfg.channels_last {
+        to_channels_last(&model);
+    }
+    let params: Vec<(String, Tensor)> = {
+        let mut v: Vec<(String, Tensor)> = model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
+    let mut state = State::default();
+    if paths.state().is_file() {
+        if !resume {
+            return Err(invalid!(
+                "{} holds a started stage 1: pass --resume to continue it, or delete the folder",
+                paths.dir.display()
+            ));
+        }
+        state = fsx::read_json(&paths.state())?;
+        if state.epochs_done > 0 {
+            let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(paths.last())
+                .map_err(|e| Error::format(paths.last().display(), format!("cannot read checkpoint: {e}")))?
+                .into_iter()
+                .collect();
+            model.load_map(&tensors, &paths.last())?;
+            opt.load_state(&tensors);
+        }
+    }
+    let train_view = ds.view(Part::Train);
+    let counts = ds.split.counts.train.clone();
+    let loss = Loss::new(&cfg.loss, cfg.drw.as_ref(), &counts)?;
+    let augment = cfg.augment_for(train_view.size);
+    let lc = LoaderConfig {
+        batch_size: cfg.batch_size,
+        threads: cfg.threads,
+        augment,
+        normalize: cfg.normalize,
+        drop_last: false,
+        seed: cfg.seed,
+    };
+    let epoch_len = cfg.sampler.epoch_len(&counts);
+    let steps_per_epoch = epoch_len.div_ceil(cfg.batch_size);
+    for epoch in state.epochs_done..cfg.epochs {
+        let t0 = Instant::now();
+        let mut rng = chacha(cfg.seed, &[1, epoch as u64]);
+        let plan = cfg
+            .sampler
+            .plan(&train_view.labels, epoch, cfg.epochs, cfg.replacement, &mut rng)?;
+        progress.epoch_start(epoch, cfg.epochs, plan.len().div_ceil(cfg.batch_size));
+        let (mut sum_loss, mut correct, mut seen, mut batch_i) = (0f64, 0i64, 0usize, 0usize);
+        let mut lr = cfg.lr;
+        for_each_batch(&train_view, &plan, &lc, epoch, |b| {
+            lr = lr_at(
+                cfg.lr,
+                cfg.warmup_epochs,
+                &cfg.schedule,
+                epoch * steps_per_epoch + batch_i,
+                steps_per_epoch,
+                cfg.epochs,
+            );
+            let mut x = b.images.to_device(device);
+            if cfg.channels_last {
+                x = channels_last(&x);
+            }
+            let y = b.labels.to_device(device);
+            let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
+            let mixed = cfg.mix.apply(&x, &mut mrng);
+            let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
+            let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || model.forward(input, true))
+                .to_kind(Kind::Float);
+            let l = match &mixed {
+                Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), &y, m),
+                None => loss.forward(&logits, &y, epoch),
+            };
+            let lv = l.double_value(&[]);
+            if !lv.is_finite() || lv > 1e4 {
+                return Err(invalid!(
+                    "the loss is {lv} at epoch {}, batch {}: training stopped; the last good checkpoint ({} epochs) is kept in {}",
+                    epoch + 1,
+                    batch_i + 1,
+                    state.epochs_done,
+                    paths.dir.display()
+                ));
+            }
+            opt.zero_grad();
+            l.backward();
+            opt.step(lr);
+            let n = b.index.len();
+            sum_loss += lv * n as f64;
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            seen += n;
+            batch_i += 1;
+            progress.batch(lv);
+            Ok(())
+        })?;
+        let train_s = t0.elapsed().as_secs_f64();
+        let val = evaluate(&model, ds, Part::Val, cfg)?;
+        let log = EpochLog {
+            epoch: epoch + 1,
+            lr,
+            train_loss: sum_loss / seen.max(1) as f64,
+            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+            val_top1: val.top1,
+            val_balanced: val.balanced,
+            seconds: t0.elapsed().as_secs_f64(),
+            img_per_s: seen as f64 / train_s,
+        };
+        // Checkpoint first, then the state that points at it: a kill between the two resumes
+        // from the previous epoch, never from a state without its weights.
+        let mut tensors = model.state_dict();
+        tensors.extend(opt.state());
+        save_tensors(&paths.last(), &tensors)?;
+        if state.best_epoch.is_none() || val.top1 > state.best_val_top1 {
+            state.best_epoch = Some(epoch + 1);
+            state.best_val_top1 = val.top1;
+            model.save(&paths.best())?;
+        }
+        state.epochs_done = epoch + 1;
+        state.history.push(log.clone());
+        fsx::write_json(&paths.state(), &state)?;
+        let lines: String = state
+            .history
+            .iter()
+            .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
+            .collect();
+        fsx::write_atomic(&paths.metrics(), lines.as_bytes())?;
+        progress.epoch_end(&log);
+    }
+    if !state.done || !paths.model().is_file() {
+        model.save(&paths.model())?;
+        state.done = true;
+        fsx::write_json(&paths.state(), &state)?;
+    }
+    Ok((model, state))
+}
+
+/// `eval.json`: the last and the best-on-validation models on val and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub last: ModelEval,
+    pub best: ModelEval,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEval {
+    pub epoch: usize,
+    pub val: Metrics,
+    pub test: Metrics,
+}
+
+/// Evaluates the final and the best-on-val models of a finished stage 1 and writes `eval.json`.
+pub fn evaluate_run(
+    ds: &Dataset,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    run: &Path,
+) -> Result<EvalReport> {
+    let paths = Stage1Paths::new(run);
+    let state: State = fsx::read_json(&paths.state())?;
+    if !state.done {
+        return Err(invalid!(
+            "stage 1 in {} is not finished: run `autosampler train --resume` first",
+            paths.dir.display()
+        ));
+    }
+    set_threads(cfg.threads);
+    let mut model = Model::new(model_cfg, ds.split.num_classes() as i64, cfg.device()?)?;
+    let mut one = |path: &Path, epoch: usize| -> Result<ModelEval> {
+        model.load(path)?;
+        Ok(ModelEval {
+            epoch,
+            val: evaluate(&model, ds, Part::Val, cfg)?,
+            test: evaluate(&model, ds, Part::Test, cfg)?,
+        })
+    };
+    let last = one(&paths.model(), state.epochs_done)?;
+    let best = one(&paths.best(), state.best_epoch.unwrap_or(state.epochs_done))?;
+    let report = EvalReport { last, best };
+    fsx::write_json(&run.join("eval.json"), &report)?;
+    Ok(report)
+}
