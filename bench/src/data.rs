@@ -26,6 +26,7 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() -> Result<()> {
+    autosampler::runtime::tune_allocator();
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
     let cifar = arg("--cifar")
         .map(PathBuf::from)

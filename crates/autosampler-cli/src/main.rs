@@ -180,6 +180,7 @@ impl SourceArgs {
 }
 
 fn main() {
+    autosampler::runtime::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

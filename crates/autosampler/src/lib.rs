@@ -13,6 +13,7 @@ pub mod mix;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod runtime;
 pub mod sampler;
 pub mod train;
 

@@ -1,0 +1,116 @@
+//! `bench-train-throughput`: training and inference images/s of ResNet-32 on random data, the
+//! same measurement as `torch_reference.py bench` (batch 128, SGD 0.9 / wd 2e-4, 3 warm-up steps,
+//! `--steps` timed steps; inference on batches of 256), plus peak RSS. One JSON line.
+//!
+//!   bench-train-throughput [--threads 2] [--steps 20] [--batch 128] [--device cpu|cuda]
+//!                          [--channels-last] [--bf16]
+use anyhow::Result;
+use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
+use autosampler::train::sgd::Sgd;
+use autosampler::train::stage1::{channels_last, parse_device};
+use std::time::Instant;
+use tch::{Kind, Reduction, Tensor};
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() -> Result<()> {
+    autosampler::runtime::tune_allocator();
+    let threads: i32 = arg("--threads").map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let steps: usize = arg("--steps").map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let batch: i64 = arg("--batch").map(|s| s.parse()).transpose()?.unwrap_or(128);
+    let device = parse_device(&arg("--device").unwrap_or_else(|| "cpu".into()))?;
+    let cl = std::env::args().any(|a| a == "--channels-last");
+    let bf16 = std::env::args().any(|a| a == "--bf16");
+    tch::set_num_threads(threads);
+    tch::manual_seed(0);
+    let cfg = ModelConfig { arch: Arch::Resnet32, head: Head::Linear, stem: Stem::Small };
+    let model = Model::new(&cfg, 10, device)?;
+    if cl {
+        tch::no_grad(|| {
+            for (_, mut v) in model.vs.variables() {
+                if v.dim() == 4 {
+                    v.set_data(&channels_last(&v));
+                }
+            }
+        });
+    }
+    let params: Vec<(String, Tensor)> = model.vs.trainable_variables().into_iter().enumerate().map(|(i, t)| (i.to_string(), t)).collect();
+    let mut opt = Sgd::new(params, 0.9, false, 2e-4);
+    let prep = |x: Tensor| if cl { channels_last(&x) } else { x };
+    let x = prep(Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)));
+    let y = Tensor::randint(10, [batch], (Kind::Int64, device));
+    let sync = || {
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
+    };
+    let prof = std::env::var("PROF").is_ok();
+    let (mut tf, mut tb, mut to) = (0f64, 0f64, 0f64);
+    let mut step = || {
+        let t0 = Instant::now();
+        opt.zero_grad();
+        let logits = tch::autocast(bf16, || model.forward(&x, true)).to_kind(Kind::Float);
+        let l = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        let t1 = Instant::now();
+        l.backward();
+        let t2 = Instant::now();
+        opt.step(0.1);
+        if prof {
+            tf += (t1 - t0).as_secs_f64();
+            tb += (t2 - t1).as_secs_f64();
+            to += t2.elapsed().as_secs_f64();
+        }
+    };
+    for _ in 0..3 {
+        step();
+    }
+    sync();
+    let t = Instant::now();
+    for _ in 0..steps {
+        step();
+    }
+    sync();
+    let train_ips = (steps as i64 * batch) as f64 / t.elapsed().as_secs_f64();
+    drop(step);
+    if prof {
+        eprintln!("forward {tf:.3}s backward {tb:.3}s optimizer {to:.3}s");
+    }
+    let xi = prep(Tensor::randn([256, 3, 32, 32], (Kind::Float, device)));
+    let infer_ips = tch::no_grad(|| {
+        let _ = tch::autocast(bf16, || model.forward(&xi, false));
+        sync();
+        let t = Instant::now();
+        for _ in 0..steps {
+            let _ = tch::autocast(bf16, || model.forward(&xi, false));
+        }
+        sync();
+        (steps * 256) as f64 / t.elapsed().as_secs_f64()
+    });
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "train_throughput",
+            "impl": "autosampler",
+            "device": format!("{device:?}"),
+            "threads": threads,
+            "batch": batch,
+            "channels_last": cl,
+            "bf16": bf16,
+            "train_img_per_s": (train_ips * 10.0).round() / 10.0,
+            "infer_img_per_s": (infer_ips * 10.0).round() / 10.0,
+            "peak_rss_mb": peak_rss_mb().round(),
+        })
+    );
+    Ok(())
+}
