@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every GPU check of the stage-1 issue in one run, for the device machine (PyTorch 2.11.0 in
+# /opt/torch/.venv). Expects stripped release binaries, the CIFAR-10 archive and
+# torch_reference.py in .gpu/ (see bench/README.md). Results go to $OUT.
+set -u
+PY=/opt/torch/.venv/bin/python
+export LD_LIBRARY_PATH=$($PY -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+export AUTOSAMPLER_CACHE=/tmp/ascache
+OUT=${OUT:-/tmp/out}
+nvidia-smi -L
+# 1. throughput against torch_reference.py bench --device cuda (same network, batch, threads)
+$PY bench/train_throughput.py --device cuda --threads 8 --repeats 3 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py | tee "$OUT/throughput.jsonl"
+$PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --channels-last | tee -a "$OUT/throughput.jsonl"
+$PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --bf16 --channels-last | tee -a "$OUT/throughput.jsonl"
+# 2. 200 epochs, CIFAR-10-LT IR 100, cross-entropy, LDAM recipe
+start=$(date +%s)
+timeout "${TRAIN_LIMIT:-400}" .gpu/autosampler train --config configs/gpu/c10lt_ir100_ce_ldam_recipe.toml \
+  --root .gpu/cifar10-jpeg.tar.gz --out /tmp/run 2>&1 | tail -n 25
+echo "train wall: $(( $(date +%s) - start )) s"
+cp /tmp/run/stage1/metrics.jsonl "$OUT/" 2>/dev/null
+.gpu/autosampler eval --config configs/gpu/c10lt_ir100_ce_ldam_recipe.toml --root .gpu/cifar10-jpeg.tar.gz --out /tmp/run 2>&1 | tail -n 6
+cp /tmp/run/eval.json "$OUT/" 2>/dev/null
+true
