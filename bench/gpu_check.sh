@@ -12,6 +12,7 @@ nvidia-smi -L
 $PY bench/train_throughput.py --device cuda --threads 8 --repeats 3 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py | tee "$OUT/throughput.jsonl"
 $PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --channels-last | tee -a "$OUT/throughput.jsonl"
 $PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --bf16 --channels-last | tee -a "$OUT/throughput.jsonl"
+[ -n "${ONLY_THROUGHPUT:-}" ] && exit 0
 # 2. 200 epochs, CIFAR-10-LT IR 100, cross-entropy, LDAM recipe
 start=$(date +%s)
 timeout "${TRAIN_LIMIT:-400}" .gpu/autosampler train --config configs/gpu/c10lt_ir100_ce_ldam_recipe.toml \

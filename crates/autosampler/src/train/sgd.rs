@@ -1,91 +1,140 @@
 //! SGD with momentum, Nesterov and weight decay, exactly PyTorch's `torch.optim.SGD` update
 //! (dampening 0): g = ∇ + wd·p; b = g on the first step, else μ·b + g; p −= lr·(g + μ·b if
-//! Nesterov else b). Written by hand so the momentum buffers can be checkpointed and restored:
-//! a resumed run continues bit for bit.
-use tch::Tensor;
+//! Nesterov else b).
+//!
+//! Written by hand for two reasons. The momentum buffer can be checkpointed and restored, so a
+//! resumed run continues bit for bit. And the parameters live in one flat buffer (each parameter a
+//! view of it, in its own memory order, channels-last included): an update is a handful of kernels
+//! over the flat buffer instead of several per parameter, which on a GPU is what PyTorch's
+//! multi-tensor (`foreach`) SGD buys and `tch` does not expose.
+use std::collections::HashMap;
+use tch::{Kind, Tensor};
 
 pub struct Sgd {
     pub momentum: f64,
     pub nesterov: bool,
     pub weight_decay: f64,
-    params: Vec<(String, Tensor)>,
-    bufs: Vec<Option<Tensor>>,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    channels_last: Vec<bool>,
+    flat: Tensor,
+    buf: Option<Tensor>,
+}
+
+/// True when a 4-d tensor is stored channels-last (NHWC in memory).
+fn is_channels_last(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    size.len() == 4 && size[1] > 1 && stride[1] == 1 && stride[3] == size[1]
+}
+
+/// The elements of `t` flattened in its memory order (NCHW, or NHWC when channels-last).
+fn memory_order(t: &Tensor, cl: bool) -> Tensor {
+    if cl {
+        t.permute([0, 2, 3, 1]).reshape([-1])
+    } else {
+        t.reshape([-1])
+    }
 }
 
 impl Sgd {
-    /// Optimises `params` (named, for checkpoints).
+    /// Optimises `params` (named, for checkpoints). Their storage moves into one flat buffer.
     pub fn new(params: Vec<(String, Tensor)>, momentum: f64, nesterov: bool, weight_decay: f64) -> Sgd {
-        let n = params.len();
-        Sgd {
-            momentum,
-            nesterov,
-            weight_decay,
-            params,
-            bufs: (0..n).map(|_| None).collect(),
+        let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
+        let channels_last: Vec<bool> = params.iter().map(is_channels_last).collect();
+        let flat = tch::no_grad(|| {
+            let parts: Vec<Tensor> = params.iter().zip(&channels_last).map(|(p, &cl)| memory_order(p, cl)).collect();
+            if parts.is_empty() {
+                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu))
+            } else {
+                Tensor::cat(&parts, 0)
+            }
+        });
+        let mut off = 0;
+        for (p, &cl) in params.iter().zip(&channels_last) {
+            let n = p.numel() as i64;
+            let size = p.size();
+            let part = flat.narrow(0, off, n);
+            let view = if cl {
+                part.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
+            } else {
+                part.view(size.as_slice())
+            };
+            let mut p = p.shallow_clone();
+            p.set_data(&view);
+            off += n;
         }
+        Sgd { momentum, nesterov, weight_decay, names, params, channels_last, flat, buf: None }
     }
 
-    /// One update with learning rate `lr`; gradients are then zeroed.
-    pub fn step(&mut self, lr: f64) {
+    /// Back-propagates `loss` to the parameters and applies one update with learning rate `lr`.
+    /// Gradients are returned by the autograd engine, not accumulated into `.grad`, so there is
+    /// nothing to zero.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) {
+        let grads = Tensor::run_backward(&[loss], &self.params, false, false);
+        let g = tch::no_grad(|| {
+            let parts: Vec<Tensor> = grads
+                .iter()
+                .zip(&self.params)
+                .zip(&self.channels_last)
+                .map(|((g, p), &cl)| if g.defined() { memory_order(g, cl) } else { p.zeros_like().reshape([-1]) })
+                .collect();
+            Tensor::cat(&parts, 0)
+        });
+        self.update(g, lr);
+    }
+
+    /// The update for the flat gradient `g`.
+    fn update(&mut self, mut g: Tensor, lr: f64) {
         tch::no_grad(|| {
-            for ((_, p), buf) in self.params.iter_mut().zip(self.bufs.iter_mut()) {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let mut d = if self.weight_decay != 0.0 {
-                    &g + &*p * self.weight_decay
-                } else {
-                    g.shallow_clone()
+            if self.weight_decay != 0.0 {
+                g = g.g_add(&(&self.flat * self.weight_decay));
+            }
+            if self.momentum != 0.0 {
+                let b = match &mut self.buf {
+                    Some(b) => {
+                        let _ = b.g_mul_scalar_(self.momentum).g_add_(&g);
+                        b.shallow_clone()
+                    }
+                    None => {
+                        let b = g.copy();
+                        self.buf = Some(b.shallow_clone());
+                        b
+                    }
                 };
-                if self.momentum != 0.0 {
-                    let b = match buf {
-                        Some(b) => {
-                            let _ = b.g_mul_scalar_(self.momentum).g_add_(&d);
-                            b.shallow_clone()
-                        }
-                        None => {
-                            let b = d.detach().copy();
-                            *buf = Some(b.shallow_clone());
-                            b
-                        }
-                    };
-                    d = if self.nesterov { d + b * self.momentum } else { b };
-                }
-                let _ = p.g_add_(&(d * -lr));
-                let _ = g.shallow_clone().zero_();
+                g = if self.nesterov { g + b * self.momentum } else { b };
             }
+            let _ = self.flat.g_add_(&(g * -lr));
         });
     }
 
-    /// Zeroes every gradient.
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
-    }
-
-    /// The momentum buffers as named tensors (`<param>.momentum_buffer`).
+    /// The momentum buffers as named tensors (`<param>.momentum_buffer`, parameter-shaped).
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .iter()
-            .zip(&self.bufs)
-            .filter_map(|((n, _), b)| {
-                b.as_ref()
-                    .map(|b| (format!("{n}.momentum_buffer"), b.shallow_clone()))
-            })
-            .collect()
+        let Some(b) = &self.buf else { return Vec::new() };
+        let mut off = 0;
+        let mut out = Vec::new();
+        for ((n, p), &cl) in self.names.iter().zip(&self.params).zip(&self.channels_last) {
+            let k = p.numel() as i64;
+            let s = p.size();
+            let part = b.narrow(0, off, k);
+            let t = if cl { part.view([s[0], s[2], s[3], s[1]]).permute([0, 3, 1, 2]) } else { part.view(s.as_slice()) };
+            out.push((format!("{n}.momentum_buffer"), t.contiguous()));
+            off += k;
+        }
+        out
     }
 
-    /// Restores buffers saved by [`Sgd::state`].
-    pub fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) {
-        tch::no_grad(|| {
-            for ((n, p), buf) in self.params.iter().zip(self.bufs.iter_mut()) {
-                if let Some(t) = state.get(&format!("{n}.momentum_buffer")) {
-                    *buf = Some(t.to_device(p.device()).copy());
-                }
-            }
-        });
+    /// Restores buffers saved by [`Sgd::state`] (all of them, or none: the first step then
+    /// starts the buffer afresh, as PyTorch does).
+    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
+        let parts: Option<Vec<Tensor>> = self
+            .names
+            .iter()
+            .zip(&self.channels_last)
+            .map(|(n, &cl)| state.get(&format!("{n}.momentum_buffer")).map(|t| memory_order(t, cl)))
+            .collect();
+        if let Some(parts) = parts.filter(|p| !p.is_empty()) {
+            self.buf = Some(tch::no_grad(|| Tensor::cat(&parts, 0).to_device(self.flat.device())));
+        }
     }
 }
 
@@ -94,32 +143,48 @@ mod tests {
     use super::*;
     use tch::Kind;
 
-    // p = torch.tensor([1.0, -2.0], requires_grad=True)
-    // opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True)
+    // p = torch.tensor([1.0, -2.0], requires_grad=True); q = torch.tensor([[0.5]], requires_grad=True)
+    // opt = torch.optim.SGD([p, q], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=N)
     // for _ in range(3):
-    //     opt.zero_grad(); (p ** 2).sum().backward(); opt.step()
-    // print(p.tolist())  -> nesterov: [-0.11165107786655426, 0.22330215573310852]
-    //                      plain:    [0.05819422006607056, -0.11638844013214111]
+    //     opt.zero_grad(); ((p ** 2).sum() + (q ** 3).sum()).backward(); opt.step()
+    // print(p.tolist(), q.tolist())
+    // -> nesterov: [-0.11165107786655426, 0.22330215573310852] [[0.10745562613010406]]
+    //    plain:    [0.05819422006607056, -0.11638844013214111] [[0.16419918835163116]]
     #[test]
     fn matches_torch_sgd() {
-        for (nesterov, want) in [
-            (true, [-0.11165107786655426f64, 0.22330215573310852]),
-            (false, [0.05819422006607056, -0.11638844013214111]),
+        for (nesterov, want_p, want_q) in [
+            (true, [-0.11165107786655426f64, 0.22330215573310852], 0.10745562613010406f64),
+            (false, [0.05819422006607056, -0.11638844013214111], 0.16419918835163116),
         ] {
             let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-            let mut opt = Sgd::new(vec![("p".into(), p.shallow_clone())], 0.9, nesterov, 0.01);
+            let q = Tensor::from_slice(&[0.5f32]).view([1, 1]).set_requires_grad(true);
+            let mut opt = Sgd::new(vec![("p".into(), p.shallow_clone()), ("q".into(), q.shallow_clone())], 0.9, nesterov, 0.01);
             for _ in 0..3 {
-                opt.zero_grad();
-                p.pow_tensor_scalar(2).sum(Kind::Float).backward();
-                opt.step(0.1);
+                let l = p.pow_tensor_scalar(2).sum(Kind::Float) + q.pow_tensor_scalar(3).sum(Kind::Float);
+                opt.backward_step(&l, 0.1);
             }
             let got = Vec::<f32>::try_from(&p.detach()).unwrap();
-            for (g, w) in got.iter().zip(want) {
-                assert!(
-                    (*g as f64 - w).abs() < 1e-6,
-                    "nesterov {nesterov}: {got:?} vs {want:?}"
-                );
+            for (g, w) in got.iter().zip(want_p) {
+                assert!((*g as f64 - w).abs() < 1e-6, "nesterov {nesterov}: {got:?} vs {want_p:?}");
             }
+            assert!((q.double_value(&[0, 0]) - want_q).abs() < 1e-6);
+            // the state round-trips
+            let st: HashMap<String, Tensor> = opt.state().into_iter().collect();
+            assert_eq!(st["q.momentum_buffer"].size(), [1, 1]);
         }
+    }
+
+    #[test]
+    fn channels_last_parameters_keep_their_layout_and_values() {
+        let w = Tensor::randn([4, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let cl = w.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]).set_requires_grad(true);
+        assert!(is_channels_last(&cl));
+        let before = cl.detach().copy();
+        let mut opt = Sgd::new(vec![("w".into(), cl.shallow_clone())], 0.0, false, 0.0);
+        assert!(cl.allclose(&before, 0.0, 0.0, false));
+        // d/dw of sum(w * k) is k: one step with lr 1 subtracts k exactly
+        let k = Tensor::randn([4, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
+        opt.backward_step(&(&cl * &k).sum(Kind::Float), 1.0);
+        assert!(cl.detach().allclose(&(before - k), 1e-6, 1e-6, false));
     }
 }

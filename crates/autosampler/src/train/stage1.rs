@@ -407,9 +407,7 @@ pub fn train(
                     paths.dir.display()
                 ));
             }
-            opt.zero_grad();
-            l.backward();
-            opt.step(lr);
+            opt.backward_step(&l, lr);
             let n = b.index.len();
             sum_loss += lv * n as f64;
             correct += logits
