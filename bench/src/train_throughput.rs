@@ -13,13 +13,19 @@ use tch::{Kind, Reduction, Tensor};
 
 fn arg(name: &str) -> Option<String> {
     let a: Vec<String> = std::env::args().collect();
-    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1).cloned())
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
 }
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -34,7 +40,11 @@ fn main() -> Result<()> {
     let bf16 = std::env::args().any(|a| a == "--bf16");
     tch::set_num_threads(threads);
     tch::manual_seed(0);
-    let cfg = ModelConfig { arch: Arch::Resnet32, head: Head::Linear, stem: Stem::Small };
+    let cfg = ModelConfig {
+        arch: Arch::Resnet32,
+        head: Head::Linear,
+        stem: Stem::Small,
+    };
     let model = Model::new(&cfg, 10, device)?;
     if cl {
         tch::no_grad(|| {
@@ -45,7 +55,13 @@ fn main() -> Result<()> {
             }
         });
     }
-    let params: Vec<(String, Tensor)> = model.vs.trainable_variables().into_iter().enumerate().map(|(i, t)| (i.to_string(), t)).collect();
+    let params: Vec<(String, Tensor)> = model
+        .vs
+        .trainable_variables()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (i.to_string(), t))
+        .collect();
     let mut opt = Sgd::new(params, 0.9, false, 2e-4);
     let prep = |x: Tensor| if cl { channels_last(&x) } else { x };
     let x = prep(Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)));
@@ -59,7 +75,11 @@ fn main() -> Result<()> {
     let (mut tf, mut tb, mut to) = (0f64, 0f64, 0f64);
     let mut step = || {
         let t0 = Instant::now();
-        let logits = if bf16 { tch::autocast(true, || model.forward(&x, true)).to_kind(Kind::Float) } else { model.forward(&x, true) };
+        let logits = if bf16 {
+            tch::autocast(true, || model.forward(&x, true)).to_kind(Kind::Float)
+        } else {
+            model.forward(&x, true)
+        };
         let l = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
         let t1 = Instant::now();
         let t2 = Instant::now();
@@ -80,13 +100,18 @@ fn main() -> Result<()> {
     }
     sync();
     let train_ips = (steps as i64 * batch) as f64 / t.elapsed().as_secs_f64();
-    drop(step);
     if prof {
         eprintln!("forward {tf:.3}s, backward + update {to:.3}s ({tb:.3}s between)");
     }
     let xi = prep(Tensor::randn([256, 3, 32, 32], (Kind::Float, device)));
     let infer_ips = tch::no_grad(|| {
-        let fwd = || if bf16 { tch::autocast(true, || model.forward(&xi, false)) } else { model.forward(&xi, false) };
+        let fwd = || {
+            if bf16 {
+                tch::autocast(true, || model.forward(&xi, false))
+            } else {
+                model.forward(&xi, false)
+            }
+        };
         let _ = fwd();
         sync();
         let t = Instant::now();

@@ -42,7 +42,11 @@ impl Sgd {
         let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
         let channels_last: Vec<bool> = params.iter().map(is_channels_last).collect();
         let flat = tch::no_grad(|| {
-            let parts: Vec<Tensor> = params.iter().zip(&channels_last).map(|(p, &cl)| memory_order(p, cl)).collect();
+            let parts: Vec<Tensor> = params
+                .iter()
+                .zip(&channels_last)
+                .map(|(p, &cl)| memory_order(p, cl))
+                .collect();
             if parts.is_empty() {
                 Tensor::zeros([0], (Kind::Float, tch::Device::Cpu))
             } else {
@@ -55,7 +59,8 @@ impl Sgd {
             let size = p.size();
             let part = flat.narrow(0, off, n);
             let view = if cl {
-                part.view([size[0], size[2], size[3], size[1]]).permute([0, 3, 1, 2])
+                part.view([size[0], size[2], size[3], size[1]])
+                    .permute([0, 3, 1, 2])
             } else {
                 part.view(size.as_slice())
             };
@@ -63,7 +68,16 @@ impl Sgd {
             p.set_data(&view);
             off += n;
         }
-        Sgd { momentum, nesterov, weight_decay, names, params, channels_last, flat, buf: None }
+        Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            names,
+            params,
+            channels_last,
+            flat,
+            buf: None,
+        }
     }
 
     /// Back-propagates `loss` to the parameters and applies one update with learning rate `lr`.
@@ -76,7 +90,13 @@ impl Sgd {
                 .iter()
                 .zip(&self.params)
                 .zip(&self.channels_last)
-                .map(|((g, p), &cl)| if g.defined() { memory_order(g, cl) } else { p.zeros_like().reshape([-1]) })
+                .map(|((g, p), &cl)| {
+                    if g.defined() {
+                        memory_order(g, cl)
+                    } else {
+                        p.zeros_like().reshape([-1])
+                    }
+                })
                 .collect();
             Tensor::cat(&parts, 0)
         });
@@ -116,7 +136,11 @@ impl Sgd {
             let k = p.numel() as i64;
             let s = p.size();
             let part = b.narrow(0, off, k);
-            let t = if cl { part.view([s[0], s[2], s[3], s[1]]).permute([0, 3, 1, 2]) } else { part.view(s.as_slice()) };
+            let t = if cl {
+                part.view([s[0], s[2], s[3], s[1]]).permute([0, 3, 1, 2])
+            } else {
+                part.view(s.as_slice())
+            };
             out.push((format!("{n}.momentum_buffer"), t.contiguous()));
             off += k;
         }
@@ -130,10 +154,16 @@ impl Sgd {
             .names
             .iter()
             .zip(&self.channels_last)
-            .map(|(n, &cl)| state.get(&format!("{n}.momentum_buffer")).map(|t| memory_order(t, cl)))
+            .map(|(n, &cl)| {
+                state
+                    .get(&format!("{n}.momentum_buffer"))
+                    .map(|t| memory_order(t, cl))
+            })
             .collect();
         if let Some(parts) = parts.filter(|p| !p.is_empty()) {
-            self.buf = Some(tch::no_grad(|| Tensor::cat(&parts, 0).to_device(self.flat.device())));
+            self.buf = Some(tch::no_grad(|| {
+                Tensor::cat(&parts, 0).to_device(self.flat.device())
+            }));
         }
     }
 }
@@ -153,19 +183,35 @@ mod tests {
     #[test]
     fn matches_torch_sgd() {
         for (nesterov, want_p, want_q) in [
-            (true, [-0.11165107786655426f64, 0.22330215573310852], 0.10745562613010406f64),
-            (false, [0.05819422006607056, -0.11638844013214111], 0.16419918835163116),
+            (
+                true,
+                [-0.11165107786655426f64, 0.22330215573310852],
+                0.10745562613010406f64,
+            ),
+            (
+                false,
+                [0.05819422006607056, -0.11638844013214111],
+                0.16419918835163116,
+            ),
         ] {
             let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
             let q = Tensor::from_slice(&[0.5f32]).view([1, 1]).set_requires_grad(true);
-            let mut opt = Sgd::new(vec![("p".into(), p.shallow_clone()), ("q".into(), q.shallow_clone())], 0.9, nesterov, 0.01);
+            let mut opt = Sgd::new(
+                vec![("p".into(), p.shallow_clone()), ("q".into(), q.shallow_clone())],
+                0.9,
+                nesterov,
+                0.01,
+            );
             for _ in 0..3 {
                 let l = p.pow_tensor_scalar(2).sum(Kind::Float) + q.pow_tensor_scalar(3).sum(Kind::Float);
                 opt.backward_step(&l, 0.1);
             }
             let got = Vec::<f32>::try_from(&p.detach()).unwrap();
             for (g, w) in got.iter().zip(want_p) {
-                assert!((*g as f64 - w).abs() < 1e-6, "nesterov {nesterov}: {got:?} vs {want_p:?}");
+                assert!(
+                    (*g as f64 - w).abs() < 1e-6,
+                    "nesterov {nesterov}: {got:?} vs {want_p:?}"
+                );
             }
             assert!((q.double_value(&[0, 0]) - want_q).abs() < 1e-6);
             // the state round-trips
@@ -177,7 +223,11 @@ mod tests {
     #[test]
     fn channels_last_parameters_keep_their_layout_and_values() {
         let w = Tensor::randn([4, 3, 2, 2], (Kind::Float, tch::Device::Cpu));
-        let cl = w.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]).set_requires_grad(true);
+        let cl = w
+            .permute([0, 2, 3, 1])
+            .contiguous()
+            .permute([0, 3, 1, 2])
+            .set_requires_grad(true);
         assert!(is_channels_last(&cl));
         let before = cl.detach().copy();
         let mut opt = Sgd::new(vec![("w".into(), cl.shallow_clone())], 0.0, false, 0.0);
