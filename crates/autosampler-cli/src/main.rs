@@ -304,7 +304,7 @@ fn run_dir(a: &RunArgs, cfg: &Config) -> PathBuf {
 /// The data stage: split.json, config.toml and the histogram in the run folder. A split.json
 /// already there for the same data config is reused (resume); one for another config is an error.
 fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
-    let cfg = a.src.config()?;
+    let cfg = a.config()?;
     let dir = run_dir(a, &cfg);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
     let split_path = dir.join("split.json");
@@ -341,7 +341,7 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
 
 fn run(a: &RunArgs) -> Result<()> {
     let t = Instant::now();
-    let cfg = a.src.config()?;
+    let cfg = a.config()?;
     if cfg.model.is_none() || cfg.train.is_none() {
         let (dir, ds) = prepare_cmd(a)?;
         let train = ds.view(Part::Train);
@@ -366,19 +366,28 @@ fn run(a: &RunArgs) -> Result<()> {
 }
 
 /// The [model] and [train] sections, with command-line overrides.
-fn training_config(a: &RunArgs, cfg: &Config) -> Result<(ModelConfig, TrainConfig)> {
+fn training_config(cfg: &Config) -> Result<(ModelConfig, TrainConfig)> {
     let (Some(m), Some(t)) = (&cfg.model, &cfg.train) else {
         bail!("the config needs [model] and [train] sections to train");
     };
-    let mut t = t.clone();
-    if let Some(d) = &a.device {
-        t.device = d.clone();
-    }
-    if let Some(e) = a.epochs {
-        t.epochs = e;
-    }
     t.validate()?;
-    Ok((m.clone(), t))
+    Ok((m.clone(), t.clone()))
+}
+
+impl RunArgs {
+    /// The config with every command-line override applied (what config.toml records).
+    fn config(&self) -> Result<Config> {
+        let mut cfg = self.src.config()?;
+        if let Some(t) = &mut cfg.train {
+            if let Some(d) = &self.device {
+                t.device = d.clone();
+            }
+            if let Some(e) = self.epochs {
+                t.epochs = e;
+            }
+        }
+        Ok(cfg)
+    }
 }
 
 struct Bars {
@@ -409,8 +418,8 @@ impl Progress for Bars {
 }
 
 fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
-    let cfg = a.src.config()?;
-    let (model_cfg, train_cfg) = training_config(a, &cfg)?;
+    let cfg = a.config()?;
+    let (model_cfg, train_cfg) = training_config(&cfg)?;
     let (dir, ds) = prepare_cmd(a)?;
     let paths = Stage1Paths::new(&dir);
     if paths.state().is_file() && autosampler::fsx::read_json::<State>(&paths.state())?.done {
@@ -444,8 +453,8 @@ fn evaluate(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<EvalReport> {
 }
 
 fn eval_cmd(a: &RunArgs) -> Result<()> {
-    let cfg = a.src.config()?;
-    let (m, t) = training_config(a, &cfg)?;
+    let cfg = a.config()?;
+    let (m, t) = training_config(&cfg)?;
     let (dir, ds) = prepare_cmd(a)?;
     let report = stage1::evaluate_run(&ds, &m, &t, &dir)?;
     print_eval(&report);

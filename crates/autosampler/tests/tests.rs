@@ -742,3 +742,25 @@ fn training_learns_the_fixture_and_evaluates() {
     let lines = std::fs::read_to_string(run.path().join("stage1/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
 }
+
+#[test]
+fn resume_with_another_training_config_is_refused() {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig { val_per_class: 1, ..Default::default() },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let m = ModelConfig { arch: Arch::Resnet8, head: Head::Linear, stem: Stem::Small };
+    stage1::train(&ds, &m, &tiny_train_config(1, 0.05), run.path(), false, &Silent).unwrap();
+    // the same config resumes (nothing left to do), another one is refused
+    let mut t = tiny_train_config(1, 0.05);
+    t.threads = 2;
+    stage1::train(&ds, &m, &t, run.path(), true, &Silent).unwrap();
+    let e = stage1::train(&ds, &m, &tiny_train_config(1, 0.01), run.path(), true, &Silent).err().unwrap().to_string();
+    assert!(e.contains("another [model] or [train] config"), "{e}");
+    let mut bf = tiny_train_config(1, 0.05);
+    bf.bf16 = true;
+    assert!(bf.validate().unwrap_err().to_string().contains("CUDA"));
+}

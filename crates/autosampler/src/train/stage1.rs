@@ -9,6 +9,7 @@
 //!   best.safetensors   the model of the best validation top-1 so far
 //!   model.safetensors  the final model (after the last epoch)
 //!   metrics.jsonl      one line per epoch
+//!   config.json        the [model] and [train] it was started with (a resume must match)
 //! ```
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
@@ -132,7 +133,11 @@ impl TrainConfig {
             }
         }
         self.mix.validate()?;
-        self.device()?;
+        if self.bf16 && !self.device()?.is_cuda() {
+            return Err(invalid!(
+                "bf16 autocast needs a CUDA device: libtorch's CPU autocast is not reachable through tch 0.24"
+            ));
+        }
         Ok(())
     }
     /// The augmentation in force for images of side `size`.
@@ -187,6 +192,13 @@ pub struct State {
     pub best_val_top1: f64,
     pub history: Vec<EpochLog>,
     pub done: bool,
+}
+
+/// `stage1/config.json`: what a stage 1 was started with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Started {
+    model: ModelConfig,
+    train: TrainConfig,
 }
 
 /// Where stage 1 writes.
@@ -333,6 +345,21 @@ pub fn train(
         v
     };
     let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
+    // The configuration a stage 1 was started with; a resume must use the same one (the device
+    // and the thread count may change).
+    let started = Started { model: model_cfg.clone(), train: TrainConfig { device: String::new(), threads: 0, ..cfg.clone() } };
+    let started_path = paths.dir.join("config.json");
+    if started_path.is_file() {
+        let before: Started = fsx::read_json(&started_path)?;
+        if before != started {
+            return Err(invalid!(
+                "{} was started with another [model] or [train] config: use another run folder, or delete it",
+                paths.dir.display()
+            ));
+        }
+    } else {
+        fsx::write_json(&started_path, &started)?;
+    }
     let mut state = State::default();
     if paths.state().is_file() {
         if !resume {
