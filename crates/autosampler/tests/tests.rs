@@ -29,6 +29,21 @@ fn shared_data(name: &str) -> Option<PathBuf> {
 
 fn no_progress(_: u64) {}
 
+/// The image-folder fixture prepared with `k` validation images per class (and its cache folder,
+/// which lives as long as the returned guard).
+fn folder_dataset(k: usize) -> (tempfile::TempDir, Dataset) {
+    let caches = tempfile::tempdir().unwrap();
+    let c = cfg(
+        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
+        SplitConfig {
+            val_per_class: k,
+            ..Default::default()
+        },
+    );
+    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    (caches, ds)
+}
+
 fn cfg(source: SourceConfig, split: SplitConfig) -> DataConfig {
     DataConfig { source, split }
 }
@@ -52,15 +67,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn image_folder_decodes_exact_pixels_and_reopens_from_split() {
-    let caches = tempfile::tempdir().unwrap();
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 1,
-            ..Default::default()
-        },
-    );
-    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let (caches, ds) = folder_dataset(1);
     assert_eq!(ds.split.classes, ["a", "b", "c"]);
     assert_eq!(ds.split.counts.train, [5, 3, 1]);
     assert_eq!(ds.split.counts.val, [1, 1, 1]);
@@ -445,15 +452,7 @@ fn collect_batches(ds: &Dataset, threads: usize, aug: Augment) -> Vec<(Vec<f32>,
 
 #[test]
 fn loader_is_deterministic_across_thread_counts() {
-    let caches = tempfile::tempdir().unwrap();
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 0,
-            ..Default::default()
-        },
-    );
-    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let (_caches, ds) = folder_dataset(0);
     for aug in [Augment::cifar(), Augment::resized_crop(8), Augment::None] {
         let one = collect_batches(&ds, 1, aug.clone());
         let three = collect_batches(&ds, 3, aug);
@@ -472,15 +471,7 @@ fn loader_is_deterministic_across_thread_counts() {
 
 #[test]
 fn loader_stops_on_the_first_error() {
-    let caches = tempfile::tempdir().unwrap();
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 0,
-            ..Default::default()
-        },
-    );
-    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let (_caches, ds) = folder_dataset(0);
     let view = ds.view(Part::Train);
     let plan: Vec<usize> = (0..view.len()).collect();
     let lc = LoaderConfig {
@@ -612,6 +603,14 @@ fn real_tiny_imagenet_catalog_has_every_box() {
 use autosampler::model::{save_tensors, Arch, Head, Model, ModelConfig, Stem};
 use autosampler::train::stage1::{self, Silent, TrainConfig};
 
+fn resnet8() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Resnet8,
+        head: Head::Linear,
+        stem: Stem::Small,
+    }
+}
+
 fn python_with_torch() -> Option<String> {
     for py in ["python", "python3"] {
         let ok = std::process::Command::new(py)
@@ -676,21 +675,9 @@ fn tiny_train_config(epochs: usize, lr: f64) -> TrainConfig {
 
 #[test]
 fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
-    let caches = tempfile::tempdir().unwrap();
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 1,
-            ..Default::default()
-        },
-    );
-    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let (_caches, ds) = folder_dataset(1);
     let run = tempfile::tempdir().unwrap();
-    let m = ModelConfig {
-        arch: Arch::Resnet8,
-        head: Head::Linear,
-        stem: Stem::Small,
-    };
+    let m = resnet8();
     let e = stage1::train(&ds, &m, &tiny_train_config(50, 1e9), run.path(), false, &Silent)
         .err()
         .unwrap()
@@ -714,21 +701,9 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
 
 #[test]
 fn training_learns_the_fixture_and_evaluates() {
-    let caches = tempfile::tempdir().unwrap();
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 0,
-            ..Default::default()
-        },
-    );
-    let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
+    let (_caches, ds) = folder_dataset(0);
     let run = tempfile::tempdir().unwrap();
-    let m = ModelConfig {
-        arch: Arch::Resnet8,
-        head: Head::Linear,
-        stem: Stem::Small,
-    };
+    let m = resnet8();
     let mut t = tiny_train_config(30, 0.05);
     t.augment = Some(Augment::None);
     let (_, state) = stage1::train(&ds, &m, &t, run.path(), false, &Silent).unwrap();
@@ -748,17 +723,27 @@ fn resume_with_another_training_config_is_refused() {
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig { val_per_class: 1, ..Default::default() },
+        SplitConfig {
+            val_per_class: 1,
+            ..Default::default()
+        },
     );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     let run = tempfile::tempdir().unwrap();
-    let m = ModelConfig { arch: Arch::Resnet8, head: Head::Linear, stem: Stem::Small };
+    let m = ModelConfig {
+        arch: Arch::Resnet8,
+        head: Head::Linear,
+        stem: Stem::Small,
+    };
     stage1::train(&ds, &m, &tiny_train_config(1, 0.05), run.path(), false, &Silent).unwrap();
     // the same config resumes (nothing left to do), another one is refused
     let mut t = tiny_train_config(1, 0.05);
     t.threads = 2;
     stage1::train(&ds, &m, &t, run.path(), true, &Silent).unwrap();
-    let e = stage1::train(&ds, &m, &tiny_train_config(1, 0.01), run.path(), true, &Silent).err().unwrap().to_string();
+    let e = stage1::train(&ds, &m, &tiny_train_config(1, 0.01), run.path(), true, &Silent)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("another [model] or [train] config"), "{e}");
     let mut bf = tiny_train_config(1, 0.05);
     bf.bf16 = true;

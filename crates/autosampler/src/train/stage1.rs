@@ -347,7 +347,14 @@ pub fn train(
     let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
     // The configuration a stage 1 was started with; a resume must use the same one (the device
     // and the thread count may change).
-    let started = Started { model: model_cfg.clone(), train: TrainConfig { device: String::new(), threads: 0, ..cfg.clone() } };
+    let started = Started {
+        model: model_cfg.clone(),
+        train: TrainConfig {
+            device: String::new(),
+            threads: 0,
+            ..cfg.clone()
+        },
+    };
     let started_path = paths.dir.join("config.json");
     if started_path.is_file() {
         let before: Started = fsx::read_json(&started_path)?;
