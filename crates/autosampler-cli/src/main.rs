@@ -6,9 +6,10 @@ use autosampler::data::source::Catalog;
 use autosampler::data::{
     self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig,
 };
-use autosampler::model::ModelConfig;
+use autosampler::model::{Model, ModelConfig};
 use autosampler::report::plot;
 use autosampler::train::stage1::{self, EpochLog, EvalReport, Progress, Stage1Paths, State, TrainConfig};
+use autosampler::{features, search};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,10 @@ enum Cmd {
     Train(TrainArgs),
     /// Evaluate a finished stage 1 (last and best-on-val models, val and test) into eval.json.
     Eval(RunArgs),
+    /// Run the frozen stage-1 backbone over train, val and test once; store the features.
+    Features(RunArgs),
+    /// The coarse auto-sampler: PPO search of per-class sampling weights on the feature proxy.
+    Search(RunArgs),
 }
 
 #[derive(Args)]
@@ -142,6 +147,7 @@ impl SourceArgs {
                     cache_dir: None,
                     model: None,
                     train: None,
+                    search: None,
                 }
             }
         };
@@ -194,6 +200,8 @@ fn main() {
         Cmd::Run(a) => run(&a),
         Cmd::Train(a) => train_cmd(&a.run, a.resume).map(|_| ()),
         Cmd::Eval(a) => eval_cmd(&a),
+        Cmd::Features(a) => features_cmd(&a).map(|_| ()),
+        Cmd::Search(a) => search_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -357,12 +365,127 @@ fn run(a: &RunArgs) -> Result<()> {
     let (dir, ds, cfg) = train_cmd(a, true)?;
     let report = evaluate(&dir, &ds, &cfg)?;
     print_eval(&report);
+    if cfg.search.is_some() {
+        search_stage(&dir, &ds, &cfg)?;
+    }
     println!(
         "\nrun folder {} done in {:.1}s",
         dir.display(),
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The stage-1 model (final weights) of a run.
+fn stage1_model(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<Model> {
+    let (m, t) = training_config(cfg)?;
+    let mut model = Model::new(&m, ds.split.num_classes() as i64, t.device()?)?;
+    model.load(&Stage1Paths::new(dir).model())?;
+    Ok(model)
+}
+
+fn features_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<Model> {
+    let (_, t) = training_config(cfg)?;
+    let model = stage1_model(dir, ds, cfg)?;
+    let start = Instant::now();
+    features::extract_all(&model, ds, dir, &t.normalize, t.threads)?;
+    eprintln!(
+        "features  {} ({:.1}s)",
+        dir.join("features").display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(model)
+}
+
+fn features_cmd(a: &RunArgs) -> Result<Model> {
+    let (dir, ds, cfg) = train_cmd(a, true)?;
+    features_stage(&dir, &ds, &cfg)
+}
+
+fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
+    let Some(sc) = &cfg.search else {
+        bail!("the config has no [search] section");
+    };
+    let out = dir.join("search");
+    let best_path = out.join("best_weights.json");
+    let reuse = best_path.is_file() && autosampler::fsx::read_json::<search::Best>(&best_path)?.config == *sc;
+    let best: search::Best = if reuse {
+        eprintln!("search    {} (complete, reused)", out.display());
+        autosampler::fsx::read_json(&best_path)?
+    } else {
+        let model = features_stage(dir, ds, cfg)?;
+        if model.config.head != autosampler::model::Head::Linear {
+            bail!("the search re-trains a linear classifier: the stage-1 model needs head = \"linear\"");
+        }
+        let vars = model.vs.variables();
+        let w0 = vars["fc.weight"].to_device(tch::Device::Cpu);
+        let b0 = vars["fc.bias"].to_device(tch::Device::Cpu);
+        let train = features::load(dir, Part::Train)?;
+        let val = features::load(dir, Part::Val)?;
+        tch::set_num_threads(cfg.train.as_ref().map_or(2, |t| t.threads) as i32);
+        let proxy = search::Proxy::new(&train, &val, &w0, &b0, sc);
+        let pb = ProgressBar::new(sc.trajectories as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        pb.set_message("search");
+        let start = Instant::now();
+        let best = search::search(&proxy, &ds.split.counts.train, sc, &out, |s| {
+            pb.set_prefix(format!("best {:.2}%", s.best_reward * 100.0));
+            pb.inc(1);
+        })?;
+        pb.finish_and_clear();
+        eprintln!(
+            "search    {} trajectories × {} samples in {:.1}s",
+            sc.trajectories,
+            sc.samples,
+            start.elapsed().as_secs_f64()
+        );
+        best
+    };
+    let log: Vec<search::Step> = std::fs::read_to_string(out.join("trajectories.jsonl"))?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    plot::reward_curve(
+        &out.join("reward_curve.png"),
+        &log.iter().map(|s| s.mean_reward).collect::<Vec<_>>(),
+        &log.iter().map(|s| s.best_reward).collect::<Vec<_>>(),
+    )?;
+    let counts = &ds.split.counts.train;
+    use autosampler::sampler::power_weights;
+    plot::weight_bars(
+        &out.join("weights.png"),
+        "searched class weights against the standard ones",
+        &ds.split.classes,
+        &[
+            ("searched", best.weights.clone()),
+            ("instance (class frequency)", power_weights(counts, 1.0)),
+            ("square-root", power_weights(counts, 0.5)),
+            ("class-balanced", power_weights(counts, 0.0)),
+        ],
+    )?;
+    println!(
+        "\nsearched class weights (val reward {:.2}% at trajectory {}):",
+        best.reward * 100.0,
+        best.trajectory + 1
+    );
+    for (c, w) in ds.split.classes.iter().zip(&best.weights) {
+        println!("  {c:<14} {w:.4}");
+    }
+    println!(
+        "plots: {} and {}",
+        out.join("reward_curve.png").display(),
+        out.join("weights.png").display()
+    );
+    Ok(())
+}
+
+fn search_cmd(a: &RunArgs) -> Result<()> {
+    let (dir, ds, cfg) = train_cmd(a, true)?;
+    search_stage(&dir, &ds, &cfg)
 }
 
 /// The [model] and [train] sections, with command-line overrides.

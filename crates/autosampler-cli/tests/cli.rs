@@ -263,3 +263,59 @@ fn sigkill_and_resume_gives_the_same_weights() {
     };
     assert_eq!(strip(&la), strip(&lb));
 }
+
+#[test]
+fn run_chains_data_stage1_eval_features_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n",
+    );
+    let out = dir.path().join("run");
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = autosampler(&args, &dir.path().join("cache"));
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "eval.json",
+        "stage1/model.safetensors",
+        "features/train.safetensors",
+        "features/val.safetensors",
+        "features/test.safetensors",
+        "search/best_weights.json",
+        "search/reward_curve.png",
+        "search/weights.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let traj = std::fs::read_to_string(out.join("search/trajectories.jsonl")).unwrap();
+    assert_eq!(traj.lines().count(), 3);
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search/best_weights.json")).unwrap())
+            .unwrap();
+    let w: Vec<f64> = best["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(w.len(), 3);
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    // a second run reuses every stage
+    let o = autosampler(&args, &dir.path().join("cache"));
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("stage 1") && t.contains("(complete, reused)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("search") && t.matches("complete, reused").count() >= 3,
+        "{t}"
+    );
+}

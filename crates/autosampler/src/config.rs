@@ -19,6 +19,9 @@ pub struct Config {
     /// Stage 1 (representation learning).
     #[serde(default)]
     pub train: Option<crate::train::stage1::TrainConfig>,
+    /// The class-weight search (the coarse auto-sampler).
+    #[serde(default)]
+    pub search: Option<crate::search::SearchConfig>,
     /// Where packed caches live; default: `$AUTOSAMPLER_CACHE` or `~/.cache/autosampler/packed`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod fsx;
 pub mod loss;
 pub mod mix;
@@ -15,6 +16,7 @@ pub mod report;
 pub mod rng;
 pub mod runtime;
 pub mod sampler;
+pub mod search;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -198,3 +198,145 @@ mod tests {
         assert!(lines[2].contains("few") && lines[2].ends_with("█"));
     }
 }
+
+fn draw_png(
+    path: &Path,
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<()> {
+    register_font();
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        draw(&root).map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+        root.present()
+            .map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
+    }
+    fsx::write_atomic(path, &png_bytes(buf, w, h)?)
+}
+
+/// The search's reward curve (the paper's Fig. 2 right): mean and best-so-far reward per
+/// trajectory, in percent.
+pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64]) -> Result<()> {
+    draw_png(path, 900, 480, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let lo = mean.iter().chain(best).cloned().fold(f64::MAX, f64::min) * 100.0;
+        let hi = mean.iter().chain(best).cloned().fold(f64::MIN, f64::max) * 100.0;
+        let pad = ((hi - lo) * 0.1).max(0.5);
+        let mut chart = ChartBuilder::on(root)
+            .caption("class-weight search: validation reward", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..mean.len().max(2) as f64, (lo - pad)..(hi + pad))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("trajectory")
+            .y_desc("val reward (%)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
+        let blue = RGBColor(31, 119, 180);
+        let red = RGBColor(214, 39, 40);
+        chart
+            .draw_series(LineSeries::new(
+                mean.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
+                blue.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label("mean of the M samples")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(
+                best.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
+                red.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label("best so far")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
+/// Per-class weights side by side: each series one colour, classes along x.
+pub fn weight_bars(path: &Path, title: &str, classes: &[String], series: &[(&str, Vec<f64>)]) -> Result<()> {
+    let c = classes.len();
+    draw_png(path, 1000, 500, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let hi = series
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .cloned()
+            .fold(0.0, f64::max)
+            * 1.15;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(if c <= 20 { 60 } else { 40 })
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..c as f64, 0f64..hi.max(1e-6))
+            .map_err(e)?;
+        let label_every = c.div_ceil(20).max(1);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * c.min(20) + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if i < c && i.is_multiple_of(label_every) && ((x - i as f64) - 0.5).abs() < 1e-6 {
+                    if c <= 20 {
+                        classes[i].clone()
+                    } else {
+                        i.to_string()
+                    }
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("sampling weight")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
+        let colours = [
+            RGBColor(214, 39, 40),
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(148, 103, 189),
+        ];
+        let k = series.len().max(1) as f64;
+        for (s, (name, v)) in series.iter().enumerate() {
+            let col = colours[s % colours.len()];
+            let w = 0.8 / k;
+            chart
+                .draw_series(v.iter().enumerate().map(|(i, &y)| {
+                    let x0 = i as f64 + 0.1 + s as f64 * w;
+                    Rectangle::new([(x0, 0.0), (x0 + w, y)], col.filled())
+                }))
+                .map_err(e)?
+                .label(*name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })
+}

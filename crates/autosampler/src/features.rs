@@ -1,0 +1,101 @@
+//! Frozen-backbone features: the stage-1 backbone run once over train, val and test (no
+//! augmentation), stored as f32 `[N, D]` with i64 labels in `<run>/features/{part}.safetensors`,
+//! so that classifier re-training and the class-weight search cost a linear layer, not a CNN.
+use crate::data::augment::Normalize;
+use crate::data::loader::{for_each_batch, LoaderConfig};
+use crate::data::{augment::Augment, Dataset, Part, View};
+use crate::model::{save_tensors, Model};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Features and labels of one part.
+pub struct Features {
+    /// `[N, D]` f32.
+    pub x: Tensor,
+    /// `[N]` i64.
+    pub y: Tensor,
+}
+
+/// `<run>/features/<part>.safetensors`.
+pub fn path(run: &Path, part: Part) -> PathBuf {
+    let name = match part {
+        Part::Train => "train",
+        Part::Val => "val",
+        Part::Test => "test",
+    };
+    run.join("features").join(format!("{name}.safetensors"))
+}
+
+/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation).
+pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize) -> Result<Features> {
+    let device = model.vs.device();
+    let lc = LoaderConfig {
+        batch_size: 256,
+        threads,
+        augment: Augment::None,
+        normalize: *normalize,
+        drop_last: false,
+        seed: 0,
+    };
+    let plan: Vec<usize> = (0..view.len()).collect();
+    let mut xs = Vec::new();
+    tch::no_grad(|| {
+        for_each_batch(view, &plan, &lc, 0, |b| {
+            xs.push(
+                model
+                    .forward_features(&b.images.to_device(device), false)
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu),
+            );
+            Ok(())
+        })
+    })?;
+    let x = if xs.is_empty() {
+        Tensor::zeros([0, model.feature_dim()], (Kind::Float, Device::Cpu))
+    } else {
+        Tensor::cat(&xs, 0)
+    };
+    let labels: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
+    Ok(Features {
+        x,
+        y: Tensor::from_slice(&labels),
+    })
+}
+
+/// Extracts and writes the features of every part (each file atomically); parts already written
+/// are kept.
+pub fn extract_all(
+    model: &Model,
+    ds: &Dataset,
+    run: &Path,
+    normalize: &Normalize,
+    threads: usize,
+) -> Result<()> {
+    for part in [Part::Train, Part::Val, Part::Test] {
+        let p = path(run, part);
+        if p.is_file() {
+            continue;
+        }
+        let f = extract(model, &ds.view(part), normalize, threads)?;
+        save_tensors(&p, &[("features".into(), f.x), ("labels".into(), f.y)])?;
+    }
+    Ok(())
+}
+
+/// Reads the features of `part`.
+pub fn load(run: &Path, part: Part) -> Result<Features> {
+    let p = path(run, part);
+    let t = Tensor::read_safetensors(&p)
+        .map_err(|e| Error::format(p.display(), format!("cannot read features: {e}")))?;
+    let get = |name: &str| {
+        t.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.shallow_clone())
+            .ok_or_else(|| Error::format(p.display(), format!("missing tensor `{name}`")))
+    };
+    Ok(Features {
+        x: get("features")?,
+        y: get("labels")?,
+    })
+}
