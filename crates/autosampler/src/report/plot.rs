@@ -171,34 +171,6 @@ pub fn text_histogram(
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_png_is_written_and_decodes() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("hist.png");
-        let classes: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-        let train = crate::data::longtail::exp_counts(500, 10, 100.0);
-        class_histogram(&p, "test", &classes, &train, &[20; 10]).unwrap();
-        let img = image::open(&p).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (1000, 520));
-        // bars in all three group colours are present
-        let has = |c: RGBColor| img.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
-        assert!(has(group_colour(500)) && has(group_colour(50)) && has(group_colour(5)));
-    }
-
-    #[test]
-    fn text_histogram_lines() {
-        let t = text_histogram(&["a".into(), "b".into()], &[200, 10], &[5, 5], &[7, 7], 10);
-        let lines: Vec<_> = t.lines().collect();
-        assert_eq!(lines.len(), 3);
-        assert!(lines[1].contains("200") && lines[1].contains("many") && lines[1].ends_with(&"█".repeat(10)));
-        assert!(lines[2].contains("few") && lines[2].ends_with("█"));
-    }
-}
-
 fn draw_png(
     path: &Path,
     w: u32,
@@ -339,4 +311,32 @@ pub fn weight_bars(path: &Path, title: &str, classes: &[String], series: &[(&str
             .map_err(e)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_png_is_written_and_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hist.png");
+        let classes: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        let train = crate::data::longtail::exp_counts(500, 10, 100.0);
+        class_histogram(&p, "test", &classes, &train, &[20; 10]).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (1000, 520));
+        // bars in all three group colours are present
+        let has = |c: RGBColor| img.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
+        assert!(has(group_colour(500)) && has(group_colour(50)) && has(group_colour(5)));
+    }
+
+    #[test]
+    fn text_histogram_lines() {
+        let t = text_histogram(&["a".into(), "b".into()], &[200, 10], &[5, 5], &[7, 7], 10);
+        let lines: Vec<_> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains("200") && lines[1].contains("many") && lines[1].ends_with(&"█".repeat(10)));
+        assert!(lines[2].contains("few") && lines[2].ends_with("█"));
+    }
 }
