@@ -135,6 +135,7 @@ pub struct Proxy<'a> {
     pub reward: Reward,
     train_labels: Vec<u32>,
     val_labels: Vec<i64>,
+    rows: std::sync::OnceLock<Tensor>,
 }
 
 impl<'a> Proxy<'a> {
@@ -163,52 +164,71 @@ impl<'a> Proxy<'a> {
             reward: cfg.reward,
             train_labels,
             val_labels,
+            rows: std::sync::OnceLock::new(),
         }
     }
 
     /// Trains M classifiers from θ0, candidate m sampling classes by `weights[m]`; returns
     /// the trained `[M, D, C]` weights and `[M, 1, C]` biases.
+    ///
+    /// SGD with momentum in the form v ← μv + lr·g, w ← w − v (equal to PyTorch's for a constant
+    /// lr). To keep a step to a handful of tensor operations, each training row is stored as
+    /// `[x, 1, one-hot(y)]` (the 1 carries the bias), the rows of a whole trajectory are gathered
+    /// at once, and a step only narrows into them.
     pub fn train(&self, weights: &[Vec<f64>], seed: u64, stream: u64) -> (Tensor, Tensor) {
         let m = weights.len() as i64;
         let (c, d) = (self.w0.size()[0], self.w0.size()[1]);
         let members = class_members(&self.train_labels);
         let n = self.train_labels.len();
-        let plans: Vec<Vec<usize>> = weights
-            .iter()
-            .enumerate()
-            .map(|(k, w)| {
-                let mut rng = chacha(seed, &[4, stream, k as u64]);
-                (0..self.epochs)
-                    .flat_map(|_| plan_with_replacement(&members, w, n, &mut rng))
-                    .collect()
-            })
-            .collect();
-        tch::no_grad(|| {
-            let mut w = self.w0.tr().unsqueeze(0).repeat([m, 1, 1]); // [M, D, C]
-            let mut b = self.b0.view([1, 1, c]).repeat([m, 1, 1]); // [M, 1, C]
-            let (mut vw, mut vb) = (w.zeros_like(), b.zeros_like());
-            let total = plans[0].len();
-            let eye = Tensor::eye(c, (Kind::Float, self.w0.device()));
-            for start in (0..total).step_by(self.batch) {
-                let end = (start + self.batch).min(total);
-                let bsz = (end - start) as i64;
-                let idx: Vec<i64> = plans
-                    .iter()
-                    .flat_map(|p| p[start..end].iter().map(|&i| i as i64))
-                    .collect();
-                let idx = Tensor::from_slice(&idx);
-                let x = self.train.x.index_select(0, &idx).view([m, bsz, d]);
-                let y = self.train.y.index_select(0, &idx);
-                let p = (x.bmm(&w) + &b).softmax(-1, Kind::Float);
-                let g = (p - eye.index_select(0, &y).view([m, bsz, c])) / bsz as f64; // dCE/dlogits
-                let gw = x.transpose(1, 2).bmm(&g);
-                let gb = g.sum_dim_intlist(1, true, Kind::Float);
-                vw = &vw * self.momentum + gw;
-                vb = &vb * self.momentum + gb;
-                w -= &vw * self.lr;
-                b -= &vb * self.lr;
+        let mut idx: Vec<i64> = Vec::with_capacity(weights.len() * n * self.epochs);
+        for (k, w) in weights.iter().enumerate() {
+            let mut rng = chacha(seed, &[4, stream, k as u64]);
+            for _ in 0..self.epochs {
+                idx.extend(
+                    plan_with_replacement(&members, w, n, &mut rng)
+                        .into_iter()
+                        .map(|i| i as i64),
+                );
             }
-            (w, b)
+        }
+        let total = (n * self.epochs) as i64;
+        tch::no_grad(|| {
+            let rows = self
+                .rows()
+                .index_select(0, &Tensor::from_slice(&idx))
+                .view([m, total, d + 1 + c]);
+            // [M, D+1, C]: θ0's weight with its bias as the last row
+            let mut w = Tensor::cat(&[self.w0.tr(), self.b0.view([1, c])], 0)
+                .unsqueeze(0)
+                .repeat([m, 1, 1]);
+            let mut v = w.zeros_like();
+            for start in (0..total).step_by(self.batch) {
+                let bsz = (self.batch as i64).min(total - start);
+                let r = rows.narrow(1, start, bsz);
+                let x = r.narrow(2, 0, d + 1);
+                let p = x.bmm(&w).softmax(-1, Kind::Float);
+                let g = (p - r.narrow(2, d + 1, c)) * (self.lr / bsz as f64); // lr · dCE/dlogits
+                let _ = v.g_mul_scalar_(self.momentum).g_add_(&x.transpose(1, 2).bmm(&g));
+                w -= &v;
+            }
+            (w.narrow(1, 0, d), w.narrow(1, d, 1))
+        })
+    }
+
+    /// `[N, D + 1 + C]`: each training feature, a 1, and its one-hot label.
+    fn rows(&self) -> &Tensor {
+        self.rows.get_or_init(|| {
+            let (c, n) = (self.w0.size()[0], self.train.x.size()[0]);
+            let eye = Tensor::eye(c, (Kind::Float, self.train.x.device()));
+            let ones = Tensor::ones([n, 1], (Kind::Float, self.train.x.device()));
+            Tensor::cat(
+                &[
+                    self.train.x.to_kind(Kind::Float),
+                    ones,
+                    eye.index_select(0, &self.train.y),
+                ],
+                1,
+            )
         })
     }
 

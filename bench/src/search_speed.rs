@@ -1,0 +1,198 @@
+//! `bench-search-speed`: wall time of the class-weight search (T = 100 trajectories × M = 8 proxy
+//! runs of one classifier epoch, batch 128) on
+//!   (a) CIFAR-10-LT IR 100 ResNet-32 features of a finished run (`--run DIR`; same-shaped random
+//!       features, 12,406 × 64 with 10 classes, when no run is given), and
+//!   (b) 10,847 × 64 random features with 100 classes (CIFAR-100-LT IR 100's shape),
+//! and, with `--run`, the time of one proxy run that re-runs the backbone on images (frozen
+//! ResNet-32 forward for every batch of the epoch and for the validation set), as the paper's proxy
+//! did, with the ratio to one proxy run on cached features. One JSON line.
+//!
+//!   bench-search-speed [--run runs/bench/c10lt_ir100_e30_s0] [--threads 1] [--images-threads 2]
+use anyhow::{Context, Result};
+use autosampler::data::augment::{Augment, Normalize};
+use autosampler::data::loader::{for_each_batch, LoaderConfig};
+use autosampler::data::{cache::default_cache_root, Dataset, Part, Split};
+use autosampler::features::{self, Features};
+use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
+use autosampler::sampler::{class_members, plan_with_replacement};
+use autosampler::search::{self, Proxy, SearchConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+fn arg(name: &str) -> Option<String> {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+}
+
+/// Random features with CIFAR-LT IR 100 labels: n_max 5,000 over 10 classes (12,406 images) or
+/// 500 over 100 classes (10,847 images).
+fn random_features(n_max: usize, c: i64, per_class_val: i64, seed: i64) -> (Features, Features, Vec<usize>) {
+    tch::manual_seed(seed);
+    let counts = autosampler::data::longtail::exp_counts(n_max, c as usize, 100.0);
+    let labels: Vec<i64> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &m)| std::iter::repeat_n(k as i64, m))
+        .collect();
+    let n = labels.len() as i64;
+    let x = Tensor::randn([n, 64], (Kind::Float, Device::Cpu)).relu();
+    let vl: Vec<i64> = (0..c)
+        .flat_map(|k| std::iter::repeat_n(k, per_class_val as usize))
+        .collect();
+    let xv = Tensor::randn([vl.len() as i64, 64], (Kind::Float, Device::Cpu)).relu();
+    (
+        Features {
+            x,
+            y: Tensor::from_slice(&labels),
+        },
+        Features {
+            x: xv,
+            y: Tensor::from_slice(&vl),
+        },
+        counts,
+    )
+}
+
+fn time_search(train: &Features, val: &Features, w0: &Tensor, b0: &Tensor, counts: &[usize]) -> Result<f64> {
+    let cfg = SearchConfig {
+        trajectories: 100,
+        samples: 8,
+        proxy_epochs: 1,
+        proxy_batch: 128,
+        ..Default::default()
+    };
+    let proxy = Proxy::new(train, val, w0, b0, &cfg);
+    let dir = tempfile::tempdir()?;
+    let t = Instant::now();
+    search::search(&proxy, counts, &cfg, dir.path(), |_| {})?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    autosampler::runtime::tune_allocator();
+    // One intra-op thread: what `autosampler search` uses (the proxy's tensors are tiny). The
+    // images proxy below uses `--images-threads` (default 2).
+    let threads: i32 = arg("--threads").map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let images_threads: i32 = arg("--images-threads")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2);
+    tch::set_num_threads(threads);
+    let run = arg("--run").map(PathBuf::from);
+    let mut out = serde_json::json!({"bench": "search_speed", "threads": threads, "trajectories": 100, "samples": 8, "proxy_epochs": 1, "batch": 128});
+
+    // (a)
+    let (train, val, counts, w0, b0, real) = match &run {
+        Some(r) => {
+            let train =
+                features::load(r, Part::Train).context("run `autosampler features` on the run first")?;
+            let val = features::load(r, Part::Val)?;
+            let st: std::collections::HashMap<String, Tensor> =
+                Tensor::read_safetensors(r.join("stage1/model.safetensors"))?
+                    .into_iter()
+                    .collect();
+            let split = Split::load(&r.join("split.json"))?;
+            (
+                train,
+                val,
+                split.counts.train.clone(),
+                st["fc.weight"].shallow_clone(),
+                st["fc.bias"].shallow_clone(),
+                true,
+            )
+        }
+        None => {
+            let (t, v, c) = random_features(5000, 10, 20, 0);
+            let w0 = Tensor::randn([10, 64], (Kind::Float, Device::Cpu)) * 0.1;
+            (
+                t,
+                v,
+                c,
+                w0,
+                Tensor::zeros([10], (Kind::Float, Device::Cpu)),
+                false,
+            )
+        }
+    };
+    let a_s = time_search(&train, &val, &w0, &b0, &counts)?;
+    out["a_features"] = format!(
+        "{} x {} ({} classes, {})",
+        train.x.size()[0],
+        train.x.size()[1],
+        counts.len(),
+        if real { "real ResNet-32 features" } else { "random" }
+    )
+    .into();
+    out["a_search_s"] = ((a_s * 100.0).round() / 100.0).into();
+
+    // (b)
+    let (t100, v100, c100) = random_features(500, 100, 20, 1);
+    let w100 = Tensor::randn([100, 64], (Kind::Float, Device::Cpu)) * 0.1;
+    let b_s = time_search(
+        &t100,
+        &v100,
+        &w100,
+        &Tensor::zeros([100], (Kind::Float, Device::Cpu)),
+        &c100,
+    )?;
+    out["b_features"] = format!("{} x 64 (100 classes, random)", t100.x.size()[0]).into();
+    out["b_search_s"] = ((b_s * 100.0).round() / 100.0).into();
+
+    // one proxy run on images: frozen backbone forward for each batch + the validation set
+    if let Some(r) = &run {
+        tch::set_num_threads(images_threads);
+        let split = Split::load(&r.join("split.json"))?;
+        let ds = Dataset::open(split, &default_cache_root(), &|_| {})?;
+        let mut model = Model::new(
+            &ModelConfig {
+                arch: Arch::Resnet32,
+                head: Head::Linear,
+                stem: Stem::Small,
+            },
+            10,
+            Device::Cpu,
+        )?;
+        model.load(&r.join("stage1/model.safetensors"))?;
+        let view = ds.view(Part::Train);
+        let members = class_members(&view.labels);
+        let mut rng = autosampler::rng::chacha(0, &[]);
+        let plan = plan_with_replacement(&members, &vec![0.1; 10], view.len(), &mut rng);
+        let lc = LoaderConfig {
+            batch_size: 128,
+            threads: images_threads as usize,
+            augment: Augment::cifar(),
+            normalize: Normalize::CIFAR10,
+            drop_last: false,
+            seed: 0,
+        };
+        let t = Instant::now();
+        let w = w0.tr().set_requires_grad(false);
+        let mut w = w.copy();
+        tch::no_grad(|| {
+            for_each_batch(&view, &plan, &lc, 0, |b| {
+                let f = model.forward_features(&b.images, false);
+                let p = f.mm(&w).softmax(-1, Kind::Float);
+                let g = (p - Tensor::eye(10, (Kind::Float, Device::Cpu)).index_select(0, &b.labels)) / 128.0;
+                w -= f.tr().mm(&g) * 0.01;
+                Ok(())
+            })
+        })?;
+        let fv = features::extract(
+            &model,
+            &ds.view(Part::Val),
+            &Normalize::CIFAR10,
+            images_threads as usize,
+        )?;
+        let _ = fv.x.mm(&w).argmax(-1, false);
+        let img_s = t.elapsed().as_secs_f64();
+        let per_feature_proxy = a_s / 800.0;
+        out["proxy_on_images_s"] = ((img_s * 100.0).round() / 100.0).into();
+        out["proxy_on_features_s"] = ((per_feature_proxy * 10000.0).round() / 10000.0).into();
+        out["images_over_features_ratio"] = (img_s / per_feature_proxy).round().into();
+    }
+    println!("{out}");
+    Ok(())
+}
