@@ -159,7 +159,7 @@ fn main() -> Result<()> {
         let view = ds.view(Part::Train);
         let members = class_members(&view.labels);
         let mut rng = autosampler::rng::chacha(0, &[]);
-        let plan = plan_with_replacement(&members, &vec![0.1; 10], view.len(), &mut rng);
+        let plan = plan_with_replacement(&members, &[0.1; 10], view.len(), &mut rng);
         let lc = LoaderConfig {
             batch_size: 128,
             threads: images_threads as usize,
