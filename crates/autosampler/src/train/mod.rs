@@ -2,3 +2,4 @@
 pub mod schedule;
 pub mod sgd;
 pub mod stage1;
+pub mod stage2;
