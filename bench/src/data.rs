@@ -18,12 +18,8 @@ use autosampler::sampler::Sampler;
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
+mod common;
+use common::arg;
 
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();

@@ -17,12 +17,8 @@ use autosampler::train::stage2::{self, FinetuneConfig, Parts};
 use std::path::PathBuf;
 use tch::Tensor;
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
+mod common;
+use common::arg;
 
 fn row(val: &Metrics, test: &Metrics) -> serde_json::Value {
     let r = |x: f64| (x * 100.0).round() / 100.0;

@@ -20,12 +20,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
+mod common;
+use common::arg;
 
 /// Random features with CIFAR-LT IR 100 labels: n_max 5,000 over 10 classes (12,406 images) or
 /// 500 over 100 classes (10,847 images).

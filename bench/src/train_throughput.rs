@@ -11,12 +11,8 @@ use autosampler::train::stage1::{channels_last, parse_device};
 use std::time::Instant;
 use tch::{Kind, Reduction, Tensor};
 
-fn arg(name: &str) -> Option<String> {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1).cloned())
-}
+mod common;
+use common::arg;
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -548,6 +548,7 @@ fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
     let (dir, ds) = prepare_cmd(a)?;
     let paths = Stage1Paths::new(&dir);
     if paths.state().is_file() && autosampler::fsx::read_json::<State>(&paths.state())?.done {
+        stage1::check_started(&model_cfg, &train_cfg, &dir)?;
         eprintln!("stage 1   {} (complete, reused)", paths.dir.display());
         return Ok((dir, ds, cfg));
     }

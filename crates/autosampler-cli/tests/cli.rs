@@ -318,4 +318,15 @@ fn run_chains_data_stage1_eval_features_and_search() {
         t.contains("search") && t.matches("complete, reused").count() >= 3,
         "{t}"
     );
+    // a finished stage 1 is not reused for another [train] config
+    write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\nlr = 0.5\n",
+    );
+    let o = autosampler(&args, &dir.path().join("cache"));
+    assert!(
+        !o.status.success() && text(&o).contains("another [model] or [train] config"),
+        "{}",
+        text(&o)
+    );
 }

@@ -201,6 +201,33 @@ struct Started {
     train: TrainConfig,
 }
 
+/// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
+/// one is recorded, checks that these are the same (the device and the thread count may differ).
+pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+    let paths = Stage1Paths::new(run);
+    let started = Started {
+        model: model_cfg.clone(),
+        train: TrainConfig {
+            device: String::new(),
+            threads: 0,
+            ..cfg.clone()
+        },
+    };
+    let path = paths.dir.join("config.json");
+    if path.is_file() {
+        let before: Started = fsx::read_json(&path)?;
+        if before != started {
+            return Err(invalid!(
+                "{} was started with another [model] or [train] config: use another run folder, or delete it",
+                paths.dir.display()
+            ));
+        }
+        Ok(())
+    } else {
+        fsx::write_json(&path, &started)
+    }
+}
+
 /// Where stage 1 writes.
 pub struct Stage1Paths {
     pub dir: PathBuf,
@@ -345,28 +372,7 @@ pub fn train(
         v
     };
     let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
-    // The configuration a stage 1 was started with; a resume must use the same one (the device
-    // and the thread count may change).
-    let started = Started {
-        model: model_cfg.clone(),
-        train: TrainConfig {
-            device: String::new(),
-            threads: 0,
-            ..cfg.clone()
-        },
-    };
-    let started_path = paths.dir.join("config.json");
-    if started_path.is_file() {
-        let before: Started = fsx::read_json(&started_path)?;
-        if before != started {
-            return Err(invalid!(
-                "{} was started with another [model] or [train] config: use another run folder, or delete it",
-                paths.dir.display()
-            ));
-        }
-    } else {
-        fsx::write_json(&started_path, &started)?;
-    }
+    check_started(model_cfg, cfg, run)?;
     let mut state = State::default();
     if paths.state().is_file() {
         if !resume {
