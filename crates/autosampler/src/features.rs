@@ -27,8 +27,16 @@ pub fn path(run: &Path, part: Part) -> PathBuf {
     run.join("features").join(format!("{name}.safetensors"))
 }
 
-/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation).
-pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize) -> Result<Features> {
+/// Applies `f` to every image of `view` in batches (no augmentation, no gradients) on the
+/// model's device and concatenates the results on the CPU (`[N, …]`; `[0, width]` when empty).
+pub fn map_view(
+    model: &Model,
+    view: &View,
+    normalize: &Normalize,
+    threads: usize,
+    width: i64,
+    f: impl Fn(&Tensor) -> Tensor,
+) -> Result<Tensor> {
     let device = model.vs.device();
     let lc = LoaderConfig {
         batch_size: 256,
@@ -39,23 +47,29 @@ pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize
         seed: 0,
     };
     let plan: Vec<usize> = (0..view.len()).collect();
-    let mut xs = Vec::new();
+    let mut out = Vec::new();
     tch::no_grad(|| {
         for_each_batch(view, &plan, &lc, 0, |b| {
-            xs.push(
-                model
-                    .forward_features(&b.images.to_device(device), false)
+            out.push(
+                f(&b.images.to_device(device))
                     .to_kind(Kind::Float)
                     .to_device(Device::Cpu),
             );
             Ok(())
         })
     })?;
-    let x = if xs.is_empty() {
-        Tensor::zeros([0, model.feature_dim()], (Kind::Float, Device::Cpu))
+    Ok(if out.is_empty() {
+        Tensor::zeros([0, width], (Kind::Float, Device::Cpu))
     } else {
-        Tensor::cat(&xs, 0)
-    };
+        Tensor::cat(&out, 0)
+    })
+}
+
+/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation).
+pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize) -> Result<Features> {
+    let x = map_view(model, view, normalize, threads, model.feature_dim(), |x| {
+        model.forward_features(x, false)
+    })?;
     let labels: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
     Ok(Features {
         x,

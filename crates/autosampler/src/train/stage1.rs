@@ -283,36 +283,12 @@ pub fn predict(
     threads: usize,
     cl: bool,
 ) -> Result<Tensor> {
-    let device = model.vs.device();
-    let lc = LoaderConfig {
-        batch_size: 256,
-        threads,
-        augment: Augment::None,
-        normalize: *normalize,
-        drop_last: false,
-        seed: 0,
-    };
-    let plan: Vec<usize> = (0..view.len()).collect();
-    let mut out = Vec::new();
-    tch::no_grad(|| {
-        for_each_batch(view, &plan, &lc, 0, |b| {
-            let mut x = b.images.to_device(device);
-            if cl {
-                x = channels_last(&x);
-            }
-            out.push(
-                model
-                    .forward(&x, false)
-                    .to_kind(Kind::Float)
-                    .to_device(Device::Cpu),
-            );
-            Ok(())
-        })
-    })?;
-    Ok(if out.is_empty() {
-        Tensor::zeros([0, model.num_classes], (Kind::Float, Device::Cpu))
-    } else {
-        Tensor::cat(&out, 0)
+    crate::features::map_view(model, view, normalize, threads, model.num_classes, |x| {
+        if cl {
+            model.forward(&channels_last(x), false)
+        } else {
+            model.forward(x, false)
+        }
     })
 }
 

@@ -95,18 +95,10 @@ pub fn finetune(
     let proxy = Proxy::new(train, val, &w0, &b0, &sc);
     let (w, b) = proxy.train(&[weights.to_vec()], cfg.seed, 0);
     let (w, b) = (w.get(0), b.get(0).view([-1]));
-    let eval = |f: &Features| {
-        let logits = tch::no_grad(|| f.x.to_kind(Kind::Float).mm(&w) + &b);
-        let labels: Vec<u32> = Vec::<i64>::try_from(&f.y)
-            .expect("i64 labels")
-            .into_iter()
-            .map(|l| l as u32)
-            .collect();
-        metrics(&logits, &labels, train_counts)
-    };
+    let wt = w.tr();
     Ok(Finetuned {
-        val: eval(val),
-        test: eval(test),
+        val: evaluate(val, &wt, &b, train_counts),
+        test: evaluate(test, &wt, &b, train_counts),
         weight: w,
         bias: b,
     })
