@@ -590,13 +590,13 @@ fn eval_cmd(a: &RunArgs) -> Result<()> {
 fn print_eval(r: &EvalReport) {
     let f = |x: Option<f64>| x.map(|v| format!("{v:5.1}")).unwrap_or_else(|| "    -".into());
     println!(
-        "\n{:<22} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "\n{:<30} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "model / part", "top-1", "top-5", "many", "medium", "few", "ECE"
     );
     for (name, m) in [("last", &r.last), ("best-on-val", &r.best)] {
         for (part, x) in [("val", &m.val), ("test", &m.test)] {
             println!(
-                "{:<22} {:6.2} {:6.2} {:>6} {:>6} {:>6} {:6.3}",
+                "{:<30} {:6.2} {:6.2} {:>6} {:>6} {:>6} {:6.3}",
                 format!("{name} (epoch {}) {part}", m.epoch),
                 x.top1,
                 x.top5,
