@@ -212,24 +212,22 @@ pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64]) -> Result<()> {
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
-        let blue = RGBColor(31, 119, 180);
-        let red = RGBColor(214, 39, 40);
-        chart
-            .draw_series(LineSeries::new(
-                mean.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
-                blue.stroke_width(2),
-            ))
-            .map_err(e)?
-            .label("mean of the M samples")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
-        chart
-            .draw_series(LineSeries::new(
-                best.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
-                red.stroke_width(2),
-            ))
-            .map_err(e)?
-            .label("best so far")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2)));
+        for (values, colour, label) in [
+            (mean, RGBColor(31, 119, 180), "mean of the M samples"),
+            (best, RGBColor(214, 39, 40), "best so far"),
+        ] {
+            chart
+                .draw_series(LineSeries::new(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
+                    colour.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+        }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
