@@ -9,6 +9,7 @@ use autosampler::data::{
 use autosampler::model::{Model, ModelConfig};
 use autosampler::report::plot;
 use autosampler::train::stage1::{self, EpochLog, EvalReport, Progress, Stage1Paths, State, TrainConfig};
+use autosampler::train::stage2::{self, FinetuneConfig};
 use autosampler::{features, search};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -43,6 +44,9 @@ enum Cmd {
     Features(RunArgs),
     /// The coarse auto-sampler: PPO search of per-class sampling weights on the feature proxy.
     Search(RunArgs),
+    /// Stage 2: re-train the classifier on the cached features with the searched (or a sampler's)
+    /// class weights; also τ-normalisation and post-hoc logit adjustment. Writes stage2/.
+    Finetune(RunArgs),
 }
 
 #[derive(Args)]
@@ -148,6 +152,7 @@ impl SourceArgs {
                     model: None,
                     train: None,
                     search: None,
+                    finetune: None,
                 }
             }
         };
@@ -202,6 +207,7 @@ fn main() {
         Cmd::Eval(a) => eval_cmd(&a),
         Cmd::Features(a) => features_cmd(&a).map(|_| ()),
         Cmd::Search(a) => search_cmd(&a),
+        Cmd::Finetune(a) => finetune_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -368,6 +374,9 @@ fn run(a: &RunArgs) -> Result<()> {
     if cfg.search.is_some() {
         search_stage(&dir, &ds, &cfg)?;
     }
+    if cfg.finetune.is_some() {
+        finetune_stage(&dir, &ds, &cfg)?;
+    }
     println!(
         "\nrun folder {} done in {:.1}s",
         dir.display(),
@@ -483,6 +492,128 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         out.join("weights.png").display()
     );
     Ok(())
+}
+
+/// `stage2/eval.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stage2Report {
+    config: FinetuneConfig,
+    weights: Vec<f64>,
+    stage1: stage2::PostHoc,
+    crt: stage2::PostHoc,
+    tau_normalised: stage2::PostHoc,
+    logit_adjusted: stage2::PostHoc,
+}
+
+fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
+    let Some(fc) = &cfg.finetune else {
+        bail!("the config has no [finetune] section");
+    };
+    let out = dir.join("stage2");
+    let report_path = out.join("eval.json");
+    let report: Stage2Report = match autosampler::fsx::read_json::<Stage2Report>(&report_path) {
+        Ok(r) if r.config == *fc => {
+            eprintln!("stage 2   {} (complete, reused)", out.display());
+            r
+        }
+        _ => {
+            let counts = &ds.split.counts.train;
+            let weights = match &fc.sampler {
+                Some(s) => s.weights(counts, fc.epochs, fc.epochs)?,
+                None => {
+                    if cfg.search.is_none() {
+                        bail!("[finetune] without a sampler uses the searched weights: add [search], or set finetune.sampler");
+                    }
+                    search_stage(dir, ds, cfg)?;
+                    autosampler::fsx::read_json::<search::Best>(&dir.join("search/best_weights.json"))?
+                        .weights
+                }
+            };
+            let model = features_stage(dir, ds, cfg)?;
+            let vars = model.vs.variables();
+            let w0 = vars["fc.weight"].to_device(tch::Device::Cpu);
+            let b0 = vars["fc.bias"].to_device(tch::Device::Cpu);
+            let (train, val, test) = (
+                features::load(dir, Part::Train)?,
+                features::load(dir, Part::Val)?,
+                features::load(dir, Part::Test)?,
+            );
+            let parts = stage2::Parts {
+                train: &train,
+                val: &val,
+                test: &test,
+            };
+            tch::set_num_threads(1);
+            let f = stage2::finetune(&parts, (&w0, &b0), &weights, counts, fc)?;
+            autosampler::model::save_tensors(
+                &out.join("head.safetensors"),
+                &[
+                    ("fc.weight".into(), f.weight.tr().contiguous()),
+                    ("fc.bias".into(), f.bias.shallow_clone()),
+                ],
+            )?;
+            let plain = |w: &tch::Tensor, b: &tch::Tensor| stage2::PostHoc {
+                tau: 0.0,
+                val: stage2::evaluate(&val, w, b, counts),
+                test: stage2::evaluate(&test, w, b, counts),
+            };
+            let r = Stage2Report {
+                config: fc.clone(),
+                weights,
+                stage1: plain(&w0, &b0),
+                crt: stage2::PostHoc {
+                    tau: 0.0,
+                    val: f.val,
+                    test: f.test,
+                },
+                tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
+                logit_adjusted: stage2::logit_adjusted(&parts, &w0, &b0, counts),
+            };
+            autosampler::fsx::write_json(&report_path, &r)?;
+            r
+        }
+    };
+    let f = |x: Option<f64>| x.map(|v| format!("{v:5.1}")).unwrap_or_else(|| "    -".into());
+    println!(
+        "\nstage 2 ({}):",
+        if fc.sampler.is_some() {
+            "sampler weights"
+        } else {
+            "searched weights"
+        }
+    );
+    println!(
+        "{:<34} {:>6} {:>6} {:>6} {:>6} {:>6}",
+        "classifier", "val", "test", "many", "medium", "few"
+    );
+    for (name, p) in [
+        ("stage 1".to_string(), &report.stage1),
+        (format!("re-trained ({} epochs)", fc.epochs), &report.crt),
+        (
+            format!("τ-normalised (τ = {:.1} on val)", report.tau_normalised.tau),
+            &report.tau_normalised,
+        ),
+        (
+            format!("logit-adjusted (τ = {:.1} on val)", report.logit_adjusted.tau),
+            &report.logit_adjusted,
+        ),
+    ] {
+        println!(
+            "{:<34} {:6.2} {:6.2} {:>6} {:>6} {:>6}",
+            name,
+            p.val.top1,
+            p.test.top1,
+            f(p.test.many),
+            f(p.test.medium),
+            f(p.test.few)
+        );
+    }
+    Ok(())
+}
+
+fn finetune_cmd(a: &RunArgs) -> Result<()> {
+    let (dir, ds, cfg) = train_cmd(a, true)?;
+    finetune_stage(&dir, &ds, &cfg)
 }
 
 fn search_cmd(a: &RunArgs) -> Result<()> {

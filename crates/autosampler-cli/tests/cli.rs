@@ -270,7 +270,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
     let cfg = write_config(
         dir.path(),
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
-         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n",
+         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n[finetune]\nepochs = 2\nbatch_size = 4\n",
     );
     let out = dir.path().join("run");
     let args = [
@@ -291,6 +291,8 @@ fn run_chains_data_stage1_eval_features_and_search() {
         "search/best_weights.json",
         "search/reward_curve.png",
         "search/weights.png",
+        "stage2/head.safetensors",
+        "stage2/eval.json",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -307,6 +309,15 @@ fn run_chains_data_stage1_eval_features_and_search() {
         .collect();
     assert_eq!(w.len(), 3);
     assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+    assert_eq!(
+        s2["weights"], best["weights"],
+        "stage 2 samples with the searched weights"
+    );
+    for k in ["stage1", "crt", "tau_normalised", "logit_adjusted"] {
+        assert_eq!(s2[k]["test"]["n"], 3, "{k}");
+    }
     // a second run reuses every stage
     let o = autosampler(&args, &dir.path().join("cache"));
     let t = text(&o);
@@ -315,7 +326,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
         "{t}"
     );
     assert!(
-        t.contains("search") && t.matches("complete, reused").count() >= 3,
+        t.contains("search") && t.matches("complete, reused").count() >= 4,
         "{t}"
     );
     // a finished stage 1 is not reused for another [train] config

@@ -22,6 +22,9 @@ pub struct Config {
     /// The class-weight search (the coarse auto-sampler).
     #[serde(default)]
     pub search: Option<crate::search::SearchConfig>,
+    /// Stage 2: classifier re-training on the cached features.
+    #[serde(default)]
+    pub finetune: Option<crate::train::stage2::FinetuneConfig>,
     /// Where packed caches live; default: `$AUTOSAMPLER_CACHE` or `~/.cache/autosampler/packed`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,

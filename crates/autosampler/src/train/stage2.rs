@@ -39,6 +39,10 @@ pub struct FinetuneConfig {
     pub reinit: bool,
     #[serde(default)]
     pub seed: u64,
+    /// The class weights to sample with (their value at the last epoch for `progressive`);
+    /// absent: the searched weights (`search/best_weights.json`).
+    #[serde(default)]
+    pub sampler: Option<crate::sampler::Sampler>,
 }
 
 impl Default for FinetuneConfig {
@@ -104,6 +108,56 @@ pub fn finetune(
     })
 }
 
+/// A post-hoc correction of the stage-1 classifier with its τ chosen on validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostHoc {
+    pub tau: f64,
+    pub val: Metrics,
+    pub test: Metrics,
+}
+
+/// The τ grid searched on validation: 0, 0.1, …, 2.
+pub fn tau_grid() -> Vec<f64> {
+    (0..=20).map(|i| i as f64 / 10.0).collect()
+}
+
+/// τ-normalisation (Kang et al.): each class's weight vector divided by its norm to the power τ,
+/// bias dropped; τ maximising validation top-1 (the smallest on ties).
+pub fn tau_normalised(parts: &Parts, w0: &Tensor, train_counts: &[usize]) -> PostHoc {
+    let norms = w0.norm_scalaropt_dim(2, [1], true);
+    let zero = Tensor::zeros([w0.size()[0]], (Kind::Float, w0.device()));
+    best_on_val(parts, train_counts, |tau| {
+        (w0 / norms.pow_tensor_scalar(tau), zero.shallow_clone())
+    })
+}
+
+/// Post-hoc logit adjustment (Menon et al.): logits − τ·log prior, τ chosen on validation.
+pub fn logit_adjusted(parts: &Parts, w0: &Tensor, b0: &Tensor, train_counts: &[usize]) -> PostHoc {
+    let n: usize = train_counts.iter().sum();
+    let log_prior: Vec<f32> = train_counts
+        .iter()
+        .map(|&c| (c as f64 / n as f64).ln() as f32)
+        .collect();
+    let lp = Tensor::from_slice(&log_prior).to_device(b0.device());
+    best_on_val(parts, train_counts, |tau| (w0.shallow_clone(), b0 - &lp * tau))
+}
+
+fn best_on_val(parts: &Parts, counts: &[usize], classifier: impl Fn(f64) -> (Tensor, Tensor)) -> PostHoc {
+    let mut best: Option<PostHoc> = None;
+    for tau in tau_grid() {
+        let (w, b) = classifier(tau);
+        let val = evaluate(parts.val, &w, &b, counts);
+        if best.as_ref().is_none_or(|p| val.top1 > p.val.top1) {
+            best = Some(PostHoc {
+                tau,
+                test: evaluate(parts.test, &w, &b, counts),
+                val,
+            });
+        }
+    }
+    best.expect("a non-empty grid")
+}
+
 /// Metrics of a classifier `(w [C, D], b [C])` on features, without re-training.
 pub fn evaluate(f: &Features, w: &Tensor, b: &Tensor, train_counts: &[usize]) -> Metrics {
     let logits = tch::no_grad(|| f.x.to_kind(Kind::Float).mm(&w.tr()) + b);
@@ -113,4 +167,45 @@ pub fn evaluate(f: &Features, w: &Tensor, b: &Tensor, train_counts: &[usize]) ->
         .map(|l| l as u32)
         .collect();
     metrics(&logits, &labels, train_counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn feats(x: &[f32], y: &[i64]) -> Features {
+        Features {
+            x: Tensor::from_slice(x).view([y.len() as i64, 2]),
+            y: Tensor::from_slice(y),
+        }
+    }
+
+    #[test]
+    fn post_hoc_corrections_by_hand() {
+        // two classes, class 1 rare; features on the diagonal; the stage-1 classifier favours class 0
+        let f = feats(&[1.0, 0.0, 0.0, 1.0, 0.6, 0.4, 0.4, 0.6], &[0, 1, 0, 1]);
+        let w0 = Tensor::from_slice(&[3.0f32, 0.0, 0.0, 1.0]).view([2, 2]);
+        let b0 = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let parts = Parts {
+            train: &f,
+            val: &f,
+            test: &f,
+        };
+        let counts = [90, 10];
+        // without a correction the point (0.4, 0.6) scores 1.2 for class 0 and 0.6 for class 1
+        assert_eq!(evaluate(&f, &w0, &b0, &counts).top1, 75.0);
+        // τ = 1 divides row 0 by 3: every point is then classified right; τ = 0 is the plain model
+        let t = tau_normalised(&parts, &w0, &counts);
+        assert_eq!(t.val.top1, 100.0);
+        assert!(t.tau > 0.0);
+        // logit adjustment: class 1 gains τ·(ln 0.9 − ln 0.1) = 2.197τ; (0.4, 0.6) flips for τ > 0.273
+        let la = logit_adjusted(&parts, &w0, &b0, &counts);
+        assert_eq!(la.val.top1, 100.0);
+        assert!(
+            (la.tau - 0.3).abs() < 1e-12,
+            "smallest τ on the grid that fixes it: {}",
+            la.tau
+        );
+    }
 }
