@@ -315,6 +315,30 @@ fn run_dir(a: &RunArgs, cfg: &Config) -> PathBuf {
     Path::new("runs").join(name.unwrap_or_else(|| "default".into()))
 }
 
+/// Two source configs name the same data: equal once their paths are made canonical (the same
+/// archive reached through different relative paths is the same source).
+fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
+    let canon = |s: &SourceConfig| {
+        let mut s = s.clone();
+        for p in [
+            Some(&mut s.root),
+            s.train_list.as_mut(),
+            s.test_list.as_mut(),
+            s.val_list.as_mut(),
+            s.class_names.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Ok(c) = std::fs::canonicalize(&*p) {
+                *p = c;
+            }
+        }
+        s
+    };
+    canon(a) == canon(b)
+}
+
 /// The data stage: split.json, config.toml and the histogram in the run folder. A split.json
 /// already there for the same data config is reused (resume); one for another config is an error.
 fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
@@ -324,7 +348,7 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
     let split_path = dir.join("split.json");
     let ds = if split_path.is_file() {
         let old = Split::load(&split_path)?;
-        if old.source != cfg.data.source || old.config != cfg.data.split {
+        if !same_source(&old.source, &cfg.data.source) || old.config != cfg.data.split {
             bail!(
                 "{} was drawn from another data config: use another --out, or delete the run folder",
                 split_path.display()
