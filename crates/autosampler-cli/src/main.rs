@@ -523,10 +523,12 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
 struct Stage2Report {
     config: FinetuneConfig,
     weights: Vec<f64>,
-    stage1: stage2::PostHoc,
-    crt: stage2::PostHoc,
+    stage1: stage2::Scored,
+    crt: stage2::Scored,
     tau_normalised: stage2::PostHoc,
     logit_adjusted: stage2::PostHoc,
+    lws_scales: Vec<f64>,
+    lws: stage2::Scored,
 }
 
 fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
@@ -576,22 +578,19 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
                     ("fc.bias".into(), f.bias.shallow_clone()),
                 ],
             )?;
-            let plain = |w: &tch::Tensor, b: &tch::Tensor| stage2::PostHoc {
-                tau: 0.0,
-                val: stage2::evaluate(&val, w, b, counts),
-                test: stage2::evaluate(&test, w, b, counts),
-            };
+            let (lws_scales, lws) = stage2::learnable_weight_scaling(&parts, (&w0, &b0), counts, fc)?;
             let r = Stage2Report {
                 config: fc.clone(),
                 weights,
-                stage1: plain(&w0, &b0),
-                crt: stage2::PostHoc {
-                    tau: 0.0,
+                stage1: stage2::Scored::of(&parts, &w0, &b0, counts),
+                crt: stage2::Scored {
                     val: f.val,
                     test: f.test,
                 },
                 tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
                 logit_adjusted: stage2::logit_adjusted(&parts, &w0, &b0, counts),
+                lws_scales,
+                lws,
             };
             autosampler::fsx::write_json(&report_path, &r)?;
             r
@@ -610,26 +609,38 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         "{:<34} {:>6} {:>6} {:>6} {:>6} {:>6}",
         "classifier", "val", "test", "many", "medium", "few"
     );
-    for (name, p) in [
-        ("stage 1".to_string(), &report.stage1),
-        (format!("re-trained ({} epochs)", fc.epochs), &report.crt),
+    let rows = [
+        ("stage 1".to_string(), &report.stage1.val, &report.stage1.test),
+        (
+            format!("re-trained ({} epochs)", fc.epochs),
+            &report.crt.val,
+            &report.crt.test,
+        ),
         (
             format!("τ-normalised (τ = {:.1} on val)", report.tau_normalised.tau),
-            &report.tau_normalised,
+            &report.tau_normalised.val,
+            &report.tau_normalised.test,
         ),
         (
             format!("logit-adjusted (τ = {:.1} on val)", report.logit_adjusted.tau),
-            &report.logit_adjusted,
+            &report.logit_adjusted.val,
+            &report.logit_adjusted.test,
         ),
-    ] {
+        (
+            "learnable weight scaling".to_string(),
+            &report.lws.val,
+            &report.lws.test,
+        ),
+    ];
+    for (name, val, test) in rows {
         println!(
             "{:<34} {:6.2} {:6.2} {:>6} {:>6} {:>6}",
             name,
-            p.val.top1,
-            p.test.top1,
-            f(p.test.many),
-            f(p.test.medium),
-            f(p.test.few)
+            val.top1,
+            test.top1,
+            f(test.many),
+            f(test.medium),
+            f(test.few)
         );
     }
     Ok(())

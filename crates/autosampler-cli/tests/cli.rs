@@ -315,7 +315,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
         s2["weights"], best["weights"],
         "stage 2 samples with the searched weights"
     );
-    for k in ["stage1", "crt", "tau_normalised", "logit_adjusted"] {
+    for k in ["stage1", "crt", "tau_normalised", "logit_adjusted", "lws"] {
         assert_eq!(s2[k]["test"]["n"], 3, "{k}");
     }
     // a second run reuses every stage

@@ -108,12 +108,87 @@ pub fn finetune(
     })
 }
 
+/// Validation and test metrics of a classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub val: Metrics,
+    pub test: Metrics,
+}
+
+impl Scored {
+    /// The classifier `(w [C, D], b [C])` scored on the val and test features.
+    pub fn of(parts: &Parts, w: &Tensor, b: &Tensor, train_counts: &[usize]) -> Scored {
+        Scored {
+            val: evaluate(parts.val, w, b, train_counts),
+            test: evaluate(parts.test, w, b, train_counts),
+        }
+    }
+}
+
 /// A post-hoc correction of the stage-1 classifier with its τ chosen on validation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostHoc {
     pub tau: f64,
     pub val: Metrics,
     pub test: Metrics,
+}
+
+/// Learnable weight scaling (Kang et al.): the stage-1 classifier stays fixed and one scale per
+/// class, s_c (logit_c = s_c·(w_c·x + b_c)), is learned with class-balanced sampling, `cfg.epochs`
+/// epochs of SGD (`cfg.lr`, `cfg.momentum`, `cfg.batch_size`). Returns the scales and the scored
+/// classifier.
+pub fn learnable_weight_scaling(
+    parts: &Parts,
+    (w0, b0): (&Tensor, &Tensor),
+    train_counts: &[usize],
+    cfg: &FinetuneConfig,
+) -> Result<(Vec<f64>, Scored)> {
+    let c = w0.size()[0];
+    let logits = tch::no_grad(|| parts.train.x.to_kind(Kind::Float).mm(&w0.tr()) + b0);
+    let y = &parts.train.y;
+    let labels: Vec<u32> = Vec::<i64>::try_from(y)
+        .expect("i64 labels")
+        .into_iter()
+        .map(|l| l as u32)
+        .collect();
+    let members = crate::sampler::class_members(&labels);
+    let cb = vec![1.0 / c as f64; c as usize];
+    let s = Tensor::ones([c], (Kind::Float, w0.device())).set_requires_grad(true);
+    let mut v = Tensor::zeros([c], (Kind::Float, w0.device()));
+    for epoch in 0..cfg.epochs {
+        let mut rng = crate::rng::chacha(cfg.seed, &[5, epoch as u64]);
+        let plan = crate::sampler::plan_with_replacement(&members, &cb, labels.len(), &mut rng);
+        for chunk in plan.chunks(cfg.batch_size.max(1)) {
+            let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let z = logits.index_select(0, &idx) * &s;
+            let loss = z.cross_entropy_loss::<Tensor>(
+                &y.index_select(0, &idx),
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            );
+            let g = Tensor::run_backward(&[&loss], &[&s], false, false).remove(0);
+            tch::no_grad(|| {
+                v = &v * cfg.momentum + g * cfg.lr;
+                let _ = s.detach().g_sub_(&v);
+            });
+        }
+    }
+    let s = s.detach();
+    let scales: Vec<f64> = Vec::<f32>::try_from(&s)
+        .expect("f32")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let scored = Scored::of(parts, &(w0 * s.unsqueeze(1)), &(b0 * &s), train_counts);
+    if scales.iter().any(|x| !x.is_finite()) {
+        return Err(invalid!(
+            "learnable weight scaling diverged (lr {}): scales {scales:?}",
+            cfg.lr
+        ));
+    }
+    Ok((scales, scored))
 }
 
 /// The τ grid searched on validation: 0, 0.1, …, 2.
