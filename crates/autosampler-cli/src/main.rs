@@ -570,23 +570,42 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
                 test: &test,
             };
             tch::set_num_threads(1);
-            let f = stage2::finetune(&parts, (&w0, &b0), &weights, counts, fc)?;
+            let (crt, head_w, head_b) = match fc.path {
+                stage2::Stage2Path::Features => {
+                    let f = stage2::finetune(&parts, (&w0, &b0), &weights, counts, fc)?;
+                    (
+                        stage2::Scored {
+                            val: f.val,
+                            test: f.test,
+                        },
+                        f.weight.tr().contiguous(),
+                        f.bias,
+                    )
+                }
+                stage2::Stage2Path::Images => {
+                    let (_, t) = training_config(cfg)?;
+                    let mut m = stage1_model(dir, ds, cfg)?;
+                    tch::set_num_threads(t.threads as i32);
+                    let scored = stage2::finetune_images(&mut m, ds, &weights, fc, &t)?;
+                    let v = m.vs.variables();
+                    (
+                        scored,
+                        v["fc.weight"].to_device(tch::Device::Cpu),
+                        v["fc.bias"].to_device(tch::Device::Cpu),
+                    )
+                }
+            };
             autosampler::model::save_tensors(
                 &out.join("head.safetensors"),
-                &[
-                    ("fc.weight".into(), f.weight.tr().contiguous()),
-                    ("fc.bias".into(), f.bias.shallow_clone()),
-                ],
+                &[("fc.weight".into(), head_w), ("fc.bias".into(), head_b)],
             )?;
+            tch::set_num_threads(1);
             let (lws_scales, lws) = stage2::learnable_weight_scaling(&parts, (&w0, &b0), counts, fc)?;
             let r = Stage2Report {
                 config: fc.clone(),
                 weights,
                 stage1: stage2::Scored::of(&parts, &w0, &b0, counts),
-                crt: stage2::Scored {
-                    val: f.val,
-                    test: f.test,
-                },
+                crt,
                 tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
                 logit_adjusted: stage2::logit_adjusted(&parts, &w0, &b0, counts),
                 lws_scales,
@@ -612,7 +631,7 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
     let rows = [
         ("stage 1".to_string(), &report.stage1.val, &report.stage1.test),
         (
-            format!("re-trained ({} epochs)", fc.epochs),
+            format!("re-trained ({} epochs on {:?})", fc.epochs, fc.path),
             &report.crt.val,
             &report.crt.test,
         ),

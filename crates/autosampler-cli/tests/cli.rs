@@ -329,6 +329,36 @@ fn run_chains_data_stage1_eval_features_and_search() {
         t.contains("search") && t.matches("complete, reused").count() >= 4,
         "{t}"
     );
+    // stage 2 on images (frozen backbone, augmented images) with class-balanced weights
+    write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n\
+         [finetune]\nepochs = 2\nbatch_size = 4\npath = \"images\"\nsampler = { kind = \"class-balanced\" }\n",
+    );
+    let o = autosampler(
+        &[
+            "finetune",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(
+        o.status.success() && text(&o).contains("on Images"),
+        "{}",
+        text(&o)
+    );
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+    assert_eq!(s2["config"]["path"], "images");
+    assert_eq!(
+        s2["weights"],
+        serde_json::json!([1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0])
+    );
+    assert_eq!(s2["crt"]["test"]["n"], 3);
     // a finished stage 1 is not reused for another [train] config
     write_config(
         dir.path(),

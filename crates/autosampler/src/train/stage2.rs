@@ -43,6 +43,90 @@ pub struct FinetuneConfig {
     /// absent: the searched weights (`search/best_weights.json`).
     #[serde(default)]
     pub sampler: Option<crate::sampler::Sampler>,
+    /// `features`: re-train on the cached features (fast). `images`: on augmented images through
+    /// the frozen backbone (exact, as the decoupling paper's cRT).
+    #[serde(default)]
+    pub path: Stage2Path,
+}
+
+/// Where stage 2 reads its training inputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage2Path {
+    #[default]
+    Features,
+    Images,
+}
+
+/// Stage 2 on images: the backbone frozen (eval mode, no gradients), the classifier of `model`
+/// re-trained in place with class-weighted sampling (with replacement) on augmented training
+/// images, then scored on val and test. Sampling and augmentation are seeded by `cfg.seed`.
+pub fn finetune_images(
+    model: &mut crate::model::Model,
+    ds: &crate::data::Dataset,
+    weights: &[f64],
+    cfg: &FinetuneConfig,
+    train: &super::stage1::TrainConfig,
+) -> Result<Scored> {
+    use crate::data::loader::{for_each_batch, LoaderConfig};
+    use crate::data::Part;
+    let device = model.vs.device();
+    let view = ds.view(Part::Train);
+    if weights.len() != view.num_classes {
+        return Err(invalid!(
+            "{} class weights for {} classes",
+            weights.len(),
+            view.num_classes
+        ));
+    }
+    let head: Vec<(String, Tensor)> = {
+        let mut v: Vec<(String, Tensor)> = model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("fc."))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    if cfg.reinit {
+        tch::no_grad(|| {
+            head.iter().for_each(|(_, t)| {
+                let _ = t.shallow_clone().zero_();
+            })
+        });
+    }
+    let mut opt = super::sgd::Sgd::new(head, cfg.momentum, false, 0.0);
+    let members = crate::sampler::class_members(&view.labels);
+    let lc = LoaderConfig {
+        batch_size: cfg.batch_size,
+        threads: train.threads,
+        augment: train.augment_for(view.size),
+        normalize: train.normalize,
+        drop_last: false,
+        seed: cfg.seed,
+    };
+    for epoch in 0..cfg.epochs {
+        let mut rng = crate::rng::chacha(cfg.seed, &[6, epoch as u64]);
+        let plan = crate::sampler::plan_with_replacement(&members, weights, view.len(), &mut rng);
+        for_each_batch(&view, &plan, &lc, epoch, |b| {
+            let f = tch::no_grad(|| model.forward_features(&b.images.to_device(device), false));
+            let logits = model.forward_head(&f);
+            let loss = logits.cross_entropy_loss::<Tensor>(
+                &b.labels.to_device(device),
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            );
+            opt.backward_step(&loss, cfg.lr);
+            Ok(())
+        })?;
+    }
+    Ok(Scored {
+        val: super::stage1::evaluate(model, ds, Part::Val, train)?,
+        test: super::stage1::evaluate(model, ds, Part::Test, train)?,
+    })
 }
 
 impl Default for FinetuneConfig {
