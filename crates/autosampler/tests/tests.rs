@@ -749,3 +749,42 @@ fn resume_with_another_training_config_is_refused() {
     bf.bf16 = true;
     assert!(bf.validate().unwrap_err().to_string().contains("CUDA"));
 }
+
+/// Every config shipped in configs/ parses (unknown keys are errors) and its data profile,
+/// mixing and schedule are valid.
+#[test]
+fn every_shipped_config_parses() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs"),
+        &mut files,
+    );
+    assert!(files.len() >= 80, "{} configs", files.len());
+    for f in files {
+        let c = autosampler::config::Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        c.data
+            .split
+            .longtail
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        if let Some(t) = &c.train {
+            t.mix.validate().unwrap();
+            if let autosampler::train::schedule::Schedule::Step { milestones, factors } = &t.schedule {
+                assert_eq!(milestones.len(), factors.len(), "{}", f.display());
+            }
+            if let Some(d) = &t.drw {
+                assert!(d.start_epoch < t.epochs, "{}", f.display());
+            }
+        }
+    }
+}
