@@ -47,6 +47,19 @@ enum Cmd {
     /// Stage 2: re-train the classifier on the cached features with the searched (or a sampler's)
     /// class weights; also τ-normalisation and post-hoc logit adjustment. Writes stage2/.
     Finetune(RunArgs),
+    /// Gather the eval.json of run folders into one table: runs whose configs differ only in
+    /// their seeds form one row, with mean ± std over seeds (markdown; CSV with --csv).
+    Table(TableArgs),
+}
+
+#[derive(Args)]
+struct TableArgs {
+    /// Run folders (each with config.toml and eval.json).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Also write the table as CSV to this file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -208,6 +221,7 @@ fn main() {
         Cmd::Features(a) => features_cmd(&a).map(|_| ()),
         Cmd::Search(a) => search_cmd(&a),
         Cmd::Finetune(a) => finetune_cmd(&a),
+        Cmd::Table(a) => table_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -318,25 +332,27 @@ fn run_dir(a: &RunArgs, cfg: &Config) -> PathBuf {
 /// Two source configs name the same data: equal once their paths are made canonical (the same
 /// archive reached through different relative paths is the same source).
 fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
-    let canon = |s: &SourceConfig| {
-        let mut s = s.clone();
-        for p in [
-            Some(&mut s.root),
-            s.train_list.as_mut(),
-            s.test_list.as_mut(),
-            s.val_list.as_mut(),
-            s.class_names.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if let Ok(c) = std::fs::canonicalize(&*p) {
-                *p = c;
-            }
+    canonical_source(a) == canonical_source(b)
+}
+
+/// The source config with its paths made canonical where they exist.
+fn canonical_source(s: &SourceConfig) -> SourceConfig {
+    let mut s = s.clone();
+    for p in [
+        Some(&mut s.root),
+        s.train_list.as_mut(),
+        s.test_list.as_mut(),
+        s.val_list.as_mut(),
+        s.class_names.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(c) = std::fs::canonicalize(&*p) {
+            *p = c;
         }
-        s
-    };
-    canon(a) == canon(b)
+    }
+    s
 }
 
 /// The data stage: split.json, config.toml and the histogram in the run folder. A split.json
@@ -661,6 +677,139 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             f(test.medium),
             f(test.few)
         );
+    }
+    Ok(())
+}
+
+/// One row of `autosampler table`: the runs of one config over seeds.
+struct TableRow {
+    name: String,
+    runs: Vec<PathBuf>,
+    /// column → one value per run (runs without it are left out of that column)
+    values: std::collections::BTreeMap<&'static str, Vec<f64>>,
+}
+
+const TABLE_COLUMNS: [&str; 7] = [
+    "last test top-1",
+    "best-on-val test top-1",
+    "many",
+    "medium",
+    "few",
+    "val top-1",
+    "stage 2 test top-1",
+];
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn table_cmd(a: &TableArgs) -> Result<()> {
+    let mut rows: Vec<(String, TableRow)> = Vec::new();
+    for run in &a.runs {
+        let text = std::fs::read_to_string(run.join("config.toml"))
+            .with_context(|| format!("{}: no config.toml", run.display()))?;
+        let mut cfg = Config::parse(&text, &run.join("config.toml").display().to_string())?;
+        let eval: serde_json::Value = autosampler::fsx::read_json(&run.join("eval.json"))
+            .with_context(|| format!("{}: no eval.json (run `autosampler eval` first)", run.display()))?;
+        // the grouping key: the config with every seed set to 0, no name, canonical paths
+        let name = cfg.name.take().unwrap_or_else(|| {
+            run.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        cfg.data.split.seed = 0;
+        cfg.data.source = canonical_source(&cfg.data.source);
+        if let Some(t) = &mut cfg.train {
+            t.seed = 0;
+        }
+        if let Some(s) = &mut cfg.search {
+            s.seed = 0;
+        }
+        if let Some(f) = &mut cfg.finetune {
+            f.seed = 0;
+        }
+        let key = cfg.to_toml();
+        let label = name
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches("_s")
+            .to_string();
+        let pos = match rows.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                rows.push((
+                    key,
+                    TableRow {
+                        name: label,
+                        runs: Vec::new(),
+                        values: Default::default(),
+                    },
+                ));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[pos].1;
+        row.runs.push(run.clone());
+        let mut put = |col: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                row.values.entry(col).or_default().push(v);
+            }
+        };
+        put("last test top-1", eval["last"]["test"]["top1"].as_f64());
+        put("best-on-val test top-1", eval["best"]["test"]["top1"].as_f64());
+        put("many", eval["last"]["test"]["many"].as_f64());
+        put("medium", eval["last"]["test"]["medium"].as_f64());
+        put("few", eval["last"]["test"]["few"].as_f64());
+        put("val top-1", eval["last"]["val"]["top1"].as_f64());
+        if let Ok(s2) = autosampler::fsx::read_json::<serde_json::Value>(&run.join("stage2/eval.json")) {
+            put("stage 2 test top-1", s2["crt"]["test"]["top1"].as_f64());
+        }
+    }
+    let cell = |v: Option<&Vec<f64>>| match v {
+        Some(v) if !v.is_empty() => {
+            let (m, s) = mean_std(v);
+            if v.len() > 1 {
+                format!("{m:.2} ± {s:.2}")
+            } else {
+                format!("{m:.2}")
+            }
+        }
+        _ => "–".into(),
+    };
+    println!("| run | seeds | {} |", TABLE_COLUMNS.join(" | "));
+    println!("|---|---|{}", "---|".repeat(TABLE_COLUMNS.len()));
+    for (_, r) in &rows {
+        let cells: Vec<String> = TABLE_COLUMNS.iter().map(|c| cell(r.values.get(c))).collect();
+        println!("| {} | {} | {} |", r.name, r.runs.len(), cells.join(" | "));
+    }
+    if let Some(p) = &a.csv {
+        let mut out = format!(
+            "run,seeds,{}\n",
+            TABLE_COLUMNS
+                .iter()
+                .flat_map(|c| [format!("{c} mean"), format!("{c} std")])
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for (_, r) in &rows {
+            let cells: Vec<String> = TABLE_COLUMNS
+                .iter()
+                .flat_map(|c| match r.values.get(c) {
+                    Some(v) if !v.is_empty() => {
+                        let (m, s) = mean_std(v);
+                        [format!("{m:.4}"), format!("{s:.4}")]
+                    }
+                    _ => [String::new(), String::new()],
+                })
+                .collect();
+            out.push_str(&format!("{},{},{}\n", r.name, r.runs.len(), cells.join(",")));
+        }
+        autosampler::fsx::write_atomic(p, out.as_bytes())?;
     }
     Ok(())
 }

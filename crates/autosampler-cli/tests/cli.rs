@@ -371,3 +371,63 @@ fn run_chains_data_stage1_eval_features_and_search() {
         text(&o)
     );
 }
+
+#[test]
+fn table_groups_seeds_with_mean_and_std() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for seed in [0, 1] {
+        let cfg = dir.path().join(format!("s{seed}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"fix_s{seed}\"\n[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\nseed = {seed}\n\
+                 [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\nseed = {seed}\n",
+                fixtures().join("folder").display()
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("run{seed}"));
+        let o = autosampler(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &dir.path().join("cache"),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        outs.push(out);
+    }
+    let csv = dir.path().join("t.csv");
+    let o = autosampler(
+        &[
+            "table",
+            outs[0].to_str().unwrap(),
+            outs[1].to_str().unwrap(),
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("| fix | 2 |"), "two seeds, one row: {t}");
+    // the CSV's mean is the mean of the two eval.json values
+    let top1 = |r: &PathBuf| -> f64 {
+        let e: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.join("eval.json")).unwrap()).unwrap();
+        e["last"]["test"]["top1"].as_f64().unwrap()
+    };
+    let want = (top1(&outs[0]) + top1(&outs[1])) / 2.0;
+    let line = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mean: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
+    assert!((mean - want).abs() < 1e-3, "{line} vs {want}");
+}
