@@ -50,6 +50,25 @@ enum Cmd {
     /// Gather the eval.json of run folders into one table: runs whose configs differ only in
     /// their seeds form one row, with mean ± std over seeds (markdown; CSV with --csv).
     Table(TableArgs),
+    /// Run a list of configs × seeds into <root>/<name>_s<seed> (finished runs are skipped), then
+    /// print their table.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The configs.
+    #[arg(required = true)]
+    configs: Vec<PathBuf>,
+    /// Comma-separated seeds (each sets the split, training, search and stage-2 seeds).
+    #[arg(long, default_value = "0")]
+    seeds: String,
+    /// Where the run folders go.
+    #[arg(long, default_value = "runs/sweep")]
+    root: PathBuf,
+    /// Also write the table as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -222,6 +241,7 @@ fn main() {
         Cmd::Search(a) => search_cmd(&a),
         Cmd::Finetune(a) => finetune_cmd(&a),
         Cmd::Table(a) => table_cmd(&a),
+        Cmd::Sweep(a) => sweep_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -360,7 +380,12 @@ fn canonical_source(s: &SourceConfig) -> SourceConfig {
 fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
     let cfg = a.config()?;
     let dir = run_dir(a, &cfg);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    let ds = prepare(&cfg, &dir)?;
+    Ok((dir, ds))
+}
+
+fn prepare(cfg: &Config, dir: &Path) -> Result<Dataset> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
     let split_path = dir.join("split.json");
     let ds = if split_path.is_file() {
         let old = Split::load(&split_path)?;
@@ -376,7 +401,7 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
         pb.finish_and_clear();
         ds
     } else {
-        let ds = load(&cfg)?;
+        let ds = load(cfg)?;
         ds.split.save(&split_path)?;
         ds
     };
@@ -390,14 +415,19 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
         split_path.display(),
         png.display()
     );
-    Ok((dir, ds))
+    Ok(ds)
 }
 
 fn run(a: &RunArgs) -> Result<()> {
-    let t = Instant::now();
     let cfg = a.config()?;
+    pipeline(&cfg, &run_dir(a, &cfg))
+}
+
+/// Every stage the config has, in order, into `dir`; finished stages are reused.
+fn pipeline(cfg: &Config, dir: &Path) -> Result<()> {
+    let t = Instant::now();
+    let ds = prepare(cfg, dir)?;
     if cfg.model.is_none() || cfg.train.is_none() {
-        let (dir, ds) = prepare_cmd(a)?;
         let train = ds.view(Part::Train);
         println!(
             "\nrun folder {} ready in {:.1}s ({} training images of {} px; no [model]/[train]: data stage only)",
@@ -408,14 +438,14 @@ fn run(a: &RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let (dir, ds, cfg) = train_cmd(a, true)?;
-    let report = evaluate(&dir, &ds, &cfg)?;
+    stage1_stage(cfg, dir, &ds, true)?;
+    let report = evaluate(dir, &ds, cfg)?;
     print_eval(&report);
     if cfg.search.is_some() {
-        search_stage(&dir, &ds, &cfg)?;
+        search_stage(dir, &ds, cfg)?;
     }
     if cfg.finetune.is_some() {
-        finetune_stage(&dir, &ds, &cfg)?;
+        finetune_stage(dir, &ds, cfg)?;
     }
     println!(
         "\nrun folder {} done in {:.1}s",
@@ -878,13 +908,20 @@ impl Progress for Bars {
 
 fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
     let cfg = a.config()?;
-    let (model_cfg, train_cfg) = training_config(&cfg)?;
+    training_config(&cfg)?;
     let (dir, ds) = prepare_cmd(a)?;
-    let paths = Stage1Paths::new(&dir);
+    stage1_stage(&cfg, &dir, &ds, resume)?;
+    Ok((dir, ds, cfg))
+}
+
+/// Stage 1 into `dir`, reused when finished with the same [model]/[train].
+fn stage1_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<()> {
+    let (model_cfg, train_cfg) = training_config(cfg)?;
+    let paths = Stage1Paths::new(dir);
     if paths.state().is_file() && autosampler::fsx::read_json::<State>(&paths.state())?.done {
-        stage1::check_started(&model_cfg, &train_cfg, &dir)?;
+        stage1::check_started(&model_cfg, &train_cfg, dir)?;
         eprintln!("stage 1   {} (complete, reused)", paths.dir.display());
-        return Ok((dir, ds, cfg));
+        return Ok(());
     }
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -893,7 +930,7 @@ fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
             .progress_chars("=> "),
     );
     let bars = Bars { bar };
-    let (_, state) = stage1::train(&ds, &model_cfg, &train_cfg, &dir, resume, &bars)?;
+    let (_, state) = stage1::train(ds, &model_cfg, &train_cfg, dir, resume, &bars)?;
     bars.bar.finish_and_clear();
     println!(
         "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
@@ -901,7 +938,77 @@ fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
         state.best_val_top1,
         state.best_epoch.unwrap_or(0)
     );
-    Ok((dir, ds, cfg))
+    Ok(())
+}
+
+/// `autosampler sweep`: every config × seed into `<root>/<name>_s<seed>`, finished runs skipped,
+/// then the table of them all.
+fn sweep_cmd(a: &SweepArgs) -> Result<()> {
+    let seeds: Vec<u32> = a
+        .seeds
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .with_context(|| format!("seed '{s}' is not a non-negative integer"))
+        })
+        .collect::<Result<_>>()?;
+    let mut dirs = Vec::new();
+    let mut failed = Vec::new();
+    for path in &a.configs {
+        let base = Config::load(path)?;
+        for &seed in &seeds {
+            let mut cfg = base.clone();
+            cfg.data.split.seed = seed;
+            if let Some(t) = &mut cfg.train {
+                t.seed = seed as u64;
+            }
+            if let Some(s) = &mut cfg.search {
+                s.seed = seed as u64;
+            }
+            if let Some(f) = &mut cfg.finetune {
+                f.seed = seed as u64;
+            }
+            let name = cfg.name.clone().unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            cfg.name = Some(format!("{name}_s{seed}"));
+            let dir = a.root.join(format!("{name}_s{seed}"));
+            let finished = dir.join("eval.json").is_file()
+                && (cfg.finetune.is_none() || dir.join("stage2/eval.json").is_file());
+            if finished {
+                eprintln!("sweep     {} (finished, skipped)", dir.display());
+            } else if let Err(e) = pipeline(&cfg, &dir) {
+                eprintln!("sweep     {} failed: {e:#}", dir.display());
+                failed.push(dir.clone());
+                continue;
+            }
+            if dir.join("eval.json").is_file() {
+                dirs.push(dir);
+            }
+        }
+    }
+    if !dirs.is_empty() {
+        println!();
+        table_cmd(&TableArgs {
+            runs: dirs,
+            csv: a.csv.clone(),
+        })?;
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of the sweep's runs failed: {}",
+            failed.len(),
+            failed
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn evaluate(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<EvalReport> {

@@ -431,3 +431,43 @@ fn table_groups_seeds_with_mean_and_std() {
     let mean: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
     assert!((mean - want).abs() < 1e-3, "{line} vs {want}");
 }
+
+#[test]
+fn sweep_runs_configs_times_seeds_and_skips_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fix.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n\
+             [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n",
+            fixtures().join("folder").display()
+        ),
+    )
+    .unwrap();
+    let root = dir.path().join("sweep");
+    let args = [
+        "sweep",
+        cfg.to_str().unwrap(),
+        "--seeds",
+        "0,1",
+        "--root",
+        root.to_str().unwrap(),
+    ];
+    let o = autosampler(&args, &dir.path().join("cache"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("| fix | 2 |"), "{}", text(&o));
+    for s in [0, 1] {
+        let split: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("fix_s{s}/split.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(split["config"]["seed"], s, "the seed reaches the split");
+    }
+    let o = autosampler(&args, &dir.path().join("cache"));
+    assert!(
+        o.status.success() && text(&o).matches("finished, skipped").count() == 2,
+        "{}",
+        text(&o)
+    );
+}
