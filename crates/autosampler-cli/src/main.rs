@@ -53,6 +53,8 @@ enum Cmd {
     /// Run a list of configs × seeds into <root>/<name>_s<seed> (finished runs are skipped), then
     /// print their table.
     Sweep(SweepArgs),
+    /// Write report/index.html for a run folder (self-contained: images inlined).
+    Report(RunArgs),
 }
 
 #[derive(Args)]
@@ -242,6 +244,7 @@ fn main() {
         Cmd::Finetune(a) => finetune_cmd(&a),
         Cmd::Table(a) => table_cmd(&a),
         Cmd::Sweep(a) => sweep_cmd(&a),
+        Cmd::Report(a) => report_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -447,8 +450,10 @@ fn pipeline(cfg: &Config, dir: &Path) -> Result<()> {
     if cfg.finetune.is_some() {
         finetune_stage(dir, &ds, cfg)?;
     }
+    let report = autosampler::report::html::write(dir)?;
+    println!("\nreport: {}", report.display());
     println!(
-        "\nrun folder {} done in {:.1}s",
+        "run folder {} done in {:.1}s",
         dir.display(),
         t.elapsed().as_secs_f64()
     );
@@ -841,6 +846,13 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
         }
         autosampler::fsx::write_atomic(p, out.as_bytes())?;
     }
+    Ok(())
+}
+
+fn report_cmd(a: &RunArgs) -> Result<()> {
+    let cfg = a.config()?;
+    let p = autosampler::report::html::write(&run_dir(a, &cfg))?;
+    println!("report: {}", p.display());
     Ok(())
 }
 

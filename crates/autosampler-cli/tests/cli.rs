@@ -293,9 +293,27 @@ fn run_chains_data_stage1_eval_features_and_search() {
         "search/weights.png",
         "stage2/head.safetensors",
         "stage2/eval.json",
+        "report/index.html",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // the report is self-contained: every figure inlined, nothing fetched
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    for alt in [
+        "class histogram",
+        "training accuracy",
+        "training loss",
+        "per-class accuracy",
+        "reward curve",
+        "searched weights",
+    ] {
+        assert!(
+            html.contains(&format!("<img alt=\"{alt}\" src=\"data:image/png;base64,")),
+            "{alt} missing"
+        );
+    }
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+    assert!(html.contains("Confusion matrix") && html.contains("Stage 2") && html.contains("[train]"));
     let traj = std::fs::read_to_string(out.join("search/trajectories.jsonl")).unwrap();
     assert_eq!(traj.lines().count(), 3);
     let best: serde_json::Value =

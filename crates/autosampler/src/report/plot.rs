@@ -191,41 +191,62 @@ fn draw_png(
 /// The search's reward curve (the paper's Fig. 2 right): mean and best-so-far reward per
 /// trajectory, in percent.
 pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64]) -> Result<()> {
+    let pct = |v: &[f64]| v.iter().map(|x| x * 100.0).collect::<Vec<_>>();
+    lines(
+        path,
+        "class-weight search: validation reward",
+        "trajectory",
+        "val reward (%)",
+        &[("mean of the M samples", pct(mean)), ("best so far", pct(best))],
+    )
+}
+
+/// Line plot of series over 1, 2, 3, … (values as given).
+pub fn lines(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[(&str, Vec<f64>)],
+) -> Result<()> {
+    let colours = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
+    ];
     draw_png(path, 900, 480, |root| {
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();
-        let lo = mean.iter().chain(best).cloned().fold(f64::MAX, f64::min) * 100.0;
-        let hi = mean.iter().chain(best).cloned().fold(f64::MIN, f64::max) * 100.0;
+        let all = || series.iter().flat_map(|(_, v)| v.iter().cloned());
+        let lo = all().fold(f64::MAX, f64::min);
+        let hi = all().fold(f64::MIN, f64::max);
         let pad = ((hi - lo) * 0.1).max(0.5);
+        let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0).max(2);
         let mut chart = ChartBuilder::on(root)
-            .caption("class-weight search: validation reward", ("sans-serif", 22))
+            .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..mean.len().max(2) as f64, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(0f64..n as f64, (lo - pad)..(hi + pad))
             .map_err(e)?;
         chart
             .configure_mesh()
-            .x_desc("trajectory")
-            .y_desc("val reward (%)")
+            .x_desc(xlabel)
+            .y_desc(ylabel)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.1}"))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
-        for (values, colour, label) in [
-            (mean, RGBColor(31, 119, 180), "mean of the M samples"),
-            (best, RGBColor(214, 39, 40), "best so far"),
-        ] {
+        for (k, (label, values)) in series.iter().enumerate() {
+            let colour = colours[k % colours.len()];
             chart
                 .draw_series(LineSeries::new(
-                    values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (i as f64 + 1.0, v * 100.0)),
+                    values.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, *v)),
                     colour.stroke_width(2),
                 ))
                 .map_err(e)?
-                .label(label)
+                .label(*label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
         }
         chart
@@ -242,6 +263,17 @@ pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64]) -> Result<()> {
 
 /// Per-class weights side by side: each series one colour, classes along x.
 pub fn weight_bars(path: &Path, title: &str, classes: &[String], series: &[(&str, Vec<f64>)]) -> Result<()> {
+    bars(path, title, "sampling weight", classes, series)
+}
+
+/// Grouped bars per class: each series one colour, classes along x.
+pub fn bars(
+    path: &Path,
+    title: &str,
+    ylabel: &str,
+    classes: &[String],
+    series: &[(&str, Vec<f64>)],
+) -> Result<()> {
     let c = classes.len();
     draw_png(path, 1000, 500, |root| {
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();
@@ -275,7 +307,7 @@ pub fn weight_bars(path: &Path, title: &str, classes: &[String], series: &[(&str
                     String::new()
                 }
             })
-            .y_desc("sampling weight")
+            .y_desc(ylabel)
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
