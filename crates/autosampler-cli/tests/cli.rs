@@ -489,3 +489,67 @@ fn sweep_runs_configs_times_seeds_and_skips_finished_runs() {
         text(&o)
     );
 }
+
+/// The report renders in headless Chromium and its figures are on the page: the screenshot holds
+/// the class histogram's bar colours. Skipped (with a note) where Chromium is not installed.
+#[test]
+fn report_renders_in_headless_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }) else {
+        eprintln!("skipped: no chromium on PATH (Debian package `chromium`)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n",
+    );
+    let out = dir.path().join("run");
+    let o = autosampler(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let shot = dir.path().join("shot.png");
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1100,1400",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", out.join("report/index.html").display()))
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "no screenshot: {}", text(&o));
+    let img = image::open(&shot).unwrap().to_rgb8();
+    // the fixture's classes have 5, 3 and 1 training images: all "few", drawn in (214, 39, 40)
+    let red = img.pixels().filter(|p| p.0 == [214, 39, 40]).count();
+    assert!(
+        red > 500,
+        "histogram bars not on the rendered page ({red} pixels)"
+    );
+    // and the training curve's blue line
+    assert!(img.pixels().any(|p| p.0 == [31, 119, 180]));
+}
