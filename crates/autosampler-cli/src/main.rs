@@ -81,6 +81,9 @@ struct TableArgs {
     /// Also write the table as CSV to this file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Also write a comparison page (HTML, self-contained, linking each run's report).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -822,6 +825,47 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
         let cells: Vec<String> = TABLE_COLUMNS.iter().map(|c| cell(r.values.get(c))).collect();
         println!("| {} | {} | {} |", r.name, r.runs.len(), cells.join(" | "));
     }
+    if let Some(p) = &a.html {
+        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let mut h = String::from(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>autosampler: comparison</title><style>\
+             body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;\
+             padding:.3em .7em;text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
+             </style></head><body><h1>Comparison of runs</h1><p>mean ± std over seeds; test metrics of the last \
+             epoch unless named</p><table><tr><th>run</th><th>seeds</th>",
+        );
+        for c in TABLE_COLUMNS {
+            h.push_str(&format!("<th>{}</th>", esc(c)));
+        }
+        h.push_str("<th>reports</th></tr>");
+        for (_, r) in &rows {
+            let links: Vec<String> = r
+                .runs
+                .iter()
+                .map(|d| {
+                    let page = std::fs::canonicalize(d)
+                        .unwrap_or_else(|_| d.clone())
+                        .join("report/index.html");
+                    let label = d
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    format!(
+                        "<a href=\"file://{}\">{}</a>",
+                        esc(&page.display().to_string()),
+                        esc(&label)
+                    )
+                })
+                .collect();
+            h.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(&r.name), r.runs.len()));
+            for c in TABLE_COLUMNS {
+                h.push_str(&format!("<td>{}</td>", esc(&cell(r.values.get(c)))));
+            }
+            h.push_str(&format!("<td>{}</td></tr>", links.join(" ")));
+        }
+        h.push_str("</table></body></html>\n");
+        autosampler::fsx::write_atomic(p, h.as_bytes())?;
+    }
     if let Some(p) = &a.csv {
         let mut out = format!(
             "run,seeds,{}\n",
@@ -1007,6 +1051,7 @@ fn sweep_cmd(a: &SweepArgs) -> Result<()> {
         table_cmd(&TableArgs {
             runs: dirs,
             csv: a.csv.clone(),
+            html: None,
         })?;
     }
     if !failed.is_empty() {

@@ -427,12 +427,19 @@ fn table_groups_seeds_with_mean_and_std() {
             outs[1].to_str().unwrap(),
             "--csv",
             csv.to_str().unwrap(),
+            "--html",
+            dir.path().join("cmp.html").to_str().unwrap(),
         ],
         &dir.path().join("cache"),
     );
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("| fix | 2 |"), "two seeds, one row: {t}");
+    let page = std::fs::read_to_string(dir.path().join("cmp.html")).unwrap();
+    assert!(
+        page.contains("<td>fix</td><td>2</td>") && page.matches("report/index.html").count() == 2,
+        "{page}"
+    );
     // the CSV's mean is the mean of the two eval.json values
     let top1 = |r: &PathBuf| -> f64 {
         let e: serde_json::Value =
