@@ -25,6 +25,36 @@ fn group_colour(n: usize) -> RGBColor {
     }
 }
 
+/// The x tick label at `x` of a per-class chart: key points fall on multiples of ½, and the bar
+/// centres (i + ½) get the class name (the index above 20 classes, every ⌈C/20⌉-th class).
+fn class_tick(x: f64, classes: &[String]) -> String {
+    let c = classes.len();
+    let i = x.floor() as usize;
+    if i < c && i.is_multiple_of(c.div_ceil(20).max(1)) && ((x - i as f64) - 0.5).abs() < 1e-6 {
+        if c <= 20 {
+            classes[i].clone()
+        } else {
+            i.to_string()
+        }
+    } else {
+        String::new()
+    }
+}
+
+/// The legend box every chart uses.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(position)
+        .draw()
+}
+
 /// Encodes an RGB buffer as PNG bytes.
 fn png_bytes(buf: Vec<u8>, w: u32, h: u32) -> Result<Vec<u8>> {
     let img = image::RgbImage::from_raw(w, h, buf).expect("buffer matches size");
@@ -43,30 +73,12 @@ pub fn class_histogram(
     train: &[usize],
     val: &[usize],
 ) -> Result<()> {
-    register_font();
-    let (w, h) = (1000u32, 520u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        draw_histogram(&root, title, classes, train, val)
-            .map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
-        root.present()
-            .map_err(|e| invalid!("cannot draw {}: {e}", path.display()))?;
-    }
-    fsx::write_atomic(path, &png_bytes(buf, w, h)?)
+    draw_png(path, 1000, 520, |root| {
+        draw_histogram(root, title, classes, train, val).map_err(|e| e.to_string())
+    })
 }
 
 fn draw_histogram<DB: DrawingBackend>(
-    root: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    classes: &[String],
-    train: &[usize],
-    val: &[usize],
-) -> Result<(), String> {
-    draw_histogram_inner(root, title, classes, train, val).map_err(|e| e.to_string())
-}
-
-fn draw_histogram_inner<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     classes: &[String],
@@ -81,25 +93,12 @@ fn draw_histogram_inner<DB: DrawingBackend>(
         .x_label_area_size(if c <= 20 { 70 } else { 40 })
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..c as f64, (0.8f64..max * 1.5).log_scale())?;
-    let label_every = c.div_ceil(20).max(1);
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(2 * c.min(20) + 1)
         .y_label_formatter(&|y| format!("{y:.0}"))
-        .x_label_formatter(&|x| {
-            // key points fall on multiples of ½: label the bar centres (i + ½)
-            let i = x.floor() as usize;
-            if i < c && i.is_multiple_of(label_every) && ((x - i as f64) - 0.5).abs() < 1e-6 {
-                if c <= 20 {
-                    classes.get(i).cloned().unwrap_or_default()
-                } else {
-                    i.to_string()
-                }
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| class_tick(*x, classes))
         .x_desc(if c <= 20 { "class" } else { "class index" })
         .y_desc("training images (log scale)")
         .label_style(("sans-serif", 13))
@@ -128,14 +127,7 @@ fn draw_histogram_inner<DB: DrawingBackend>(
             .label("validation (held out)")
             .legend(|(x, y)| Circle::new((x + 6, y), 3, BLACK.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// A text histogram, one line per class: name, count, group and a bar scaled to `width`.
@@ -249,15 +241,7 @@ pub fn lines(
                 .label(*label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(e)
     })
 }
 
@@ -290,23 +274,11 @@ pub fn bars(
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..c as f64, 0f64..hi.max(1e-6))
             .map_err(e)?;
-        let label_every = c.div_ceil(20).max(1);
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(2 * c.min(20) + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if i < c && i.is_multiple_of(label_every) && ((x - i as f64) - 0.5).abs() < 1e-6 {
-                    if c <= 20 {
-                        classes[i].clone()
-                    } else {
-                        i.to_string()
-                    }
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| class_tick(*x, classes))
             .y_desc(ylabel)
             .label_style(("sans-serif", 13))
             .draw()
@@ -331,15 +303,7 @@ pub fn bars(
                 .label(*name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(e)
     })
 }
 
