@@ -14,6 +14,20 @@ fn autosampler(args: &[&str], cache: &Path) -> Output {
         .expect("the binary runs")
 }
 
+/// `autosampler <cmd> --config <cfg> --out <out>`.
+fn stage(cmd: &str, cfg: &Path, out: &Path, cache: &Path) -> Output {
+    autosampler(
+        &[
+            cmd,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        cache,
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -93,16 +107,7 @@ fn config_typo_is_named_and_writes_nothing() {
         "[data.split.longtail]\nkind = \"exp\"\nimbalance_ratoi = 5\n",
     );
     let out = dir.path().join("run");
-    let o = autosampler(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
-    );
+    let o = stage("run", &cfg, &out, &dir.path().join("cache"));
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
     assert!(
@@ -354,16 +359,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
          [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n\
          [finetune]\nepochs = 2\nbatch_size = 4\npath = \"images\"\nsampler = { kind = \"class-balanced\" }\n",
     );
-    let o = autosampler(
-        &[
-            "finetune",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
-    );
+    let o = stage("finetune", &cfg, &out, &dir.path().join("cache"));
     assert!(
         o.status.success() && text(&o).contains("on Images"),
         "{}",
@@ -406,16 +402,7 @@ fn table_groups_seeds_with_mean_and_std() {
         )
         .unwrap();
         let out = dir.path().join(format!("run{seed}"));
-        let o = autosampler(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &dir.path().join("cache"),
-        );
+        let o = stage("run", &cfg, &out, &dir.path().join("cache"));
         assert!(o.status.success(), "{}", text(&o));
         outs.push(out);
     }
@@ -517,16 +504,7 @@ fn report_renders_in_headless_chromium() {
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n",
     );
     let out = dir.path().join("run");
-    let o = autosampler(
-        &[
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.path().join("cache"),
-    );
+    let o = stage("run", &cfg, &out, &dir.path().join("cache"));
     assert!(o.status.success(), "{}", text(&o));
     let shot = dir.path().join("shot.png");
     let o = Command::new(chromium)
