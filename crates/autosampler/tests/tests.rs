@@ -29,6 +29,14 @@ fn shared_data(name: &str) -> Option<PathBuf> {
 
 fn no_progress(_: u64) {}
 
+/// The default split with `k` validation images per class held out.
+fn holdout(k: usize) -> SplitConfig {
+    SplitConfig {
+        val_per_class: k,
+        ..Default::default()
+    }
+}
+
 /// The image-folder fixture prepared with `k` validation images per class (and its cache folder,
 /// which lives as long as the returned guard).
 fn folder_dataset(k: usize) -> (tempfile::TempDir, Dataset) {
@@ -139,13 +147,7 @@ fn corrupt_image_names_the_file_and_leaves_no_cache() {
     copy_dir(&fixtures().join("folder"), &root);
     std::fs::copy(fixtures().join("corrupt.jpg"), root.join("train/b/zz.jpg")).unwrap();
     let caches = dir.path().join("caches");
-    let c = cfg(
-        SourceConfig::new(Format::ImageFolder, &root),
-        SplitConfig {
-            val_per_class: 0,
-            ..Default::default()
-        },
-    );
+    let c = cfg(SourceConfig::new(Format::ImageFolder, &root), holdout(0));
     let e = Dataset::prepare(&c, &caches, &no_progress)
         .err()
         .unwrap()
@@ -204,13 +206,7 @@ fn mixed_sizes_need_a_resize_policy() {
         .unwrap();
     let caches = dir.path().join("caches");
     let mut src = SourceConfig::new(Format::ImageFolder, &root);
-    let c = cfg(
-        src.clone(),
-        SplitConfig {
-            val_per_class: 0,
-            ..Default::default()
-        },
-    );
+    let c = cfg(src.clone(), holdout(0));
     let e = Dataset::prepare(&c, &caches, &no_progress)
         .err()
         .unwrap()
@@ -221,13 +217,7 @@ fn mixed_sizes_need_a_resize_policy() {
     );
     for resize in [Resize::Stretch, Resize::CenterCrop] {
         src.resize = resize;
-        let c = cfg(
-            src.clone(),
-            SplitConfig {
-                val_per_class: 0,
-                ..Default::default()
-            },
-        );
+        let c = cfg(src.clone(), holdout(0));
         let ds = Dataset::prepare(&c, &caches, &no_progress).unwrap();
         let train = ds.view(Part::Train);
         let i = (0..train.len()).find(|&i| ds.split.train[i] == 6).unwrap(); // big.png sorts first in a/
@@ -326,13 +316,7 @@ fn tiny_imagenet_layout_with_boxes() {
     // decoding at 32 px with stretch halves the boxes
     src.image_size = Some(32);
     src.resize = Resize::Stretch;
-    let c = cfg(
-        src,
-        SplitConfig {
-            val_per_class: 1,
-            ..Default::default()
-        },
-    );
+    let c = cfg(src, holdout(1));
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     let t = ds.view(Part::Test);
     assert_eq!(t.size, 32);
@@ -390,20 +374,10 @@ fn split_lists_with_val_and_errors() {
 fn bad_split_parameters() {
     let caches = tempfile::tempdir().unwrap();
     let src = SourceConfig::new(Format::ImageFolder, fixtures().join("folder"));
-    let e = Dataset::prepare(
-        &cfg(
-            src.clone(),
-            SplitConfig {
-                val_per_class: 2,
-                ..Default::default()
-            },
-        ),
-        caches.path(),
-        &no_progress,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = Dataset::prepare(&cfg(src.clone(), holdout(2)), caches.path(), &no_progress)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("val_per_class 2 is too large") && e.contains("only 2"),
         "{e}"
@@ -723,10 +697,7 @@ fn resume_with_another_training_config_is_refused() {
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
-        SplitConfig {
-            val_per_class: 1,
-            ..Default::default()
-        },
+        holdout(1),
     );
     let ds = Dataset::prepare(&c, caches.path(), &no_progress).unwrap();
     let run = tempfile::tempdir().unwrap();
