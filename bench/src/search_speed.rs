@@ -147,6 +147,7 @@ fn main() -> Result<()> {
                 arch: Arch::Resnet32,
                 head: Head::Linear,
                 stem: Stem::Small,
+                bilateral: false,
             },
             10,
             Device::Cpu,

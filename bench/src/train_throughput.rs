@@ -40,6 +40,7 @@ fn main() -> Result<()> {
         arch: Arch::Resnet32,
         head: Head::Linear,
         stem: Stem::Small,
+        bilateral: false,
     };
     let model = Model::new(&cfg, 10, device)?;
     if cl {

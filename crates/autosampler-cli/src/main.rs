@@ -489,6 +489,19 @@ fn features_cmd(a: &RunArgs) -> Result<Model> {
     features_stage(&dir, &ds, &cfg)
 }
 
+/// The stage-1 linear classifier `(fc.weight, fc.bias)` on the CPU, which the search and stage 2
+/// start from; other heads are refused with the reason.
+fn linear_head(model: &Model, who: &str) -> Result<(tch::Tensor, tch::Tensor)> {
+    if model.config.head != autosampler::model::Head::Linear {
+        bail!("{who} re-trains a linear classifier from the stage-1 one: the stage-1 model needs head = \"linear\" (it has {:?})", model.config.head);
+    }
+    let vars = model.vs.variables();
+    Ok((
+        vars["fc.weight"].to_device(tch::Device::Cpu),
+        vars["fc.bias"].to_device(tch::Device::Cpu),
+    ))
+}
+
 fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
     let Some(sc) = &cfg.search else {
         bail!("the config has no [search] section");
@@ -501,12 +514,7 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         autosampler::fsx::read_json(&best_path)?
     } else {
         let model = features_stage(dir, ds, cfg)?;
-        if model.config.head != autosampler::model::Head::Linear {
-            bail!("the search re-trains a linear classifier: the stage-1 model needs head = \"linear\"");
-        }
-        let vars = model.vs.variables();
-        let w0 = vars["fc.weight"].to_device(tch::Device::Cpu);
-        let b0 = vars["fc.bias"].to_device(tch::Device::Cpu);
+        let (w0, b0) = linear_head(&model, "the search")?;
         let train = features::load(dir, Part::Train)?;
         let val = features::load(dir, Part::Val)?;
         // The proxy's tensors are tiny: one intra-op thread beats several (which spin and, on a
@@ -610,9 +618,7 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
                 }
             };
             let model = features_stage(dir, ds, cfg)?;
-            let vars = model.vs.variables();
-            let w0 = vars["fc.weight"].to_device(tch::Device::Cpu);
-            let b0 = vars["fc.bias"].to_device(tch::Device::Cpu);
+            let (w0, b0) = linear_head(&model, "stage 2")?;
             let (train, val, test) = (
                 features::load(dir, Part::Train)?,
                 features::load(dir, Part::Val)?,

@@ -582,6 +582,7 @@ fn resnet8() -> ModelConfig {
         arch: Arch::Resnet8,
         head: Head::Linear,
         stem: Stem::Small,
+        bilateral: false,
     }
 }
 
@@ -608,6 +609,7 @@ fn safetensors_checkpoint_loads_into_pytorch_with_the_same_logits() {
         arch: Arch::Resnet32,
         head: Head::Linear,
         stem: Stem::Small,
+        bilateral: false,
     };
     let model = Model::new(&cfg, 10, tch::Device::Cpu).unwrap();
     // move the BatchNorm statistics away from 0/1 so that eval mode exercises them
@@ -705,6 +707,7 @@ fn resume_with_another_training_config_is_refused() {
         arch: Arch::Resnet8,
         head: Head::Linear,
         stem: Stem::Small,
+        bilateral: false,
     };
     stage1::train(&ds, &m, &tiny_train_config(1, 0.05), run.path(), false, &Silent).unwrap();
     // the same config resumes (nothing left to do), another one is refused

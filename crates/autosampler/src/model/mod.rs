@@ -24,7 +24,7 @@ pub enum Arch {
 }
 
 /// The classifier on top of the features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Head {
     /// `fc.weight [C, D]`, `fc.bias [C]`.
@@ -32,6 +32,87 @@ pub enum Head {
     Linear,
     /// Cosine classifier (LDAM-DRW's `NormedLinear`): `normalize(x) · normalize(W)`, `fc.weight [D, C]`.
     Cosine,
+    /// TDE's causal normalised classifier (Tang et al. 2020): `fc.weight [C, D]`, a moving
+    /// average of the training features `fc.embed [D]`, and total-direct-effect inference.
+    Causal(Causal),
+}
+
+fn d_heads() -> i64 {
+    2
+}
+fn d_tau() -> f64 {
+    16.0
+}
+fn d_gamma() -> f64 {
+    1.0 / 32.0
+}
+fn d_alpha() -> f64 {
+    1.0
+}
+fn d_mu() -> f64 {
+    0.9
+}
+
+/// `head = { causal = { … } }`: TDE's multi-head causal normalised classifier. Defaults are its
+/// CIFAR-10 settings (2 heads, τ 16, γ 1/32, α 1; CIFAR-100 uses α 1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Causal {
+    /// Heads: the feature vector is split into this many equal parts, each normalised alone.
+    #[serde(default = "d_heads")]
+    pub heads: i64,
+    /// Logit scale: each head's cosine is multiplied by τ / heads.
+    #[serde(default = "d_tau")]
+    pub tau: f64,
+    /// The weight norm is `‖w‖ + γ` (causal normalisation).
+    #[serde(default = "d_gamma")]
+    pub gamma: f64,
+    /// TDE strength at inference: the feature's projection on the mean direction, × α, is removed.
+    /// 0 gives the plain causal-norm classifier.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// Moving-average factor of the feature mean: `embed ← μ·embed + mean(batch features)`.
+    #[serde(default = "d_mu")]
+    pub momentum: f64,
+}
+
+impl Causal {
+    /// Training logits: `Σ_h (τ/H) · (x_h/‖x_h‖) · (w_h/(‖w_h‖+γ))`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, D]`, `w`: `[C, D]` → `[B, C]`
+    pub fn logits(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        let (nx, nw) = self.normed(x, w);
+        let (b, c) = (nx.size()[0], nw.size()[0]);
+        nx.reshape([b, -1]).mm(&nw.reshape([c, -1]).tr()) * (self.tau / self.heads as f64)
+    }
+
+    /// Total-direct-effect logits: each head's normalised feature loses α times its projection on
+    /// the normalised mean feature `embed` before the product:
+    /// `Σ_h (τ/H) · (x̂_h − α·cos(x̂_h, ĉ_h)·ĉ_h) · w̃_h`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, D]`, `w`: `[C, D]`, `embed`: `[D]` → `[B, C]`
+    pub fn tde_logits(&self, x: &Tensor, w: &Tensor, embed: &Tensor) -> Tensor {
+        let (nx, nw) = self.normed(x, w);
+        let h = self.heads;
+        let c = embed.reshape([1, h, -1]);
+        let nc = &c / c.norm_scalaropt_dim(2, [2], true).clamp_min(1e-12);
+        let cos = (&nx * &nc).sum_dim_intlist(2, true, Kind::Float);
+        let x = nx - cos * self.alpha * nc;
+        let (b, k) = (x.size()[0], nw.size()[0]);
+        x.reshape([b, -1]).mm(&nw.reshape([k, -1]).tr()) * (self.tau / h as f64)
+    }
+
+    /// `[B, H, D/H]` l2-normalised features and `[C, H, D/H]` causally normalised weights.
+    fn normed(&self, x: &Tensor, w: &Tensor) -> (Tensor, Tensor) {
+        let h = self.heads;
+        let x = x.reshape([x.size()[0], h, -1]);
+        let w = w.reshape([w.size()[0], h, -1]);
+        let nx = &x / x.norm_scalaropt_dim(2, [2], true).clamp_min(1e-12);
+        let nw = &w / (w.norm_scalaropt_dim(2, [2], true) + self.gamma);
+        (nx, nw)
+    }
 }
 
 /// The stem of ResNet-18/50.
@@ -54,6 +135,21 @@ pub struct ModelConfig {
     pub head: Head,
     #[serde(default)]
     pub stem: Stem,
+    /// BBN's bilateral backbone: the last residual block is doubled into a conventional
+    /// (`cb_block`) and a re-balancing (`rb_block`) branch over shared earlier layers; the feature
+    /// is both branches' pooled outputs side by side (`[B, 2D]`). Trained with `method = "bbn"`,
+    /// or plainly (TDE's CIFAR backbone is this network).
+    #[serde(default)]
+    pub bilateral: bool,
+}
+
+/// A branch of a bilateral backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Branch {
+    /// Fed by the uniform sampler.
+    Conventional,
+    /// Fed by the reversed sampler.
+    Rebalancing,
 }
 
 /// A network and its variables.
@@ -68,6 +164,11 @@ pub struct Model {
 enum HeadLayer {
     Linear(nn::Linear),
     Cosine(Tensor),
+    Causal {
+        cfg: Causal,
+        weight: Tensor,
+        embed: Tensor,
+    },
 }
 
 impl HeadLayer {
@@ -87,10 +188,26 @@ impl HeadLayer {
                 });
                 HeadLayer::Cosine(w)
             }
+            Head::Causal(cfg) => {
+                let b = 1.0 / (dim as f64).sqrt();
+                HeadLayer::Causal {
+                    cfg,
+                    weight: p.var("weight", &[classes, dim], nn::Init::Uniform { lo: -b, up: b }),
+                    embed: p.zeros_no_train("embed", &[dim]),
+                }
+            }
+        }
+    }
+    /// Inference logits: TDE for the causal head, the training logits otherwise.
+    fn predict(&self, f: &Tensor) -> Tensor {
+        match self {
+            HeadLayer::Causal { cfg, weight, embed } if cfg.alpha != 0.0 => cfg.tde_logits(f, weight, embed),
+            _ => self.forward(f),
         }
     }
     fn forward(&self, f: &Tensor) -> Tensor {
         match self {
+            HeadLayer::Causal { cfg, weight, .. } => cfg.logits(f, weight),
             HeadLayer::Linear(l) => nn::Module::forward(l, f),
             HeadLayer::Cosine(w) => {
                 let x = f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
@@ -106,6 +223,20 @@ impl Model {
     pub fn new(config: &ModelConfig, num_classes: i64, device: Device) -> Result<Model> {
         if num_classes < 1 {
             return Err(invalid!("num_classes must be at least 1"));
+        }
+        let dim = resnet::Body::dim_of(config);
+        if let Head::Causal(c) = config.head {
+            if c.heads < 1 || dim % c.heads != 0 {
+                return Err(invalid!(
+                    "head.causal.heads = {} must divide the feature dimension {dim}",
+                    c.heads
+                ));
+            }
+            if !(0.0..1.0).contains(&c.momentum) || c.tau <= 0.0 || c.gamma < 0.0 {
+                return Err(invalid!(
+                    "head.causal needs 0 ≤ momentum < 1, tau > 0 and gamma ≥ 0"
+                ));
+            }
         }
         let vs = nn::VarStore::new(device);
         let body = resnet::Body::new(&vs.root(), config);
@@ -136,9 +267,47 @@ impl Model {
         self.head.forward(features)
     }
 
-    /// `[B, 3, H, W]` → logits `[B, C]`.
+    /// Inference logits from features: the same as [`Model::forward_head`] except for the causal
+    /// head, whose prediction is TDE's (the mean feature's effect removed).
+    pub fn predict_head(&self, features: &Tensor) -> Tensor {
+        self.head.predict(features)
+    }
+
+    /// `[B, 3, H, W]` → logits `[B, C]`: training logits when `train`, inference logits otherwise.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_head(&self.forward_features(xs, train))
+        let f = self.forward_features(xs, train);
+        if train {
+            self.forward_head(&f)
+        } else {
+            self.predict_head(&f)
+        }
+    }
+
+    /// Records a training batch's features where the head keeps statistics of them (the causal
+    /// head's moving mean); nothing otherwise.
+    pub fn observe_features(&self, features: &Tensor) {
+        if let HeadLayer::Causal { cfg, embed, .. } = &self.head {
+            tch::no_grad(|| {
+                let m = features
+                    .detach()
+                    .to_kind(Kind::Float)
+                    .mean_dim(0, false, Kind::Float);
+                let _ = embed.shallow_clone().g_mul_scalar_(cfg.momentum).g_add_(&m);
+            });
+        }
+    }
+
+    /// BBN's training forward: the conventional branch on `xa`, the re-balancing branch on `xb`,
+    /// features weighted `2α` and `2(1−α)` side by side, through the classifier. (At α = ½ this is
+    /// the inference forward on one image.)
+    ///
+    /// # Shapes
+    /// - `xa`, `xb`: `[B, 3, H, W]` → logits `[B, C]`
+    pub fn forward_bbn(&self, xa: &Tensor, xb: &Tensor, alpha: f64, train: bool) -> Result<Tensor> {
+        let fa = self.body.forward_branch(xa, Branch::Conventional, train)?;
+        let fb = self.body.forward_branch(xb, Branch::Rebalancing, train)?;
+        let f = Tensor::cat(&[fa * (2.0 * alpha), fb * (2.0 * (1.0 - alpha))], 1);
+        Ok(self.forward_head(&f))
     }
 
     /// Re-creates the classifier for `num_classes` classes (freshly initialised); the backbone's

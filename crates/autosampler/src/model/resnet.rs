@@ -2,7 +2,7 @@
 //! strides 1, 2, 2) with option-A (parameter-free) shortcuts, as kaidic/LDAM-DRW's
 //! `resnet_cifar.py`; names `conv`, `bn`, `layers.{i}.conv1` … ImageNet-style ResNet-18 (basic)
 //! and ResNet-50 (bottleneck) with torchvision's names (`conv1`, `bn1`, `layer1.0.downsample.0`).
-use super::{Arch, ModelConfig, Stem};
+use super::{Arch, Branch, ModelConfig, Stem};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -139,83 +139,109 @@ impl Block {
     }
 }
 
-/// The backbone of a model: stem, blocks, global average pool.
+/// The backbone of a model: stem, blocks, global average pool. A bilateral body (BBN) builds its
+/// last block twice, as `cb_block` and `rb_block`, after the shared ones.
 pub struct Body {
     stem: nn::Conv2D,
     stem_bn: nn::BatchNorm,
     max_pool: bool,
     blocks: Vec<Block>,
+    branches: Option<(Block, Block)>,
     dim: i64,
 }
 
 impl Body {
+    /// The feature dimension of `cfg`'s body, without building it.
+    pub fn dim_of(cfg: &ModelConfig) -> i64 {
+        let d = match cfg.arch {
+            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56 => 64,
+            Arch::Resnet18 => 512,
+            Arch::Resnet50 => 2048,
+        };
+        if cfg.bilateral {
+            2 * d
+        } else {
+            d
+        }
+    }
+
     pub fn new(root: &nn::Path, cfg: &ModelConfig) -> Body {
-        match cfg.arch {
-            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56 => {
-                let n = match cfg.arch {
-                    Arch::Resnet8 => 1,
-                    Arch::Resnet20 => 3,
-                    Arch::Resnet32 => 5,
-                    _ => 9,
-                };
-                let layers = root / "layers";
-                let mut blocks = Vec::new();
-                let mut cin = 16;
-                for (cout, stride) in [(16, 1), (32, 2), (64, 2)] {
-                    for i in 0..n {
-                        let s = if i == 0 { stride } else { 1 };
-                        let p = &layers / blocks.len();
-                        blocks.push(Block::Basic(Box::new(Basic::new(&p, cin, cout, s, true))));
-                        cin = cout;
-                    }
-                }
-                Body {
-                    stem: conv(root / "conv", 3, 16, 3, 1),
-                    stem_bn: bn(root / "bn", 16),
-                    max_pool: false,
-                    blocks,
-                    dim: 64,
+        // (path, in channels, width, stride) of every block, in order.
+        let mut specs: Vec<(nn::Path, i64, i64, i64)> = Vec::new();
+        let cifar = matches!(
+            cfg.arch,
+            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
+        );
+        let bottleneck = cfg.arch == Arch::Resnet50;
+        let (stem, stem_bn, max_pool, mut cin) = if cifar {
+            let n = match cfg.arch {
+                Arch::Resnet8 => 1,
+                Arch::Resnet20 => 3,
+                Arch::Resnet32 => 5,
+                _ => 9,
+            };
+            let mut cin = 16;
+            for (cout, stride) in [(16, 1), (32, 2), (64, 2)] {
+                for i in 0..n {
+                    let p = root / "layers" / specs.len();
+                    specs.push((p, cin, cout, if i == 0 { stride } else { 1 }));
+                    cin = cout;
                 }
             }
-            Arch::Resnet18 | Arch::Resnet50 => {
-                let (stem, max_pool) = match cfg.stem {
-                    Stem::Small => (conv(root / "conv1", 3, 64, 3, 1), false),
-                    Stem::Imagenet => {
-                        let c = nn::ConvConfig {
-                            stride: 2,
-                            padding: 3,
-                            bias: false,
-                            ..Default::default()
-                        };
-                        (nn::conv2d(root / "conv1", 3, 64, 7, c), true)
-                    }
-                };
-                let bottleneck = cfg.arch == Arch::Resnet50;
-                let mut blocks = Vec::new();
-                let mut cin = 64;
-                for (stage, (width, stride)) in
-                    [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate()
-                {
-                    for i in 0..2 + if bottleneck { [1, 2, 4, 1][stage] } else { 0 } {
-                        let p = root / format!("layer{}", stage + 1) / i;
-                        let s = if i == 0 { stride } else { 1 };
-                        if bottleneck {
-                            blocks.push(Block::Bottleneck(Box::new(Bottleneck::new(&p, cin, width, s))));
-                            cin = width * 4;
-                        } else {
-                            blocks.push(Block::Basic(Box::new(Basic::new(&p, cin, width, s, false))));
-                            cin = width;
-                        }
-                    }
+            (conv(root / "conv", 3, 16, 3, 1), bn(root / "bn", 16), false, 16)
+        } else {
+            let (stem, max_pool) = match cfg.stem {
+                Stem::Small => (conv(root / "conv1", 3, 64, 3, 1), false),
+                Stem::Imagenet => {
+                    let c = nn::ConvConfig {
+                        stride: 2,
+                        padding: 3,
+                        bias: false,
+                        ..Default::default()
+                    };
+                    (nn::conv2d(root / "conv1", 3, 64, 7, c), true)
                 }
-                Body {
-                    stem,
-                    stem_bn: bn(root / "bn1", 64),
-                    max_pool,
-                    blocks,
-                    dim: cin,
+            };
+            let mut cin = 64;
+            for (stage, (width, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
+                for i in 0..2 + if bottleneck { [1, 2, 4, 1][stage] } else { 0 } {
+                    let p = root / format!("layer{}", stage + 1) / i;
+                    specs.push((p, cin, width, if i == 0 { stride } else { 1 }));
+                    cin = if bottleneck { width * 4 } else { width };
                 }
             }
+            (stem, bn(root / "bn1", 64), max_pool, 64)
+        };
+        let make = |p: &nn::Path, cin: i64, width: i64, stride: i64| {
+            if bottleneck {
+                Block::Bottleneck(Box::new(Bottleneck::new(p, cin, width, stride)))
+            } else {
+                Block::Basic(Box::new(Basic::new(p, cin, width, stride, cifar)))
+            }
+        };
+        let last = specs.len() - 1;
+        let mut blocks = Vec::with_capacity(specs.len());
+        let mut branches = None;
+        for (i, (p, c, width, stride)) in specs.iter().enumerate() {
+            if i == last && cfg.bilateral {
+                branches = Some((
+                    make(&(root / "cb_block"), *c, *width, *stride),
+                    make(&(root / "rb_block"), *c, *width, *stride),
+                ));
+            } else {
+                blocks.push(make(p, *c, *width, *stride));
+            }
+            cin = if bottleneck { width * 4 } else { *width };
+        }
+        let dim = if cfg.bilateral { 2 * cin } else { cin };
+        debug_assert_eq!(dim, Body::dim_of(cfg));
+        Body {
+            stem,
+            stem_bn,
+            max_pool,
+            blocks,
+            branches,
+            dim,
         }
     }
 
@@ -223,7 +249,28 @@ impl Body {
         self.dim
     }
 
+    /// `[B, 3, H, W]` → `[B, D]` (a bilateral body: both branches side by side).
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.shared(x, train);
+        match &self.branches {
+            None => pool(&h),
+            Some((cb, rb)) => Tensor::cat(&[pool(&cb.forward(&h, train)), pool(&rb.forward(&h, train))], 1),
+        }
+    }
+
+    /// One branch of a bilateral body: `[B, 3, H, W]` → `[B, D/2]`.
+    pub fn forward_branch(&self, x: &Tensor, branch: Branch, train: bool) -> crate::Result<Tensor> {
+        let (cb, rb) = self.branches.as_ref().ok_or_else(|| {
+            crate::invalid!("this network has no branches: set bilateral = true in [model]")
+        })?;
+        let h = self.shared(x, train);
+        Ok(pool(&match branch {
+            Branch::Conventional => cb.forward(&h, train),
+            Branch::Rebalancing => rb.forward(&h, train),
+        }))
+    }
+
+    fn shared(&self, x: &Tensor, train: bool) -> Tensor {
         let mut h = self
             .stem_bn
             .forward_t(&self.stem.forward_t(x, train), train)
@@ -234,20 +281,30 @@ impl Body {
         for b in &self.blocks {
             h = b.forward(&h, train);
         }
-        h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        h
     }
+}
+
+fn pool(h: &Tensor) -> Tensor {
+    h.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::Branch;
     use super::super::*;
 
     fn params(arch: Arch, c: i64) -> i64 {
+        params_of(arch, c, false)
+    }
+
+    fn params_of(arch: Arch, c: i64, bilateral: bool) -> i64 {
         Model::new(
             &ModelConfig {
                 arch,
                 head: Head::Linear,
                 stem: Stem::Small,
+                bilateral,
             },
             c,
             tch::Device::Cpu,
@@ -267,6 +324,140 @@ mod tests {
         // torchvision resnet18(num_classes=10) with conv1 replaced by a 3×3 (1,728 instead of 9,408
         // weights): 11,689,512 − 1000·513 + 10·513 − 9,408 + 1,728 = 11,173,962
         assert_eq!(params(Arch::Resnet18, 10), 11_173_962);
+        // BBN / TDE's CIFAR backbone: BBN_ResNet_Cifar(BasicBlock, [5, 5, 5]) from
+        // KaihuaTang/Long-Tailed-Recognition.pytorch's ResNet32Feature.py, plus nn.Linear(128, 10):
+        // sum(p.numel() for p in m.parameters()) + 128*10 + 10 -> 538778
+        assert_eq!(params_of(Arch::Resnet32, 10, true), 538_778);
+    }
+
+    fn hand_causal() -> Causal {
+        Causal {
+            heads: 2,
+            tau: 4.0,
+            gamma: 1.0,
+            alpha: 1.0,
+            momentum: 0.9,
+        }
+    }
+
+    fn t(v: &[f32], shape: &[i64]) -> tch::Tensor {
+        tch::Tensor::from_slice(v).reshape(shape)
+    }
+
+    /// TDE by hand. x = [3, 4 | 0, 2] → heads x̂ = [.6, .8], [0, 1]; mean c = [1, 0 | 0, 5] →
+    /// ĉ = [1, 0], [0, 1]; cos = .6 and 1. Weights with γ = 1: class 0 [2, 0 | 0, 3] →
+    /// [2/3, 0], [0, 3/4]; class 1 [0, 1 | 1, 0] → [0, 1/2], [1/2, 0]. Scale τ/H = 2.
+    /// Training: class 0 = 2·(.6·2/3 + 1·3/4) = 2.3, class 1 = 2·(.8·1/2) = 0.8.
+    /// α = 1: x̂ − cos·ĉ = [0, .8], [0, 0] → class 0 = 0, class 1 = 0.8 (the prediction flips).
+    /// α = ½: [.3, .8], [0, .5] → class 0 = 2·(.3·2/3 + .5·3/4) = 1.15, class 1 = 0.8.
+    #[test]
+    fn tde_logits_by_hand() {
+        let x = t(&[3., 4., 0., 2.], &[1, 4]);
+        let w = t(&[2., 0., 0., 3., 0., 1., 1., 0.], &[2, 4]);
+        let c = t(&[1., 0., 0., 5.], &[4]);
+        let close = |a: &tch::Tensor, b: &[f32]| {
+            let got: Vec<f32> = a.reshape([-1]).try_into().unwrap();
+            for (g, e) in got.iter().zip(b) {
+                assert!((g - e).abs() < 1e-5, "{got:?} vs {b:?}");
+            }
+        };
+        let h = hand_causal();
+        close(&h.logits(&x, &w), &[2.3, 0.8]);
+        close(&h.tde_logits(&x, &w, &c), &[0.0, 0.8]);
+        close(&Causal { alpha: 0.5, ..h }.tde_logits(&x, &w, &c), &[1.15, 0.8]);
+    }
+
+    /// The same numbers through a model: the training forward uses the causal logits, the
+    /// inference forward TDE's, and the moving mean follows `embed ← μ·embed + mean(batch)`.
+    #[test]
+    fn causal_head_in_a_model() {
+        let cfg = ModelConfig {
+            arch: Arch::Resnet8,
+            head: Head::Causal(hand_causal()),
+            stem: Stem::Small,
+            bilateral: false,
+        };
+        // ResNet-8 features are 64-wide: put the hand example in dims 0..2 and 32..34.
+        let m = Model::new(&cfg, 2, tch::Device::Cpu).unwrap();
+        let mut x = vec![0f32; 64];
+        x[0] = 3.;
+        x[1] = 4.;
+        x[33] = 2.;
+        let mut w = vec![0f32; 128];
+        w[0] = 2.;
+        w[33] = 3.;
+        w[64 + 1] = 1.;
+        w[64 + 32] = 1.;
+        let x = t(&x, &[1, 64]);
+        tch::no_grad(|| {
+            let vars = m.vs.variables();
+            vars["fc.weight"].shallow_clone().copy_(&t(&w, &[2, 64]));
+        });
+        // embed: 0 → [1, 0 | 0, 5] after one batch of mean [1, 0 | 0, 5]
+        let mut c = vec![0f32; 64];
+        c[0] = 1.;
+        c[33] = 5.;
+        let batch = tch::Tensor::stack(&[t(&c, &[64]) * 2.0, t(&c, &[64]) * 0.0], 0);
+        m.observe_features(&batch);
+        let embed = m.vs.variables()["fc.embed"].shallow_clone();
+        assert!(embed.allclose(&t(&c, &[64]), 1e-6, 1e-6, false));
+        m.observe_features(&batch);
+        assert!(embed.allclose(&(t(&c, &[64]) * 1.9), 1e-6, 1e-6, false));
+        let train: Vec<f32> = m.forward_head(&x).reshape([-1]).try_into().unwrap();
+        let pred: Vec<f32> = m.predict_head(&x).reshape([-1]).try_into().unwrap();
+        assert!(
+            (train[0] - 2.3).abs() < 1e-5 && (train[1] - 0.8).abs() < 1e-5,
+            "{train:?}"
+        );
+        assert!(pred[0].abs() < 1e-5 && (pred[1] - 0.8).abs() < 1e-5, "{pred:?}");
+        assert!(!embed.requires_grad(), "the moving mean is not trained");
+    }
+
+    #[test]
+    fn bilateral_branches() {
+        let cfg = ModelConfig {
+            arch: Arch::Resnet8,
+            head: Head::Linear,
+            stem: Stem::Small,
+            bilateral: true,
+        };
+        let m = Model::new(&cfg, 3, tch::Device::Cpu).unwrap();
+        assert_eq!(m.feature_dim(), 128);
+        let names: Vec<String> = m.vs.variables().into_keys().collect();
+        assert!(names.iter().any(|n| n.starts_with("cb_block.conv1")));
+        assert!(names.iter().any(|n| n.starts_with("rb_block.conv1")));
+        let x = tch::Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+        let f = m.forward_features(&x, false);
+        let cb = m.body.forward_branch(&x, Branch::Conventional, false).unwrap();
+        let rb = m.body.forward_branch(&x, Branch::Rebalancing, false).unwrap();
+        assert!(f.allclose(&tch::Tensor::cat(&[&cb, &rb], 1), 1e-6, 1e-6, false));
+        assert!(
+            !cb.allclose(&rb, 1e-3, 1e-3, false),
+            "the branches have their own weights"
+        );
+        // BBN at α = ½ on one image is the inference forward (equal weights).
+        let bbn = m.forward_bbn(&x, &x, 0.5, false).unwrap();
+        assert!(bbn.allclose(&m.forward(&x, false), 1e-5, 1e-5, false));
+        let cb_only = m.forward_bbn(&x, &x, 1.0, false).unwrap();
+        let zeros = tch::Tensor::zeros_like(&rb);
+        let expect = m.forward_head(&tch::Tensor::cat(&[&cb * 2.0, zeros], 1));
+        assert!(
+            cb_only.allclose(&expect, 1e-5, 1e-5, false),
+            "α = 1: the conventional branch alone, ×2"
+        );
+        let plain = Model::new(
+            &ModelConfig {
+                bilateral: false,
+                ..cfg
+            },
+            3,
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        assert!(plain
+            .body
+            .forward_branch(&x, Branch::Conventional, false)
+            .is_err());
     }
 
     #[test]
@@ -276,6 +467,7 @@ mod tests {
                 arch: Arch::Resnet8,
                 head: Head::Cosine,
                 stem: Stem::Small,
+                bilateral: false,
             },
             10,
             tch::Device::Cpu,

@@ -63,6 +63,26 @@ fn d_device() -> String {
     "cpu".into()
 }
 
+/// How a stage-1 step is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// One batch from `sampler`, one forward, the loss.
+    #[default]
+    Standard,
+    /// BBN's cumulative learning (Zhou et al. 2020), for a `bilateral` model: a batch from
+    /// `sampler` (uniform) through the conventional branch and a batch from the reversed sampler
+    /// through the re-balancing branch, features mixed `2α : 2(1−α)`, loss
+    /// `α·L(y_a) + (1−α)·L(y_b)`, with α = 1 − (epoch / epochs)² ([`bbn_alpha`]).
+    Bbn,
+}
+
+/// BBN's cumulative-learning weight of the conventional branch at `epoch` (0-based):
+/// `1 − (epoch / epochs)²` — 1 at the start, falling parabolically towards 0.
+pub fn bbn_alpha(epoch: usize, epochs: usize) -> f64 {
+    1.0 - (epoch as f64 / epochs.max(1) as f64).powi(2)
+}
+
 /// `[train]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +133,8 @@ pub struct TrainConfig {
     pub bf16: bool,
     #[serde(default)]
     pub seed: u64,
+    #[serde(default)]
+    pub method: Method,
 }
 
 impl TrainConfig {
@@ -133,6 +155,11 @@ impl TrainConfig {
             }
         }
         self.mix.validate()?;
+        if self.method == Method::Bbn && self.mix != MixConfig::default() {
+            return Err(invalid!(
+                "method = \"bbn\" mixes its two branches' features itself: leave [train.mix] out"
+            ));
+        }
         if self.bf16 && !self.device()?.is_cuda() {
             return Err(invalid!(
                 "bf16 autocast needs a CUDA device: libtorch's CPU autocast is not reachable through tch 0.24"
@@ -327,6 +354,11 @@ pub fn train(
     progress: &dyn Progress,
 ) -> Result<(Model, State)> {
     cfg.validate()?;
+    if cfg.method == Method::Bbn && !model_cfg.bilateral {
+        return Err(invalid!(
+            "method = \"bbn\" trains two branches: set bilateral = true in [model]"
+        ));
+    }
     let device = cfg.device()?;
     set_threads(cfg.threads);
     let paths = Stage1Paths::new(run);
@@ -384,10 +416,19 @@ pub fn train(
     for epoch in state.epochs_done..cfg.epochs {
         let t0 = Instant::now();
         let mut rng = chacha(cfg.seed, &[1, epoch as u64]);
-        let plan = cfg
+        let mut plan = cfg
             .sampler
             .plan(&train_view.labels, epoch, cfg.epochs, cfg.replacement, &mut rng)?;
-        progress.epoch_start(epoch, cfg.epochs, plan.len().div_ceil(cfg.batch_size));
+        let bbn = cfg.method == Method::Bbn;
+        let alpha = bbn_alpha(epoch, cfg.epochs);
+        let mut lc = lc.clone();
+        if bbn {
+            // Each loader batch is B uniform images then B from the reversed sampler.
+            let reversed = Sampler::Reversed.plan(&train_view.labels, epoch, cfg.epochs, true, &mut rng)?;
+            plan = pair_plans(&plan, &reversed[..plan.len().min(reversed.len())], cfg.batch_size);
+            lc.batch_size = 2 * cfg.batch_size;
+        }
+        progress.epoch_start(epoch, cfg.epochs, plan.len().div_ceil(lc.batch_size));
         let (mut sum_loss, mut correct, mut seen, mut batch_i) = (0f64, 0i64, 0usize, 0usize);
         let mut lr = cfg.lr;
         for_each_batch(&train_view, &plan, &lc, epoch, |b| {
@@ -404,14 +445,32 @@ pub fn train(
                 x = channels_last(&x);
             }
             let y = b.labels.to_device(device);
-            let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
-            let mixed = cfg.mix.apply(&x, &mut mrng);
-            let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
-            let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || model.forward(input, true))
+            let (logits, y, l) = if bbn {
+                let half = y.size()[0] / 2;
+                let (xa, xb) = (x.narrow(0, 0, half), x.narrow(0, half, half));
+                let (ya, yb) = (y.narrow(0, 0, half), y.narrow(0, half, half));
+                let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || {
+                    model.forward_bbn(&xa, &xb, alpha, true)
+                })?
                 .to_kind(Kind::Float);
-            let l = match &mixed {
-                Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), &y, m),
-                None => loss.forward(&logits, &y, epoch),
+                let l = loss.forward(&logits, &ya, epoch) * alpha
+                    + loss.forward(&logits, &yb, epoch) * (1.0 - alpha);
+                (logits, ya, l)
+            } else {
+                let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
+                let mixed = cfg.mix.apply(&x, &mut mrng);
+                let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
+                let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || {
+                    let f = model.forward_features(input, true);
+                    model.observe_features(&f);
+                    model.forward_head(&f)
+                })
+                .to_kind(Kind::Float);
+                let l = match &mixed {
+                    Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), &y, m),
+                    None => loss.forward(&logits, &y, epoch),
+                };
+                (logits, y, l)
             };
             let lv = l.double_value(&[]);
             if !lv.is_finite() || lv > 1e4 {
@@ -424,7 +483,7 @@ pub fn train(
                 ));
             }
             opt.backward_step(&l, lr);
-            let n = b.index.len();
+            let n = y.size()[0] as usize;
             sum_loss += lv * n as f64;
             correct += logits
                 .argmax(-1, false)
@@ -475,6 +534,43 @@ pub fn train(
         fsx::write_json(&paths.state(), &state)?;
     }
     Ok((model, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bbn_cumulative_learning_schedule() {
+        // BBN: l = 1 − ((epoch − 1) / max_epoch)², epochs counted from 1.
+        assert_eq!(bbn_alpha(0, 200), 1.0);
+        assert_eq!(bbn_alpha(100, 200), 0.75);
+        assert!((bbn_alpha(199, 200) - (1.0 - 0.995f64 * 0.995)).abs() < 1e-12);
+        assert!((bbn_alpha(3, 10) - 0.91).abs() < 1e-12);
+        let a: Vec<f64> = (0..30).map(|e| bbn_alpha(e, 30)).collect();
+        assert!(a.windows(2).all(|w| w[1] < w[0]), "strictly decreasing");
+        assert!(a[29] > 0.0);
+    }
+
+    #[test]
+    fn paired_plans_split_into_halves() {
+        let a: Vec<usize> = (0..5).collect();
+        let b: Vec<usize> = (10..15).collect();
+        assert_eq!(pair_plans(&a, &b, 2), [0, 1, 10, 11, 2, 3, 12, 13, 4, 14]);
+    }
+}
+
+/// Interleaves two equally long plans into batches of `batch` positions from `a` followed by the
+/// same number from `b` (the last pair shorter), for a loader with batch size `2·batch`.
+pub fn pair_plans(a: &[usize], b: &[usize], batch: usize) -> Vec<usize> {
+    let n = a.len().min(b.len());
+    let mut out = Vec::with_capacity(2 * n);
+    for start in (0..n).step_by(batch.max(1)) {
+        let end = (start + batch).min(n);
+        out.extend_from_slice(&a[start..end]);
+        out.extend_from_slice(&b[start..end]);
+    }
+    out
 }
 
 /// `eval.json`: the last and the best-on-validation models on val and test.
