@@ -3,6 +3,7 @@
 //! The modules follow the pipeline (see `ARCHITECTURE.md`): [`data`] reads sources, builds the
 //! long-tailed split and the packed cache and assembles augmented batches; [`sampler`] turns
 //! per-class weights into per-epoch index plans; [`report`] draws the plots.
+pub mod agent;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -261,6 +261,12 @@ impl Model {
         self.body.forward(xs, train)
     }
 
+    /// The backbone's last feature map, before pooling: `[B, 3, H, W]` → `[B, D, h, w]`
+    /// (its spatial mean is [`Model::forward_features`]).
+    pub fn forward_map(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.body.forward_map(xs, train)
+    }
+
     /// # Shapes
     /// - `features`: `[B, D]` → logits `[B, C]`
     pub fn forward_head(&self, features: &Tensor) -> Tensor {

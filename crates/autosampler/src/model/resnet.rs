@@ -258,6 +258,16 @@ impl Body {
         }
     }
 
+    /// The last feature map before pooling: `[B, 3, H, W]` → `[B, D, h, w]` (a bilateral body:
+    /// both branches' maps side by side on the channels).
+    pub fn forward_map(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.shared(x, train);
+        match &self.branches {
+            None => h,
+            Some((cb, rb)) => Tensor::cat(&[cb.forward(&h, train), rb.forward(&h, train)], 1),
+        }
+    }
+
     /// One branch of a bilateral body: `[B, 3, H, W]` → `[B, D/2]`.
     pub fn forward_branch(&self, x: &Tensor, branch: Branch, train: bool) -> crate::Result<Tensor> {
         let (cb, rb) = self.branches.as_ref().ok_or_else(|| {

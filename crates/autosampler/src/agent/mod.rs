@@ -1,0 +1,626 @@
+//! The fine auto-sampler's patch agent: Glance-and-Focus (Wang et al. 2020, GFNet) on small
+//! images, trained with PPO, used to locate each image's most discriminative patch for
+//! agent-guided CutMix (the paper's Section 3.3).
+//!
+//! - A **global encoder** sees the whole image down-sampled to the patch size (the glance); a
+//!   **local encoder** of the same architecture, with its own weights, sees `P`×`P` crops (focus
+//!   steps). Both are [`Model`]s whose linear heads are GFNet's deep-supervision classifiers.
+//! - A **recurrent classifier** (GRU + linear) predicts after every step from the encoders'
+//!   pooled features.
+//! - A **recurrent actor-critic** (two-layer state encoder → GRU → actor with a sigmoid mean in
+//!   [0, 1]², critic) reads the previous step's feature map and places the next patch: its action
+//!   is the patch's top-left `(row, col)` as a fraction of `S − P`, drawn from a Gaussian with a
+//!   fixed std and clipped to [0, 1].
+//!
+//! A rollout has `T` steps: the glance, then `T − 1` patches.
+pub mod guide;
+pub mod ppo;
+pub mod train;
+
+use crate::model::{Arch, Head, Model, ModelConfig, Stem};
+use crate::{invalid, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::nn::{self, Module, RNN};
+use tch::{Device, Kind, Tensor};
+
+fn d_arch() -> Arch {
+    Arch::Resnet8
+}
+fn d_steps() -> usize {
+    3
+}
+fn d_hidden() -> i64 {
+    256
+}
+fn d_epochs() -> [usize; 3] {
+    [4, 2, 1]
+}
+fn d_batch() -> usize {
+    64
+}
+fn d_lr() -> f64 {
+    0.05
+}
+fn d_policy_lr() -> f64 {
+    3e-4
+}
+fn d_discount() -> f64 {
+    0.7
+}
+fn d_clip() -> f64 {
+    0.2
+}
+fn d_std() -> f64 {
+    0.1
+}
+fn d_entropy() -> f64 {
+    0.01
+}
+fn d_value() -> f64 {
+    0.5
+}
+fn d_one() -> usize {
+    1
+}
+fn d_dsn() -> f64 {
+    1.0
+}
+fn d_wd() -> f64 {
+    1e-4
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_threads() -> usize {
+    2
+}
+fn d_device() -> String {
+    "cpu".into()
+}
+fn d_grid() -> i64 {
+    2
+}
+
+/// `[agent]` of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Use a trained agent instead of training one: the `agent/` folder of another run (any
+    /// dataset; its class set need not match this one's).
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+    /// Architecture of both encoders (small stem for ResNet-18/50).
+    #[serde(default = "d_arch")]
+    pub arch: Arch,
+    /// Side of the images the agent sees; the dataset's images are resized to it. Default: the
+    /// dataset's size.
+    #[serde(default)]
+    pub image_size: Option<i64>,
+    /// Side of a patch (and of the glance). Default: half the image size.
+    #[serde(default)]
+    pub patch_size: Option<i64>,
+    /// Steps T: the glance and T − 1 patches.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Width of both GRUs.
+    #[serde(default = "d_hidden")]
+    pub hidden: i64,
+    /// The policy's state is the feature map average-pooled to `grid`×`grid`.
+    #[serde(default = "d_grid")]
+    pub state_grid: i64,
+    /// Epochs of GFNet's three stages: encoders + classifier with random patches, PPO with the
+    /// encoders frozen, classifier fine-tuning with the policy fixed.
+    #[serde(default = "d_epochs")]
+    pub epochs: [usize; 3],
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// SGD (cosine within each stage) for the encoders and the classifier.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Weight of the encoders' own (deep-supervision) classifiers in the loss.
+    #[serde(default = "d_dsn")]
+    pub dsn_ratio: f64,
+    /// Adam's learning rate for the policy.
+    #[serde(default = "d_policy_lr")]
+    pub policy_lr: f64,
+    /// Discount γ of the rewards.
+    #[serde(default = "d_discount")]
+    pub discount: f64,
+    /// PPO's clip ε.
+    #[serde(default = "d_clip")]
+    pub clip: f64,
+    /// Std of the Gaussian policy (fixed).
+    #[serde(default = "d_std")]
+    pub action_std: f64,
+    #[serde(default = "d_entropy")]
+    pub entropy_coef: f64,
+    #[serde(default = "d_value")]
+    pub value_coef: f64,
+    /// PPO epochs per batch.
+    #[serde(default = "d_one")]
+    pub ppo_epochs: usize,
+    /// Training augmentation. Default: pad-crop-flip with padding size/8.
+    #[serde(default)]
+    pub augment: Option<crate::data::augment::Augment>,
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+    #[serde(default = "d_device")]
+    pub device: String,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// What fixes an agent's shapes; saved beside its weights (`agent/agent.json`) so another run can
+/// rebuild it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub arch: Arch,
+    pub image_size: i64,
+    pub patch_size: i64,
+    pub steps: usize,
+    pub hidden: i64,
+    pub state_grid: i64,
+    pub num_classes: i64,
+    pub action_std: f64,
+    pub classes: Vec<String>,
+}
+
+impl AgentConfig {
+    /// The agent's shapes for a dataset of `classes` at `size` px.
+    pub fn spec(&self, size: i64, classes: &[String]) -> Result<Spec> {
+        let image_size = self.image_size.unwrap_or(size);
+        let patch_size = self.patch_size.unwrap_or(image_size / 2);
+        if patch_size < 8 || patch_size > image_size || self.steps < 2 {
+            return Err(invalid!(
+                "agent needs 8 ≤ patch_size ≤ image_size and steps ≥ 2: patch_size {patch_size}, image_size {image_size}, steps {}",
+                self.steps
+            ));
+        }
+        if self.action_std <= 0.0 || self.hidden < 1 || self.state_grid < 1 || self.batch_size < 2 {
+            return Err(invalid!(
+                "agent needs action_std > 0, hidden ≥ 1, state_grid ≥ 1 and batch_size ≥ 2"
+            ));
+        }
+        Ok(Spec {
+            arch: self.arch,
+            image_size,
+            patch_size,
+            steps: self.steps,
+            hidden: self.hidden,
+            state_grid: self.state_grid,
+            num_classes: classes.len() as i64,
+            action_std: self.action_std,
+            classes: classes.to_vec(),
+        })
+    }
+}
+
+/// How the focus steps place their patches.
+pub enum Placement<'a> {
+    /// Uniform top-lefts from these numbers (`[T − 1][B][2]`, in [0, 1]): stage 1 and baselines.
+    Given(&'a [Vec<[f32; 2]>]),
+    /// The policy's Gaussian, with this standard-normal noise (`[T − 1][B][2]`).
+    Sample(&'a [Vec<[f32; 2]>]),
+    /// The policy's mean (deterministic): locating.
+    Mean,
+}
+
+/// One rollout of a batch.
+pub struct Rollout {
+    /// The classifier's logits after each step, `T × [B, C]`.
+    pub logits: Vec<Tensor>,
+    /// The encoders' own classifiers' logits, `T × [B, C]`.
+    pub dsn: Vec<Tensor>,
+    /// Each focus step's action (top-left as a fraction of `S − P`, `[row, col]`), `T−1 × [B, 2]`.
+    pub actions: Vec<Tensor>,
+    /// The policy's input before each focus step (detached), `T−1 × [B, state]`.
+    pub states: Vec<Tensor>,
+    /// Log-probability of each sampled action under the acting policy, `T−1 × [B]`.
+    pub logprobs: Vec<Tensor>,
+}
+
+/// The networks.
+pub struct Agent {
+    pub spec: Spec,
+    pub global: Model,
+    pub local: Model,
+    /// The recurrent classifier (`clf.gru`, `clf.fc`) and the actor-critic (`policy.*`).
+    pub heads: nn::VarStore,
+    clf_gru: nn::GRU,
+    clf_fc: nn::Linear,
+    enc1: nn::Linear,
+    enc2: nn::Linear,
+    pol_gru: nn::GRU,
+    actor: nn::Linear,
+    critic: nn::Linear,
+}
+
+impl Agent {
+    pub fn new(spec: &Spec, device: Device) -> Result<Agent> {
+        let mc = ModelConfig {
+            arch: spec.arch,
+            head: Head::Linear,
+            stem: Stem::Small,
+            bilateral: false,
+        };
+        let global = Model::new(&mc, spec.num_classes, device)?;
+        let local = Model::new(&mc, spec.num_classes, device)?;
+        let d = global.feature_dim();
+        let heads = nn::VarStore::new(device);
+        let root = heads.root();
+        let h = spec.hidden;
+        let state = d * spec.state_grid * spec.state_grid;
+        let c = &root / "clf";
+        let p = &root / "policy";
+        Ok(Agent {
+            clf_gru: nn::gru(&c / "gru", d, h, Default::default()),
+            clf_fc: nn::linear(&c / "fc", h, spec.num_classes, Default::default()),
+            enc1: nn::linear(&p / "enc1", state, h, Default::default()),
+            enc2: nn::linear(&p / "enc2", h, h, Default::default()),
+            pol_gru: nn::gru(&p / "gru", h, h, Default::default()),
+            actor: nn::linear(&p / "actor", h, 2, Default::default()),
+            critic: nn::linear(&p / "critic", h, 1, Default::default()),
+            spec: spec.clone(),
+            global,
+            local,
+            heads,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.heads.device()
+    }
+
+    /// Named trainable tensors of one group: `"encoders"` (both encoders and their heads),
+    /// `"classifier"`, `"policy"`.
+    pub fn params(&self, group: &str) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = match group {
+            "encoders" => {
+                let mut v: Vec<(String, Tensor)> = prefixed("global.", &self.global.vs);
+                v.extend(prefixed("local.", &self.local.vs));
+                v
+            }
+            g => self
+                .heads
+                .variables()
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(&format!("{}.", if g == "classifier" { "clf" } else { "policy" })))
+                .collect(),
+        };
+        v.retain(|(_, t)| t.requires_grad());
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Every tensor with its name (`global.*`, `local.*`, `clf.*`, `policy.*`).
+    pub fn state_dict(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .global
+            .state_dict()
+            .into_iter()
+            .map(|(n, t)| (format!("global.{n}"), t))
+            .collect();
+        v.extend(self.local.state_dict().into_iter().map(|(n, t)| (format!("local.{n}"), t)));
+        v.extend(self.heads.variables());
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Loads tensors saved by [`Agent::state_dict`] (read from `path`, named in errors).
+    pub fn load_map(&mut self, map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        for (prefix, model) in [("global.", &mut self.global), ("local.", &mut self.local)] {
+            let sub: HashMap<String, Tensor> = map
+                .iter()
+                .filter_map(|(n, t)| n.strip_prefix(prefix).map(|k| (k.to_string(), t.shallow_clone())))
+                .collect();
+            model.load_map(&sub, path)?;
+        }
+        tch::no_grad(|| {
+            for (name, mut var) in self.heads.variables() {
+                let src = map
+                    .get(&name)
+                    .ok_or_else(|| Error::format(path.display(), format!("missing tensor `{name}`")))?;
+                if src.size() != var.size() {
+                    return Err(Error::format(
+                        path.display(),
+                        format!("tensor `{name}` has shape {:?}: expected {:?}", src.size(), var.size()),
+                    ));
+                }
+                var.copy_(src);
+            }
+            Ok(())
+        })
+    }
+
+    /// Builds the agent saved in an `agent/` folder (`agent.json` + `agent.safetensors`).
+    pub fn open(dir: &Path, device: Device) -> Result<Agent> {
+        let spec: Spec = crate::fsx::read_json(&dir.join("agent.json"))?;
+        let mut agent = Agent::new(&spec, device)?;
+        let path = dir.join("agent.safetensors");
+        let map: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+            .map_err(|e| Error::format(path.display(), format!("cannot read the agent: {e}")))?
+            .into_iter()
+            .collect();
+        agent.load_map(&map, &path)?;
+        Ok(agent)
+    }
+
+    /// Writes `agent.json` and `agent.safetensors` into `dir`, atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::model::save_tensors(&dir.join("agent.safetensors"), &self.state_dict())?;
+        crate::fsx::write_json(&dir.join("agent.json"), &self.spec)
+    }
+
+    /// Images at the agent's size: `[B, 3, S', S']` → `[B, 3, S, S]` (bilinear when they differ).
+    pub fn fit(&self, x: &Tensor) -> Tensor {
+        let s = self.spec.image_size;
+        if x.size()[2] == s && x.size()[3] == s {
+            x.shallow_clone()
+        } else {
+            x.upsample_bilinear2d([s, s], false, None, None)
+        }
+    }
+
+    /// The glance: the whole image down-sampled to the patch size (bilinear, antialiased).
+    pub fn glance(&self, x: &Tensor) -> Tensor {
+        let p = self.spec.patch_size;
+        x.internal_upsample_bilinear2d_aa([p, p], false, None, None)
+    }
+
+    /// Top-left pixel `(row, col)` of the patch for an action in [0, 1]²: `floor(a·(S − P))`.
+    pub fn patch_origin(&self, a: [f32; 2]) -> (i64, i64) {
+        let room = (self.spec.image_size - self.spec.patch_size) as f32;
+        let f = |v: f32| ((v.clamp(0.0, 1.0) * room).floor() as i64).min(room as i64);
+        (f(a[0]), f(a[1]))
+    }
+
+    /// The patches of a batch for actions `[B, 2]`.
+    pub fn crop(&self, x: &Tensor, actions: &Tensor) -> Tensor {
+        let p = self.spec.patch_size;
+        let a: Vec<f32> = actions.to_device(Device::Cpu).reshape([-1]).try_into().expect("f32 actions");
+        let parts: Vec<Tensor> = (0..x.size()[0])
+            .map(|i| {
+                let (r, c) = self.patch_origin([a[2 * i as usize], a[2 * i as usize + 1]]);
+                x.get(i).narrow(1, r, p).narrow(2, c, p)
+            })
+            .collect();
+        Tensor::stack(&parts, 0)
+    }
+
+    /// The policy's input from an encoder's feature map: average-pooled to grid × grid, flattened.
+    fn state_of(&self, map: &Tensor) -> Tensor {
+        let g = self.spec.state_grid;
+        map.adaptive_avg_pool2d([g, g]).flatten(1, -1).detach()
+    }
+
+    /// Actor mean and critic value from a state, advancing the policy's GRU.
+    fn policy_step(&self, state: &Tensor, h: &nn::GRUState) -> (Tensor, Tensor, nn::GRUState) {
+        let z = self.enc2.forward(&self.enc1.forward(state).relu()).relu();
+        let h = self.pol_gru.step(&z, h);
+        let out = h.value().get(0);
+        (self.actor.forward(&out).sigmoid(), self.critic.forward(&out).squeeze_dim(-1), h)
+    }
+
+    /// Runs the T steps on `x` (`[B, 3, S, S]`, already at the agent's size). `train_encoders`
+    /// puts the encoders in training mode (batch statistics) and keeps their gradients.
+    pub fn rollout(&self, x: &Tensor, placement: Placement, train_encoders: bool) -> Rollout {
+        let b = x.size()[0];
+        let dev = x.device();
+        let enc = |m: &Model, input: &Tensor| {
+            let map = m.forward_map(input, train_encoders);
+            let f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+            (m.forward_head(&f), f, map)
+        };
+        let (dsn0, f0, mut map) = enc(&self.global, &self.glance(x));
+        let mut ch = self.clf_gru.zero_state(b);
+        ch = self.clf_gru.step(&f0, &ch);
+        let mut r = Rollout {
+            logits: vec![self.clf_fc.forward(&ch.value().get(0))],
+            dsn: vec![dsn0],
+            actions: Vec::new(),
+            states: Vec::new(),
+            logprobs: Vec::new(),
+        };
+        let mut ph = self.pol_gru.zero_state(b);
+        for t in 0..self.spec.steps - 1 {
+            let state = self.state_of(&map);
+            let action = match &placement {
+                Placement::Given(a) => tensor_of(&a[t], dev),
+                Placement::Sample(noise) => tch::no_grad(|| {
+                    let (mean, _, h) = self.policy_step(&state, &ph);
+                    ph = h;
+                    let a = (&mean + tensor_of(&noise[t], dev) * self.spec.action_std).clamp(0.0, 1.0);
+                    r.logprobs.push(ppo::gaussian_log_prob(&a, &mean, self.spec.action_std));
+                    a
+                }),
+                Placement::Mean => tch::no_grad(|| {
+                    let (mean, _, h) = self.policy_step(&state, &ph);
+                    ph = h;
+                    mean
+                }),
+            };
+            let patches = self.crop(x, &action);
+            let (dsn, f, m) = enc(&self.local, &patches);
+            map = m;
+            ch = self.clf_gru.step(&f, &ch);
+            r.logits.push(self.clf_fc.forward(&ch.value().get(0)));
+            r.dsn.push(dsn);
+            r.actions.push(action.detach());
+            r.states.push(state);
+        }
+        r
+    }
+
+    /// Re-evaluates the current policy on a rollout's states and actions (for the PPO update):
+    /// log-probabilities and values, `[T − 1, B]` each.
+    pub fn evaluate_policy(&self, states: &[Tensor], actions: &[Tensor]) -> (Tensor, Tensor) {
+        let b = states[0].size()[0];
+        let mut h = self.pol_gru.zero_state(b);
+        let (mut lps, mut vs) = (Vec::new(), Vec::new());
+        for (s, a) in states.iter().zip(actions) {
+            let (mean, v, nh) = self.policy_step(s, &h);
+            h = nh;
+            lps.push(ppo::gaussian_log_prob(a, &mean, self.spec.action_std));
+            vs.push(v);
+        }
+        (Tensor::stack(&lps, 0), Tensor::stack(&vs, 0))
+    }
+}
+
+fn prefixed(prefix: &str, vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    vs.variables().into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect()
+}
+
+/// `[B][2]` numbers → `[B, 2]` f32 on `dev`.
+pub fn tensor_of(v: &[[f32; 2]], dev: Device) -> Tensor {
+    let flat: Vec<f32> = v.iter().flat_map(|a| a.iter().copied()).collect();
+    Tensor::from_slice(&flat).reshape([v.len() as i64, 2]).to_device(dev)
+}
+
+/// Section 3.3.3's choice of the salient step: average the `T × C` confidences over the steps,
+/// take the arg-max class, then the focus step (t ≥ 1: the glance has no patch) where that
+/// class's confidence peaks. Returns per image the focus-step index (0-based among the `T − 1`
+/// patches) and the class.
+///
+/// # Shapes
+/// - `probs`: `[T, B, C]` softmax confidences
+pub fn salient_steps(probs: &Tensor) -> Vec<(usize, i64)> {
+    let cls = probs.mean_dim(0, false, Kind::Float).argmax(-1, false); // [B]
+    let t = probs.size()[0];
+    let b = probs.size()[1];
+    let idx = cls.view([1, b, 1]).expand([t, b, 1], false);
+    let col = probs.gather(2, &idx, false).squeeze_dim(-1); // [T, B]
+    let step = col.narrow(0, 1, t - 1).argmax(0, false); // among focus steps
+    let cls: Vec<i64> = cls.to_device(Device::Cpu).try_into().expect("i64");
+    let step: Vec<i64> = step.to_device(Device::Cpu).try_into().expect("i64");
+    step.into_iter().map(|s| s as usize).zip(cls).collect()
+}
+
+/// A located patch: top-left and side in pixels of the agent's input, plus the agent's class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Located {
+    pub row: f32,
+    pub col: f32,
+    pub side: f32,
+    pub class: i64,
+}
+
+impl Agent {
+    /// Locates the salient patch of every image of `x` (`[B, 3, S', S']`, any size: resized to
+    /// the agent's) and returns it in pixels of `x`.
+    pub fn locate(&self, x: &Tensor) -> Vec<Located> {
+        let s_in = x.size()[2] as f32;
+        let scale = s_in / self.spec.image_size as f32;
+        let xa = self.fit(x);
+        let r = tch::no_grad(|| self.rollout(&xa, Placement::Mean, false));
+        let probs = Tensor::stack(&r.logits.iter().map(|l| l.softmax(-1, Kind::Float)).collect::<Vec<_>>(), 0);
+        let picks = salient_steps(&probs);
+        let acts: Vec<Vec<f32>> = r
+            .actions
+            .iter()
+            .map(|a| a.to_device(Device::Cpu).reshape([-1]).try_into().expect("f32"))
+            .collect();
+        picks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (step, class))| {
+                let a = &acts[step];
+                let (row, col) = self.patch_origin([a[2 * i], a[2 * i + 1]]);
+                Located {
+                    row: row as f32 * scale,
+                    col: col as f32 * scale,
+                    side: self.spec.patch_size as f32 * scale,
+                    class,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salient_step_follows_the_mean_class() {
+        // T = 3, B = 1, C = 2. Mean over steps: class 0 = (.9 + .2 + .6)/3 = .567 > class 1.
+        // Class 0's confidence over the focus steps (t = 1, 2): .2, .6 → step 2 (index 1), even
+        // though the glance (.9) is higher.
+        let p = Tensor::from_slice(&[0.9f32, 0.1, 0.2, 0.8, 0.6, 0.4]).reshape([3, 1, 2]);
+        assert_eq!(salient_steps(&p), [(1, 0)]);
+        // Two images: the second's mean class is 1, peaking at t = 1 (index 0).
+        let p = Tensor::from_slice(&[0.9f32, 0.1, 0.1, 0.9, 0.2, 0.8, 0.2, 0.8, 0.6, 0.4, 0.4, 0.6])
+            .reshape([3, 2, 2]);
+        assert_eq!(salient_steps(&p), [(1, 0), (0, 1)]);
+    }
+
+    fn tiny_spec() -> Spec {
+        Spec {
+            arch: Arch::Resnet8,
+            image_size: 32,
+            patch_size: 16,
+            steps: 3,
+            hidden: 8,
+            state_grid: 2,
+            num_classes: 3,
+            action_std: 0.1,
+            classes: vec!["a".into(), "b".into(), "c".into()],
+        }
+    }
+
+    #[test]
+    fn patches_are_cut_where_the_action_says() {
+        let agent = Agent::new(&tiny_spec(), Device::Cpu).unwrap();
+        assert_eq!(agent.patch_origin([0.0, 1.0]), (0, 16));
+        assert_eq!(agent.patch_origin([0.5, 0.26]), (8, 4));
+        let x = Tensor::arange(2 * 3 * 32 * 32, (Kind::Float, Device::Cpu)).reshape([2, 3, 32, 32]);
+        let a = tensor_of(&[[0.5, 0.26], [1.0, 0.0]], Device::Cpu);
+        let p = agent.crop(&x, &a);
+        assert_eq!(p.size(), [2, 3, 16, 16]);
+        // image 0, channel 0, patch pixel (0, 0) = source (8, 4); image 1 → source (16, 0)
+        assert_eq!(p.double_value(&[0, 0, 0, 0]), (8 * 32 + 4) as f64);
+        assert_eq!(p.double_value(&[1, 0, 0, 0]), (3 * 32 * 32 + 16 * 32) as f64);
+    }
+
+    #[test]
+    fn rollout_shapes_and_save_load() {
+        let spec = tiny_spec();
+        let agent = Agent::new(&spec, Device::Cpu).unwrap();
+        let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let noise = vec![vec![[0.0f32, 0.0]; 4]; 2];
+        let r = tch::no_grad(|| agent.rollout(&x, Placement::Sample(&noise), false));
+        assert_eq!(r.logits.len(), 3);
+        assert_eq!(r.actions.len(), 2);
+        assert_eq!(r.logprobs[0].size(), [4]);
+        assert_eq!(r.states[0].size(), [4, 64 * 4]);
+        // zero noise: the action is the mean, so the log-density is its maximum
+        let top = ppo::gaussian_log_prob(&Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)), &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)), 0.1);
+        assert!(r.logprobs[0].allclose(&top.expand([4], false), 1e-5, 1e-5, false));
+        let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
+        assert_eq!(lp.size(), [2, 4]);
+        assert_eq!(v.size(), [2, 4]);
+        assert!(lp.get(0).allclose(&r.logprobs[0], 1e-5, 1e-5, false), "re-evaluation = acting");
+        let dir = std::env::temp_dir().join(format!("agent_save_{}", std::process::id()));
+        agent.save(&dir).unwrap();
+        let back = Agent::open(&dir, Device::Cpu).unwrap();
+        let l1 = tch::no_grad(|| agent.rollout(&x, Placement::Mean, false).logits[2].copy());
+        let l2 = tch::no_grad(|| back.rollout(&x, Placement::Mean, false).logits[2].copy());
+        assert!(l1.allclose(&l2, 1e-6, 1e-6, false));
+        let located = agent.locate(&x);
+        assert_eq!(located.len(), 4);
+        assert!(located.iter().all(|l| l.row >= 0.0 && l.row <= 16.0 && l.side == 16.0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

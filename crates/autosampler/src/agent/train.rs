@@ -1,0 +1,399 @@
+//! Training the patch agent in GFNet's three stages, with a checkpoint after every epoch:
+//!
+//! 1. encoders + recurrent classifier with uniformly random patches (SGD, cosine);
+//! 2. PPO on the policy with the encoders and the classifier frozen: reward
+//!    `r_t = p_t(y) − p_{t−1}(y)`, discounted returns normalised over the batch, clipped
+//!    surrogate, value loss, entropy bonus (Adam);
+//! 3. classifier (and encoders) fine-tuning at a tenth of the learning rate, with the policy fixed
+//!    and placing the patches.
+//!
+//! ```text
+//! <run>/agent/
+//!   agent.json, agent.safetensors   the finished agent (Agent::open)
+//!   last.safetensors                weights + the current stage's optimiser after the last epoch
+//!   state.json                      stage, epoch, history (written after last.safetensors)
+//!   metrics.jsonl                   one line per epoch (loss, val top-1 after the glance and after
+//!                                   T steps, mean reward of each focus step in stage 2)
+//! ```
+use super::ppo::{self, Adam, PpoCoefs};
+use super::{Agent, AgentConfig, Located, Placement};
+use crate::data::augment::{Augment, Normalize};
+use crate::data::loader::{for_each_batch, LoaderConfig};
+use crate::data::{Dataset, Part, View};
+use crate::rng::chacha;
+use crate::sampler::Sampler;
+use crate::train::schedule::{lr_at, Schedule};
+use crate::train::sgd::Sgd;
+use crate::train::stage1::{parse_device, EpochLog, Progress};
+use crate::{fsx, invalid, Error, Result};
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// One line of `agent/metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentLog {
+    /// 1, 2 or 3.
+    pub stage: usize,
+    /// Epoch within the stage, from 1.
+    pub epoch: usize,
+    pub lr: f64,
+    pub loss: f64,
+    /// Validation top-1 after the glance alone, and after all T steps (policy mean).
+    pub val_glance: f64,
+    pub val_final: f64,
+    /// Stage 2: mean reward of each focus step.
+    pub reward: Vec<f64>,
+    pub seconds: f64,
+    pub img_per_s: f64,
+}
+
+/// `agent/state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub history: Vec<AgentLog>,
+    pub done: bool,
+}
+
+impl AgentState {
+    /// `(stage 0-based, epochs done in it)` where training continues.
+    fn position(&self, cfg: &AgentConfig) -> (usize, usize) {
+        let done = self.history.len();
+        let mut acc = 0;
+        for (s, &n) in cfg.epochs.iter().enumerate() {
+            if done < acc + n {
+                return (s, done - acc);
+            }
+            acc += n;
+        }
+        (3, 0)
+    }
+}
+
+/// Pad-crop-flip with padding side/8, unless configured.
+pub fn augment_of(cfg: &AgentConfig, size: u32) -> Augment {
+    cfg.augment
+        .clone()
+        .unwrap_or(Augment::PadCropFlip { pad: (size / 8).max(1) })
+}
+
+/// `[n][b]` pairs from `f`.
+fn draws(n: usize, b: usize, mut f: impl FnMut() -> f32) -> Vec<Vec<[f32; 2]>> {
+    (0..n).map(|_| (0..b).map(|_| [f(), f()]).collect()).collect()
+}
+
+/// Mean cross-entropy of the classifier after every step plus `dsn_ratio` × that of the
+/// encoders' own heads, over T (GFNet's loss).
+fn classification_loss(r: &super::Rollout, y: &Tensor, dsn_ratio: f64) -> Tensor {
+    let ce = |l: &Tensor| l.cross_entropy_for_logits(y);
+    let t = r.logits.len() as f64;
+    let a: Tensor = r.logits.iter().map(ce).reduce(|a, b| a + b).expect("T ≥ 1");
+    let d: Tensor = r.dsn.iter().map(ce).reduce(|a, b| a + b).expect("T ≥ 1");
+    (a + d * dsn_ratio) / t
+}
+
+/// Top-1 (%) after the glance and after all steps, policy mean, on `view`.
+pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usize) -> Result<(f64, f64)> {
+    let (mut g, mut f, mut n) = (0i64, 0i64, 0i64);
+    let lc = eval_loader(normalize, threads);
+    let plan: Vec<usize> = (0..view.len()).collect();
+    tch::no_grad(|| {
+        for_each_batch(view, &plan, &lc, 0, |b| {
+            let x = agent.fit(&b.images.to_device(agent.device()));
+            let y = b.labels.to_device(agent.device());
+            let r = agent.rollout(&x, Placement::Mean, false);
+            let hits = |l: &Tensor| l.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            g += hits(&r.logits[0]);
+            f += hits(r.logits.last().expect("T ≥ 1"));
+            n += y.size()[0];
+            Ok(())
+        })
+    })?;
+    let pct = |k: i64| 100.0 * k as f64 / n.max(1) as f64;
+    Ok((pct(g), pct(f)))
+}
+
+fn eval_loader(normalize: &Normalize, threads: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: 256,
+        threads,
+        augment: Augment::None,
+        normalize: *normalize,
+        drop_last: false,
+        seed: 0,
+    }
+}
+
+/// The salient patch of every image of `view` (no augmentation), in view order, in pixels of
+/// the stored images.
+pub fn locate_view(agent: &Agent, view: &View, normalize: &Normalize, threads: usize) -> Result<Vec<Located>> {
+    let mut out = Vec::with_capacity(view.len());
+    let plan: Vec<usize> = (0..view.len()).collect();
+    for_each_batch(view, &plan, &eval_loader(normalize, threads), 0, |b| {
+        out.extend(agent.locate(&b.images.to_device(agent.device())));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Trains an agent on the training view of `ds` into `dir` (resuming when `resume` and a
+/// checkpoint exists) and returns it.
+pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress: &dyn Progress) -> Result<Agent> {
+    let device: Device = parse_device(&cfg.device)?;
+    tch::set_num_threads(cfg.threads.max(1) as i32);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let view = ds.view(Part::Train);
+    let val = ds.view(Part::Val);
+    let spec = cfg.spec(view.size as i64, &ds.split.classes)?;
+    // The config this agent was started with: a resume must match (device and threads may not).
+    let started = AgentConfig {
+        device: String::new(),
+        threads: 0,
+        ..cfg.clone()
+    };
+    let started_path = dir.join("config.json");
+    if started_path.is_file() {
+        let before: AgentConfig = fsx::read_json(&started_path)?;
+        if before != started {
+            return Err(invalid!(
+                "{} was started with another [agent] config: use another run folder, or delete it",
+                dir.display()
+            ));
+        }
+    } else {
+        fsx::write_json(&started_path, &started)?;
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let mut agent = Agent::new(&spec, device)?;
+    let state_path = dir.join("state.json");
+    let last = dir.join("last.safetensors");
+    let mut state = AgentState::default();
+    let mut saved: HashMap<String, Tensor> = HashMap::new();
+    if state_path.is_file() {
+        if !resume {
+            return Err(invalid!(
+                "{} holds a started agent: pass --resume to continue it, or delete the folder",
+                dir.display()
+            ));
+        }
+        state = fsx::read_json(&state_path)?;
+        if !state.history.is_empty() {
+            saved = Tensor::read_safetensors(&last)
+                .map_err(|e| Error::format(last.display(), format!("cannot read checkpoint: {e}")))?
+                .into_iter()
+                .collect();
+            agent.load_map(&saved, &last)?;
+        }
+    }
+    let normalize = Normalize::default();
+    let lc = LoaderConfig {
+        batch_size: cfg.batch_size,
+        threads: cfg.threads,
+        augment: augment_of(cfg, view.size),
+        normalize,
+        drop_last: true,
+        seed: cfg.seed,
+    };
+    let steps_per_epoch = view.len() / cfg.batch_size;
+    if steps_per_epoch == 0 {
+        return Err(invalid!(
+            "the training view has {} images, fewer than one agent batch ({})",
+            view.len(),
+            cfg.batch_size
+        ));
+    }
+    let coefs = PpoCoefs {
+        clip: cfg.clip,
+        value: cfg.value_coef,
+        entropy: cfg.entropy_coef,
+    };
+    let total: usize = cfg.epochs.iter().sum();
+    let (mut stage, mut epoch) = state.position(cfg);
+    while stage < 3 {
+        let epochs = cfg.epochs[stage];
+        // The stage's optimiser, restored when resuming inside the stage.
+        let mut sgd = None;
+        let mut adam = None;
+        if stage == 1 {
+            let mut a = Adam::new(agent.params("policy"), cfg.policy_lr);
+            if epoch > 0 {
+                a.load_state(&saved);
+            }
+            adam = Some(a);
+        } else {
+            let mut p = agent.params("encoders");
+            p.extend(agent.params("classifier"));
+            let mut s = Sgd::new(p, cfg.momentum, false, cfg.weight_decay);
+            if epoch > 0 {
+                s.load_state(&saved);
+            }
+            sgd = Some(s);
+        }
+        let base_lr = if stage == 2 { cfg.lr * 0.1 } else { cfg.lr };
+        while epoch < epochs {
+            let t0 = Instant::now();
+            let global_epoch = state.history.len();
+            let mut rng = chacha(cfg.seed, &[20, stage as u64, epoch as u64]);
+            let plan = Sampler::Instance.plan(&view.labels, 0, 1, false, &mut rng)?;
+            progress.epoch_start(global_epoch, total, steps_per_epoch);
+            let (mut sum_loss, mut seen, mut batch_i) = (0f64, 0usize, 0usize);
+            let mut rewards = vec![0f64; spec.steps - 1];
+            let mut lr = base_lr;
+            for_each_batch(&view, &plan, &lc, global_epoch, |b| {
+                lr = lr_at(base_lr, 0, &Schedule::Cosine, epoch * steps_per_epoch + batch_i, steps_per_epoch, epochs);
+                let x = agent.fit(&b.images.to_device(device));
+                let y = b.labels.to_device(device);
+                let n = y.size()[0] as usize;
+                let mut brng = chacha(cfg.seed, &[21, stage as u64, epoch as u64, batch_i as u64]);
+                let loss = match stage {
+                    0 => {
+                        let u = draws(spec.steps - 1, n, || brng.random::<f32>());
+                        let r = agent.rollout(&x, Placement::Given(&u), true);
+                        let l = classification_loss(&r, &y, cfg.dsn_ratio);
+                        sgd.as_mut().expect("stage 1 has SGD").backward_step(&l, lr);
+                        l.double_value(&[])
+                    }
+                    1 => {
+                        let z = draws(spec.steps - 1, n, || brng.sample::<f32, _>(StandardNormal));
+                        let r = tch::no_grad(|| agent.rollout(&x, Placement::Sample(&z), false));
+                        let conf: Vec<Tensor> = r
+                            .logits
+                            .iter()
+                            .map(|l| l.softmax(-1, Kind::Float).gather(1, &y.unsqueeze(1), false).squeeze_dim(1))
+                            .collect();
+                        let rw = Tensor::stack(
+                            &(1..conf.len()).map(|t| &conf[t] - &conf[t - 1]).collect::<Vec<_>>(),
+                            0,
+                        );
+                        for (t, acc) in rewards.iter_mut().enumerate() {
+                            *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]);
+                        }
+                        let returns = ppo::normalise(&ppo::discounted_returns(&rw, cfg.discount));
+                        let old = Tensor::stack(&r.logprobs, 0);
+                        let entropy = returns.full_like(ppo::gaussian_entropy(cfg.action_std));
+                        let mut lv = 0.0;
+                        for _ in 0..cfg.ppo_epochs.max(1) {
+                            let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
+                            let l = ppo::ppo_loss(&lp, &old, &v, &returns, &entropy, coefs);
+                            adam.as_mut().expect("stage 2 has Adam").backward_step(&l);
+                            lv = l.double_value(&[]);
+                        }
+                        lv
+                    }
+                    _ => {
+                        let z = draws(spec.steps - 1, n, || brng.sample::<f32, _>(StandardNormal));
+                        let r = agent.rollout(&x, Placement::Sample(&z), true);
+                        let l = classification_loss(&r, &y, cfg.dsn_ratio);
+                        sgd.as_mut().expect("stage 3 has SGD").backward_step(&l, lr);
+                        l.double_value(&[])
+                    }
+                };
+                if !loss.is_finite() {
+                    return Err(invalid!(
+                        "the agent's loss is {loss} in stage {}, epoch {}, batch {}: training stopped; the last good checkpoint is kept in {}",
+                        stage + 1,
+                        epoch + 1,
+                        batch_i + 1,
+                        dir.display()
+                    ));
+                }
+                sum_loss += loss * n as f64;
+                seen += n;
+                batch_i += 1;
+                progress.batch(loss);
+                Ok(())
+            })?;
+            let train_s = t0.elapsed().as_secs_f64();
+            let (val_glance, val_final) = evaluate(&agent, &val, &normalize, cfg.threads)?;
+            let log = AgentLog {
+                stage: stage + 1,
+                epoch: epoch + 1,
+                lr,
+                loss: sum_loss / seen.max(1) as f64,
+                val_glance,
+                val_final,
+                reward: if stage == 1 {
+                    rewards.iter().map(|r| r / seen.max(1) as f64).collect()
+                } else {
+                    Vec::new()
+                },
+                seconds: t0.elapsed().as_secs_f64(),
+                img_per_s: seen as f64 / train_s,
+            };
+            let mut tensors = agent.state_dict();
+            if let Some(s) = &sgd {
+                tensors.extend(s.state());
+            }
+            if let Some(a) = &adam {
+                tensors.extend(a.state());
+            }
+            crate::model::save_tensors(&last, &tensors)?;
+            saved.clear();
+            state.history.push(log.clone());
+            fsx::write_json(&state_path, &state)?;
+            let lines: String = state
+                .history
+                .iter()
+                .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
+                .collect();
+            fsx::write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
+            progress.epoch_end(&EpochLog {
+                epoch: global_epoch + 1,
+                lr,
+                train_loss: log.loss,
+                train_acc: f64::NAN,
+                val_top1: log.val_final,
+                val_balanced: log.val_glance,
+                seconds: log.seconds,
+                img_per_s: log.img_per_s,
+            });
+            epoch += 1;
+        }
+        stage += 1;
+        epoch = 0;
+    }
+    if !state.done || !dir.join("agent.safetensors").is_file() {
+        agent.save(dir)?;
+        state.done = true;
+        fsx::write_json(&state_path, &state)?;
+    }
+    Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_position_counts_epochs_across_stages() {
+        let cfg = AgentConfig {
+            epochs: [2, 1, 1],
+            ..Default::default()
+        };
+        let log = |stage| AgentLog {
+            stage,
+            epoch: 1,
+            lr: 0.0,
+            loss: 0.0,
+            val_glance: 0.0,
+            val_final: 0.0,
+            reward: vec![],
+            seconds: 0.0,
+            img_per_s: 0.0,
+        };
+        let mut s = AgentState::default();
+        assert_eq!(s.position(&cfg), (0, 0));
+        s.history.push(log(1));
+        assert_eq!(s.position(&cfg), (0, 1));
+        s.history.push(log(1));
+        assert_eq!(s.position(&cfg), (1, 0));
+        s.history.push(log(2));
+        assert_eq!(s.position(&cfg), (2, 0));
+        s.history.push(log(3));
+        assert_eq!(s.position(&cfg), (3, 0));
+    }
+}
