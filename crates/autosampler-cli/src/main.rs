@@ -1,11 +1,15 @@
 //! The `autosampler` command-line program: one subcommand per pipeline stage.
 use anyhow::{bail, Context, Result};
+use autosampler::agent::guide::{self as agent_guide, Guide};
+use autosampler::agent::train::{self as agent_train, AgentLog, AgentState};
+use autosampler::agent::Agent;
 use autosampler::config::Config;
 use autosampler::data::cache::Cache;
 use autosampler::data::source::Catalog;
 use autosampler::data::{
     self, DataConfig, Dataset, Format, Part, Profile, Resize, SourceConfig, Split, SplitConfig,
 };
+use autosampler::mix::MixConfig;
 use autosampler::model::{Model, ModelConfig};
 use autosampler::report::plot;
 use autosampler::train::stage1::{self, EpochLog, EvalReport, Progress, Stage1Paths, State, TrainConfig};
@@ -38,6 +42,9 @@ enum Cmd {
     Run(RunArgs),
     /// Stage 1: train the network of the config's [model] with its [train] section.
     Train(TrainArgs),
+    /// The fine auto-sampler's patch agent (GFNet + PPO): train it, locate salient patches.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Evaluate a finished stage 1 (last and best-on-val models, val and test) into eval.json.
     Eval(RunArgs),
     /// Run the frozen stage-1 backbone over train, val and test once; store the features.
@@ -93,6 +100,16 @@ struct TrainArgs {
     /// Continue a stopped or killed run from its last checkpoint.
     #[arg(long)]
     resume: bool,
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Train the config's [agent] on its training split in GFNet's three stages (random patches;
+    /// PPO on the policy; classifier fine-tuning) into <run>/agent; --resume continues a killed run.
+    Train(TrainArgs),
+    /// Locate every training image's salient patch with the trained (or `from`) agent into
+    /// <run>/agent/locations.bin, and draw the figures (patches, random vs agent CutMix, triples).
+    Locate(RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -187,6 +204,7 @@ impl SourceArgs {
                     },
                     cache_dir: None,
                     model: None,
+                    agent: None,
                     train: None,
                     search: None,
                     finetune: None,
@@ -241,6 +259,8 @@ fn main() {
         Cmd::Data(DataCmd::Prepare(a)) => prepare_cmd(&a).map(|_| ()),
         Cmd::Run(a) => run(&a),
         Cmd::Train(a) => train_cmd(&a.run, a.resume).map(|_| ()),
+        Cmd::Agent(AgentCmd::Train(a)) => agent_cmd(&a.run, a.resume, false),
+        Cmd::Agent(AgentCmd::Locate(a)) => agent_cmd(&a, true, true),
         Cmd::Eval(a) => eval_cmd(&a),
         Cmd::Features(a) => features_cmd(&a).map(|_| ()),
         Cmd::Search(a) => search_cmd(&a),
@@ -444,6 +464,7 @@ fn pipeline(cfg: &Config, dir: &Path) -> Result<()> {
         );
         return Ok(());
     }
+    agent_stage(cfg, dir, &ds, true)?;
     stage1_stage(cfg, dir, &ds, true)?;
     let report = evaluate(dir, &ds, cfg)?;
     print_eval(&report);
@@ -929,6 +950,9 @@ impl RunArgs {
     /// The config with every command-line override applied (what config.toml records).
     fn config(&self) -> Result<Config> {
         let mut cfg = self.src.config()?;
+        if let (Some(a), Some(d)) = (&mut cfg.agent, &self.device) {
+            a.device = d.clone();
+        }
         if let Some(t) = &mut cfg.train {
             if let Some(d) = &self.device {
                 t.device = d.clone();
@@ -972,6 +996,7 @@ fn train_cmd(a: &RunArgs, resume: bool) -> Result<(PathBuf, Dataset, Config)> {
     let cfg = a.config()?;
     training_config(&cfg)?;
     let (dir, ds) = prepare_cmd(a)?;
+    agent_stage(&cfg, &dir, &ds, true)?;
     stage1_stage(&cfg, &dir, &ds, resume)?;
     Ok((dir, ds, cfg))
 }
@@ -992,7 +1017,8 @@ fn stage1_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<
             .progress_chars("=> "),
     );
     let bars = Bars { bar };
-    let (_, state) = stage1::train(ds, &model_cfg, &train_cfg, dir, resume, &bars)?;
+    let guide = guide_for(cfg, dir, &train_cfg)?;
+    let (_, state) = stage1::train_guided(ds, &model_cfg, &train_cfg, dir, resume, &bars, guide.as_ref())?;
     bars.bar.finish_and_clear();
     println!(
         "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
@@ -1001,6 +1027,155 @@ fn stage1_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<
         state.best_epoch.unwrap_or(0)
     );
     Ok(())
+}
+
+/// `autosampler agent train|locate`: the data stage, then the agent stage.
+fn agent_cmd(a: &RunArgs, resume: bool, locate: bool) -> Result<()> {
+    let cfg = a.config()?;
+    let Some(ac) = &cfg.agent else {
+        bail!("the config has no [agent] section");
+    };
+    let dir = run_dir(a, &cfg);
+    let state = dir.join("agent/state.json");
+    let finished = state.is_file() && autosampler::fsx::read_json::<AgentState>(&state)?.done;
+    if locate && ac.from.is_none() && !finished {
+        bail!(
+            "{} has no trained agent: run `autosampler agent train` first (or set agent.from)",
+            dir.display()
+        );
+    }
+    let (dir, ds) = prepare_cmd(a)?;
+    agent_stage(&cfg, &dir, &ds, resume)?;
+    Ok(())
+}
+
+/// The patch agent of a run: trained into `<run>/agent` (resumed, or reused when finished) or
+/// opened `from` another run; then the training images' salient patches (`locations.bin`), the
+/// reward curve and the figures. Nothing when the config has no [agent].
+fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<()> {
+    let Some(ac) = &cfg.agent else { return Ok(()) };
+    let out = dir.join("agent");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let device = stage1::parse_device(&ac.device)?;
+    let agent = match &ac.from {
+        Some(from) => {
+            let agent = Agent::open(from, device)
+                .with_context(|| format!("agent.from = {}: not a trained agent folder", from.display()))?;
+            eprintln!(
+                "agent     {} ({} classes, {} px, patch {} px)",
+                from.display(),
+                agent.spec.num_classes,
+                agent.spec.image_size,
+                agent.spec.patch_size
+            );
+            agent
+        }
+        None => {
+            let state_path = out.join("state.json");
+            let done = state_path.is_file() && autosampler::fsx::read_json::<AgentState>(&state_path)?.done;
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            let bars = Bars { bar };
+            let print = |l: &AgentLog| {
+                let reward = if l.reward.is_empty() {
+                    String::new()
+                } else {
+                    let r: Vec<String> = l.reward.iter().map(|v| format!("{v:+.4}")).collect();
+                    format!("  reward {}", r.join(" "))
+                };
+                let line = format!(
+                    "agent stage {} epoch {:>2}  lr {:.4}  loss {:.4}  val glance {:5.1}%  all steps {:5.1}%{reward}  {:6.0} img/s  {:5.1}s",
+                    l.stage, l.epoch, l.lr, l.loss, l.val_glance, l.val_final, l.img_per_s, l.seconds
+                );
+                if bars.bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bars.bar.println(line);
+                }
+            };
+            let agent = agent_train::train(ds, ac, &out, resume || done, &bars, &print)?;
+            bars.bar.finish_and_clear();
+            if done {
+                eprintln!("agent     {} (complete, reused)", out.display());
+            }
+            agent
+        }
+    };
+    // The reward curve of stage 2, batch by batch (moving mean over 20 batches).
+    if let Ok(text) = std::fs::read_to_string(out.join("metrics.jsonl")) {
+        let trace: Vec<f64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
+            .flat_map(|l| l.reward_trace)
+            .collect();
+        if !trace.is_empty() {
+            let k = 20.min(trace.len());
+            let smooth: Vec<f64> = (0..trace.len())
+                .map(|i| {
+                    let lo = (i + 1).saturating_sub(k);
+                    trace[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64
+                })
+                .collect();
+            plot::lines(
+                &out.join("reward_curve.png"),
+                "patch agent, PPO (stage 2): summed reward per image",
+                "batch",
+                "reward (moving mean of 20 batches)",
+                &[("p_T(y) - p_1(y)", smooth)],
+            )?;
+        }
+    }
+    let train = ds.view(Part::Train);
+    let locs_path = out.join("locations.bin");
+    let reuse = locs_path.is_file()
+        && agent_guide::read_locations(&locs_path)
+            .map(|(_, l)| l.len() == train.len())
+            .unwrap_or(false);
+    let locs = if reuse {
+        eprintln!("locations {} (complete, reused)", locs_path.display());
+        agent_guide::read_locations(&locs_path)?.1
+    } else {
+        let t = Instant::now();
+        let threads = ac.threads;
+        tch::set_num_threads(threads.max(1) as i32);
+        let locs = agent_train::locate_view(&agent, &train, &Default::default(), threads)?;
+        agent_guide::write_locations(&locs_path, train.size as f32, &locs)?;
+        println!(
+            "agent: located {} training images' salient patches in {:.1}s → {}",
+            locs.len(),
+            t.elapsed().as_secs_f64(),
+            locs_path.display()
+        );
+        locs
+    };
+    if !out.join("triples.png").is_file() || !reuse {
+        let figs = autosampler::agent::figures::write_all(&out, &train, &locs, 8, ac.seed)?;
+        for f in figs {
+            println!("figure:   {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+/// The guide stage 1 needs for `mix = { kind = "agent-cutmix" }`: the stored locations, or the
+/// agent itself on the training device for `per_batch`.
+fn guide_for(cfg: &Config, dir: &Path, t: &TrainConfig) -> Result<Option<Guide>> {
+    let MixConfig::AgentCutmix { per_batch, .. } = t.mix else {
+        return Ok(None);
+    };
+    let Some(ac) = &cfg.agent else {
+        bail!("[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)");
+    };
+    Ok(Some(if per_batch {
+        let from = ac.from.clone().unwrap_or_else(|| dir.join("agent"));
+        Guide::PerBatch(Box::new(Agent::open(&from, t.device()?)?))
+    } else {
+        Guide::Stored(agent_guide::read_locations(&dir.join("agent/locations.bin"))?.1)
+    }))
 }
 
 /// `autosampler sweep`: every config × seed into `<root>/<name>_s<seed>`, finished runs skipped,

@@ -16,6 +16,9 @@ pub struct Config {
     /// The network (needed by training stages).
     #[serde(default)]
     pub model: Option<crate::model::ModelConfig>,
+    /// The patch agent (the fine auto-sampler), trained here or taken `from` another run.
+    #[serde(default)]
+    pub agent: Option<crate::agent::AgentConfig>,
     /// Stage 1 (representation learning).
     #[serde(default)]
     pub train: Option<crate::train::stage1::TrainConfig>,
@@ -42,6 +45,11 @@ impl Config {
         let mut cfg = Config::parse(&text, &path.display().to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data.source.resolve_paths(base);
+        if let Some(from) = cfg.agent.as_mut().and_then(|a| a.from.as_mut()) {
+            if from.is_relative() {
+                *from = base.join(&*from);
+            }
+        }
         if let Some(d) = &mut cfg.cache_dir {
             if d.is_relative() {
                 *d = base.join(&*d);

@@ -95,7 +95,12 @@ pub fn map_rect(r: Rect, win: &Window, out: f32) -> Rect {
     }
     let y0 = (r[1] - win.y) * sy;
     let y1 = (r[3] - win.y) * sy;
-    [x0.clamp(0.0, out), y0.clamp(0.0, out), x1.clamp(0.0, out), y1.clamp(0.0, out)]
+    [
+        x0.clamp(0.0, out),
+        y0.clamp(0.0, out),
+        x1.clamp(0.0, out),
+        y1.clamp(0.0, out),
+    ]
 }
 
 /// The top-left of a `w`×`h` box anchored at the vertex of the `side`×`side` image farthest from
@@ -185,7 +190,10 @@ impl Guide {
                 .zip(&batch.windows)
                 .map(|(&i, w)| {
                     let l = locs.get(i).ok_or_else(|| {
-                        invalid!("locations.bin has {} images but the batch asks for image {i}", locs.len())
+                        invalid!(
+                            "locations.bin has {} images but the batch asks for image {i}",
+                            locs.len()
+                        )
                     })?;
                     Ok(map_rect(l.rect(), w, out))
                 })
@@ -254,17 +262,35 @@ mod tests {
     fn boxes_follow_crops_and_flips() {
         let r = [4.0, 8.0, 20.0, 24.0];
         // pad-crop-flip on 32 px: window shifted by (+2, −3), no flip → box shifted by (−2, +3)
-        let w = Window { x: 2.0, y: -3.0, w: 32.0, h: 32.0, flip: false };
+        let w = Window {
+            x: 2.0,
+            y: -3.0,
+            w: 32.0,
+            h: 32.0,
+            flip: false,
+        };
         assert_eq!(map_rect(r, &w, 32.0), [2.0, 11.0, 18.0, 27.0]);
         // the same, flipped: x ↦ 32 − x, edges swapped
         let w = Window { flip: true, ..w };
         assert_eq!(map_rect(r, &w, 32.0), [14.0, 11.0, 30.0, 27.0]);
         // a random-resized-crop window (x 8, y 0, 32×32 of a 64 px image) resampled to 64 px:
         // ×2 from the window's origin; the part outside the window is clipped
-        let w = Window { x: 8.0, y: 0.0, w: 32.0, h: 32.0, flip: false };
+        let w = Window {
+            x: 8.0,
+            y: 0.0,
+            w: 32.0,
+            h: 32.0,
+            flip: false,
+        };
         assert_eq!(map_rect(r, &w, 64.0), [0.0, 16.0, 24.0, 48.0]);
         // an identity window changes nothing
-        let id = Window { x: 0.0, y: 0.0, w: 32.0, h: 32.0, flip: false };
+        let id = Window {
+            x: 0.0,
+            y: 0.0,
+            w: 32.0,
+            h: 32.0,
+            flip: false,
+        };
         assert_eq!(map_rect(r, &id, 32.0), r);
     }
 
@@ -285,7 +311,11 @@ mod tests {
         // target (8, 8) holds source (x 8, y 4) = 4·16 + 8
         assert_eq!(out.double_value(&[0, 0, 8, 8]), 72.0);
         assert_eq!(out.double_value(&[0, 0, 15, 15]), (11 * 16 + 15) as f64);
-        assert_eq!(out.double_value(&[0, 0, 7, 7]), 0.0, "outside the paste: the target");
+        assert_eq!(
+            out.double_value(&[0, 0, 7, 7]),
+            0.0,
+            "outside the paste: the target"
+        );
         // image 1's patch centre (12, 8): vertices (0, 0) and (0, 16) tie at distance² 208, the
         // first wins → image 0's patch (zeros) goes top-left
         assert_eq!(boxes[1], (0, 0, 8, 8));
@@ -300,15 +330,28 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("locations.bin");
         let locs = vec![
-            Located { row: 1.0, col: 2.0, side: 16.0, class: 3 },
-            Located { row: 4.5, col: 0.0, side: 16.0, class: 0 },
+            Located {
+                row: 1.0,
+                col: 2.0,
+                side: 16.0,
+                class: 3,
+            },
+            Located {
+                row: 4.5,
+                col: 0.0,
+                side: 16.0,
+                class: 0,
+            },
         ];
         write_locations(&p, 32.0, &locs).unwrap();
         assert_eq!(read_locations(&p).unwrap(), (32.0, locs));
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
         let e = read_locations(&p).unwrap_err().to_string();
-        assert!(e.contains("locations.bin") && e.contains("45 bytes, expected 48"), "{e}");
+        assert!(
+            e.contains("locations.bin") && e.contains("45 bytes, expected 48"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@
 //!   fixed std and clipped to [0, 1].
 //!
 //! A rollout has `T` steps: the glance, then `T − 1` patches.
+pub mod figures;
 pub mod guide;
 pub mod ppo;
 pub mod train;
@@ -296,7 +297,9 @@ impl Agent {
                 .heads
                 .variables()
                 .into_iter()
-                .filter(|(n, _)| n.starts_with(&format!("{}.", if g == "classifier" { "clf" } else { "policy" })))
+                .filter(|(n, _)| {
+                    n.starts_with(&format!("{}.", if g == "classifier" { "clf" } else { "policy" }))
+                })
                 .collect(),
         };
         v.retain(|(_, t)| t.requires_grad());
@@ -312,7 +315,12 @@ impl Agent {
             .into_iter()
             .map(|(n, t)| (format!("global.{n}"), t))
             .collect();
-        v.extend(self.local.state_dict().into_iter().map(|(n, t)| (format!("local.{n}"), t)));
+        v.extend(
+            self.local
+                .state_dict()
+                .into_iter()
+                .map(|(n, t)| (format!("local.{n}"), t)),
+        );
         v.extend(self.heads.variables());
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -335,7 +343,11 @@ impl Agent {
                 if src.size() != var.size() {
                     return Err(Error::format(
                         path.display(),
-                        format!("tensor `{name}` has shape {:?}: expected {:?}", src.size(), var.size()),
+                        format!(
+                            "tensor `{name}` has shape {:?}: expected {:?}",
+                            src.size(),
+                            var.size()
+                        ),
                     ));
                 }
                 var.copy_(src);
@@ -389,7 +401,11 @@ impl Agent {
     /// The patches of a batch for actions `[B, 2]`.
     pub fn crop(&self, x: &Tensor, actions: &Tensor) -> Tensor {
         let p = self.spec.patch_size;
-        let a: Vec<f32> = actions.to_device(Device::Cpu).reshape([-1]).try_into().expect("f32 actions");
+        let a: Vec<f32> = actions
+            .to_device(Device::Cpu)
+            .reshape([-1])
+            .try_into()
+            .expect("f32 actions");
         let parts: Vec<Tensor> = (0..x.size()[0])
             .map(|i| {
                 let (r, c) = self.patch_origin([a[2 * i as usize], a[2 * i as usize + 1]]);
@@ -410,7 +426,11 @@ impl Agent {
         let z = self.enc2.forward(&self.enc1.forward(state).relu()).relu();
         let h = self.pol_gru.step(&z, h);
         let out = h.value().get(0);
-        (self.actor.forward(&out).sigmoid(), self.critic.forward(&out).squeeze_dim(-1), h)
+        (
+            self.actor.forward(&out).sigmoid(),
+            self.critic.forward(&out).squeeze_dim(-1),
+            h,
+        )
     }
 
     /// Runs the T steps on `x` (`[B, 3, S, S]`, already at the agent's size). `train_encoders`
@@ -442,7 +462,8 @@ impl Agent {
                     let (mean, _, h) = self.policy_step(&state, &ph);
                     ph = h;
                     let a = (&mean + tensor_of(&noise[t], dev) * self.spec.action_std).clamp(0.0, 1.0);
-                    r.logprobs.push(ppo::gaussian_log_prob(&a, &mean, self.spec.action_std));
+                    r.logprobs
+                        .push(ppo::gaussian_log_prob(&a, &mean, self.spec.action_std));
                     a
                 }),
                 Placement::Mean => tch::no_grad(|| {
@@ -480,13 +501,18 @@ impl Agent {
 }
 
 fn prefixed(prefix: &str, vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    vs.variables().into_iter().map(|(n, t)| (format!("{prefix}{n}"), t)).collect()
+    vs.variables()
+        .into_iter()
+        .map(|(n, t)| (format!("{prefix}{n}"), t))
+        .collect()
 }
 
 /// `[B][2]` numbers → `[B, 2]` f32 on `dev`.
 pub fn tensor_of(v: &[[f32; 2]], dev: Device) -> Tensor {
     let flat: Vec<f32> = v.iter().flat_map(|a| a.iter().copied()).collect();
-    Tensor::from_slice(&flat).reshape([v.len() as i64, 2]).to_device(dev)
+    Tensor::from_slice(&flat)
+        .reshape([v.len() as i64, 2])
+        .to_device(dev)
 }
 
 /// Section 3.3.3's choice of the salient step: average the `T × C` confidences over the steps,
@@ -525,7 +551,13 @@ impl Agent {
         let scale = s_in / self.spec.image_size as f32;
         let xa = self.fit(x);
         let r = tch::no_grad(|| self.rollout(&xa, Placement::Mean, false));
-        let probs = Tensor::stack(&r.logits.iter().map(|l| l.softmax(-1, Kind::Float)).collect::<Vec<_>>(), 0);
+        let probs = Tensor::stack(
+            &r.logits
+                .iter()
+                .map(|l| l.softmax(-1, Kind::Float))
+                .collect::<Vec<_>>(),
+            0,
+        );
         let picks = salient_steps(&probs);
         let acts: Vec<Vec<f32>> = r
             .actions
@@ -606,12 +638,19 @@ mod tests {
         assert_eq!(r.logprobs[0].size(), [4]);
         assert_eq!(r.states[0].size(), [4, 64 * 4]);
         // zero noise: the action is the mean, so the log-density is its maximum
-        let top = ppo::gaussian_log_prob(&Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)), &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)), 0.1);
+        let top = ppo::gaussian_log_prob(
+            &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)),
+            &Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)),
+            0.1,
+        );
         assert!(r.logprobs[0].allclose(&top.expand([4], false), 1e-5, 1e-5, false));
         let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
         assert_eq!(lp.size(), [2, 4]);
         assert_eq!(v.size(), [2, 4]);
-        assert!(lp.get(0).allclose(&r.logprobs[0], 1e-5, 1e-5, false), "re-evaluation = acting");
+        assert!(
+            lp.get(0).allclose(&r.logprobs[0], 1e-5, 1e-5, false),
+            "re-evaluation = acting"
+        );
         let dir = std::env::temp_dir().join(format!("agent_save_{}", std::process::id()));
         agent.save(&dir).unwrap();
         let back = Agent::open(&dir, Device::Cpu).unwrap();
@@ -620,7 +659,9 @@ mod tests {
         assert!(l1.allclose(&l2, 1e-6, 1e-6, false));
         let located = agent.locate(&x);
         assert_eq!(located.len(), 4);
-        assert!(located.iter().all(|l| l.row >= 0.0 && l.row <= 16.0 && l.side == 16.0));
+        assert!(located
+            .iter()
+            .all(|l| l.row >= 0.0 && l.row <= 16.0 && l.side == 16.0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -32,7 +32,9 @@ pub fn normalise(x: &Tensor) -> Tensor {
 /// # Shapes
 /// - `a`, `mean`: `[N, 2]` → `[N]`
 pub fn gaussian_log_prob(a: &Tensor, mean: &Tensor, std: f64) -> Tensor {
-    let d = (a - mean).pow_tensor_scalar(2).sum_dim_intlist(-1, false, Kind::Float);
+    let d = (a - mean)
+        .pow_tensor_scalar(2)
+        .sum_dim_intlist(-1, false, Kind::Float);
     d / (-2.0 * std * std) - 2.0 * std.ln() - (2.0 * std::f64::consts::PI).ln()
 }
 
@@ -129,10 +131,15 @@ impl Adam {
 
     /// Restores [`Adam::state`] (missing entries leave a fresh optimiser).
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) {
-        let Some(step) = state.get("adam_step") else { return };
+        let Some(step) = state.get("adam_step") else {
+            return;
+        };
         tch::no_grad(|| {
             for ((n, m), v) in self.names.iter().zip(&mut self.m).zip(&mut self.v) {
-                if let (Some(a), Some(b)) = (state.get(&format!("{n}.adam_m")), state.get(&format!("{n}.adam_v"))) {
+                if let (Some(a), Some(b)) = (
+                    state.get(&format!("{n}.adam_m")),
+                    state.get(&format!("{n}.adam_v")),
+                ) {
                     m.copy_(a);
                     v.copy_(b);
                 }
@@ -164,7 +171,10 @@ mod tests {
     #[test]
     fn normalised_returns() {
         // [1, 2, 3, 6]: mean 3, unbiased std sqrt((4+1+0+9)/3) = sqrt(14/3)
-        let got: Vec<f32> = normalise(&t(&[1., 2., 3., 6.], &[2, 2])).reshape([-1]).try_into().unwrap();
+        let got: Vec<f32> = normalise(&t(&[1., 2., 3., 6.], &[2, 2]))
+            .reshape([-1])
+            .try_into()
+            .unwrap();
         let s = (14.0f32 / 3.0).sqrt() + 1e-5;
         for (g, e) in got.iter().zip([-2.0 / s, -1.0 / s, 0.0, 3.0 / s]) {
             assert!((g - e).abs() < 1e-6);
@@ -199,7 +209,11 @@ mod tests {
             entropy: 0.01,
         };
         let l = ppo_loss(&logp, &old, &values, &returns, &h, c);
-        assert!((val(&l) - (0.1 + 0.3125 + 0.017_672_932)).abs() < 1e-5, "{}", val(&l));
+        assert!(
+            (val(&l) - (0.1 + 0.3125 + 0.017_672_932)).abs() < 1e-5,
+            "{}",
+            val(&l)
+        );
         // Inside the clip range the gradient of the policy term is −ρ·A/N: sample 1 is clipped
         // (no gradient), sample 2 is not (ρ·A = −0.6065, min picks the clipped −0.8: no gradient
         // either); move sample 2 inside the range and check the gradient.
@@ -227,7 +241,10 @@ mod tests {
         let state: HashMap<String, Tensor> = opt.state().into_iter().map(|(n, t)| (n, t.copy())).collect();
         step(&mut opt);
         let after: Vec<f32> = p.detach().try_into().unwrap();
-        assert!((after[0] - 0.800_412_24).abs() < 1e-6 && (after[1] + 1.800_166_5).abs() < 1e-6, "{after:?}");
+        assert!(
+            (after[0] - 0.800_412_24).abs() < 1e-6 && (after[1] + 1.800_166_5).abs() < 1e-6,
+            "{after:?}"
+        );
         // A resumed optimiser takes the same second step.
         tch::no_grad(|| p.shallow_clone().copy_(&Tensor::from_slice(&[0.9f32, -1.9])));
         let mut fresh = Adam::new(vec![("p".into(), p.shallow_clone())], 0.1);

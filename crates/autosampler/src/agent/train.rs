@@ -24,7 +24,7 @@ use crate::rng::chacha;
 use crate::sampler::Sampler;
 use crate::train::schedule::{lr_at, Schedule};
 use crate::train::sgd::Sgd;
-use crate::train::stage1::{parse_device, EpochLog, Progress};
+use crate::train::stage1::{parse_device, Progress};
 use crate::{fsx, invalid, Error, Result};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -48,6 +48,9 @@ pub struct AgentLog {
     pub val_final: f64,
     /// Stage 2: mean reward of each focus step.
     pub reward: Vec<f64>,
+    /// Stage 2: the batch mean of the summed rewards, batch by batch (the reward curve).
+    #[serde(default)]
+    pub reward_trace: Vec<f64>,
     pub seconds: f64,
     pub img_per_s: f64,
 }
@@ -76,9 +79,9 @@ impl AgentState {
 
 /// Pad-crop-flip with padding side/8, unless configured.
 pub fn augment_of(cfg: &AgentConfig, size: u32) -> Augment {
-    cfg.augment
-        .clone()
-        .unwrap_or(Augment::PadCropFlip { pad: (size / 8).max(1) })
+    cfg.augment.clone().unwrap_or(Augment::PadCropFlip {
+        pad: (size / 8).max(1),
+    })
 }
 
 /// `[n][b]` pairs from `f`.
@@ -106,7 +109,12 @@ pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usiz
             let x = agent.fit(&b.images.to_device(agent.device()));
             let y = b.labels.to_device(agent.device());
             let r = agent.rollout(&x, Placement::Mean, false);
-            let hits = |l: &Tensor| l.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            let hits = |l: &Tensor| {
+                l.argmax(-1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[])
+            };
             g += hits(&r.logits[0]);
             f += hits(r.logits.last().expect("T ≥ 1"));
             n += y.size()[0];
@@ -130,7 +138,12 @@ fn eval_loader(normalize: &Normalize, threads: usize) -> LoaderConfig {
 
 /// The salient patch of every image of `view` (no augmentation), in view order, in pixels of
 /// the stored images.
-pub fn locate_view(agent: &Agent, view: &View, normalize: &Normalize, threads: usize) -> Result<Vec<Located>> {
+pub fn locate_view(
+    agent: &Agent,
+    view: &View,
+    normalize: &Normalize,
+    threads: usize,
+) -> Result<Vec<Located>> {
     let mut out = Vec::with_capacity(view.len());
     let plan: Vec<usize> = (0..view.len()).collect();
     for_each_batch(view, &plan, &eval_loader(normalize, threads), 0, |b| {
@@ -142,7 +155,14 @@ pub fn locate_view(agent: &Agent, view: &View, normalize: &Normalize, threads: u
 
 /// Trains an agent on the training view of `ds` into `dir` (resuming when `resume` and a
 /// checkpoint exists) and returns it.
-pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress: &dyn Progress) -> Result<Agent> {
+pub fn train(
+    ds: &Dataset,
+    cfg: &AgentConfig,
+    dir: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    on_epoch: &dyn Fn(&AgentLog),
+) -> Result<Agent> {
     let device: Device = parse_device(&cfg.device)?;
     tch::set_num_threads(cfg.threads.max(1) as i32);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -242,9 +262,17 @@ pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress
             progress.epoch_start(global_epoch, total, steps_per_epoch);
             let (mut sum_loss, mut seen, mut batch_i) = (0f64, 0usize, 0usize);
             let mut rewards = vec![0f64; spec.steps - 1];
+            let mut trace = Vec::new();
             let mut lr = base_lr;
             for_each_batch(&view, &plan, &lc, global_epoch, |b| {
-                lr = lr_at(base_lr, 0, &Schedule::Cosine, epoch * steps_per_epoch + batch_i, steps_per_epoch, epochs);
+                lr = lr_at(
+                    base_lr,
+                    0,
+                    &Schedule::Cosine,
+                    epoch * steps_per_epoch + batch_i,
+                    steps_per_epoch,
+                    epochs,
+                );
                 let x = agent.fit(&b.images.to_device(device));
                 let y = b.labels.to_device(device);
                 let n = y.size()[0] as usize;
@@ -263,15 +291,26 @@ pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress
                         let conf: Vec<Tensor> = r
                             .logits
                             .iter()
-                            .map(|l| l.softmax(-1, Kind::Float).gather(1, &y.unsqueeze(1), false).squeeze_dim(1))
+                            .map(|l| {
+                                l.softmax(-1, Kind::Float)
+                                    .gather(1, &y.unsqueeze(1), false)
+                                    .squeeze_dim(1)
+                            })
                             .collect();
                         let rw = Tensor::stack(
-                            &(1..conf.len()).map(|t| &conf[t] - &conf[t - 1]).collect::<Vec<_>>(),
+                            &(1..conf.len())
+                                .map(|t| &conf[t] - &conf[t - 1])
+                                .collect::<Vec<_>>(),
                             0,
                         );
                         for (t, acc) in rewards.iter_mut().enumerate() {
                             *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]);
                         }
+                        trace.push(
+                            rw.sum_dim_intlist(0, false, Kind::Float)
+                                .mean(Kind::Float)
+                                .double_value(&[]),
+                        );
                         let returns = ppo::normalise(&ppo::discounted_returns(&rw, cfg.discount));
                         let old = Tensor::stack(&r.logprobs, 0);
                         let entropy = returns.full_like(ppo::gaussian_entropy(cfg.action_std));
@@ -321,6 +360,7 @@ pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress
                 } else {
                     Vec::new()
                 },
+                reward_trace: trace,
                 seconds: t0.elapsed().as_secs_f64(),
                 img_per_s: seen as f64 / train_s,
             };
@@ -341,16 +381,7 @@ pub fn train(ds: &Dataset, cfg: &AgentConfig, dir: &Path, resume: bool, progress
                 .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
                 .collect();
             fsx::write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
-            progress.epoch_end(&EpochLog {
-                epoch: global_epoch + 1,
-                lr,
-                train_loss: log.loss,
-                train_acc: f64::NAN,
-                val_top1: log.val_final,
-                val_balanced: log.val_glance,
-                seconds: log.seconds,
-                img_per_s: log.img_per_s,
-            });
+            on_epoch(&log);
             epoch += 1;
         }
         stage += 1;
@@ -382,6 +413,7 @@ mod tests {
             val_glance: 0.0,
             val_final: 0.0,
             reward: vec![],
+            reward_trace: vec![],
             seconds: 0.0,
             img_per_s: 0.0,
         };

@@ -32,6 +32,24 @@ pub enum MixConfig {
         #[serde(default)]
         fixed_lambda: Option<f64>,
     },
+    /// Agent-guided CutMix (needs `[agent]`): each image receives its partner's salient patch at
+    /// its own least important corner; the patch's label weight is `(S_patch / S_image)^tau`, or
+    /// `fixed_lambda`. Patches come from `agent/locations.bin` mapped through the augmentation,
+    /// or, with `per_batch`, from the agent run on every augmented batch.
+    AgentCutmix {
+        #[serde(default = "one")]
+        prob: f64,
+        #[serde(default = "d_tau")]
+        tau: f64,
+        #[serde(default)]
+        fixed_lambda: Option<f64>,
+        #[serde(default)]
+        per_batch: bool,
+    },
+}
+
+fn d_tau() -> f64 {
+    0.4
 }
 
 /// A mixed batch: images, the partner permutation, the weight λ of the original labels.
@@ -60,6 +78,12 @@ impl MixConfig {
     pub fn validate(&self) -> Result<()> {
         let (alpha, prob, fixed) = match self {
             MixConfig::None => return Ok(()),
+            MixConfig::AgentCutmix {
+                prob,
+                tau,
+                fixed_lambda,
+                ..
+            } => (*tau, *prob, *fixed_lambda),
             MixConfig::Mixup { alpha, prob } => (*alpha, *prob, None),
             MixConfig::Cutmix {
                 alpha,
@@ -69,16 +93,17 @@ impl MixConfig {
         };
         if alpha <= 0.0 || !(0.0..=1.0).contains(&prob) || fixed.is_some_and(|l| !(0.0..=1.0).contains(&l)) {
             return Err(invalid!(
-                "mix needs alpha > 0, 0 ≤ prob ≤ 1 and 0 ≤ fixed_lambda ≤ 1: {self:?}"
+                "mix needs alpha (tau) > 0, 0 ≤ prob ≤ 1 and 0 ≤ fixed_lambda ≤ 1: {self:?}"
             ));
         }
         Ok(())
     }
 
-    /// Mixes `images` (`[B, 3, H, W]`) or returns `None` (no mixing for this batch).
+    /// Mixes `images` (`[B, 3, H, W]`) or returns `None` (no mixing for this batch; always for
+    /// agent-guided CutMix, which stage 1 applies through [`crate::agent::guide::Guide`]).
     pub fn apply(&self, images: &Tensor, rng: &mut impl Rng) -> Option<Mixed> {
         let (alpha, prob) = match self {
-            MixConfig::None => return None,
+            MixConfig::None | MixConfig::AgentCutmix { .. } => return None,
             MixConfig::Mixup { alpha, prob } | MixConfig::Cutmix { alpha, prob, .. } => (*alpha, *prob),
         };
         if rng.random::<f64>() >= prob {
@@ -113,7 +138,7 @@ impl MixConfig {
                     lambda: fixed_lambda.unwrap_or(area),
                 })
             }
-            MixConfig::None => None,
+            _ => None,
         }
     }
 }

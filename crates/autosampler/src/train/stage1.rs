@@ -13,6 +13,7 @@
 //! ```
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
+use crate::agent::guide::{AgentMix, Guide};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
@@ -353,7 +354,25 @@ pub fn train(
     resume: bool,
     progress: &dyn Progress,
 ) -> Result<(Model, State)> {
+    train_guided(ds, model_cfg, cfg, run, resume, progress, None)
+}
+
+/// [`train`] with the patch agent's guide, which `mix = { kind = "agent-cutmix" }` needs.
+pub fn train_guided(
+    ds: &Dataset,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    run: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    guide: Option<&Guide>,
+) -> Result<(Model, State)> {
     cfg.validate()?;
+    if matches!(cfg.mix, MixConfig::AgentCutmix { .. }) && guide.is_none() {
+        return Err(invalid!(
+            "mix kind \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
+        ));
+    }
     if cfg.method == Method::Bbn && !model_cfg.bilateral {
         return Err(invalid!(
             "method = \"bbn\" trains two branches: set bilateral = true in [model]"
@@ -458,7 +477,26 @@ pub fn train(
                 (logits, ya, l)
             } else {
                 let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
-                let mixed = cfg.mix.apply(&x, &mut mrng);
+                let mixed = match (&cfg.mix, guide) {
+                    (
+                        MixConfig::AgentCutmix {
+                            prob,
+                            tau,
+                            fixed_lambda,
+                            per_batch,
+                        },
+                        Some(g),
+                    ) => {
+                        let m = AgentMix {
+                            prob: *prob,
+                            tau: *tau,
+                            fixed_lambda: *fixed_lambda,
+                            per_batch: *per_batch,
+                        };
+                        g.mix(&m, &b, &x, &mut mrng)?
+                    }
+                    _ => cfg.mix.apply(&x, &mut mrng),
+                };
                 let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
                 let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || {
                     let f = model.forward_features(input, true);
