@@ -538,3 +538,230 @@ fn report_renders_in_headless_chromium() {
     // and the training curve's blue line
     assert!(img.pixels().any(|p| p.0 == [31, 119, 180]));
 }
+
+fn tiny_agent_config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"agent\"\n[data.source]\nformat = \"tiny-imagenet\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n\
+             [agent]\nepochs = [1, 1, 1]\nbatch_size = 2\nhidden = 8\nthreads = 1\n{extra}",
+            fixtures().join("tiny").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// The agent trains on real Tiny-ImageNet images (the 2-class fixture, with boxes), locates every
+/// training image's patch, draws its figures, and drives agent-guided CutMix in stage 1, with
+/// stored locations and per batch.
+#[test]
+fn agent_trains_locates_and_drives_cutmix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("run");
+    let cfg = tiny_agent_config(dir.path(), "");
+    let o = autosampler(
+        &[
+            "agent",
+            "locate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("agent train"),
+        "{}",
+        text(&o)
+    );
+    let o = autosampler(
+        &[
+            "agent",
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let logs: Vec<serde_json::Value> = std::fs::read_to_string(out.join("agent/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        logs.iter()
+            .map(|l| l["stage"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        logs[1]["reward"].as_array().unwrap().len(),
+        2,
+        "one mean reward per focus step"
+    );
+    // 3 training images per class, 1 held out: 4 located patches, 16 bytes each after the header
+    assert_eq!(
+        std::fs::metadata(out.join("agent/locations.bin")).unwrap().len(),
+        16 + 4 * 16
+    );
+    for f in [
+        "agent.json",
+        "agent.safetensors",
+        "reward_curve.png",
+        "patches.png",
+        "cutmix_compare.png",
+        "triples.png",
+    ] {
+        assert!(out.join("agent").join(f).is_file(), "{f} missing");
+    }
+    // a finished agent is reused, not retrained
+    let before = std::fs::read(out.join("agent/agent.safetensors")).unwrap();
+    let o = autosampler(
+        &[
+            "agent",
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("(complete, reused)"),
+        "{}",
+        text(&o)
+    );
+    assert!(before == std::fs::read(out.join("agent/agent.safetensors")).unwrap());
+    for (name, mix) in [("stored", ""), ("batch", ", per_batch = true")] {
+        let run = dir.path().join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        let cfg = tiny_agent_config(
+            &run,
+            &format!(
+                "from = \"{}\"\n[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 2\nthreads = 1\n\
+                 mix = {{ kind = \"agent-cutmix\", prob = 1.0, tau = 0.5{mix} }}\n",
+                out.join("agent").display()
+            ),
+        );
+        let o = autosampler(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                run.join("out").to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(run.join("out/eval.json").is_file() && run.join("out/agent/locations.bin").is_file());
+        let html = std::fs::read_to_string(run.join("out/report/index.html")).unwrap();
+        assert!(
+            html.contains("patches.png") || html.contains("located patches"),
+            "the report shows the agent"
+        );
+    }
+    // agent-cutmix without an agent is refused with the reason
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let p = bad.join("bad.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[data.source]\nformat = \"tiny-imagenet\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n[model]\narch = \"resnet8\"\n\
+             [train]\nepochs = 1\nbatch_size = 2\nmix = {{ kind = \"agent-cutmix\" }}\n",
+            fixtures().join("tiny").display()
+        ),
+    )
+    .unwrap();
+    let o = autosampler(
+        &[
+            "run",
+            "--config",
+            p.to_str().unwrap(),
+            "--out",
+            bad.join("out").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("[agent]"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// An agent run killed with SIGKILL and resumed ends with the same agent, bit for bit.
+#[test]
+fn agent_sigkill_and_resume_gives_the_same_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar10-mini.tar.gz");
+    let cfg = dir.path().join("a.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 20\n\
+             [data.split.longtail]\nkind = \"exp\"\nimbalance_ratio = 10\n\
+             [agent]\nepochs = [2, 1, 1]\nbatch_size = 32\nhidden = 32\nthreads = 1\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let args = |out: &Path, resume: bool| {
+        let mut a = vec![
+            "agent".to_string(),
+            "train".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let whole = dir.path().join("whole");
+    let a = args(&whole, false);
+    let o = autosampler(&a.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
+        .args(args(&killed, false))
+        .env("AUTOSAMPLER_CACHE", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("agent/state.json");
+    let t = std::time::Instant::now();
+    while !state.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(
+        s["history"].as_array().unwrap().len() < 4,
+        "killed too late to test anything: {s}"
+    );
+    let a = args(&killed, true);
+    let o = autosampler(&a.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let x = std::fs::read(whole.join("agent/agent.safetensors")).unwrap();
+    let y = std::fs::read(killed.join("agent/agent.safetensors")).unwrap();
+    assert!(x == y, "the resumed agent differs from the uninterrupted one");
+    assert_eq!(
+        std::fs::read(whole.join("agent/locations.bin")).unwrap(),
+        std::fs::read(killed.join("agent/locations.bin")).unwrap()
+    );
+}

@@ -214,16 +214,15 @@ mod tests {
             "{}",
             val(&l)
         );
-        // Inside the clip range the gradient of the policy term is −ρ·A/N: sample 1 is clipped
-        // (no gradient), sample 2 is not (ρ·A = −0.6065, min picks the clipped −0.8: no gradient
-        // either); move sample 2 inside the range and check the gradient.
+        // The gradient of the policy term: sample 1 is clipped (ρ = 1.65 > 1.2 with A > 0: none);
+        // sample 2 at log π = −0.1 has ρ = 0.905 inside the range: −ρ·A/N = ρ/2 (A = −1, N = 2).
         let logp = t(&[0.5, -0.1], &[2]).set_requires_grad(true);
         let l = ppo_loss(&logp, &old, &values, &returns, &h, c);
         let g = Tensor::run_backward(&[l], &[&logp], false, false);
         let g: Vec<f32> = g[0].shallow_clone().try_into().unwrap();
         let rho2 = (-0.1f32).exp();
         assert!(g[0].abs() < 1e-7, "{g:?}");
-        assert!((g[1] - (-(rho2 * -1.0) / 2.0)).abs() < 1e-6, "{g:?}");
+        assert!((g[1] - rho2 / 2.0).abs() < 1e-6, "{g:?}");
     }
 
     #[test]

@@ -84,33 +84,38 @@ pub fn write(run: &Path) -> Result<PathBuf> {
     }
 
     let agent = run.join("agent");
-    if let Ok(text) = std::fs::read_to_string(agent.join("metrics.jsonl")) {
-        let logs: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        h.push_str("<h2>Patch agent</h2><table><tr><th>stage / epoch</th><th>loss</th><th>val top-1, glance</th><th>val top-1, all steps</th><th>mean reward per focus step</th></tr>");
-        for l in &logs {
-            let rw: Vec<String> = l["reward"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|v| format!("{:+.4}", v.as_f64().unwrap_or(f64::NAN)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = write!(
-                h,
-                "<tr><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                l["stage"],
-                l["epoch"],
-                num(&l["loss"], 4),
-                num(&l["val_glance"], 2),
-                num(&l["val_final"], 2),
-                rw.join(" ")
-            );
+    if agent.join("patches.png").is_file() || agent.join("metrics.jsonl").is_file() {
+        h.push_str("<h2>Patch agent</h2>");
+        if let Ok(text) = std::fs::read_to_string(agent.join("metrics.jsonl")) {
+            let logs: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            h.push_str("<table><tr><th>stage / epoch</th><th>loss</th><th>val top-1, glance</th><th>val top-1, all steps</th><th>mean reward per focus step</th></tr>");
+            for l in &logs {
+                let rw: Vec<String> = l["reward"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| format!("{:+.4}", v.as_f64().unwrap_or(f64::NAN)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = write!(
+                    h,
+                    "<tr><td>{} / {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    l["stage"],
+                    l["epoch"],
+                    num(&l["loss"], 4),
+                    num(&l["val_glance"], 2),
+                    num(&l["val_final"], 2),
+                    rw.join(" ")
+                );
+            }
+            h.push_str("</table>");
+        } else {
+            h.push_str("<p>The agent was trained elsewhere (<code>agent.from</code>); its patches on this run's images:</p>");
         }
-        h.push_str("</table>");
         for (f, alt) in [
             ("reward_curve.png", "the agent's PPO reward curve"),
             ("patches.png", "located patches (red) and object boxes (green)"),
