@@ -475,13 +475,85 @@ fn pipeline(cfg: &Config, dir: &Path) -> Result<()> {
         finetune_stage(dir, &ds, cfg)?;
     }
     let report = autosampler::report::html::write(dir)?;
-    println!("\nreport: {}", report.display());
+    print!("{}", run_summary(dir, &ds)?);
+    println!("report   {}", report.display());
     println!(
         "run folder {} done in {:.1}s",
         dir.display(),
         t.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The one-screen summary a run ends with: test top-1 and many/medium/few of stage 1 and stage 2,
+/// the agent's accuracy, and the searched weights beside the class counts.
+fn run_summary(dir: &Path, ds: &Dataset) -> Result<String> {
+    use std::fmt::Write as _;
+    let mut out = format!("\n── summary: {} ──\n", dir.display());
+    let f = |x: Option<f64>| x.map(|v| format!("{v:5.1}")).unwrap_or_else(|| "    -".into());
+    let line = |out: &mut String, name: &str, m: &autosampler::eval::Metrics| {
+        let _ = writeln!(
+            out,
+            "{name:<46} top-1 {:6.2}   many {} · medium {} · few {}",
+            m.top1,
+            f(m.many),
+            f(m.medium),
+            f(m.few)
+        );
+    };
+    if let Ok(e) = autosampler::fsx::read_json::<EvalReport>(&dir.join("eval.json")) {
+        line(
+            &mut out,
+            &format!("stage 1, last epoch ({}), test", e.last.epoch),
+            &e.last.test,
+        );
+    }
+    if let Ok(s2) = autosampler::fsx::read_json::<Stage2Report>(&dir.join("stage2/eval.json")) {
+        let how = if s2.config.sampler.is_some() {
+            "sampler weights"
+        } else {
+            "searched weights"
+        };
+        line(
+            &mut out,
+            &format!("stage 2, re-trained ({how}), test"),
+            &s2.crt.test,
+        );
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("agent/metrics.jsonl")) {
+        if let Some(l) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
+            .last()
+        {
+            let _ = writeln!(
+                out,
+                "{:<46} val top-1 glance {:.1} → all steps {:.1}",
+                "patch agent", l.val_glance, l.val_final
+            );
+        }
+    }
+    if let Ok(b) = autosampler::fsx::read_json::<search::Best>(&dir.join("search/best_weights.json")) {
+        let counts = &ds.split.counts.train;
+        let total: usize = counts.iter().sum();
+        let _ = writeln!(out, "searched weights (vs instance-balanced n_c/N):");
+        for (c, (name, w)) in ds.split.classes.iter().zip(&b.weights).enumerate().take(20) {
+            let _ = writeln!(
+                out,
+                "  {name:<14} {w:.3}  ({:.3})  {}",
+                counts[c] as f64 / total.max(1) as f64,
+                "█".repeat((w * 100.0).round() as usize)
+            );
+        }
+        if b.weights.len() > 20 {
+            let _ = writeln!(
+                out,
+                "  … {} more classes in search/best_weights.json",
+                b.weights.len() - 20
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The stage-1 model (final weights) of a run.
