@@ -765,3 +765,71 @@ fn agent_sigkill_and_resume_gives_the_same_agent() {
         std::fs::read(killed.join("agent/locations.bin")).unwrap()
     );
 }
+
+/// `autosampler run` killed with SIGKILL during stage 1 and started again with the same command
+/// continues where it stopped and ends with the same model and evaluation as an uninterrupted run.
+#[test]
+fn run_killed_and_restarted_continues_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 4);
+    let run = |out: &Path| {
+        autosampler(
+            &[
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let whole = dir.path().join("whole");
+    let o = run(&whole);
+    assert!(o.status.success(), "{}", text(&o));
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            killed.to_str().unwrap(),
+        ])
+        .env("AUTOSAMPLER_CACHE", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = killed.join("stage1/state.json");
+    let t = std::time::Instant::now();
+    while !state.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !killed.join("eval.json").exists(),
+        "killed too late to test anything"
+    );
+    let o = run(&killed);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("split    ") && text(&o).contains("(complete, reused)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        std::fs::read(whole.join("stage1/model.safetensors")).unwrap()
+            == std::fs::read(killed.join("stage1/model.safetensors")).unwrap()
+    );
+    let eval = |d: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("eval.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(eval(&whole), eval(&killed));
+    assert!(killed.join("report/index.html").is_file());
+}
