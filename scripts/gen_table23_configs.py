@@ -31,8 +31,8 @@ max = 400
 '''
 
 SCHEDULES = {
-    "cpu": dict(arch="resnet8", epochs=8, threads=2, device="cpu", warmup=1,
-                note="CPU-sized: ResNet-8, 8 epochs, cosine"),
+    "cpu": dict(arch="resnet8", epochs=6, threads=2, device="cpu", warmup=1,
+                note="CPU-sized: ResNet-8, 6 epochs, cosine"),
     "gpu": dict(arch="resnet18", epochs=200, threads=8, device="cuda", warmup=5,
                 note="the paper's 200 epochs, ResNet-18 (small stem), for a GPU"),
 }
