@@ -1189,15 +1189,15 @@ fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<(
             let smooth: Vec<f64> = (0..trace.len())
                 .map(|i| {
                     let lo = (i + 1).saturating_sub(k);
-                    trace[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64
+                    100.0 * trace[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64
                 })
                 .collect();
             plot::lines(
                 &out.join("reward_curve.png"),
                 "patch agent, PPO (stage 2): summed reward per image",
                 "batch",
-                "reward (moving mean of 20 batches)",
-                &[("p_T(y) - p_1(y)", smooth)],
+                "reward, points of p(y) (moving mean of 20 batches)",
+                &[("p_T(y) - p_1(y), x100", smooth)],
             )?;
         }
     }
