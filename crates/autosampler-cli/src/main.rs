@@ -524,7 +524,7 @@ fn run_summary(dir: &Path, ds: &Dataset) -> Result<String> {
         if let Some(l) = text
             .lines()
             .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
-            .last()
+            .next_back()
         {
             let _ = writeln!(
                 out,
@@ -1041,6 +1041,28 @@ struct Bars {
     bar: ProgressBar,
 }
 
+impl Bars {
+    /// The per-epoch bar of a training stage.
+    fn new() -> Bars {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Bars { bar }
+    }
+
+    /// A line above the bar (on stderr when the bar is hidden, e.g. not a terminal).
+    fn line(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
 impl Progress for Bars {
     fn epoch_start(&self, epoch: usize, epochs: usize, batches: usize) {
         self.bar.reset();
@@ -1056,11 +1078,7 @@ impl Progress for Bars {
             "epoch {:>3}  lr {:.4}  loss {:.4}  train {:5.1}%  val {:5.1}%  {:6.0} img/s  {:5.1}s",
             l.epoch, l.lr, l.train_loss, l.train_acc, l.val_top1, l.img_per_s, l.seconds
         );
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
+        self.line(line);
     }
 }
 
@@ -1082,13 +1100,7 @@ fn stage1_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<
         eprintln!("stage 1   {} (complete, reused)", paths.dir.display());
         return Ok(());
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let bars = Bars { bar };
+    let bars = Bars::new();
     let guide = guide_for(cfg, dir, &train_cfg)?;
     let (_, state) = stage1::train_guided(ds, &model_cfg, &train_cfg, dir, resume, &bars, guide.as_ref())?;
     bars.bar.finish_and_clear();
@@ -1145,13 +1157,7 @@ fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<(
         None => {
             let state_path = out.join("state.json");
             let done = state_path.is_file() && autosampler::fsx::read_json::<AgentState>(&state_path)?.done;
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template("{msg:>13} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            let bars = Bars { bar };
+            let bars = Bars::new();
             let print = |l: &AgentLog| {
                 let reward = if l.reward.is_empty() {
                     String::new()
@@ -1163,11 +1169,7 @@ fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<(
                     "agent stage {} epoch {:>2}  lr {:.4}  loss {:.4}  val glance {:5.1}%  all steps {:5.1}%{reward}  {:6.0} img/s  {:5.1}s",
                     l.stage, l.epoch, l.lr, l.loss, l.val_glance, l.val_final, l.img_per_s, l.seconds
                 );
-                if bars.bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bars.bar.println(line);
-                }
+                bars.line(line);
             };
             let agent = agent_train::train(ds, ac, &out, resume || done, &bars, &print)?;
             bars.bar.finish_and_clear();

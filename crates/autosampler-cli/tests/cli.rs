@@ -168,6 +168,23 @@ fn inspect_from_flags_and_bad_flags() {
     );
 }
 
+/// Starts `autosampler args…` and SIGKILLs it as soon as `file` exists (within 120 s).
+fn kill_when_written(args: &[&str], file: &Path, cache: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
+        .args(args)
+        .env("AUTOSAMPLER_CACHE", cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !file.is_file() && t.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 fn demo_train_config(dir: &Path, epochs: usize) -> PathBuf {
     let p = dir.join("train.toml");
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar10-mini.tar.gz");
@@ -223,26 +240,18 @@ fn sigkill_and_resume_gives_the_same_weights() {
     assert!(o.status.success(), "{}", text(&o));
 
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
-        .args([
+    let state = killed.join("stage1/state.json");
+    kill_when_written(
+        &[
             "train",
             "--config",
             cfg.to_str().unwrap(),
             "--out",
             killed.to_str().unwrap(),
-        ])
-        .env("AUTOSAMPLER_CACHE", &cache)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = killed.join("stage1/state.json");
-    let t = std::time::Instant::now();
-    while !state.is_file() && t.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+        ],
+        &state,
+        &cache,
+    );
     let done: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert!(
         done["epochs_done"].as_u64().unwrap() < 4,
@@ -735,20 +744,9 @@ fn agent_sigkill_and_resume_gives_the_same_agent() {
     let o = autosampler(&a.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
     assert!(o.status.success(), "{}", text(&o));
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
-        .args(args(&killed, false))
-        .env("AUTOSAMPLER_CACHE", &cache)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let state = killed.join("agent/state.json");
-    let t = std::time::Instant::now();
-    while !state.is_file() && t.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let a = args(&killed, false);
+    kill_when_written(&a.iter().map(String::as_str).collect::<Vec<_>>(), &state, &cache);
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert!(
         s["history"].as_array().unwrap().len() < 4,
@@ -789,26 +787,17 @@ fn run_killed_and_restarted_continues_to_the_same_result() {
     let o = run(&whole);
     assert!(o.status.success(), "{}", text(&o));
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autosampler"))
-        .args([
+    kill_when_written(
+        &[
             "run",
             "--config",
             cfg.to_str().unwrap(),
             "--out",
             killed.to_str().unwrap(),
-        ])
-        .env("AUTOSAMPLER_CACHE", &cache)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let state = killed.join("stage1/state.json");
-    let t = std::time::Instant::now();
-    while !state.is_file() && t.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ],
+        &killed.join("stage1/state.json"),
+        &cache,
+    );
     assert!(
         !killed.join("eval.json").exists(),
         "killed too late to test anything"

@@ -335,25 +335,7 @@ impl Agent {
                 .collect();
             model.load_map(&sub, path)?;
         }
-        tch::no_grad(|| {
-            for (name, mut var) in self.heads.variables() {
-                let src = map
-                    .get(&name)
-                    .ok_or_else(|| Error::format(path.display(), format!("missing tensor `{name}`")))?;
-                if src.size() != var.size() {
-                    return Err(Error::format(
-                        path.display(),
-                        format!(
-                            "tensor `{name}` has shape {:?}: expected {:?}",
-                            src.size(),
-                            var.size()
-                        ),
-                    ));
-                }
-                var.copy_(src);
-            }
-            Ok(())
-        })
+        crate::model::load_vars(&self.heads, map, path)
     }
 
     /// Builds the agent saved in an `agent/` folder (`agent.json` + `agent.safetensors`).

@@ -379,26 +379,36 @@ impl Model {
         map: &std::collections::HashMap<String, Tensor>,
         path: &std::path::Path,
     ) -> Result<()> {
-        tch::no_grad(|| {
-            for (name, mut var) in self.vs.variables() {
-                let src = map.get(&name).ok_or_else(|| {
-                    crate::Error::format(path.display(), format!("missing tensor `{name}`"))
-                })?;
-                if src.size() != var.size() {
-                    return Err(crate::Error::format(
-                        path.display(),
-                        format!(
-                            "tensor `{name}` has shape {:?}: expected {:?}",
-                            src.size(),
-                            var.size()
-                        ),
-                    ));
-                }
-                var.copy_(src);
-            }
-            Ok(())
-        })
+        load_vars(&self.vs, map, path)
     }
+}
+
+/// Copies every variable of `vs` from `map` (read from `path`, named in errors): each must be
+/// there with the variable's shape.
+pub fn load_vars(
+    vs: &nn::VarStore,
+    map: &std::collections::HashMap<String, Tensor>,
+    path: &std::path::Path,
+) -> Result<()> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let src = map
+                .get(&name)
+                .ok_or_else(|| crate::Error::format(path.display(), format!("missing tensor `{name}`")))?;
+            if src.size() != var.size() {
+                return Err(crate::Error::format(
+                    path.display(),
+                    format!(
+                        "tensor `{name}` has shape {:?}: expected {:?}",
+                        src.size(),
+                        var.size()
+                    ),
+                ));
+            }
+            var.copy_(src);
+        }
+        Ok(())
+    })
 }
 
 /// Writes named tensors as safetensors (moved to the CPU), atomically.
