@@ -41,6 +41,7 @@ pub struct AgentLog {
     pub stage: usize,
     /// Epoch within the stage, from 1.
     pub epoch: usize,
+    /// SGD's learning rate at the epoch's end (stages 1 and 3); Adam's (the policy's) in stage 2.
     pub lr: f64,
     pub loss: f64,
     /// Validation top-1 after the glance alone, and after all T steps (policy mean).
@@ -351,7 +352,7 @@ pub fn train(
             let log = AgentLog {
                 stage: stage + 1,
                 epoch: epoch + 1,
-                lr,
+                lr: if stage == 1 { cfg.policy_lr } else { lr },
                 loss: sum_loss / seen.max(1) as f64,
                 val_glance,
                 val_final,
