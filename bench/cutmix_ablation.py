@@ -4,7 +4,7 @@
 Protocol (configs/table2/*_cpu.toml): Tiny-ImageNet-200 long-tailed stand-in for ImageNet-LLT --
 100 classes drawn at random (seed 0), 400 down to 50 training images per class (exponential),
 20 per class held out for validation, the labelled val images (50 per class) as the test set;
-images stretched from 64 to 32 px (the agent sees them resized to its 64 px); ResNet-8 (small stem); 6 epochs, batch 128, SGD 0.9, lr 0.1 cosine after 1 warm-up epoch,
+images stretched from 64 to 32 px (the agent sees them resized to its 64 px); ResNet-8 (small stem); 20 epochs, batch 128, SGD 0.9, lr 0.1 cosine after 1 warm-up epoch,
 wd 5e-4, pad-4 crop + flip; CE. Rows: baseline; random-box CutMix (alpha 1, lambda = kept area)
 at p_c in {0.1, 0.3, 0.5, 0.7}; agent-guided CutMix at the same p_c with lambda = (1/4)^0.5 = 0.5;
 and at p_c = 0.5 with a fixed lambda in {0.1, 0.3, 0.7}. The agent is runs/bench/agent_tiny's

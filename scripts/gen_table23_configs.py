@@ -32,8 +32,8 @@ max = 400
 '''
 
 SCHEDULES = {
-    "cpu": dict(arch="resnet8", epochs=6, threads=2, device="cpu", warmup=1, size=32, pad=4,
-                note="CPU-sized: images stretched to 32 px, ResNet-8, 6 epochs, cosine"),
+    "cpu": dict(arch="resnet8", epochs=20, threads=2, device="cpu", warmup=1, size=32, pad=4,
+                note="CPU-sized: images stretched to 32 px, ResNet-8, 20 epochs, cosine"),
     "gpu": dict(arch="resnet18", epochs=200, threads=8, device="cuda", warmup=5, size=64, pad=8,
                 note="the paper's 200 epochs, 64 px, ResNet-18 (small stem), for a GPU"),
 }
