@@ -448,7 +448,7 @@ pub fn train_guided(
             lc.batch_size = 2 * cfg.batch_size;
         }
         progress.epoch_start(epoch, cfg.epochs, plan.len().div_ceil(lc.batch_size));
-        let (mut sum_loss, mut correct, mut seen, mut batch_i) = (0f64, 0i64, 0usize, 0usize);
+        let (mut sum_loss, mut correct, mut seen, mut batch_i) = (0f64, 0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
         for_each_batch(&train_view, &plan, &lc, epoch, |b| {
             lr = lr_at(
@@ -464,7 +464,8 @@ pub fn train_guided(
                 x = channels_last(&x);
             }
             let y = b.labels.to_device(device);
-            let (logits, y, l) = if bbn {
+            // `targets`: the labels the accuracy counts, with their weights (BBN: both batches').
+            let (logits, y, l, targets) = if bbn {
                 let half = y.size()[0] / 2;
                 let (xa, xb) = (x.narrow(0, 0, half), x.narrow(0, half, half));
                 let (ya, yb) = (y.narrow(0, 0, half), y.narrow(0, half, half));
@@ -474,7 +475,8 @@ pub fn train_guided(
                 .to_kind(Kind::Float);
                 let l = loss.forward(&logits, &ya, epoch) * alpha
                     + loss.forward(&logits, &yb, epoch) * (1.0 - alpha);
-                (logits, ya, l)
+                let targets = vec![(ya.shallow_clone(), alpha), (yb, 1.0 - alpha)];
+                (logits, ya, l, targets)
             } else {
                 let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
                 let mixed = match (&cfg.mix, guide) {
@@ -508,7 +510,8 @@ pub fn train_guided(
                     Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), &y, m),
                     None => loss.forward(&logits, &y, epoch),
                 };
-                (logits, y, l)
+                let targets = vec![(y.shallow_clone(), 1.0)];
+                (logits, y, l, targets)
             };
             let lv = l.double_value(&[]);
             if !lv.is_finite() || lv > 1e4 {
@@ -523,11 +526,10 @@ pub fn train_guided(
             opt.backward_step(&l, lr);
             let n = y.size()[0] as usize;
             sum_loss += lv * n as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            let pred = logits.argmax(-1, false);
+            for (t, w) in &targets {
+                correct += w * pred.eq_tensor(t).sum(Kind::Int64).int64_value(&[]) as f64;
+            }
             seen += n;
             batch_i += 1;
             progress.batch(lv);
@@ -539,7 +541,7 @@ pub fn train_guided(
             epoch: epoch + 1,
             lr,
             train_loss: sum_loss / seen.max(1) as f64,
-            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+            train_acc: 100.0 * correct / seen.max(1) as f64,
             val_top1: val.top1,
             val_balanced: val.balanced,
             seconds: t0.elapsed().as_secs_f64(),
