@@ -1205,7 +1205,12 @@ fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<(
     }
     let train = ds.view(Part::Train);
     let locs_path = out.join("locations.bin");
+    // Which agent located: locations of another agent (a new `from`, a retrained one) are redone.
+    let source = ac.from.clone().unwrap_or_else(|| out.clone());
+    let stamp = serde_json::json!({ "agent": Agent::fingerprint(&source)?, "images": train.len() });
+    let stamp_path = out.join("locations.json");
     let reuse = locs_path.is_file()
+        && autosampler::fsx::read_json::<serde_json::Value>(&stamp_path).ok() == Some(stamp.clone())
         && agent_guide::read_locations(&locs_path)
             .map(|(_, l)| l.len() == train.len())
             .unwrap_or(false);
@@ -1218,6 +1223,7 @@ fn agent_stage(cfg: &Config, dir: &Path, ds: &Dataset, resume: bool) -> Result<(
         tch::set_num_threads(threads.max(1) as i32);
         let locs = agent_train::locate_view(&agent, &train, &Default::default(), threads)?;
         agent_guide::write_locations(&locs_path, train.size as f32, &locs)?;
+        autosampler::fsx::write_json(&stamp_path, &stamp)?;
         println!(
             "agent: located {} training images' salient patches in {:.1}s → {}",
             locs.len(),

@@ -630,6 +630,36 @@ fn agent_trains_locates_and_drives_cutmix() {
     ] {
         assert!(out.join("agent").join(f).is_file(), "{f} missing");
     }
+    // locations are reused for the same agent and redone for another one
+    let locate = || {
+        autosampler(
+            &[
+                "agent",
+                "locate",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let o = locate();
+    assert!(
+        o.status.success() && text(&o).contains("locations.bin (complete, reused)"),
+        "{}",
+        text(&o)
+    );
+    let stamp = out.join("agent/locations.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stamp).unwrap()).unwrap();
+    v["agent"] = serde_json::json!("another agent");
+    std::fs::write(&stamp, v.to_string()).unwrap();
+    let o = locate();
+    assert!(
+        o.status.success() && text(&o).contains("located 4 training images"),
+        "{}",
+        text(&o)
+    );
     // a finished agent is reused, not retrained
     let before = std::fs::read(out.join("agent/agent.safetensors")).unwrap();
     let o = autosampler(

@@ -351,6 +351,18 @@ impl Agent {
         Ok(agent)
     }
 
+    /// A fingerprint of the agent saved in `dir`: the SHA-256 of its `agent.json` and
+    /// `agent.safetensors` (hex, 16 digits). Locations record it, so another agent's are not reused.
+    pub fn fingerprint(dir: &Path) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for f in ["agent.json", "agent.safetensors"] {
+            let p = dir.join(f);
+            h.update(std::fs::read(&p).map_err(|e| Error::io(&p, e))?);
+        }
+        Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Writes `agent.json` and `agent.safetensors` into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         crate::model::save_tensors(&dir.join("agent.safetensors"), &self.state_dict())?;
