@@ -69,7 +69,7 @@ struct SweepArgs {
     /// The configs.
     #[arg(required = true)]
     configs: Vec<PathBuf>,
-    /// Comma-separated seeds (each sets the split, training, search and stage-2 seeds).
+    /// Comma-separated seeds (each sets the split, agent, training, search and stage-2 seeds).
     #[arg(long, default_value = "0")]
     seeds: String,
     /// Where the run folders go.
@@ -871,6 +871,9 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
         if let Some(f) = &mut cfg.finetune {
             f.seed = 0;
         }
+        if let Some(a) = &mut cfg.agent {
+            a.seed = 0;
+        }
         let key = cfg.to_toml();
         let label = name
             .trim_end_matches(|c: char| c.is_ascii_digit())
@@ -1282,6 +1285,9 @@ fn sweep_cmd(a: &SweepArgs) -> Result<()> {
             }
             if let Some(s) = &mut cfg.search {
                 s.seed = seed as u64;
+            }
+            if let Some(a) = &mut cfg.agent {
+                a.seed = seed as u64;
             }
             if let Some(f) = &mut cfg.finetune {
                 f.seed = seed as u64;
