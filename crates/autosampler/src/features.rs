@@ -3,7 +3,7 @@
 //! so that classifier re-training and the class-weight search cost a linear layer, not a CNN.
 use crate::data::augment::Normalize;
 use crate::data::loader::{for_each_batch, LoaderConfig};
-use crate::data::{augment::Augment, Dataset, Part, View};
+use crate::data::{Dataset, Part, View};
 use crate::model::{save_tensors, Model};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -38,14 +38,7 @@ pub fn map_view(
     f: impl Fn(&Tensor) -> Tensor,
 ) -> Result<Tensor> {
     let device = model.vs.device();
-    let lc = LoaderConfig {
-        batch_size: 256,
-        threads,
-        augment: Augment::None,
-        normalize: *normalize,
-        drop_last: false,
-        seed: 0,
-    };
+    let lc = LoaderConfig::evaluation(normalize, threads);
     let plan: Vec<usize> = (0..view.len()).collect();
     let mut out = Vec::new();
     tch::no_grad(|| {

@@ -103,7 +103,7 @@ fn classification_loss(r: &super::Rollout, y: &Tensor, dsn_ratio: f64) -> Tensor
 /// Top-1 (%) after the glance and after all steps, policy mean, on `view`.
 pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usize) -> Result<(f64, f64)> {
     let (mut g, mut f, mut n) = (0i64, 0i64, 0i64);
-    let lc = eval_loader(normalize, threads);
+    let lc = LoaderConfig::evaluation(normalize, threads);
     let plan: Vec<usize> = (0..view.len()).collect();
     tch::no_grad(|| {
         for_each_batch(view, &plan, &lc, 0, |b| {
@@ -126,17 +126,6 @@ pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usiz
     Ok((pct(g), pct(f)))
 }
 
-fn eval_loader(normalize: &Normalize, threads: usize) -> LoaderConfig {
-    LoaderConfig {
-        batch_size: 256,
-        threads,
-        augment: Augment::None,
-        normalize: *normalize,
-        drop_last: false,
-        seed: 0,
-    }
-}
-
 /// The salient patch of every image of `view` (no augmentation), in view order, in pixels of
 /// the stored images.
 pub fn locate_view(
@@ -147,10 +136,16 @@ pub fn locate_view(
 ) -> Result<Vec<Located>> {
     let mut out = Vec::with_capacity(view.len());
     let plan: Vec<usize> = (0..view.len()).collect();
-    for_each_batch(view, &plan, &eval_loader(normalize, threads), 0, |b| {
-        out.extend(agent.locate(&b.images.to_device(agent.device())));
-        Ok(())
-    })?;
+    for_each_batch(
+        view,
+        &plan,
+        &LoaderConfig::evaluation(normalize, threads),
+        0,
+        |b| {
+            out.extend(agent.locate(&b.images.to_device(agent.device())));
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 

@@ -25,6 +25,20 @@ pub struct LoaderConfig {
     pub seed: u64,
 }
 
+impl LoaderConfig {
+    /// Evaluation batches: 256 images in view order, no augmentation, nothing dropped.
+    pub fn evaluation(normalize: &Normalize, threads: usize) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: 256,
+            threads,
+            augment: Augment::None,
+            normalize: *normalize,
+            drop_last: false,
+            seed: 0,
+        }
+    }
+}
+
 /// One batch.
 pub struct Batch {
     /// `[batch, 3, H, W]` f32, normalised.
