@@ -1257,7 +1257,8 @@ fn guide_for(cfg: &Config, dir: &Path, t: &TrainConfig) -> Result<Option<Guide>>
         let from = ac.from.clone().unwrap_or_else(|| dir.join("agent"));
         Guide::PerBatch(Box::new(Agent::open(&from, t.device()?)?))
     } else {
-        Guide::Stored(agent_guide::read_locations(&dir.join("agent/locations.bin"))?.1)
+        let (size, locs) = agent_guide::read_locations(&dir.join("agent/locations.bin"))?;
+        Guide::Stored { size, locs }
     }))
 }
 

@@ -173,8 +173,9 @@ pub struct AgentMix {
 
 /// Where the salient patches come from during stage 1.
 pub enum Guide {
-    /// Located once per image of the training view (`locations.bin`), in stored-image pixels.
-    Stored(Vec<Located>),
+    /// Located once per image of the training view (`locations.bin`), in pixels of the stored
+    /// images of side `size`.
+    Stored { size: f32, locs: Vec<Located> },
     /// The agent, run on every augmented batch.
     PerBatch(Box<Agent>),
 }
@@ -184,7 +185,7 @@ impl Guide {
     pub fn rects(&self, batch: &Batch, x: &Tensor) -> Result<Vec<Rect>> {
         let out = x.size()[3] as f32;
         match self {
-            Guide::Stored(locs) => batch
+            Guide::Stored { locs, .. } => batch
                 .index
                 .iter()
                 .zip(&batch.windows)
@@ -214,25 +215,21 @@ impl Guide {
         use rand::seq::SliceRandom;
         order.shuffle(rng);
         let (images, _) = paste(x, &rects, &order);
-        let side = x.size()[3] as f64;
-        let patch = match self {
-            Guide::Stored(l) => l.first().map(|l| l.side as f64).unwrap_or(side) * out_scale(batch, side),
-            Guide::PerBatch(a) => a.spec.patch_size as f64 * side / a.spec.image_size as f64,
+        // S_patch / S_image of the image the agent located on: the nominal patch, whatever a
+        // crop did to it.
+        let (patch, image) = match self {
+            Guide::Stored { size, locs } => (locs.first().map_or(*size, |l| l.side) as f64, *size as f64),
+            Guide::PerBatch(a) => (a.spec.patch_size as f64, a.spec.image_size as f64),
         };
         let lambda = m
             .fixed_lambda
-            .unwrap_or_else(|| patch_lambda(patch * patch, side * side, m.tau));
+            .unwrap_or_else(|| patch_lambda(patch * patch, image * image, m.tau));
         Ok(Some(Mixed {
             images,
             perm: Tensor::from_slice(&order).to_device(x.device()),
             lambda: 1.0 - lambda,
         }))
     }
-}
-
-/// Output pixels per source pixel of a batch's first window (1 for pad-crop-flip).
-fn out_scale(batch: &Batch, side: f64) -> f64 {
-    batch.windows.first().map(|w| side / w.w as f64).unwrap_or(1.0)
 }
 
 #[cfg(test)]
