@@ -15,7 +15,6 @@ use crate::data::loader::Batch;
 use crate::mix::Mixed;
 use crate::{invalid, Error, Result};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::Tensor;
 
@@ -162,15 +161,6 @@ pub fn paste(x: &Tensor, rects: &[Rect], perm: &[i64]) -> (Tensor, Vec<(i64, i64
     (out, boxes)
 }
 
-/// `[train.mix] kind = "agent-cutmix"`'s parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AgentMix {
-    pub prob: f64,
-    pub tau: f64,
-    pub fixed_lambda: Option<f64>,
-    pub per_batch: bool,
-}
-
 /// Where the salient patches come from during stage 1.
 pub enum Guide {
     /// Located once per image of the training view (`locations.bin`), in pixels of the stored
@@ -203,10 +193,19 @@ impl Guide {
         }
     }
 
-    /// Agent-guided CutMix of a batch with probability `m.prob`, or `None`. The returned
-    /// [`Mixed`] weighs the target's label by `1 − λ` (λ is the pasted patch's label weight).
-    pub fn mix(&self, m: &AgentMix, batch: &Batch, x: &Tensor, rng: &mut impl Rng) -> Result<Option<Mixed>> {
-        if rng.random::<f64>() >= m.prob {
+    /// Agent-guided CutMix of a batch with probability `prob`, or `None`. λ, the pasted patch's
+    /// label weight, is `fixed_lambda` or `(S_patch / S_image)^tau`; the returned [`Mixed`] weighs
+    /// the target's label by `1 − λ`.
+    pub fn mix(
+        &self,
+        prob: f64,
+        tau: f64,
+        fixed_lambda: Option<f64>,
+        batch: &Batch,
+        x: &Tensor,
+        rng: &mut impl Rng,
+    ) -> Result<Option<Mixed>> {
+        if rng.random::<f64>() >= prob {
             return Ok(None);
         }
         let rects = self.rects(batch, x)?;
@@ -221,9 +220,7 @@ impl Guide {
             Guide::Stored { size, locs } => (locs.first().map_or(*size, |l| l.side) as f64, *size as f64),
             Guide::PerBatch(a) => (a.spec.patch_size as f64, a.spec.image_size as f64),
         };
-        let lambda = m
-            .fixed_lambda
-            .unwrap_or_else(|| patch_lambda(patch * patch, image * image, m.tau));
+        let lambda = fixed_lambda.unwrap_or_else(|| patch_lambda(patch * patch, image * image, tau));
         Ok(Some(Mixed {
             images,
             perm: Tensor::from_slice(&order).to_device(x.device()),

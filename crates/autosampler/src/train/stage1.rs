@@ -13,7 +13,7 @@
 //! ```
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
-use crate::agent::guide::{AgentMix, Guide};
+use crate::agent::guide::Guide;
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
@@ -485,18 +485,10 @@ pub fn train_guided(
                             prob,
                             tau,
                             fixed_lambda,
-                            per_batch,
+                            ..
                         },
                         Some(g),
-                    ) => {
-                        let m = AgentMix {
-                            prob: *prob,
-                            tau: *tau,
-                            fixed_lambda: *fixed_lambda,
-                            per_batch: *per_batch,
-                        };
-                        g.mix(&m, &b, &x, &mut mrng)?
-                    }
+                    ) => g.mix(*prob, *tau, *fixed_lambda, &b, &x, &mut mrng)?,
                     _ => cfg.mix.apply(&x, &mut mrng),
                 };
                 let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
