@@ -801,18 +801,7 @@ fn run_killed_and_restarted_continues_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let cfg = demo_train_config(dir.path(), 4);
-    let run = |out: &Path| {
-        autosampler(
-            &[
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &cache,
-        )
-    };
+    let run = |out: &Path| stage("run", &cfg, out, &cache);
     let whole = dir.path().join("whole");
     let o = run(&whole);
     assert!(o.status.success(), "{}", text(&o));
