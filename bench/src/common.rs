@@ -7,3 +7,50 @@ pub fn arg(name: &str) -> Option<String> {
         .position(|x| x == name)
         .and_then(|i| a.get(i + 1).cloned())
 }
+
+use anyhow::{Context, Result};
+use autosampler::config::Config;
+use autosampler::data::{Part, Split};
+use autosampler::features;
+use autosampler::search::SearchConfig;
+use autosampler::train::stage2::FinetuneConfig;
+use std::path::Path;
+use tch::Tensor;
+
+/// A finished run's cached features, stage-1 classifier, class counts and search/stage-2 configs.
+#[allow(dead_code)]
+pub struct Run {
+    pub train: features::Features,
+    pub val: features::Features,
+    pub test: features::Features,
+    pub w0: Tensor,
+    pub b0: Tensor,
+    pub counts: Vec<usize>,
+    pub search: SearchConfig,
+    pub finetune: FinetuneConfig,
+    pub from_config: bool,
+}
+
+/// Opens a finished run (stage 1 and features done).
+#[allow(dead_code)]
+pub fn open_run(run: &Path) -> Result<Run> {
+    let st: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(run.join("stage1/model.safetensors"))
+            .with_context(|| format!("{}: no stage-1 model", run.display()))?
+            .into_iter()
+            .collect();
+    let cfg = Config::load(&run.join("config.toml"))?;
+    Ok(Run {
+        train: features::load(run, Part::Train)
+            .with_context(|| format!("{}: run `autosampler features` first", run.display()))?,
+        val: features::load(run, Part::Val)?,
+        test: features::load(run, Part::Test)?,
+        w0: st["fc.weight"].shallow_clone(),
+        b0: st["fc.bias"].shallow_clone(),
+        counts: Split::load(&run.join("split.json"))?.counts.train,
+        from_config: cfg.search.is_some(),
+        search: cfg.search.unwrap_or_default(),
+        finetune: cfg.finetune.unwrap_or_default(),
+    })
+}
+

@@ -1,5 +1,7 @@
-//! `bench-search-speed`: wall time of the class-weight search (T = 100 trajectories × M = 8 proxy
-//! runs of one classifier epoch, batch 128) on
+//! `bench-search-speed`: wall time of the class-weight search (T = 100 trajectories × M = 8
+//! samples), with the default search (stage 2's recipe as the proxy — `[finetune]` defaults —,
+//! R reward seeds, the re-score) and with the paper's (one proxy epoch, batch 128, one run per
+//! sample, best draw), on
 //!   (a) CIFAR-10-LT IR 100 ResNet-32 features of a finished run (`--run DIR`; same-shaped random
 //!       features, 12,406 × 64 with 10 classes, when no run is given), and
 //!   (b) 10,847 × 64 random features with 100 classes (CIFAR-100-LT IR 100's shape),
@@ -15,7 +17,8 @@ use autosampler::data::{cache::default_cache_root, Dataset, Part, Split};
 use autosampler::features::{self, Features};
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
 use autosampler::sampler::{class_members, plan_with_replacement};
-use autosampler::search::{self, Proxy, SearchConfig};
+use autosampler::search::{self, SearchConfig};
+use autosampler::train::stage2::FinetuneConfig;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -52,19 +55,17 @@ fn random_features(n_max: usize, c: i64, per_class_val: i64, seed: i64) -> (Feat
     )
 }
 
-fn time_search(train: &Features, val: &Features, w0: &Tensor, b0: &Tensor, counts: &[usize]) -> Result<f64> {
-    let cfg = SearchConfig {
-        trajectories: 100,
-        samples: 8,
-        proxy_epochs: 1,
-        proxy_batch: 128,
-        ..Default::default()
-    };
-    let proxy = Proxy::new(train, val, w0, b0, &cfg);
-    let dir = tempfile::tempdir()?;
-    let t = Instant::now();
-    search::search(&proxy, counts, &cfg, dir.path(), |_| {})?;
-    Ok(t.elapsed().as_secs_f64())
+/// Seconds of the default search and of the paper's on these features.
+fn time_search(train: &Features, val: &Features, w0: &Tensor, b0: &Tensor) -> Result<(f64, f64)> {
+    let stage2 = FinetuneConfig::default().recipe();
+    let mut secs = Vec::new();
+    for cfg in [SearchConfig::default(), SearchConfig::paper()] {
+        let dir = tempfile::tempdir()?;
+        let t = Instant::now();
+        search::search(train, val, (w0, b0), &stage2, &cfg, dir.path(), |_| {})?;
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    Ok((secs[0], secs[1]))
 }
 
 fn main() -> Result<()> {
@@ -78,7 +79,11 @@ fn main() -> Result<()> {
         .unwrap_or(2);
     tch::set_num_threads(threads);
     let run = arg("--run").map(PathBuf::from);
-    let mut out = serde_json::json!({"bench": "search_speed", "threads": threads, "trajectories": 100, "samples": 8, "proxy_epochs": 1, "batch": 128});
+    let d = SearchConfig::default();
+    let f = FinetuneConfig::default();
+    let mut out = serde_json::json!({"bench": "search_speed", "threads": threads, "trajectories": d.trajectories, "samples": d.samples,
+        "default": {"proxy": "stage2", "epochs": f.epochs, "batch": f.batch_size, "reward_seeds": d.reward_seeds, "rescore_top": d.rescore_top, "rescore_seeds": d.rescore_seeds},
+        "paper": {"proxy_epochs": 1, "batch": 128, "reward_seeds": 1}});
 
     // (a)
     let (train, val, counts, w0, b0, real) = match &run {
@@ -113,7 +118,7 @@ fn main() -> Result<()> {
             )
         }
     };
-    let a_s = time_search(&train, &val, &w0, &b0, &counts)?;
+    let (a_s, a_paper) = time_search(&train, &val, &w0, &b0)?;
     out["a_features"] = format!(
         "{} x {} ({} classes, {})",
         train.x.size()[0],
@@ -123,19 +128,15 @@ fn main() -> Result<()> {
     )
     .into();
     out["a_search_s"] = ((a_s * 100.0).round() / 100.0).into();
+    out["a_paper_search_s"] = ((a_paper * 100.0).round() / 100.0).into();
 
     // (b)
-    let (t100, v100, c100) = random_features(500, 100, 20, 1);
+    let (t100, v100, _) = random_features(500, 100, 20, 1);
     let w100 = Tensor::randn([100, 64], (Kind::Float, Device::Cpu)) * 0.1;
-    let b_s = time_search(
-        &t100,
-        &v100,
-        &w100,
-        &Tensor::zeros([100], (Kind::Float, Device::Cpu)),
-        &c100,
-    )?;
+    let (b_s, b_paper) = time_search(&t100, &v100, &w100, &Tensor::zeros([100], (Kind::Float, Device::Cpu)))?;
     out["b_features"] = format!("{} x 64 (100 classes, random)", t100.x.size()[0]).into();
     out["b_search_s"] = ((b_s * 100.0).round() / 100.0).into();
+    out["b_paper_search_s"] = ((b_paper * 100.0).round() / 100.0).into();
 
     // one proxy run on images: frozen backbone forward for each batch + the validation set
     if let Some(r) = &run {
@@ -185,7 +186,7 @@ fn main() -> Result<()> {
         )?;
         let _ = fv.x.mm(&w).argmax(-1, false);
         let img_s = t.elapsed().as_secs_f64();
-        let per_feature_proxy = a_s / 800.0;
+        let per_feature_proxy = a_paper / 800.0;
         out["proxy_on_images_s"] = ((img_s * 100.0).round() / 100.0).into();
         out["proxy_on_features_s"] = ((per_feature_proxy * 10000.0).round() / 10000.0).into();
         out["images_over_features_ratio"] = (img_s / per_feature_proxy).round().into();

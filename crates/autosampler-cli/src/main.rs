@@ -519,6 +519,8 @@ fn run_summary(dir: &Path, ds: &Dataset) -> Result<String> {
             &format!("stage 2, re-trained ({how}), test"),
             &s2.crt.test,
         );
+        line(&mut out, "stage 2, class-balanced cRT, test", &s2.crt_class_balanced.test);
+        line(&mut out, "stage 2, square-root cRT, test", &s2.crt_square_root.test);
     }
     if let Ok(text) = std::fs::read_to_string(dir.join("agent/metrics.jsonl")) {
         if let Some(l) = text
@@ -536,7 +538,11 @@ fn run_summary(dir: &Path, ds: &Dataset) -> Result<String> {
     if let Ok(b) = autosampler::fsx::read_json::<search::Best>(&dir.join("search/best_weights.json")) {
         let counts = &ds.split.counts.train;
         let total: usize = counts.iter().sum();
-        let _ = writeln!(out, "searched weights (vs instance-balanced n_c/N):");
+        let _ = writeln!(
+            out,
+            "searched weights ({}; vs instance-balanced n_c/N):",
+            b.source
+        );
         for (c, (name, w)) in ds.split.classes.iter().zip(&b.weights).enumerate().take(20) {
             let _ = writeln!(
                 out,
@@ -601,7 +607,10 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
     };
     let out = dir.join("search");
     let best_path = out.join("best_weights.json");
-    let reuse = best_path.is_file() && autosampler::fsx::read_json::<search::Best>(&best_path)?.config == *sc;
+    let stage2 = cfg.finetune.clone().unwrap_or_default().recipe();
+    let reuse = best_path.is_file()
+        && autosampler::fsx::read_json::<search::Best>(&best_path)
+            .is_ok_and(|b| b.config == *sc && b.recipe == sc.recipe(&stage2));
     let best: search::Best = if reuse {
         eprintln!("search    {} (complete, reused)", out.display());
         autosampler::fsx::read_json(&best_path)?
@@ -610,10 +619,9 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         let (w0, b0) = linear_head(&model, "the search")?;
         let train = features::load(dir, Part::Train)?;
         let val = features::load(dir, Part::Val)?;
-        // The proxy's tensors are tiny: one intra-op thread beats several (which spin and, on a
+        // The proxy's tensors are small: one intra-op thread beats several (which spin and, on a
         // busy machine, stall: 93 s instead of 5 s for the same search here).
         tch::set_num_threads(1);
-        let proxy = search::Proxy::new(&train, &val, &w0, &b0, sc);
         let pb = ProgressBar::new(sc.trajectories as u64);
         pb.set_style(
             ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {prefix} {per_sec} ETA {eta}")
@@ -622,15 +630,20 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         );
         pb.set_message("search");
         let start = Instant::now();
-        let best = search::search(&proxy, &ds.split.counts.train, sc, &out, |s| {
-            pb.set_prefix(format!("best {:.2}%", s.best_reward * 100.0));
+        let best = search::search(&train, &val, (&w0, &b0), &stage2, sc, &out, |s| {
+            pb.set_prefix(format!(
+                "mean {:.2}% best {:.2}%",
+                s.mean_reward * 100.0,
+                s.best_reward * 100.0
+            ));
             pb.inc(1);
         })?;
         pb.finish_and_clear();
         eprintln!(
-            "search    {} trajectories × {} samples in {:.1}s",
+            "search    {} trajectories × {} samples × {} proxy seeds in {:.1}s",
             sc.trajectories,
             sc.samples,
+            sc.reward_seeds,
             start.elapsed().as_secs_f64()
         );
         best
@@ -643,6 +656,11 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
         &out.join("reward_curve.png"),
         &log.iter().map(|s| s.mean_reward).collect::<Vec<_>>(),
         &log.iter().map(|s| s.best_reward).collect::<Vec<_>>(),
+        &best
+            .fixed
+            .iter()
+            .map(|f| (f.source.clone(), f.search_reward))
+            .collect::<Vec<_>>(),
     )?;
     let counts = &ds.split.counts.train;
     use autosampler::sampler::power_weights;
@@ -657,11 +675,22 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             ("class-balanced", power_weights(counts, 0.0)),
         ],
     )?;
+    let pct = |x: f64| format!("{:.2}", x * 100.0);
     println!(
-        "\nsearched class weights (val reward {:.2}% at trajectory {}):",
-        best.reward * 100.0,
-        best.trajectory + 1
+        "\nsearch: {} validation images searched on, {} held out for the choice; reward {:?}",
+        best.val_search, best.val_choice, sc.reward
     );
+    println!("{:<22} {:>12} {:>12}", "candidate", "search", "re-scored");
+    for c in &best.candidates {
+        println!(
+            "{:<22} {:>12} {:>12}{}",
+            c.source,
+            pct(c.search_reward),
+            c.rescored.map(pct).unwrap_or_else(|| "-".into()),
+            if c.source == best.source { "  ← chosen" } else { "" }
+        );
+    }
+    println!("chosen class weights ({}):", best.source);
     for (c, w) in ds.split.classes.iter().zip(&best.weights) {
         println!("  {c:<14} {w:.4}");
     }
@@ -680,6 +709,9 @@ struct Stage2Report {
     weights: Vec<f64>,
     stage1: stage2::Scored,
     crt: stage2::Scored,
+    /// The fixed samplers' cRT with the same recipe, for comparison.
+    crt_class_balanced: stage2::Scored,
+    crt_square_root: stage2::Scored,
     tau_normalised: stage2::PostHoc,
     logit_adjusted: stage2::PostHoc,
     lws_scales: Vec<f64>,
@@ -692,24 +724,25 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
     };
     let out = dir.join("stage2");
     let report_path = out.join("eval.json");
+    let counts = &ds.split.counts.train;
+    let weights = match &fc.sampler {
+        Some(s) => s.weights(counts, fc.epochs, fc.epochs)?,
+        None => {
+            if cfg.search.is_none() {
+                bail!("[finetune] without a sampler uses the searched weights: add [search], or set finetune.sampler");
+            }
+            search_stage(dir, ds, cfg)?;
+            autosampler::fsx::read_json::<search::Best>(&dir.join("search/best_weights.json"))?.weights
+        }
+    };
+    // Reused only when it was trained with this config *and* these weights (a new search's
+    // weights make it stale).
     let report: Stage2Report = match autosampler::fsx::read_json::<Stage2Report>(&report_path) {
-        Ok(r) if r.config == *fc => {
+        Ok(r) if r.config == *fc && r.weights == weights => {
             eprintln!("stage 2   {} (complete, reused)", out.display());
             r
         }
         _ => {
-            let counts = &ds.split.counts.train;
-            let weights = match &fc.sampler {
-                Some(s) => s.weights(counts, fc.epochs, fc.epochs)?,
-                None => {
-                    if cfg.search.is_none() {
-                        bail!("[finetune] without a sampler uses the searched weights: add [search], or set finetune.sampler");
-                    }
-                    search_stage(dir, ds, cfg)?;
-                    autosampler::fsx::read_json::<search::Best>(&dir.join("search/best_weights.json"))?
-                        .weights
-                }
-            };
             let model = features_stage(dir, ds, cfg)?;
             let (w0, b0) = linear_head(&model, "stage 2")?;
             let (train, val, test) = (
@@ -754,9 +787,19 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             )?;
             tch::set_num_threads(1);
             let (lws_scales, lws) = stage2::learnable_weight_scaling(&parts, (&w0, &b0), counts, fc)?;
+            let fixed = |q: f64| -> Result<stage2::Scored> {
+                let w = autosampler::sampler::power_weights(counts, q);
+                let f = stage2::finetune(&parts, (&w0, &b0), &w, counts, fc)?;
+                Ok(stage2::Scored {
+                    val: f.val,
+                    test: f.test,
+                })
+            };
             let r = Stage2Report {
                 config: fc.clone(),
                 weights,
+                crt_class_balanced: fixed(0.0)?,
+                crt_square_root: fixed(0.5)?,
                 stage1: stage2::Scored::of(&parts, &w0, &b0, counts),
                 crt,
                 tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
@@ -787,6 +830,16 @@ fn finetune_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             format!("re-trained ({} epochs on {:?})", fc.epochs, fc.path),
             &report.crt.val,
             &report.crt.test,
+        ),
+        (
+            "cRT, class-balanced".to_string(),
+            &report.crt_class_balanced.val,
+            &report.crt_class_balanced.test,
+        ),
+        (
+            "cRT, square-root".to_string(),
+            &report.crt_square_root.val,
+            &report.crt_square_root.test,
         ),
         (
             format!("τ-normalised (τ = {:.1} on val)", report.tau_normalised.tau),

@@ -36,7 +36,29 @@ pub struct Config {
 impl Config {
     /// Parses `text` (from `file`, for messages). Relative paths stay as written.
     pub fn parse(text: &str, file: &str) -> Result<Config> {
-        parse_toml(text, file)
+        let cfg: Config = parse_toml(text, file)?;
+        cfg.check().map_err(|e| Error::Config {
+            file: file.to_string(),
+            what: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// The ranges of the sections that say what they accept (NaN, zero and negative values are
+    /// refused before any stage runs).
+    pub fn check(&self) -> Result<()> {
+        if let Some(s) = &self.search {
+            s.check()?;
+            if self.data.split.val_per_class == 0 && self.data.source.val_list.is_none() {
+                return Err(crate::invalid!(
+                    "[search] scores candidates on validation images, and data.split.val_per_class = 0 holds none out: set it ≥ 1 (or give data.source.val_list)"
+                ));
+            }
+        }
+        if let Some(f) = &self.finetune {
+            f.check()?;
+        }
+        Ok(())
     }
 
     /// Reads a config file; relative paths inside are taken from the file's folder.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod features;
 pub mod fsx;
+pub mod linear;
 pub mod loss;
 pub mod mix;
 pub mod model;

@@ -247,6 +247,32 @@ pub fn write(run: &Path) -> Result<PathBuf> {
     let search = run.join("search");
     if search.join("best_weights.json").is_file() {
         h.push_str("<h2>Class-weight search</h2>");
+        if let Some(b) = read(&search.join("best_weights.json")) {
+            let pct = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.2}", x * 100.0));
+            let _ = write!(
+                h,
+                "<p>Chosen: <b>{}</b>. The search scored candidates on {} validation images; the final \
+                 choice re-scored the candidates below on {} held-out ones, with fresh proxy seeds \
+                 (the fixed samplers compete on the same terms). Did it help? Compare the stage-2 \
+                 table below: the searched row beside class-balanced and square-root cRT.</p>\
+                 <table><tr><th>candidate</th><th>search reward</th><th>re-scored</th></tr>",
+                esc(b["source"].as_str().unwrap_or("")),
+                b["val_search"],
+                b["val_choice"]
+            );
+            for c in b["candidates"].as_array().into_iter().flatten() {
+                let chosen = c["source"] == b["source"];
+                let _ = write!(
+                    h,
+                    "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(c["source"].as_str().unwrap_or("")),
+                    if chosen { " ←" } else { "" },
+                    pct(&c["search_reward"]),
+                    pct(&c["rescored"])
+                );
+            }
+            h.push_str("</table>");
+        }
         for (f, alt) in [
             ("reward_curve.png", "reward curve"),
             ("weights.png", "searched weights"),
@@ -260,7 +286,9 @@ pub fn write(run: &Path) -> Result<PathBuf> {
         h.push_str("<h2>Stage 2</h2><table><tr><th>classifier</th><th>val top-1</th><th>test top-1</th><th>many</th><th>medium</th><th>few</th></tr>");
         for (k, label) in [
             ("stage1", "stage 1"),
-            ("crt", "re-trained"),
+            ("crt", "re-trained (chosen weights)"),
+            ("crt_class_balanced", "cRT, class-balanced"),
+            ("crt_square_root", "cRT, square-root"),
             ("tau_normalised", "τ-normalised"),
             ("logit_adjusted", "logit-adjusted"),
             ("lws", "learnable weight scaling"),

@@ -182,14 +182,25 @@ fn draw_png(
 
 /// The search's reward curve (the paper's Fig. 2 right): mean and best-so-far reward per
 /// trajectory, in percent.
-pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64]) -> Result<()> {
+pub fn reward_curve(path: &Path, mean: &[f64], best: &[f64], fixed: &[(String, f64)]) -> Result<()> {
     let pct = |v: &[f64]| v.iter().map(|x| x * 100.0).collect::<Vec<_>>();
+    let mut series = vec![
+        ("mean of the M samples".to_string(), pct(mean)),
+        ("best so far".to_string(), pct(best)),
+    ];
+    // each fixed sampler's reward, scored the same way, as a horizontal line
+    series.extend(
+        fixed
+            .iter()
+            .map(|(name, r)| (format!("{name} (fixed)"), vec![r * 100.0; mean.len().max(2)])),
+    );
+    let named: Vec<(&str, Vec<f64>)> = series.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
     lines(
         path,
-        "class-weight search: validation reward",
+        "class-weight search: validation reward (search half)",
         "trajectory",
         "val reward (%)",
-        &[("mean of the M samples", pct(mean)), ("best so far", pct(best))],
+        &named,
     )
 }
 
@@ -206,6 +217,8 @@ pub fn lines(
         RGBColor(214, 39, 40),
         RGBColor(44, 160, 44),
         RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
     ];
     draw_png(path, 900, 480, |root| {
         let e = |e: DrawingAreaErrorKind<_>| e.to_string();

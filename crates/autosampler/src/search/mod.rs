@@ -1,23 +1,39 @@
-//! The coarse auto-sampler: Algorithm 1 of the paper. A Gaussian policy N(μ, σ²I) over C logits;
-//! each of M samples W_m becomes class weights softmax(W_m); the proxy task re-trains the linear
-//! classifier from the stage-1 one (θ0) for `proxy_epochs` on the cached training features with
-//! class-weighted sampling; the reward is validation accuracy; the advantage is the reward minus
-//! the mean of the M rewards; μ takes `update_steps` Adam steps on the PPO2 clipped objective.
-//! The best W seen over all T trajectories is returned.
+//! The coarse auto-sampler: Algorithm 1 of the paper, with the proxy, the reward and the final
+//! choice made to predict stage 2 rather than to win on validation by luck.
 //!
-//! The M proxy runs of a trajectory are one batched computation (`[M, B, D] × [M, D, C]`), with
-//! the gradient of the cross-entropy written out (softmax − one-hot), so a proxy epoch is a few
-//! hundred small tensor operations.
+//! A Gaussian policy N(μ, σ²I) over C logits; each of M samples W_m becomes class weights
+//! softmax(W_m); the proxy task re-trains the linear classifier on the cached training features
+//! with class-weighted sampling; the advantage is the reward minus the mean of the M rewards; μ
+//! takes `update_steps` Adam steps on the PPO2 clipped objective.
+//!
+//! What differs from the paper's Algorithm 1, and why (each is a config choice; `paper` mode
+//! restores the paper's):
+//! - **Proxy = stage 2** (`proxy = "stage2"`): the proxy trains with stage 2's own recipe (epochs,
+//!   batch, lr, momentum, initialisation), so a reward is a stage-2 validation score. The paper's
+//!   one-epoch proxy (`proxy = "paper"`) ranks weights differently from a 10-epoch stage 2: weights
+//!   that win one epoch can wreck ten.
+//! - **Reward over R proxy seeds** (`reward_seeds`), batched with the M samples, and balanced
+//!   accuracy or log-likelihood as choices besides top-1: one proxy run's score moves with its
+//!   sampling noise.
+//! - **A choice that does not overfit** (`select = "rescore"`): validation is split per class into
+//!   a search half and a choice half (`holdout`). The search sees only its half; the top-K samples,
+//!   the policy's mean softmax(μ_T) and the fixed samplers (instance, square-root,
+//!   class-balanced) are re-scored on the choice half with fresh proxy seeds, and the best of
+//!   those is returned. The best of T × M draws on the search half is biased upwards by
+//!   validation noise; the re-score is not, and the fixed samplers compete on the same terms, so
+//!   the search never returns weights that re-score below the best fixed sampler.
 pub mod ppo;
 
 use crate::features::Features;
+use crate::linear::{score, Heads, Recipe, Run, Score, Trainer};
 use crate::rng::chacha;
-use crate::sampler::{class_members, plan_with_replacement, power_weights};
+use crate::sampler::power_weights;
 use crate::{fsx, invalid, Result};
+use rand::seq::SliceRandom;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// Where μ starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,241 +45,255 @@ pub enum Init {
     Instance,
     /// μ = log of the square-root weights.
     SquareRoot,
+    /// μ = log of the fixed sampler that scores best on the search half.
+    BestFixed,
 }
 
-/// The reward of a proxy run.
+/// The proxy task's training recipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Reward {
-    /// Validation top-1.
-    Top1,
-    /// Mean per-class validation accuracy.
-    Balanced,
+pub enum ProxyMode {
+    /// Stage 2's own recipe (`[finetune]`: epochs, batch, lr, momentum, reinit).
+    Stage2,
+    /// Algorithm 1's proxy: `proxy_epochs` (1) epochs from θ0 with `proxy_batch`, `proxy_lr`,
+    /// `proxy_momentum`.
+    Paper,
 }
 
-fn d_t() -> usize {
-    100
-}
-fn d_m() -> usize {
-    8
-}
-fn d_sigma() -> f64 {
-    0.5
-}
-fn d_clip() -> f64 {
-    0.2
-}
-fn d_lr() -> f64 {
-    0.05
-}
-fn d_steps() -> usize {
-    5
-}
-fn d_one() -> usize {
-    1
-}
-fn d_batch() -> usize {
-    128
-}
-fn d_plr() -> f64 {
-    0.01
-}
-fn d_pmom() -> f64 {
-    0.9
-}
-fn d_init() -> Init {
-    Init::Uniform
-}
-fn d_reward() -> Reward {
-    Reward::Top1
+/// How the returned weights are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Select {
+    /// The top samples, the policy mean and the fixed samplers re-scored on the held-out half of
+    /// validation with fresh proxy seeds; the best re-scored one.
+    Rescore,
+    /// Algorithm 1's answer: the best single draw of the search.
+    BestDraw,
 }
 
-/// `[search]` of a config.
+/// `[search]` of a config. Every field has a default (`SearchConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     /// T: trajectories (policy updates).
-    #[serde(default = "d_t")]
     pub trajectories: usize,
-    /// M: samples (proxy runs) per trajectory.
-    #[serde(default = "d_m")]
+    /// M: samples per trajectory.
     pub samples: usize,
-    #[serde(default = "d_sigma")]
     pub sigma: f64,
     /// ε of the clipped objective.
-    #[serde(default = "d_clip")]
     pub clip: f64,
     /// Adam's learning rate on μ.
-    #[serde(default = "d_lr")]
     pub lr: f64,
     /// Adam steps per trajectory.
-    #[serde(default = "d_steps")]
     pub update_steps: usize,
-    #[serde(default = "d_one")]
+    pub proxy: ProxyMode,
+    /// The paper proxy's recipe (used with `proxy = "paper"` only).
     pub proxy_epochs: usize,
-    #[serde(default = "d_batch")]
     pub proxy_batch: usize,
-    #[serde(default = "d_plr")]
     pub proxy_lr: f64,
-    #[serde(default = "d_pmom")]
     pub proxy_momentum: f64,
-    #[serde(default = "d_init")]
     pub init: Init,
-    #[serde(default = "d_reward")]
-    pub reward: Reward,
-    #[serde(default)]
+    pub reward: Score,
+    /// R: proxy runs (sampling seeds) per sample, averaged.
+    pub reward_seeds: usize,
+    pub select: Select,
+    /// K: samples re-scored (with `select = "rescore"`).
+    pub rescore_top: usize,
+    /// Proxy seeds of the re-score.
+    pub rescore_seeds: usize,
+    /// Fraction of each class's validation images held out of the search for the choice
+    /// (`select = "rescore"`); 0 re-scores on the search's own images (fresh seeds only).
+    pub holdout: f64,
     pub seed: u64,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        crate::config::parse_toml("", "defaults").expect("every field has a default")
+        SearchConfig {
+            trajectories: 100,
+            samples: 8,
+            sigma: 0.5,
+            clip: 0.2,
+            lr: 0.05,
+            update_steps: 5,
+            proxy: ProxyMode::Stage2,
+            proxy_epochs: 1,
+            proxy_batch: 128,
+            proxy_lr: 0.01,
+            proxy_momentum: 0.9,
+            init: Init::BestFixed,
+            reward: Score::Balanced,
+            reward_seeds: 1,
+            select: Select::Rescore,
+            rescore_top: 8,
+            rescore_seeds: 8,
+            holdout: 0.5,
+            seed: 0,
+        }
     }
 }
 
-/// The proxy task over cached features.
+impl SearchConfig {
+    /// The paper's Algorithm 1: one-epoch proxy from θ0, one proxy run per sample, validation
+    /// top-1, μ from uniform weights, the best single draw.
+    pub fn paper() -> SearchConfig {
+        SearchConfig {
+            proxy: ProxyMode::Paper,
+            init: Init::Uniform,
+            reward: Score::Top1,
+            reward_seeds: 1,
+            select: Select::BestDraw,
+            holdout: 0.0,
+            ..SearchConfig::default()
+        }
+    }
+
+    /// Checks every field's range (NaN included); the error names the key and the value.
+    pub fn check(&self) -> Result<()> {
+        let pos = |k: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(invalid!("[search] {k} must be a finite number > 0, got {v}"))
+            }
+        };
+        let atleast = |k: &str, v: usize, min: usize| {
+            if v >= min {
+                Ok(())
+            } else {
+                Err(invalid!("[search] {k} must be ≥ {min}, got {v}"))
+            }
+        };
+        atleast("trajectories", self.trajectories, 1)?;
+        atleast("samples", self.samples, 2)?;
+        atleast("update_steps", self.update_steps, 1)?;
+        atleast("proxy_epochs", self.proxy_epochs, 1)?;
+        atleast("proxy_batch", self.proxy_batch, 1)?;
+        atleast("reward_seeds", self.reward_seeds, 1)?;
+        atleast("rescore_top", self.rescore_top, 1)?;
+        atleast("rescore_seeds", self.rescore_seeds, 1)?;
+        pos("sigma", self.sigma)?;
+        pos("clip", self.clip)?;
+        pos("lr", self.lr)?;
+        pos("proxy_lr", self.proxy_lr)?;
+        if !(0.0..1.0).contains(&self.proxy_momentum) {
+            return Err(invalid!(
+                "[search] proxy_momentum must be in [0, 1), got {}",
+                self.proxy_momentum
+            ));
+        }
+        if !(0.0..1.0).contains(&self.holdout) {
+            return Err(invalid!("[search] holdout must be in [0, 1), got {}", self.holdout));
+        }
+        Ok(())
+    }
+
+    /// The proxy's recipe: stage 2's, or the paper's one-epoch proxy from θ0.
+    pub fn recipe(&self, stage2: &Recipe) -> Recipe {
+        match self.proxy {
+            ProxyMode::Stage2 => *stage2,
+            ProxyMode::Paper => Recipe {
+                epochs: self.proxy_epochs,
+                batch: self.proxy_batch,
+                lr: self.proxy_lr,
+                momentum: self.proxy_momentum,
+                reinit: false,
+            },
+        }
+    }
+}
+
+/// The proxy task: classifiers trained on the cached training features by a recipe and scored on
+/// (part of) validation.
 pub struct Proxy<'a> {
-    pub train: &'a Features,
-    pub val: &'a Features,
-    /// θ0: the stage-1 classifier, `[C, D]` weight and `[C]` bias.
-    pub w0: &'a Tensor,
-    pub b0: &'a Tensor,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub momentum: f64,
-    pub reward: Reward,
-    train_labels: Vec<u32>,
-    val_labels: Vec<i64>,
-    rows: std::sync::OnceLock<Tensor>,
+    pub trainer: Trainer<'a>,
+    pub recipe: Recipe,
+    pub reward: Score,
+    val_x: Tensor,
+    val_y: Vec<i64>,
+    classes: usize,
 }
 
 impl<'a> Proxy<'a> {
+    /// The proxy scored on the validation items at `positions` (all of them: `None`).
     pub fn new(
         train: &'a Features,
-        val: &'a Features,
-        w0: &'a Tensor,
-        b0: &'a Tensor,
-        cfg: &SearchConfig,
-    ) -> Self {
-        let train_labels: Vec<u32> = Vec::<i64>::try_from(&train.y)
-            .expect("i64 labels")
-            .into_iter()
-            .map(|l| l as u32)
+        val: &Features,
+        positions: Option<&[i64]>,
+        (w0, b0): (&'a Tensor, &'a Tensor),
+        recipe: Recipe,
+        reward: Score,
+    ) -> Result<Self> {
+        let (x, y) = match positions {
+            None => (val.x.shallow_clone(), val.y.shallow_clone()),
+            Some(p) => {
+                let i = Tensor::from_slice(p);
+                (val.x.index_select(0, &i), val.y.index_select(0, &i))
+            }
+        };
+        let val_y = Vec::<i64>::try_from(&y).expect("i64 labels");
+        if val_y.is_empty() {
+            return Err(invalid!(
+                "the search scores on validation images, and there are none: set data.split.val_per_class ≥ 1"
+            ));
+        }
+        Ok(Proxy {
+            trainer: Trainer::new(train, w0, b0),
+            recipe,
+            reward,
+            val_x: x,
+            val_y,
+            classes: w0.size()[0] as usize,
+        })
+    }
+
+    /// Trains one classifier per run.
+    pub fn train(&self, runs: &[Run]) -> Heads {
+        self.trainer.train(runs, &self.recipe)
+    }
+
+    /// The rewards of trained classifiers.
+    pub fn rewards(&self, heads: &Heads) -> Vec<f64> {
+        score(self.reward, &heads.logits(&self.val_x), &self.val_y, self.classes)
+    }
+
+    /// The mean reward of each class-weight candidate over `seeds` proxy runs; run r of every
+    /// candidate samples with the key `(seed, stream, r)`: the candidates share their random
+    /// numbers (common random numbers), so their rewards differ by their weights.
+    pub fn evaluate(&self, weights: &[Vec<f64>], seeds: usize, seed: u64, stream: u64) -> Vec<f64> {
+        let runs: Vec<Run> = weights
+            .iter()
+            .flat_map(|w| (0..seeds).map(move |r| Run::new(w, (seed, stream, r as u64))))
             .collect();
-        let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
-        Proxy {
-            train,
-            val,
-            w0,
-            b0,
-            epochs: cfg.proxy_epochs,
-            batch: cfg.proxy_batch,
-            lr: cfg.proxy_lr,
-            momentum: cfg.proxy_momentum,
-            reward: cfg.reward,
-            train_labels,
-            val_labels,
-            rows: std::sync::OnceLock::new(),
-        }
+        let r = self.rewards(&self.train(&runs));
+        r.chunks(seeds).map(|c| c.iter().sum::<f64>() / seeds as f64).collect()
     }
+}
 
-    /// Trains M classifiers from θ0, candidate m sampling classes by `weights[m]`; returns
-    /// the trained `[M, D, C]` weights and `[M, 1, C]` biases.
-    ///
-    /// SGD with momentum in the form v ← μv + lr·g, w ← w − v (equal to PyTorch's for a constant
-    /// lr). To keep a step to a handful of tensor operations, each training row is stored as
-    /// `[x, 1, one-hot(y)]` (the 1 carries the bias), the rows of a whole trajectory are gathered
-    /// at once, and a step only narrows into them.
-    pub fn train(&self, weights: &[Vec<f64>], seed: u64, stream: u64) -> (Tensor, Tensor) {
-        let m = weights.len() as i64;
-        let (c, d) = (self.w0.size()[0], self.w0.size()[1]);
-        let members = class_members(&self.train_labels);
-        let n = self.train_labels.len();
-        let mut idx: Vec<i64> = Vec::with_capacity(weights.len() * n * self.epochs);
-        for (k, w) in weights.iter().enumerate() {
-            let mut rng = chacha(seed, &[4, stream, k as u64]);
-            for _ in 0..self.epochs {
-                idx.extend(
-                    plan_with_replacement(&members, w, n, &mut rng)
-                        .into_iter()
-                        .map(|i| i as i64),
-                );
-            }
-        }
-        let total = (n * self.epochs) as i64;
-        tch::no_grad(|| {
-            let rows = self
-                .rows()
-                .index_select(0, &Tensor::from_slice(&idx))
-                .view([m, total, d + 1 + c]);
-            // [M, D+1, C]: θ0's weight with its bias as the last row
-            let mut w = Tensor::cat(&[self.w0.tr(), self.b0.view([1, c])], 0)
-                .unsqueeze(0)
-                .repeat([m, 1, 1]);
-            let mut v = w.zeros_like();
-            for start in (0..total).step_by(self.batch) {
-                let bsz = (self.batch as i64).min(total - start);
-                let r = rows.narrow(1, start, bsz);
-                let x = r.narrow(2, 0, d + 1);
-                let p = x.bmm(&w).softmax(-1, Kind::Float);
-                let g = (p - r.narrow(2, d + 1, c)) * (self.lr / bsz as f64); // lr · dCE/dlogits
-                let _ = v.g_mul_scalar_(self.momentum).g_add_(&x.transpose(1, 2).bmm(&g));
-                w -= &v;
-            }
-            (w.narrow(1, 0, d), w.narrow(1, d, 1))
-        })
+/// Splits validation positions per class: `holdout` of each class's images (rounded; one at
+/// least, and one kept for the search, when a class has two or more) to the choice part, the rest
+/// to the search part. Drawn with `chacha(seed, [7])`. Returns (search, choice), each sorted.
+pub fn split_validation(labels: &[i64], holdout: f64, seed: u64) -> (Vec<i64>, Vec<i64>) {
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i as i64);
     }
-
-    /// `[N, D + 1 + C]`: each training feature, a 1, and its one-hot label.
-    fn rows(&self) -> &Tensor {
-        self.rows.get_or_init(|| {
-            let (c, n) = (self.w0.size()[0], self.train.x.size()[0]);
-            let eye = Tensor::eye(c, (Kind::Float, self.train.x.device()));
-            let ones = Tensor::ones([n, 1], (Kind::Float, self.train.x.device()));
-            Tensor::cat(
-                &[
-                    self.train.x.to_kind(Kind::Float),
-                    ones,
-                    eye.index_select(0, &self.train.y),
-                ],
-                1,
-            )
-        })
+    let mut rng = chacha(seed, &[7]);
+    let (mut search, mut choice) = (Vec::new(), Vec::new());
+    for mut m in by_class {
+        m.shuffle(&mut rng);
+        let k = if holdout <= 0.0 || m.len() < 2 {
+            0
+        } else {
+            ((m.len() as f64 * holdout).round() as usize).clamp(1, m.len() - 1)
+        };
+        choice.extend_from_slice(&m[..k]);
+        search.extend_from_slice(&m[k..]);
     }
-
-    /// The validation reward of each classifier (fraction in [0, 1]).
-    pub fn rewards(&self, w: &Tensor, b: &Tensor) -> Vec<f64> {
-        let pred = tch::no_grad(|| (self.val.x.unsqueeze(0).matmul(w) + b).argmax(-1, false));
-        let pred: Vec<i64> = Vec::try_from(pred.flatten(0, -1)).expect("i64");
-        let nv = self.val_labels.len();
-        let c = self.w0.size()[0] as usize;
-        pred.chunks(nv)
-            .map(|p| match self.reward {
-                Reward::Top1 => {
-                    p.iter().zip(&self.val_labels).filter(|(a, b)| a == b).count() as f64 / nv as f64
-                }
-                Reward::Balanced => {
-                    let (mut hit, mut tot) = (vec![0usize; c], vec![0usize; c]);
-                    for (a, &y) in p.iter().zip(&self.val_labels) {
-                        tot[y as usize] += 1;
-                        hit[y as usize] += usize::from(*a == y);
-                    }
-                    let present: Vec<f64> = (0..c)
-                        .filter(|&k| tot[k] > 0)
-                        .map(|k| hit[k] as f64 / tot[k] as f64)
-                        .collect();
-                    present.iter().sum::<f64>() / present.len().max(1) as f64
-                }
-            })
-            .collect()
-    }
-
-    /// Rewards of class-weight candidates: train and evaluate.
-    pub fn evaluate(&self, weights: &[Vec<f64>], seed: u64, stream: u64) -> Vec<f64> {
-        let (w, b) = self.train(weights, seed, stream);
-        self.rewards(&w, &b)
-    }
+    search.sort_unstable();
+    choice.sort_unstable();
+    (search, choice)
 }
 
 /// One line of `trajectories.jsonl`.
@@ -274,44 +304,72 @@ pub struct Step {
     pub mean_reward: f64,
     pub best_reward: f64,
     pub mu: Vec<f64>,
+    /// The M sampled logits W_m.
+    #[serde(default)]
+    pub samples: Vec<Vec<f64>>,
 }
 
-/// `best_weights.json`.
+/// A class-weight vector and its scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// `instance`, `square-root`, `class-balanced`, `policy mean`, or `sample t=… m=…`.
+    pub source: String,
+    pub weights: Vec<f64>,
+    /// Mean reward over the reward seeds on the search part of validation.
+    pub search_reward: f64,
+    /// Mean reward over the re-score seeds on the choice part (`select = "rescore"`).
+    pub rescored: Option<f64>,
+}
+
+/// `best_weights.json`: the chosen weights and how they were chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
     pub weights: Vec<f64>,
+    /// log of the weights (W up to a constant).
     pub logits: Vec<f64>,
+    /// The reward that chose them: re-scored on the choice part (`rescore`), or the search reward
+    /// (`best-draw`).
     pub reward: f64,
-    pub trajectory: usize,
+    pub source: String,
+    /// The trajectory of the chosen sample (none for a fixed sampler or the policy mean).
+    pub trajectory: Option<usize>,
+    /// The fixed samplers, scored the same way.
+    pub fixed: Vec<Candidate>,
+    /// Every candidate of the final choice.
+    pub candidates: Vec<Candidate>,
+    /// Validation images in the search part and in the choice part.
+    pub val_search: usize,
+    pub val_choice: usize,
+    pub recipe: Recipe,
     pub config: SearchConfig,
 }
 
-/// μ0 for the class counts.
+/// μ0 for the class counts (`BestFixed` needs the fixed samplers' rewards: see `search`).
 pub fn initial_mu(init: Init, counts: &[usize]) -> Vec<f64> {
+    let log = |q: f64| power_weights(counts, q).iter().map(|w| w.ln()).collect();
     match init {
-        Init::Uniform => vec![0.0; counts.len()],
-        Init::Instance => power_weights(counts, 1.0).iter().map(|w| w.ln()).collect(),
-        Init::SquareRoot => power_weights(counts, 0.5).iter().map(|w| w.ln()).collect(),
+        Init::Uniform | Init::BestFixed => vec![0.0; counts.len()],
+        Init::Instance => log(1.0),
+        Init::SquareRoot => log(0.5),
     }
 }
 
+/// The fixed samplers every search compares with: (name, power q of w_c ∝ n_c^q).
+pub const FIXED: [(&str, f64); 3] = [("instance", 1.0), ("square-root", 0.5), ("class-balanced", 0.0)];
+
 /// Algorithm 1 with any reward function (`reward(candidates, t)` → one reward per candidate).
-/// `on_step` sees every trajectory. Returns the best sample and the log.
+/// `on_step` sees every trajectory. Returns the log (the best single draw is its arg-max).
 pub fn search_with(
     cfg: &SearchConfig,
     mu0: Vec<f64>,
     mut reward: impl FnMut(&[Vec<f64>], usize) -> Vec<f64>,
     mut on_step: impl FnMut(&Step),
-) -> Result<(Best, Vec<Step>)> {
-    if cfg.trajectories == 0 || cfg.samples < 2 || cfg.sigma <= 0.0 || cfg.clip <= 0.0 || cfg.lr <= 0.0 {
-        return Err(invalid!(
-            "search needs trajectories ≥ 1, samples ≥ 2, sigma > 0, clip > 0 and lr > 0"
-        ));
-    }
+) -> Result<Vec<Step>> {
+    cfg.check()?;
     let c = mu0.len();
     let mut mu = mu0;
     let mut adam = ppo::Adam::new(c, cfg.lr);
-    let mut best: Option<Best> = None;
+    let mut best = f64::NEG_INFINITY;
     let mut log = Vec::new();
     for t in 0..cfg.trajectories {
         let mut rng = chacha(cfg.seed, &[3, t as u64]);
@@ -328,17 +386,7 @@ pub fn search_with(
         let weights: Vec<Vec<f64>> = samples.iter().map(|s| ppo::softmax(s)).collect();
         let r = reward(&weights, t);
         let mean = r.iter().sum::<f64>() / r.len() as f64;
-        for (k, &v) in r.iter().enumerate() {
-            if best.as_ref().is_none_or(|b| v > b.reward) {
-                best = Some(Best {
-                    weights: weights[k].clone(),
-                    logits: samples[k].clone(),
-                    reward: v,
-                    trajectory: t,
-                    config: cfg.clone(),
-                });
-            }
-        }
+        best = r.iter().copied().fold(best, f64::max);
         let adv: Vec<f64> = r.iter().map(|v| v - mean).collect();
         let mu_t = mu.clone();
         for _ in 0..cfg.update_steps {
@@ -349,29 +397,53 @@ pub fn search_with(
             t,
             rewards: r,
             mean_reward: mean,
-            best_reward: best.as_ref().map_or(mean, |b| b.reward),
+            best_reward: best,
             mu: mu.clone(),
+            samples,
         };
         on_step(&step);
         log.push(step);
     }
-    Ok((best.expect("at least one trajectory"), log))
+    Ok(log)
 }
 
-/// The search on a proxy; writes `trajectories.jsonl` and `best_weights.json` into `out`.
+/// The best single draw of a log: (trajectory, sample, reward); the first on ties.
+pub fn best_draw(log: &[Step]) -> (usize, usize, f64) {
+    let mut best = (0, 0, f64::NEG_INFINITY);
+    for s in log {
+        for (m, &r) in s.rewards.iter().enumerate() {
+            if r > best.2 {
+                best = (s.t, m, r);
+            }
+        }
+    }
+    best
+}
+
+/// The top `k` draws of a log by reward (distinct weights; the earlier on ties).
+fn top_draws(log: &[Step], k: usize) -> Vec<(usize, usize, f64)> {
+    let mut all: Vec<(usize, usize, f64)> = log
+        .iter()
+        .flat_map(|s| s.rewards.iter().enumerate().map(move |(m, &r)| (s.t, m, r)))
+        .collect();
+    all.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+    all.truncate(k);
+    all
+}
+
+/// The whole search on cached features: the fixed samplers scored, Algorithm 1 on the search part
+/// of validation, the final choice (re-score or best draw). Writes `trajectories.jsonl` and
+/// `best_weights.json` into `out`.
 pub fn search(
-    proxy: &Proxy,
-    counts: &[usize],
+    train: &Features,
+    val: &Features,
+    head: (&Tensor, &Tensor),
+    stage2: &Recipe,
     cfg: &SearchConfig,
     out: &Path,
     on_step: impl FnMut(&Step),
 ) -> Result<Best> {
-    let (best, log) = search_with(
-        cfg,
-        initial_mu(cfg.init, counts),
-        |w, t| proxy.evaluate(w, cfg.seed, t as u64),
-        on_step,
-    )?;
+    let (best, log) = run(train, val, head, stage2, cfg, on_step)?;
     let lines: String = log
         .iter()
         .map(|s| serde_json::to_string(s).expect("serialisable") + "\n")
@@ -381,10 +453,108 @@ pub fn search(
     Ok(best)
 }
 
+/// `search` without writing: the chosen weights and the log.
+pub fn run(
+    train: &Features,
+    val: &Features,
+    head: (&Tensor, &Tensor),
+    stage2: &Recipe,
+    cfg: &SearchConfig,
+    on_step: impl FnMut(&Step),
+) -> Result<(Best, Vec<Step>)> {
+    cfg.check()?;
+    let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
+    let holdout = if cfg.select == Select::Rescore { cfg.holdout } else { 0.0 };
+    let (search_pos, choice_pos) = split_validation(&val_labels, holdout, cfg.seed);
+    let recipe = cfg.recipe(stage2);
+    let proxy = Proxy::new(train, val, Some(&search_pos), head, recipe, cfg.reward)?;
+    let counts = proxy.trainer.counts();
+    let seeds = cfg.reward_seeds;
+    // The fixed samplers on the search part, with the samples' own seeds' scheme.
+    let fixed_w: Vec<Vec<f64>> = FIXED.iter().map(|(_, q)| power_weights(&counts, *q)).collect();
+    let fixed_r = proxy.evaluate(&fixed_w, seeds, cfg.seed, u64::MAX);
+    let mut fixed: Vec<Candidate> = FIXED
+        .iter()
+        .zip(fixed_w.iter().zip(&fixed_r))
+        .map(|((name, _), (w, &r))| Candidate {
+            source: name.to_string(),
+            weights: w.clone(),
+            search_reward: r,
+            rescored: None,
+        })
+        .collect();
+    let mu0 = match cfg.init {
+        Init::BestFixed => {
+            let i = (0..fixed.len()).fold(0, |b, i| if fixed_r[i] > fixed_r[b] { i } else { b });
+            fixed[i].weights.iter().map(|w| w.ln()).collect()
+        }
+        other => initial_mu(other, &counts),
+    };
+    let log = search_with(
+        cfg,
+        mu0,
+        |w, t| proxy.evaluate(w, seeds, cfg.seed, t as u64),
+        on_step,
+    )?;
+    let sample = |t: usize, m: usize, r: f64| Candidate {
+        source: format!("sample t={} m={}", t + 1, m + 1),
+        weights: ppo::softmax(&log[t].samples[m]),
+        search_reward: r,
+        rescored: None,
+    };
+    let finish = |c: &Candidate, reward: f64, trajectory: Option<usize>, fixed: Vec<Candidate>, candidates| Best {
+        weights: c.weights.clone(),
+        logits: c.weights.iter().map(|w| w.ln()).collect(),
+        reward,
+        source: c.source.clone(),
+        trajectory,
+        fixed,
+        candidates,
+        val_search: search_pos.len(),
+        val_choice: choice_pos.len(),
+        recipe,
+        config: cfg.clone(),
+    };
+    if cfg.select == Select::BestDraw {
+        let (t, m, r) = best_draw(&log);
+        let c = sample(t, m, r);
+        return Ok((finish(&c, r, Some(t), fixed, vec![c.clone()]), log));
+    }
+    // Re-score: the fixed samplers first (so a tie keeps the simpler choice), the policy mean,
+    // the top samples; on the choice part (or, with no hold-out, the search part) with fresh seeds.
+    let mean_w = ppo::softmax(&log.last().expect("T ≥ 1").mu);
+    let mean_r = proxy.evaluate(std::slice::from_ref(&mean_w), seeds, cfg.seed, u64::MAX - 2)[0];
+    let chooser = if choice_pos.is_empty() {
+        proxy
+    } else {
+        Proxy::new(train, val, Some(&choice_pos), head, recipe, cfg.reward)?
+    };
+    let mut cands: Vec<Candidate> = fixed.clone();
+    cands.push(Candidate {
+        source: "policy mean".into(),
+        weights: mean_w,
+        search_reward: mean_r,
+        rescored: None,
+    });
+    let top = top_draws(&log, cfg.rescore_top);
+    cands.extend(top.iter().map(|&(t, m, r)| sample(t, m, r)));
+    let ws: Vec<Vec<f64>> = cands.iter().map(|c| c.weights.clone()).collect();
+    let rescored = chooser.evaluate(&ws, cfg.rescore_seeds, cfg.seed, u64::MAX - 1);
+    for (c, r) in cands.iter_mut().zip(&rescored) {
+        c.rescored = Some(*r);
+    }
+    for (f, r) in fixed.iter_mut().zip(&rescored) {
+        f.rescored = Some(*r);
+    }
+    let i = (0..cands.len()).fold(0, |b, i| if rescored[i] > rescored[b] { i } else { b });
+    let trajectory = (i > FIXED.len()).then(|| top[i - FIXED.len() - 1].0);
+    Ok((finish(&cands[i].clone(), rescored[i], trajectory, fixed, cands), log))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn search_moves_mu_toward_a_known_best() {
@@ -395,14 +565,14 @@ mod tests {
             samples: 8,
             sigma: 0.3,
             lr: 0.05,
-            ..Default::default()
+            ..SearchConfig::paper()
         };
         let reward = |ws: &[Vec<f64>], _t: usize| -> Vec<f64> {
             ws.iter()
                 .map(|w| -w.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
                 .collect()
         };
-        let (best, log) = search_with(&cfg, vec![0.0; 3], reward, |_| {}).unwrap();
+        let log = search_with(&cfg, vec![0.0; 3], reward, |_| {}).unwrap();
         let dist = |mu: &[f64]| {
             ppo::softmax(mu)
                 .iter()
@@ -416,59 +586,143 @@ mod tests {
             end < start / 10.0,
             "softmax(μ) did not approach the target: {start} → {end}"
         );
-        assert!(best.reward > -0.01, "{best:?}");
+        let (_, _, best) = best_draw(&log);
+        assert!(best > -0.01, "{best}");
+        // the mean reward of the M samples rises
+        let mean = |s: &[Step]| s.iter().map(|s| s.mean_reward).sum::<f64>() / s.len() as f64;
+        assert!(mean(&log[140..]) > mean(&log[..10]));
         // deterministic for a seed
-        let (again, _) = search_with(&cfg, vec![0.0; 3], reward, |_| {}).unwrap();
-        assert_eq!(again, best);
+        let again = search_with(&cfg, vec![0.0; 3], reward, |_| {}).unwrap();
+        assert_eq!(again, log);
     }
 
     #[test]
-    fn proxy_matches_a_direct_computation() {
-        // 2 classes, 1-d features, one candidate, one full-batch step from θ0 = 0:
-        // logits 0 → p = ½; dL/dw = mean_i x_i (p − y_i), dL/db = mean_i (p − y_i).
-        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([4, 1]);
-        let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
-        let feats = Features {
-            x: x.shallow_clone(),
-            y: y.shallow_clone(),
+    fn validation_split_per_class() {
+        // class 0: 4 images, class 1: 1 image, class 2: 3 images; half held out
+        let labels = [0i64, 0, 1, 2, 0, 2, 0, 2];
+        let (search, choice) = split_validation(&labels, 0.5, 3);
+        let count = |p: &[i64], c: i64| p.iter().filter(|&&i| labels[i as usize] == c).count();
+        // 4 → 2 + 2; 1 → 1 + 0 (a lone image stays with the search); 3 → round(1.5) = 2 held out
+        assert_eq!((count(&search, 0), count(&choice, 0)), (2, 2));
+        assert_eq!((count(&search, 1), count(&choice, 1)), (1, 0));
+        assert_eq!((count(&search, 2), count(&choice, 2)), (1, 2));
+        let mut all = [search.clone(), choice.clone()].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<i64>>());
+        // no hold-out: everything searches
+        assert_eq!(split_validation(&labels, 0.0, 3), ((0..8).collect(), vec![]));
+        // the same seed, the same split
+        assert_eq!(split_validation(&labels, 0.5, 3), (search, choice));
+    }
+
+    #[test]
+    fn config_checks_name_the_key_and_value() {
+        for (toml, want) in [
+            ("sigma = nan", "sigma must be a finite number > 0, got NaN"),
+            ("lr = -1.0", "lr must be a finite number > 0, got -1"),
+            ("clip = 0.0", "clip must be a finite number > 0, got 0"),
+            ("proxy_batch = 0", "proxy_batch must be ≥ 1, got 0"),
+            ("samples = 1", "samples must be ≥ 2, got 1"),
+            ("holdout = 1.0", "holdout must be in [0, 1), got 1"),
+        ] {
+            let cfg: SearchConfig = crate::config::parse_toml(toml, "t.toml").unwrap();
+            let e = cfg.check().unwrap_err().to_string();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+        SearchConfig::default().check().unwrap();
+        SearchConfig::paper().check().unwrap();
+    }
+
+    /// Three Gaussian classes in 4-d, 200/40/8 training images, a balanced validation set.
+    fn blobs() -> (Features, Features, Tensor, Tensor) {
+        let mut rng = chacha(11, &[]);
+        let mut make = |counts: &[usize]| {
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for (c, &n) in counts.iter().enumerate() {
+                for _ in 0..n {
+                    for d in 0..4 {
+                        let z: f64 = StandardNormal.sample(&mut rng);
+                        x.push((z + if d == c { 1.5 } else { 0.0 }) as f32);
+                    }
+                    y.push(c as i64);
+                }
+            }
+            Features {
+                x: Tensor::from_slice(&x).view([y.len() as i64, 4]),
+                y: Tensor::from_slice(&y),
+            }
         };
-        let w0 = Tensor::zeros([2, 1], (Kind::Float, Device::Cpu));
-        let b0 = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let train = make(&[200, 40, 8]);
+        let val = make(&[30, 30, 30]);
+        let w0 = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
+        let b0 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        (train, val, w0, b0)
+    }
+
+    #[test]
+    fn rescore_chooses_among_fixed_samplers_and_samples_on_the_held_out_half() {
+        let (train, val, w0, b0) = blobs();
+        let stage2 = Recipe {
+            epochs: 2,
+            batch: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            reinit: false,
+        };
         let cfg = SearchConfig {
-            proxy_batch: 4,
-            proxy_lr: 0.5,
-            proxy_momentum: 0.0,
+            trajectories: 5,
+            samples: 4,
+            rescore_top: 3,
+            rescore_seeds: 2,
             ..Default::default()
         };
-        let proxy = Proxy::new(&feats, &feats, &w0, &b0, &cfg);
-        // with replacement the epoch is a multiset of the 4 indices: recompute with the same plan
-        let members = class_members(&[0, 1, 0, 1]);
-        let w = vec![0.5, 0.5];
-        let mut rng = chacha(0, &[4, 7, 0]);
-        let plan = plan_with_replacement(&members, &w, 4, &mut rng);
-        let (tw, tb) = proxy.train(&[w], 0, 7);
-        let xs = [1.0f64, -2.0, 3.0, 0.5];
-        let ys = [0usize, 1, 0, 1];
-        for class in 0..2 {
-            let (mut gw, mut gb) = (0.0, 0.0);
-            for &i in &plan {
-                let e = 0.5 - f64::from(u8::from(ys[i] == class));
-                gw += xs[i] * e / 4.0;
-                gb += e / 4.0;
-            }
-            assert!((tw.double_value(&[0, 0, class as i64]) + 0.5 * gw).abs() < 1e-6);
-            assert!((tb.double_value(&[0, 0, class as i64]) + 0.5 * gb).abs() < 1e-6);
+        let (best, log) = run(&train, &val, (&w0, &b0), &stage2, &cfg, |_| {}).unwrap();
+        assert_eq!(log.len(), 5);
+        assert_eq!((best.val_search, best.val_choice), (45, 45));
+        // candidates: 3 fixed samplers, the policy mean, the top 3 samples
+        assert_eq!(best.candidates.len(), 7);
+        let names: Vec<&str> = best.candidates.iter().map(|c| c.source.as_str()).collect();
+        assert_eq!(&names[..4], ["instance", "square-root", "class-balanced", "policy mean"]);
+        // the choice is the best re-scored candidate, never below a fixed sampler
+        let max = best.candidates.iter().map(|c| c.rescored.unwrap()).fold(f64::MIN, f64::max);
+        assert_eq!(best.reward, max);
+        assert!(best.fixed.iter().all(|f| f.rescored.unwrap() <= best.reward));
+        // the fixed samplers' re-scores are those recorded with them
+        for (f, c) in best.fixed.iter().zip(&best.candidates) {
+            assert_eq!(f, c);
         }
-        // rewards: the trained classifier scored on the same 4 points
-        let r = proxy.rewards(&tw, &tb);
-        let pred: Vec<usize> = xs
-            .iter()
-            .map(|&v| {
-                let s = |k: i64| tw.double_value(&[0, 0, k]) * v + tb.double_value(&[0, 0, k]);
-                usize::from(s(1) > s(0))
-            })
-            .collect();
-        let acc = pred.iter().zip(&ys).filter(|(a, b)| a == b).count() as f64 / 4.0;
-        assert!((r[0] - acc).abs() < 1e-12);
+        // the search reward of a sample is the one in the log
+        let s = &best.candidates[4];
+        let (t, m, r) = top_draws(&log, 1)[0];
+        assert_eq!(s.source, format!("sample t={} m={}", t + 1, m + 1));
+        assert_eq!(s.search_reward, r);
+        // best-draw (the paper's choice) returns the best single draw
+        let bd = SearchConfig {
+            select: Select::BestDraw,
+            ..cfg
+        };
+        let (b2, log2) = run(&train, &val, (&w0, &b0), &stage2, &bd, |_| {}).unwrap();
+        assert_eq!(b2.reward, best_draw(&log2).2);
+        assert_eq!((b2.val_search, b2.val_choice), (90, 0));
+    }
+
+    #[test]
+    fn no_validation_images_is_an_error_not_a_panic() {
+        let (train, _, w0, b0) = blobs();
+        let empty = Features {
+            x: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
+            y: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        };
+        let stage2 = SearchConfig::paper().recipe(&Recipe {
+            epochs: 1,
+            batch: 8,
+            lr: 0.1,
+            momentum: 0.0,
+            reinit: false,
+        });
+        let e = run(&train, &empty, (&w0, &b0), &stage2, &SearchConfig::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("val_per_class"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 //! and evaluated on val and test.
 use crate::eval::{metrics, Metrics};
 use crate::features::Features;
-use crate::search::{Proxy, SearchConfig};
+use crate::linear::{Recipe, Run, Trainer};
 use crate::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -13,10 +13,10 @@ fn d_epochs() -> usize {
     10
 }
 fn d_lr() -> f64 {
-    0.01
+    0.04
 }
 fn d_batch() -> usize {
-    128
+    512
 }
 fn d_mom() -> f64 {
     0.9
@@ -129,6 +129,36 @@ pub fn finetune_images(
     })
 }
 
+impl FinetuneConfig {
+    /// The linear trainer's recipe.
+    pub fn recipe(&self) -> Recipe {
+        Recipe {
+            epochs: self.epochs,
+            batch: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            reinit: self.reinit,
+        }
+    }
+
+    /// Checks every field's range (NaN included); the error names the key and the value.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(invalid!("[finetune] epochs must be ≥ 1, got 0"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid!("[finetune] batch_size must be ≥ 1, got 0"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(invalid!("[finetune] lr must be a finite number > 0, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(invalid!("[finetune] momentum must be in [0, 1), got {}", self.momentum));
+        }
+        Ok(())
+    }
+}
+
 impl Default for FinetuneConfig {
     fn default() -> Self {
         crate::config::parse_toml("", "defaults").expect("every field has a default")
@@ -168,21 +198,9 @@ pub fn finetune(
             train_counts.len()
         ));
     }
-    let (w0, b0) = if cfg.reinit {
-        (w0.zeros_like(), b0.zeros_like())
-    } else {
-        (w0.shallow_clone(), b0.shallow_clone())
-    };
-    let sc = SearchConfig {
-        proxy_epochs: cfg.epochs,
-        proxy_batch: cfg.batch_size,
-        proxy_lr: cfg.lr,
-        proxy_momentum: cfg.momentum,
-        ..Default::default()
-    };
-    let proxy = Proxy::new(train, val, &w0, &b0, &sc);
-    let (w, b) = proxy.train(&[weights.to_vec()], cfg.seed, 0);
-    let (w, b) = (w.get(0), b.get(0).view([-1]));
+    let trainer = Trainer::new(train, w0, b0);
+    let heads = trainer.train(&[Run::new(weights, (cfg.seed, 0, 0))], &cfg.recipe());
+    let (w, b) = (heads.w.get(0), heads.b.get(0).view([-1]));
     let wt = w.tr();
     Ok(Finetuned {
         val: evaluate(val, &wt, &b, train_counts),

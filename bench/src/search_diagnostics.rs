@@ -1,0 +1,170 @@
+//! `bench-search-diagnostics`: why a class-weight search does or does not pay off, on the stage-1
+//! features of one finished run.
+//! - (a) **proxy fidelity**: for the fixed samplers and `--draws` Dirichlet draws (α cycling over
+//!   0.3, 1, 3), Spearman ρ between each proxy's reward and the stage-2 val and test top-1 of the
+//!   same weights (stage 2 = the run's `[finetune]` or its defaults). Proxies: the default search's
+//!   (stage 2's recipe, R seeds, on the search half of validation) with each reward (balanced
+//!   accuracy, top-1, log-likelihood), and the paper's (one epoch, one run, top-1, all of validation);
+//! - (b) **reward noise**: for 6 weight vectors, the std of the reward over 8 proxy seeds (one seed
+//!   per reward), against the std of the rewards over all the weight vectors;
+//! - (c) **learning**: the mean reward of the M samples over the first and the last 10 trajectories
+//!   of the default search (seed 0), and the same for the paper's.
+//!
+//! One JSON line.
+//!
+//!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50]
+use anyhow::{Context, Result};
+use autosampler::linear::Score;
+use autosampler::sampler::power_weights;
+use autosampler::search::{self, split_validation, Proxy, SearchConfig, FIXED};
+use autosampler::train::stage2::{self, Parts};
+use rand_distr::{Distribution, Gamma};
+use serde_json::json;
+use std::path::PathBuf;
+
+mod common;
+use common::{arg, open_run};
+
+/// Ranks with ties averaged (1-based).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            r[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    pearson(&ranks(a), &ranks(b))
+}
+
+fn std(v: &[f64]) -> f64 {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1).max(1) as f64).sqrt()
+}
+
+fn r3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() -> Result<()> {
+    autosampler::runtime::tune_allocator();
+    tch::set_num_threads(1);
+    let dir = PathBuf::from(arg("--run").context("--run DIR (a finished run with features)")?);
+    let draws: usize = arg("--draws").map(|s| s.parse()).transpose()?.unwrap_or(50);
+    let r = open_run(&dir)?;
+    let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.finetune);
+    let parts = Parts {
+        train: &r.train,
+        val: &r.val,
+        test: &r.test,
+    };
+    let c = counts.len();
+    // the weight vectors: fixed samplers, then Dirichlet draws
+    let mut ws: Vec<Vec<f64>> = FIXED.iter().map(|(_, q)| power_weights(counts, *q)).collect();
+    let mut rng = autosampler::rng::chacha(0, &[99]);
+    for k in 0..draws {
+        let g = Gamma::new([0.3, 1.0, 3.0][k % 3], 1.0)?;
+        let v: Vec<f64> = (0..c).map(|_| g.sample(&mut rng) + 1e-12).collect();
+        let s: f64 = v.iter().sum();
+        ws.push(v.iter().map(|x| x / s).collect());
+    }
+    // stage 2 of each
+    let (mut s2_val, mut s2_test) = (Vec::new(), Vec::new());
+    for w in &ws {
+        let f = stage2::finetune(&parts, (w0, b0), w, counts, ft)?;
+        s2_val.push(f.val.top1);
+        s2_test.push(f.test.top1);
+    }
+    // the proxies
+    let d = &r.search;
+    let val_labels = Vec::<i64>::try_from(&r.val.y)?;
+    let (search_pos, _) = split_validation(&val_labels, d.holdout, d.seed);
+    let stage2 = ft.recipe();
+    let mut fidelity = serde_json::Map::new();
+    let mut noise = serde_json::Map::new();
+    let paper = SearchConfig::paper();
+    let proxies = [
+        ("default_balanced", Score::Balanced, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
+        ("default_top1", Score::Top1, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
+        ("default_log_likelihood", Score::LogLikelihood, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
+        ("paper", Score::Top1, paper.recipe(&stage2), None, 1),
+    ];
+    for (name, score, recipe, pos, seeds) in proxies {
+        let proxy = Proxy::new(&r.train, &r.val, pos.map(|p| p.as_slice()), (w0, b0), recipe, score)?;
+        let t = std::time::Instant::now();
+        let rewards = proxy.evaluate(&ws, seeds, d.seed, 1_000_000);
+        let secs = t.elapsed().as_secs_f64();
+        fidelity.insert(
+            name.into(),
+            json!({"rho_stage2_val": r3(spearman(&rewards, &s2_val)), "rho_stage2_test": r3(spearman(&rewards, &s2_test)),
+                   "reward_seeds": seeds, "val_images": pos.map_or(r.val.y.size()[0] as usize, |p| p.len()), "seconds": r3(secs)}),
+        );
+        // noise: 8 single-seed rewards of 6 vectors (the fixed samplers and 3 draws)
+        let six: Vec<Vec<f64>> = ws.iter().take(6).cloned().collect();
+        let single: Vec<Vec<f64>> = (0..8).map(|j| proxy.evaluate(&six, 1, d.seed, 2_000_000 + j)).collect();
+        let within: Vec<f64> = (0..six.len())
+            .map(|k| std(&single.iter().map(|r| r[k]).collect::<Vec<_>>()))
+            .collect();
+        noise.insert(
+            name.into(),
+            json!({"seed_std_per_vector": within.iter().map(|x| r3(x * 100.0)).collect::<Vec<_>>(),
+                   "mean_seed_std": r3(within.iter().sum::<f64>() / within.len() as f64 * 100.0),
+                   "std_over_vectors": r3(std(&rewards) * 100.0)}),
+        );
+    }
+    let fixed_rho = json!({
+        "rho_stage2_val_vs_test": r3(spearman(&s2_val, &s2_test)),
+    });
+    // learning
+    let mut learning = serde_json::Map::new();
+    for (name, cfg) in [("default", d.clone()), ("paper", paper)] {
+        let (_, log) = search::run(&r.train, &r.val, (w0, b0), &stage2, &cfg, |_| {})?;
+        let n = log.len().min(10);
+        let mean = |s: &[search::Step]| s.iter().map(|s| s.mean_reward).sum::<f64>() / s.len() as f64 * 100.0;
+        learning.insert(
+            name.into(),
+            json!({"first10_mean_reward": r3(mean(&log[..n])), "last10_mean_reward": r3(mean(&log[log.len() - n..])),
+                   "mu_moved": r3(log.last().unwrap().mu.iter().zip(&log[0].mu).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt())}),
+        );
+    }
+    let out = json!({
+        "bench": "search_diagnostics", "run": dir.display().to_string(), "vectors": ws.len(),
+        "stage2": ft, "search": d,
+        "stage2_test_top1_range": [r3(s2_test.iter().cloned().fold(f64::MAX, f64::min)), r3(s2_test.iter().cloned().fold(f64::MIN, f64::max))],
+        "fidelity": fidelity, "stage2_val_test": fixed_rho, "noise": noise, "learning": learning,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_by_hand() {
+        assert_eq!(ranks(&[3.0, 1.0, 2.0, 1.0]), vec![4.0, 1.5, 3.0, 1.5]);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,381 @@
+//! The batched linear-classifier trainer that stage 2 (classifier re-training) and the class-weight
+//! search share: K linear classifiers start from one classifier θ0 and train together on cached
+//! features, classifier k sampling classes by its own weights (class-aware sampling with
+//! replacement, a plan of N draws per epoch), and are then scored on another part.
+//!
+//! The K runs of one call are one batched computation (`[K, B, D+1] × [K, D+1, C]`) with the
+//! gradient of the cross-entropy written out (softmax − one-hot): a step is a handful of tensor
+//! operations whatever K is, so scoring many candidates (samples × proxy seeds) costs little more
+//! than scoring one. Each training row is stored once as `[x, 1, one-hot(y)]` (the 1 carries the
+//! bias); a step gathers its rows by index.
+use crate::features::Features;
+use crate::rng::chacha;
+use crate::sampler::class_members;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// How a linear classifier is (re-)trained: SGD with momentum at a constant learning rate, in the
+/// form v ← μv + lr·g, w ← w − v (PyTorch's for a constant lr), no weight decay.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    /// Start from a zero classifier instead of θ0.
+    pub reinit: bool,
+}
+
+/// One classifier to train: its class weights (one vector, or one per epoch) and the key of its
+/// sampling stream, `chacha(key.0, [4, key.1, key.2])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub weights: Vec<Vec<f64>>,
+    pub key: (u64, u64, u64),
+}
+
+impl Run {
+    /// Constant class weights.
+    pub fn new(weights: &[f64], key: (u64, u64, u64)) -> Run {
+        Run {
+            weights: vec![weights.to_vec()],
+            key,
+        }
+    }
+
+    fn at(&self, epoch: usize) -> &[f64] {
+        &self.weights[epoch.min(self.weights.len() - 1)]
+    }
+}
+
+/// The training features, θ0 and what is derived from them once.
+pub struct Trainer<'a> {
+    pub train: &'a Features,
+    /// θ0: `[C, D]` weight and `[C]` bias.
+    pub w0: &'a Tensor,
+    pub b0: &'a Tensor,
+    members: Vec<Vec<usize>>,
+    rows: std::sync::OnceLock<Tensor>,
+}
+
+/// K trained classifiers: `[K, D, C]` weights and `[K, 1, C]` biases.
+pub struct Heads {
+    pub w: Tensor,
+    pub b: Tensor,
+}
+
+impl Heads {
+    /// Classifier k as `([C, D], [C])`.
+    pub fn get(&self, k: i64) -> (Tensor, Tensor) {
+        (self.w.get(k).tr().contiguous(), self.b.get(k).view([-1]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.w.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[K, N, C]` logits of every classifier on `x` (`[N, D]`).
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| x.to_kind(Kind::Float).unsqueeze(0).matmul(&self.w) + &self.b)
+    }
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(train: &'a Features, w0: &'a Tensor, b0: &'a Tensor) -> Self {
+        let labels: Vec<u32> = Vec::<i64>::try_from(&train.y)
+            .expect("i64 labels")
+            .into_iter()
+            .map(|l| l as u32)
+            .collect();
+        Trainer {
+            train,
+            w0,
+            b0,
+            members: class_members(&labels),
+            rows: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Images per class of the training part.
+    pub fn counts(&self) -> Vec<usize> {
+        self.members.iter().map(Vec::len).collect()
+    }
+
+    /// The index plans of every run, `[K, epochs × N]`. Every draw takes exactly two uniforms of
+    /// the run's stream (class by inverse CDF of its weights, then an image of the class), so
+    /// runs that share a key share their random numbers: candidates compared with the same key
+    /// draw the same images wherever their weights agree (common random numbers), and their
+    /// rewards differ by their weights, not by sampling luck.
+    fn plans(&self, runs: &[Run], epochs: usize) -> Tensor {
+        let n = self.train.x.size()[0] as usize;
+        let mut idx: Vec<i64> = Vec::with_capacity(runs.len() * n * epochs);
+        for r in runs {
+            let mut rng = chacha(r.key.0, &[4, r.key.1, r.key.2]);
+            for e in 0..epochs {
+                draw_plan(&self.members, r.at(e), n, &mut rng, &mut idx);
+            }
+        }
+        Tensor::from_slice(&idx).view([runs.len() as i64, (n * epochs) as i64])
+    }
+
+    /// Trains one classifier per run with `recipe`.
+    pub fn train(&self, runs: &[Run], recipe: &Recipe) -> Heads {
+        let k = runs.len() as i64;
+        let (c, d) = (self.w0.size()[0], self.w0.size()[1]);
+        let plans = self.plans(runs, recipe.epochs);
+        let total = plans.size()[1];
+        let batch = recipe.batch.max(1) as i64;
+        tch::no_grad(|| {
+            let rows = self.rows();
+            // [K, D+1, C]: θ0's weight with its bias as the last row
+            let start = if recipe.reinit {
+                Tensor::zeros([d + 1, c], (Kind::Float, self.w0.device()))
+            } else {
+                Tensor::cat(&[self.w0.tr(), self.b0.view([1, c])], 0).to_kind(Kind::Float)
+            };
+            let mut w = start.unsqueeze(0).repeat([k, 1, 1]);
+            let mut v = w.zeros_like();
+            for s in (0..total).step_by(batch as usize) {
+                let bsz = batch.min(total - s);
+                let r = rows
+                    .index_select(0, &plans.narrow(1, s, bsz).reshape([-1]))
+                    .view([k, bsz, d + 1 + c]);
+                let x = r.narrow(2, 0, d + 1);
+                let g = x.bmm(&w).softmax(-1, Kind::Float) - r.narrow(2, d + 1, c); // dCE/dlogits
+                // v ← μv + (lr/B)·xᵀg in one kernel
+                v = v.baddbmm(&x.transpose(1, 2), &g, recipe.momentum, recipe.lr / bsz as f64);
+                w -= &v;
+            }
+            Heads {
+                w: w.narrow(1, 0, d),
+                b: w.narrow(1, d, 1),
+            }
+        })
+    }
+
+    /// `[N, D + 1 + C]`: each training feature, a 1, and its one-hot label.
+    fn rows(&self) -> &Tensor {
+        self.rows.get_or_init(|| {
+            let (c, n) = (self.w0.size()[0], self.train.x.size()[0]);
+            let eye = Tensor::eye(c, (Kind::Float, self.train.x.device()));
+            let ones = Tensor::ones([n, 1], (Kind::Float, self.train.x.device()));
+            Tensor::cat(
+                &[
+                    self.train.x.to_kind(Kind::Float),
+                    ones,
+                    eye.index_select(0, &self.train.y),
+                ],
+                1,
+            )
+        })
+    }
+}
+
+/// Appends `len` positions drawn with replacement: a class by its weight (inverse CDF of one
+/// uniform), then an image of it (a second uniform). Classes without images or weight are never
+/// drawn.
+pub fn draw_plan(members: &[Vec<usize>], w: &[f64], len: usize, rng: &mut impl rand::Rng, out: &mut Vec<i64>) {
+    let mut cum = Vec::with_capacity(w.len());
+    let mut s = 0.0;
+    for (c, &x) in w.iter().enumerate() {
+        if !members[c].is_empty() {
+            s += x.max(0.0);
+        }
+        cum.push(s);
+    }
+    for _ in 0..len {
+        let (u, v) = (rng.random::<f64>() * s, rng.random::<f64>());
+        // the first class whose cumulative weight exceeds u (zero-weight classes never are)
+        let c = cum.partition_point(|&x| x <= u).min(w.len() - 1);
+        let c = (c..w.len())
+            .chain(0..c)
+            .find(|&k| !members[k].is_empty() && w[k] > 0.0)
+            .expect("a class with images and weight");
+        let m = &members[c];
+        out.push(m[((v * m.len() as f64) as usize).min(m.len() - 1)] as i64);
+    }
+}
+
+/// What a classifier is scored by on a labelled part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Score {
+    /// Top-1 accuracy.
+    Top1,
+    /// Mean per-class accuracy (top-1 on a balanced part).
+    Balanced,
+    /// Mean per-class log-likelihood of the true label (≤ 0; continuous, so it separates
+    /// classifiers whose accuracies tie).
+    LogLikelihood,
+}
+
+/// Scores of `[K, N, C]` logits against `labels` (`N`), one per classifier; accuracies are
+/// fractions in [0, 1]. Classes absent from `labels` are left out of the per-class means.
+pub fn score(kind: Score, logits: &Tensor, labels: &[i64], classes: usize) -> Vec<f64> {
+    let k = logits.size()[0] as usize;
+    let n = labels.len();
+    if n == 0 {
+        return vec![0.0; k];
+    }
+    let per_item: Vec<f64> = match kind {
+        Score::Top1 | Score::Balanced => {
+            let pred: Vec<i64> = Vec::try_from(logits.argmax(-1, false).flatten(0, -1)).expect("i64");
+            pred.chunks(n)
+                .flat_map(|p| p.iter().zip(labels).map(|(a, b)| f64::from(u8::from(a == b))))
+                .collect()
+        }
+        Score::LogLikelihood => {
+            let y = Tensor::from_slice(labels)
+                .to_device(logits.device())
+                .view([1, n as i64, 1])
+                .expand([k as i64, n as i64, 1], false);
+            let ll = logits
+                .to_kind(Kind::Double)
+                .log_softmax(-1, Kind::Double)
+                .gather(2, &y, false);
+            Vec::try_from(ll.flatten(0, -1)).expect("f64")
+        }
+    };
+    per_item
+        .chunks(n)
+        .map(|v| match kind {
+            Score::Top1 => v.iter().sum::<f64>() / n as f64,
+            Score::Balanced | Score::LogLikelihood => {
+                let (mut sum, mut tot) = (vec![0.0; classes], vec![0usize; classes]);
+                for (x, &y) in v.iter().zip(labels) {
+                    sum[y as usize] += x;
+                    tot[y as usize] += 1;
+                }
+                let present: Vec<f64> = (0..classes)
+                    .filter(|&c| tot[c] > 0)
+                    .map(|c| sum[c] / tot[c] as f64)
+                    .collect();
+                present.iter().sum::<f64>() / present.len().max(1) as f64
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn one_step_matches_a_direct_computation() {
+        // 2 classes, 1-d features, one run, one full-batch step from θ0 = 0:
+        // logits 0 → p = ½; dL/dw = mean_i x_i (p − y_i), dL/db = mean_i (p − y_i).
+        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([4, 1]);
+        let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
+        let feats = Features { x, y };
+        let w0 = Tensor::zeros([2, 1], (Kind::Float, Device::Cpu));
+        let b0 = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let t = Trainer::new(&feats, &w0, &b0);
+        let recipe = Recipe {
+            epochs: 1,
+            batch: 4,
+            lr: 0.5,
+            momentum: 0.0,
+            reinit: false,
+        };
+        // with replacement the epoch is a multiset of the 4 indices: recompute with the same plan
+        let members = class_members(&[0, 1, 0, 1]);
+        let w = vec![0.5, 0.5];
+        let mut rng = chacha(0, &[4, 7, 0]);
+        let mut plan = Vec::new();
+        draw_plan(&members, &w, 4, &mut rng, &mut plan);
+        let plan: Vec<usize> = plan.into_iter().map(|i| i as usize).collect();
+        let heads = t.train(&[Run::new(&w, (0, 7, 0))], &recipe);
+        let xs = [1.0f64, -2.0, 3.0, 0.5];
+        let ys = [0usize, 1, 0, 1];
+        for class in 0..2 {
+            let (mut gw, mut gb) = (0.0, 0.0);
+            for &i in &plan {
+                let e = 0.5 - f64::from(u8::from(ys[i] == class));
+                gw += xs[i] * e / 4.0;
+                gb += e / 4.0;
+            }
+            assert!((heads.w.double_value(&[0, 0, class as i64]) + 0.5 * gw).abs() < 1e-6);
+            assert!((heads.b.double_value(&[0, 0, class as i64]) + 0.5 * gb).abs() < 1e-6);
+        }
+        // scored on the same 4 points
+        let r = score(Score::Top1, &heads.logits(&feats.x), &[0, 1, 0, 1], 2);
+        let pred: Vec<usize> = xs
+            .iter()
+            .map(|&v| {
+                let s = |k: i64| heads.w.double_value(&[0, 0, k]) * v + heads.b.double_value(&[0, 0, k]);
+                usize::from(s(1) > s(0))
+            })
+            .collect();
+        let acc = pred.iter().zip(&ys).filter(|(a, b)| a == b).count() as f64 / 4.0;
+        assert!((r[0] - acc).abs() < 1e-12);
+    }
+
+    #[test]
+    fn batched_runs_equal_single_runs() {
+        // Training K runs together gives each the classifier it gets alone.
+        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, 0.2, -1.0, 2.0, 1.5, -0.5, 0.0]).view([5, 2]);
+        let y = Tensor::from_slice(&[0i64, 1, 2, 1, 0]);
+        let feats = Features { x, y };
+        let w0 = Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.0, -0.1, 0.2]).view([3, 2]);
+        let b0 = Tensor::from_slice(&[0.0f32, 0.1, -0.1]);
+        let t = Trainer::new(&feats, &w0, &b0);
+        let recipe = Recipe {
+            epochs: 3,
+            batch: 2,
+            lr: 0.1,
+            momentum: 0.9,
+            reinit: false,
+        };
+        let runs = [
+            Run::new(&[0.2, 0.3, 0.5], (1, 2, 3)),
+            Run::new(&[0.6, 0.2, 0.2], (4, 5, 6)),
+        ];
+        let both = t.train(&runs, &recipe);
+        for (k, r) in runs.iter().enumerate() {
+            let one = t.train(std::slice::from_ref(r), &recipe);
+            let diff = (both.w.get(k as i64) - one.w.get(0)).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "run {k}: {diff}");
+        }
+    }
+
+    #[test]
+    fn draws_follow_the_weights_and_share_random_numbers() {
+        // classes 0..3 with 2, 3, 1 images; class 2 has no weight
+        let members = vec![vec![0, 1], vec![2, 3, 4], vec![5]];
+        let mut a = Vec::new();
+        draw_plan(&members, &[0.25, 0.75, 0.0], 40_000, &mut chacha(1, &[]), &mut a);
+        let share = |k: &[i64]| a.iter().filter(|i| k.contains(i)).count() as f64 / a.len() as f64;
+        assert!((share(&[0, 1]) - 0.25).abs() < 0.01, "{}", share(&[0, 1]));
+        assert_eq!(share(&[5]), 0.0);
+        // every image of a class is drawn, equally often
+        let third = a.iter().filter(|&&i| i == 3).count() as f64 / a.len() as f64;
+        assert!((third - 0.25).abs() < 0.01, "{third}");
+        // the same stream with slightly other weights: mostly the same draws (common random numbers)
+        let mut b = Vec::new();
+        draw_plan(&members, &[0.26, 0.74, 0.0], 40_000, &mut chacha(1, &[]), &mut b);
+        let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+        assert!(same > 0.98, "{same}");
+    }
+
+    #[test]
+    fn scores_by_hand() {
+        // one classifier, 4 items of 2 classes; logits favour class 0 everywhere
+        let logits = Tensor::from_slice(&[2.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 3.0]).view([1, 4, 2]);
+        let labels = [0i64, 0, 1, 1];
+        // predictions 0, 0, 0, 1: top-1 3/4; class 0 2/2, class 1 1/2 → balanced 3/4
+        assert_eq!(score(Score::Top1, &logits, &labels, 2), vec![0.75]);
+        // labels 0, 1, 1, 1: class 0 1/1, class 1 1/3 → balanced 2/3 (top-1 2/4)
+        assert_eq!(score(Score::Balanced, &logits, &[0, 1, 1, 1], 2), vec![(1.0 + 1.0 / 3.0) / 2.0]);
+        assert_eq!(score(Score::Top1, &logits, &[0, 1, 1, 1], 2), vec![0.5]);
+        let ls = |a: f64, b: f64, pick: f64| pick - (a.exp() + b.exp()).ln();
+        let c0 = (ls(2.0, 0.0, 2.0) + ls(1.0, 0.0, 1.0)) / 2.0;
+        let c1 = (ls(1.0, 0.0, 0.0) + ls(0.0, 3.0, 3.0)) / 2.0;
+        let ll = score(Score::LogLikelihood, &logits, &labels, 2);
+        assert!((ll[0] - (c0 + c1) / 2.0).abs() < 1e-12, "{ll:?}");
+    }
+}
