@@ -53,4 +53,3 @@ pub fn open_run(run: &Path) -> Result<Run> {
         finetune: cfg.finetune.unwrap_or_default(),
     })
 }
-

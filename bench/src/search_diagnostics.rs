@@ -104,13 +104,38 @@ fn main() -> Result<()> {
     let mut noise = serde_json::Map::new();
     let paper = SearchConfig::paper();
     let proxies = [
-        ("default_balanced", Score::Balanced, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
-        ("default_top1", Score::Top1, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
-        ("default_log_likelihood", Score::LogLikelihood, d.recipe(&stage2), Some(&search_pos), d.reward_seeds),
+        (
+            "default_balanced",
+            Score::Balanced,
+            d.recipe(&stage2),
+            Some(&search_pos),
+            d.reward_seeds,
+        ),
+        (
+            "default_top1",
+            Score::Top1,
+            d.recipe(&stage2),
+            Some(&search_pos),
+            d.reward_seeds,
+        ),
+        (
+            "default_log_likelihood",
+            Score::LogLikelihood,
+            d.recipe(&stage2),
+            Some(&search_pos),
+            d.reward_seeds,
+        ),
         ("paper", Score::Top1, paper.recipe(&stage2), None, 1),
     ];
     for (name, score, recipe, pos, seeds) in proxies {
-        let proxy = Proxy::new(&r.train, &r.val, pos.map(|p| p.as_slice()), (w0, b0), recipe, score)?;
+        let proxy = Proxy::new(
+            &r.train,
+            &r.val,
+            pos.map(|p| p.as_slice()),
+            (w0, b0),
+            recipe,
+            score,
+        )?;
         let t = std::time::Instant::now();
         let rewards = proxy.evaluate(&ws, seeds, d.seed, 1_000_000);
         let secs = t.elapsed().as_secs_f64();
@@ -121,7 +146,9 @@ fn main() -> Result<()> {
         );
         // noise: 8 single-seed rewards of 6 vectors (the fixed samplers and 3 draws)
         let six: Vec<Vec<f64>> = ws.iter().take(6).cloned().collect();
-        let single: Vec<Vec<f64>> = (0..8).map(|j| proxy.evaluate(&six, 1, d.seed, 2_000_000 + j)).collect();
+        let single: Vec<Vec<f64>> = (0..8)
+            .map(|j| proxy.evaluate(&six, 1, d.seed, 2_000_000 + j))
+            .collect();
         let within: Vec<f64> = (0..six.len())
             .map(|k| std(&single.iter().map(|r| r[k]).collect::<Vec<_>>()))
             .collect();

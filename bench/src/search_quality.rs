@@ -73,7 +73,12 @@ fn main() -> Result<()> {
     for dir in &runs {
         let r = open(dir)?;
         out["search_config"] = serde_json::to_value(&r.search)?;
-        out["search_config_from"] = if r.from_config { "the run's [search]" } else { "defaults (the run has no [search])" }.into();
+        out["search_config_from"] = if r.from_config {
+            "the run's [search]"
+        } else {
+            "defaults (the run has no [search])"
+        }
+        .into();
         out["stage2_config"] = serde_json::to_value(&r.finetune)?;
         let parts = Parts {
             train: &r.train,
@@ -84,8 +89,19 @@ fn main() -> Result<()> {
         let push = |rows: &mut std::collections::BTreeMap<&str, Vec<Value>>, k: &'static str, v: Value| {
             rows.entry(k).or_default().push(v)
         };
-        push(&mut rows, "stage1", row(&stage2::evaluate(&r.val, w0, b0, counts), &stage2::evaluate(&r.test, w0, b0, counts)));
-        for (k, q) in [("crt_instance", 1.0), ("crt_square_root", 0.5), ("crt_class_balanced", 0.0)] {
+        push(
+            &mut rows,
+            "stage1",
+            row(
+                &stage2::evaluate(&r.val, w0, b0, counts),
+                &stage2::evaluate(&r.test, w0, b0, counts),
+            ),
+        );
+        for (k, q) in [
+            ("crt_instance", 1.0),
+            ("crt_square_root", 0.5),
+            ("crt_class_balanced", 0.0),
+        ] {
             let f = stage2::finetune(&parts, (w0, b0), &power_weights(counts, q), counts, ft)?;
             push(&mut rows, k, row(&f.val, &f.test));
         }
@@ -96,12 +112,34 @@ fn main() -> Result<()> {
         let (_, lws) = stage2::learnable_weight_scaling(&parts, (w0, b0), counts, ft)?;
         push(&mut rows, "lws", row(&lws.val, &lws.test));
         for seed in 0..search_seeds {
-            let base = SearchConfig { seed, ..r.search.clone() };
+            let base = SearchConfig {
+                seed,
+                ..r.search.clone()
+            };
             for (k, cfg) in [
                 ("searched", base.clone()),
-                ("searched_best_draw", SearchConfig { select: Select::BestDraw, holdout: 0.0, ..base.clone() }),
-                ("random_search", SearchConfig { lr: 1e-300, ..base.clone() }),
-                ("paper", SearchConfig { seed, ..SearchConfig::paper() }),
+                (
+                    "searched_best_draw",
+                    SearchConfig {
+                        select: Select::BestDraw,
+                        holdout: 0.0,
+                        ..base.clone()
+                    },
+                ),
+                (
+                    "random_search",
+                    SearchConfig {
+                        lr: 1e-300,
+                        ..base.clone()
+                    },
+                ),
+                (
+                    "paper",
+                    SearchConfig {
+                        seed,
+                        ..SearchConfig::paper()
+                    },
+                ),
             ] {
                 let t = std::time::Instant::now();
                 let (best, log) = search::run(&r.train, &r.val, (w0, b0), &ft.recipe(), &cfg, |_| {})?;
@@ -113,9 +151,16 @@ fn main() -> Result<()> {
                 v["chosen"] = best.source.clone().into();
                 v["choice_reward"] = r2(best.reward * 100.0).into();
                 v["search_s"] = r2(secs).into();
-                v["weights"] = best.weights.iter().map(|w| (w * 10000.0).round() / 10000.0).collect::<Vec<_>>().into();
+                v["weights"] = best
+                    .weights
+                    .iter()
+                    .map(|w| (w * 10000.0).round() / 10000.0)
+                    .collect::<Vec<_>>()
+                    .into();
                 if k == "searched" {
-                    let mean = |s: &[search::Step]| s.iter().map(|s| s.mean_reward).sum::<f64>() / s.len() as f64 * 100.0;
+                    let mean = |s: &[search::Step]| {
+                        s.iter().map(|s| s.mean_reward).sum::<f64>() / s.len() as f64 * 100.0
+                    };
                     let n = log.len().min(10);
                     learning.push(json!({"run": dir.display().to_string(), "seed": seed,
                         "first10_mean_reward": r2(mean(&log[..n])), "last10_mean_reward": r2(mean(&log[log.len() - n..]))}));
@@ -141,7 +186,8 @@ fn main() -> Result<()> {
     out["best_fixed_crt_test_top1"] = best_fixed.into();
     out["searched_minus_class_balanced"] = r2(mean("searched") - mean("crt_class_balanced")).into();
     out["goal_searched_ge_best_fixed"] = (mean("searched") >= best_fixed).into();
-    out["goal_searched_ge_class_balanced_plus_1"] = (mean("searched") >= mean("crt_class_balanced") + 1.0).into();
+    out["goal_searched_ge_class_balanced_plus_1"] =
+        (mean("searched") >= mean("crt_class_balanced") + 1.0).into();
     out["learning"] = learning.into();
     println!("{out}");
     Ok(())

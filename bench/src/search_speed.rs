@@ -133,7 +133,12 @@ fn main() -> Result<()> {
     // (b)
     let (t100, v100, _) = random_features(500, 100, 20, 1);
     let w100 = Tensor::randn([100, 64], (Kind::Float, Device::Cpu)) * 0.1;
-    let (b_s, b_paper) = time_search(&t100, &v100, &w100, &Tensor::zeros([100], (Kind::Float, Device::Cpu)))?;
+    let (b_s, b_paper) = time_search(
+        &t100,
+        &v100,
+        &w100,
+        &Tensor::zeros([100], (Kind::Float, Device::Cpu)),
+    )?;
     out["b_features"] = format!("{} x 64 (100 classes, random)", t100.x.size()[0]).into();
     out["b_search_s"] = ((b_s * 100.0).round() / 100.0).into();
     out["b_paper_search_s"] = ((b_paper * 100.0).round() / 100.0).into();

@@ -519,8 +519,16 @@ fn run_summary(dir: &Path, ds: &Dataset) -> Result<String> {
             &format!("stage 2, re-trained ({how}), test"),
             &s2.crt.test,
         );
-        line(&mut out, "stage 2, class-balanced cRT, test", &s2.crt_class_balanced.test);
-        line(&mut out, "stage 2, square-root cRT, test", &s2.crt_square_root.test);
+        line(
+            &mut out,
+            "stage 2, class-balanced cRT, test",
+            &s2.crt_class_balanced.test,
+        );
+        line(
+            &mut out,
+            "stage 2, square-root cRT, test",
+            &s2.crt_square_root.test,
+        );
     }
     if let Ok(text) = std::fs::read_to_string(dir.join("agent/metrics.jsonl")) {
         if let Some(l) = text
@@ -687,7 +695,11 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             c.source,
             pct(c.search_reward),
             c.rescored.map(pct).unwrap_or_else(|| "-".into()),
-            if c.source == best.source { "  ← chosen" } else { "" }
+            if c.source == best.source {
+                "  ← chosen"
+            } else {
+                ""
+            }
         );
     }
     println!("chosen class weights ({}):", best.source);
@@ -899,6 +911,26 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// A run's name without the `_s<seed>` suffix that `sweep` adds (`cifar10_lt_ir100_s2` →
+/// `cifar10_lt_ir100`); other names, trailing digits included, stay whole.
+fn seed_group_label(name: &str) -> String {
+    match name.rfind("_s") {
+        Some(i) if i + 2 < name.len() && name[i + 2..].bytes().all(|b| b.is_ascii_digit()) => {
+            name[..i].to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 fn table_cmd(a: &TableArgs) -> Result<()> {
     let mut rows: Vec<(String, TableRow)> = Vec::new();
     for run in &a.runs {
@@ -928,10 +960,7 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
             a.seed = 0;
         }
         let key = cfg.to_toml();
-        let label = name
-            .trim_end_matches(|c: char| c.is_ascii_digit())
-            .trim_end_matches("_s")
-            .to_string();
+        let label = seed_group_label(&name);
         let pos = match rows.iter().position(|(k, _)| *k == key) {
             Some(p) => p,
             None => {
@@ -1041,7 +1070,12 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
                     _ => [String::new(), String::new()],
                 })
                 .collect();
-            out.push_str(&format!("{},{},{}\n", r.name, r.runs.len(), cells.join(",")));
+            out.push_str(&format!(
+                "{},{},{}\n",
+                csv_field(&r.name),
+                r.runs.len(),
+                cells.join(",")
+            ));
         }
         autosampler::fsx::write_atomic(p, out.as_bytes())?;
     }
@@ -1425,5 +1459,24 @@ fn print_eval(r: &EvalReport) {
                 x.ece
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: `table` dropped trailing digits from run names (`…_ir10`, `…_ir50` and `…_ir100`
+    /// all showed as `…_ir`), and a comma in a name broke the CSV.
+    #[test]
+    fn table_names_keep_their_digits_and_csv_quotes_commas() {
+        assert_eq!(seed_group_label("cifar10_lt_ir100"), "cifar10_lt_ir100");
+        assert_eq!(seed_group_label("cifar10_lt_ir10"), "cifar10_lt_ir10");
+        assert_eq!(seed_group_label("cifar10_lt_ir50_s2"), "cifar10_lt_ir50");
+        assert_eq!(seed_group_label("run_s"), "run_s");
+        assert_eq!(seed_group_label("a_s1x"), "a_s1x");
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }

@@ -347,9 +347,23 @@ fn run_chains_data_stage1_eval_features_and_search() {
         s2["weights"], best["weights"],
         "stage 2 samples with the searched weights"
     );
-    for k in ["stage1", "crt", "tau_normalised", "logit_adjusted", "lws"] {
+    for k in [
+        "stage1",
+        "crt",
+        "crt_class_balanced",
+        "crt_square_root",
+        "tau_normalised",
+        "logit_adjusted",
+        "lws",
+    ] {
         assert_eq!(s2[k]["test"]["n"], 3, "{k}");
     }
+    assert!(html.contains("cRT, class-balanced") && html.contains("held-out"));
+    // the chosen weights are one of the re-scored candidates, the best re-scored one
+    let best_r = best["reward"].as_f64().unwrap();
+    let cands = best["candidates"].as_array().unwrap();
+    assert!(cands.iter().any(|c| c["source"] == best["source"]));
+    assert!(cands.iter().all(|c| c["rescored"].as_f64().unwrap() <= best_r));
     // a second run reuses every stage
     let o = autosampler(&args, &dir.path().join("cache"));
     let t = text(&o);
@@ -361,6 +375,22 @@ fn run_chains_data_stage1_eval_features_and_search() {
         t.contains("search") && t.matches("complete, reused").count() >= 4,
         "{t}"
     );
+    // Defect "stale stage 2": another search seed gives other weights, and stage 2 follows them
+    // (it used to print "complete, reused" and keep the old weights).
+    write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         [search]\ntrajectories = 3\nsamples = 2\nselect = \"best-draw\"\nseed = 1\n[finetune]\nepochs = 2\nbatch_size = 4\n",
+    );
+    let o = autosampler(&args, &dir.path().join("cache"));
+    assert!(o.status.success(), "{}", text(&o));
+    let best1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search/best_weights.json")).unwrap())
+            .unwrap();
+    assert_ne!(best1["weights"], best["weights"]);
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+    assert_eq!(s2["weights"], best1["weights"], "stage 2 is stale");
     // stage 2 on images (frozen backbone, augmented images) with class-balanced weights
     write_config(
         dir.path(),
@@ -840,4 +870,44 @@ fn run_killed_and_restarted_continues_to_the_same_result() {
     };
     assert_eq!(eval(&whole), eval(&killed));
     assert!(killed.join("report/index.html").is_file());
+}
+
+/// Defects "panics" and "late or missing config checks": out-of-range [search] / [finetune]
+/// values (NaN, zero, negative) and a search without validation images are refused at once, with
+/// exit 1, the file, the key and the value, and before anything is written.
+#[test]
+fn bad_search_and_finetune_values_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n";
+    for (extra, want) in [
+        (
+            "[search]\nsigma = nan\n",
+            "sigma must be a finite number > 0, got NaN",
+        ),
+        ("[search]\nproxy_batch = 0\n", "proxy_batch must be ≥ 1, got 0"),
+        (
+            "[finetune]\nbatch_size = 0\n",
+            "[finetune] batch_size must be ≥ 1, got 0",
+        ),
+        ("[finetune]\nepochs = 0\n", "[finetune] epochs must be ≥ 1, got 0"),
+        (
+            "[finetune]\nlr = -0.1\n",
+            "[finetune] lr must be a finite number > 0, got -0.1",
+        ),
+    ] {
+        let cfg = write_config(dir.path(), &format!("{base}{extra}"));
+        let out = dir.path().join("run");
+        let o = stage("run", &cfg, &out, &dir.path().join("cache"));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra}: {t}");
+        assert!(t.contains(want) && t.contains("exp.toml"), "{extra}: {t}");
+        assert!(!out.exists(), "{extra}: the run folder was written");
+    }
+    // val_per_class = 0 with a search
+    let p = dir.path().join("noval.toml");
+    let text0 = std::fs::read_to_string(write_config(dir.path(), &format!("{base}[search]\n"))).unwrap();
+    std::fs::write(&p, text0.replace("val_per_class = 1", "val_per_class = 0")).unwrap();
+    let o = stage("run", &p, &dir.path().join("run"), &dir.path().join("cache"));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("val_per_class = 0"), "{}", text(&o));
 }

@@ -146,7 +146,7 @@ impl<'a> Trainer<'a> {
                     .view([k, bsz, d + 1 + c]);
                 let x = r.narrow(2, 0, d + 1);
                 let g = x.bmm(&w).softmax(-1, Kind::Float) - r.narrow(2, d + 1, c); // dCE/dlogits
-                // v ← μv + (lr/B)·xᵀg in one kernel
+                                                                                    // v ← μv + (lr/B)·xᵀg in one kernel
                 v = v.baddbmm(&x.transpose(1, 2), &g, recipe.momentum, recipe.lr / bsz as f64);
                 w -= &v;
             }
@@ -178,7 +178,13 @@ impl<'a> Trainer<'a> {
 /// Appends `len` positions drawn with replacement: a class by its weight (inverse CDF of one
 /// uniform), then an image of it (a second uniform). Classes without images or weight are never
 /// drawn.
-pub fn draw_plan(members: &[Vec<usize>], w: &[f64], len: usize, rng: &mut impl rand::Rng, out: &mut Vec<i64>) {
+pub fn draw_plan(
+    members: &[Vec<usize>],
+    w: &[f64],
+    len: usize,
+    rng: &mut impl rand::Rng,
+    out: &mut Vec<i64>,
+) {
     let mut cum = Vec::with_capacity(w.len());
     let mut s = 0.0;
     for (c, &x) in w.iter().enumerate() {
@@ -338,7 +344,10 @@ mod tests {
         let both = t.train(&runs, &recipe);
         for (k, r) in runs.iter().enumerate() {
             let one = t.train(std::slice::from_ref(r), &recipe);
-            let diff = (both.w.get(k as i64) - one.w.get(0)).abs().max().double_value(&[]);
+            let diff = (both.w.get(k as i64) - one.w.get(0))
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(diff < 1e-6, "run {k}: {diff}");
         }
     }
@@ -370,7 +379,10 @@ mod tests {
         // predictions 0, 0, 0, 1: top-1 3/4; class 0 2/2, class 1 1/2 → balanced 3/4
         assert_eq!(score(Score::Top1, &logits, &labels, 2), vec![0.75]);
         // labels 0, 1, 1, 1: class 0 1/1, class 1 1/3 → balanced 2/3 (top-1 2/4)
-        assert_eq!(score(Score::Balanced, &logits, &[0, 1, 1, 1], 2), vec![(1.0 + 1.0 / 3.0) / 2.0]);
+        assert_eq!(
+            score(Score::Balanced, &logits, &[0, 1, 1, 1], 2),
+            vec![(1.0 + 1.0 / 3.0) / 2.0]
+        );
         assert_eq!(score(Score::Top1, &logits, &[0, 1, 1, 1], 2), vec![0.5]);
         let ls = |a: f64, b: f64, pick: f64| pick - (a.exp() + b.exp()).ln();
         let c0 = (ls(2.0, 0.0, 2.0) + ls(1.0, 0.0, 1.0)) / 2.0;

@@ -248,7 +248,10 @@ pub fn write(run: &Path) -> Result<PathBuf> {
     if search.join("best_weights.json").is_file() {
         h.push_str("<h2>Class-weight search</h2>");
         if let Some(b) = read(&search.join("best_weights.json")) {
-            let pct = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{:.2}", x * 100.0));
+            let pct = |v: &Value| {
+                v.as_f64()
+                    .map_or("-".to_string(), |x| format!("{:.2}", x * 100.0))
+            };
             let _ = write!(
                 h,
                 "<p>Chosen: <b>{}</b>. The search scored candidates on {} validation images; the final \

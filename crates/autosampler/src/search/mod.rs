@@ -183,7 +183,10 @@ impl SearchConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.holdout) {
-            return Err(invalid!("[search] holdout must be in [0, 1), got {}", self.holdout));
+            return Err(invalid!(
+                "[search] holdout must be in [0, 1), got {}",
+                self.holdout
+            ));
         }
         Ok(())
     }
@@ -266,7 +269,9 @@ impl<'a> Proxy<'a> {
             .flat_map(|w| (0..seeds).map(move |r| Run::new(w, (seed, stream, r as u64))))
             .collect();
         let r = self.rewards(&self.train(&runs));
-        r.chunks(seeds).map(|c| c.iter().sum::<f64>() / seeds as f64).collect()
+        r.chunks(seeds)
+            .map(|c| c.iter().sum::<f64>() / seeds as f64)
+            .collect()
     }
 }
 
@@ -464,7 +469,11 @@ pub fn run(
 ) -> Result<(Best, Vec<Step>)> {
     cfg.check()?;
     let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
-    let holdout = if cfg.select == Select::Rescore { cfg.holdout } else { 0.0 };
+    let holdout = if cfg.select == Select::Rescore {
+        cfg.holdout
+    } else {
+        0.0
+    };
     let (search_pos, choice_pos) = split_validation(&val_labels, holdout, cfg.seed);
     let recipe = cfg.recipe(stage2);
     let proxy = Proxy::new(train, val, Some(&search_pos), head, recipe, cfg.reward)?;
@@ -502,19 +511,20 @@ pub fn run(
         search_reward: r,
         rescored: None,
     };
-    let finish = |c: &Candidate, reward: f64, trajectory: Option<usize>, fixed: Vec<Candidate>, candidates| Best {
-        weights: c.weights.clone(),
-        logits: c.weights.iter().map(|w| w.ln()).collect(),
-        reward,
-        source: c.source.clone(),
-        trajectory,
-        fixed,
-        candidates,
-        val_search: search_pos.len(),
-        val_choice: choice_pos.len(),
-        recipe,
-        config: cfg.clone(),
-    };
+    let finish =
+        |c: &Candidate, reward: f64, trajectory: Option<usize>, fixed: Vec<Candidate>, candidates| Best {
+            weights: c.weights.clone(),
+            logits: c.weights.iter().map(|w| w.ln()).collect(),
+            reward,
+            source: c.source.clone(),
+            trajectory,
+            fixed,
+            candidates,
+            val_search: search_pos.len(),
+            val_choice: choice_pos.len(),
+            recipe,
+            config: cfg.clone(),
+        };
     if cfg.select == Select::BestDraw {
         let (t, m, r) = best_draw(&log);
         let c = sample(t, m, r);
@@ -548,7 +558,10 @@ pub fn run(
     }
     let i = (0..cands.len()).fold(0, |b, i| if rescored[i] > rescored[b] { i } else { b });
     let trajectory = (i > FIXED.len()).then(|| top[i - FIXED.len() - 1].0);
-    Ok((finish(&cands[i].clone(), rescored[i], trajectory, fixed, cands), log))
+    Ok((
+        finish(&cands[i].clone(), rescored[i], trajectory, fixed, cands),
+        log,
+    ))
 }
 
 #[cfg(test)]
@@ -682,9 +695,16 @@ mod tests {
         // candidates: 3 fixed samplers, the policy mean, the top 3 samples
         assert_eq!(best.candidates.len(), 7);
         let names: Vec<&str> = best.candidates.iter().map(|c| c.source.as_str()).collect();
-        assert_eq!(&names[..4], ["instance", "square-root", "class-balanced", "policy mean"]);
+        assert_eq!(
+            &names[..4],
+            ["instance", "square-root", "class-balanced", "policy mean"]
+        );
         // the choice is the best re-scored candidate, never below a fixed sampler
-        let max = best.candidates.iter().map(|c| c.rescored.unwrap()).fold(f64::MIN, f64::max);
+        let max = best
+            .candidates
+            .iter()
+            .map(|c| c.rescored.unwrap())
+            .fold(f64::MIN, f64::max);
         assert_eq!(best.reward, max);
         assert!(best.fixed.iter().all(|f| f.rescored.unwrap() <= best.reward));
         // the fixed samplers' re-scores are those recorded with them
@@ -720,9 +740,16 @@ mod tests {
             momentum: 0.0,
             reinit: false,
         });
-        let e = run(&train, &empty, (&w0, &b0), &stage2, &SearchConfig::default(), |_| {})
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            &train,
+            &empty,
+            (&w0, &b0),
+            &stage2,
+            &SearchConfig::default(),
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("val_per_class"), "{e}");
     }
 }

@@ -150,10 +150,16 @@ impl FinetuneConfig {
             return Err(invalid!("[finetune] batch_size must be ≥ 1, got 0"));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(invalid!("[finetune] lr must be a finite number > 0, got {}", self.lr));
+            return Err(invalid!(
+                "[finetune] lr must be a finite number > 0, got {}",
+                self.lr
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(invalid!("[finetune] momentum must be in [0, 1), got {}", self.momentum));
+            return Err(invalid!(
+                "[finetune] momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
         }
         Ok(())
     }
