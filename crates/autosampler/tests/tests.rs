@@ -762,3 +762,74 @@ fn every_shipped_config_parses() {
         }
     }
 }
+
+/// Copies stage 1's files at the end of epochs 1 and 2 (what a kill would have left on disk).
+struct Snapshots {
+    run: PathBuf,
+    into: PathBuf,
+}
+
+impl autosampler::train::stage1::Progress for Snapshots {
+    fn epoch_start(&self, _: usize, _: usize, _: usize) {}
+    fn batch(&self, _: f64) {}
+    fn epoch_end(&self, log: &autosampler::train::stage1::EpochLog) {
+        for f in ["state.json", "last.safetensors", "best.safetensors"] {
+            std::fs::copy(
+                self.run.join("stage1").join(f),
+                self.into.join(format!("e{}-{f}", log.epoch)),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Defect "a kill between checkpoint writes silently changes a resumed run": epoch 2's
+/// checkpoint on disk next to epoch 1's state.json (a kill after the checkpoint's rename) used to
+/// resume epoch 2's weights as epoch 1 and train an epoch twice. The checkpoint now carries its
+/// own state: the resumed run ends with the uninterrupted run's bytes.
+#[test]
+fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
+    use autosampler::train::stage1::{self, Silent};
+    let (_caches, ds) = folder_dataset(0);
+    let m = resnet8();
+    let t = tiny_train_config(3, 0.05);
+    let full = tempfile::tempdir().unwrap();
+    let snaps = tempfile::tempdir().unwrap();
+    let progress = Snapshots {
+        run: full.path().to_path_buf(),
+        into: snaps.path().to_path_buf(),
+    };
+    let (_, done) = stage1::train(&ds, &m, &t, full.path(), false, &progress).unwrap();
+    // the folder as a kill after epoch 2's checkpoint and before its state.json left it
+    let killed = tempfile::tempdir().unwrap();
+    let s1 = killed.path().join("stage1");
+    std::fs::create_dir_all(&s1).unwrap();
+    std::fs::copy(full.path().join("stage1/config.json"), s1.join("config.json")).unwrap();
+    std::fs::copy(snaps.path().join("e1-state.json"), s1.join("state.json")).unwrap();
+    std::fs::copy(
+        snaps.path().join("e2-last.safetensors"),
+        s1.join("last.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        snaps.path().join("e2-best.safetensors"),
+        s1.join("best.safetensors"),
+    )
+    .unwrap();
+    let (_, resumed) = stage1::train(&ds, &m, &t, killed.path(), true, &Silent).unwrap();
+    assert_eq!(resumed.epochs_done, 3);
+    assert_eq!(resumed.history.len(), 3, "an epoch was trained twice");
+    assert_eq!(resumed.best_epoch, done.best_epoch);
+    let losses = |s: &stage1::State| {
+        s.history
+            .iter()
+            .map(|l| (l.train_loss, l.val_top1))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&resumed), losses(&done));
+    let bytes = |d: &Path| std::fs::read(d.join("stage1/model.safetensors")).unwrap();
+    assert!(
+        bytes(killed.path()) == bytes(full.path()),
+        "the resumed model differs"
+    );
+}

@@ -212,6 +212,9 @@ pub struct EpochLog {
     pub img_per_s: f64,
 }
 
+/// The entry of `last.safetensors` that holds the [`State`] (UTF-8 JSON bytes) it was written with.
+pub const STATE_KEY: &str = "autosampler.state";
+
 /// `stage1/state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -401,21 +404,32 @@ pub fn train_guided(
     let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
     check_started(model_cfg, cfg, run)?;
     let mut state = State::default();
-    if paths.state().is_file() {
+    if paths.state().is_file() || paths.last().is_file() {
         if !resume {
             return Err(invalid!(
                 "{} holds a started stage 1: pass --resume to continue it, or delete the folder",
                 paths.dir.display()
             ));
         }
-        state = fsx::read_json(&paths.state())?;
-        if state.epochs_done > 0 {
+        if paths.last().is_file() {
+            // The checkpoint is the commit point: it carries the state it was written with, so
+            // weights and epoch count can never disagree (a kill between the checkpoint and
+            // state.json used to resume epoch N+1's weights as epoch N).
             let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(paths.last())
                 .map_err(|e| Error::format(paths.last().display(), format!("cannot read checkpoint: {e}")))?
                 .into_iter()
                 .collect();
-            model.load_map(&tensors, &paths.last())?;
-            opt.load_state(&tensors);
+            state = match tensors.get(STATE_KEY) {
+                Some(t) => serde_json::from_slice(&Vec::<u8>::try_from(t)?)
+                    .map_err(|e| Error::format(paths.last().display(), format!("bad embedded state: {e}")))?,
+                None => fsx::read_json(&paths.state())?,
+            };
+            if state.epochs_done > 0 {
+                model.load_map(&tensors, &paths.last())?;
+                opt.load_state(&tensors);
+            }
+        } else {
+            state = fsx::read_json(&paths.state())?;
         }
     }
     let train_view = ds.view(Part::Train);
@@ -539,11 +553,10 @@ pub fn train_guided(
             seconds: t0.elapsed().as_secs_f64(),
             img_per_s: seen as f64 / train_s,
         };
-        // Checkpoint first, then the state that points at it: a kill between the two resumes
-        // from the previous epoch, never from a state without its weights.
-        let mut tensors = model.state_dict();
-        tensors.extend(opt.state());
-        save_tensors(&paths.last(), &tensors)?;
+        // One commit point per epoch: `last.safetensors` holds the weights, the optimiser and
+        // the state together (one atomic rename). `best.safetensors` is written before it: a kill
+        // in between redoes the epoch, which rewrites the same best bytes (training is
+        // deterministic); `state.json` and `metrics.jsonl` after it are readable copies.
         if state.best_epoch.is_none() || val.top1 > state.best_val_top1 {
             state.best_epoch = Some(epoch + 1);
             state.best_val_top1 = val.top1;
@@ -551,6 +564,11 @@ pub fn train_guided(
         }
         state.epochs_done = epoch + 1;
         state.history.push(log.clone());
+        let mut tensors = model.state_dict();
+        tensors.extend(opt.state());
+        let json = serde_json::to_vec(&state).expect("serialisable");
+        tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
+        save_tensors(&paths.last(), &tensors)?;
         fsx::write_json(&paths.state(), &state)?;
         let lines: String = state
             .history
