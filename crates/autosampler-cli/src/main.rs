@@ -410,8 +410,26 @@ fn prepare_cmd(a: &RunArgs) -> Result<(PathBuf, Dataset)> {
     Ok((dir, ds))
 }
 
+/// Holds the run folder's lock for the rest of the process (once per folder).
+fn hold_lock(dir: &Path) -> Result<()> {
+    static LOCKS: std::sync::Mutex<Vec<(PathBuf, autosampler::fsx::DirLock)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut held = LOCKS.lock().expect("not poisoned");
+    if !held.iter().any(|(d, _)| d == dir) {
+        let lock = autosampler::fsx::lock_dir(dir)?;
+        held.push((dir.to_path_buf(), lock));
+    }
+    Ok(())
+}
+
 fn prepare(cfg: &Config, dir: &Path) -> Result<Dataset> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    hold_lock(dir)?;
+    // A stage 1 started with another [model]/[train] is refused here, before anything is written
+    // (the run folder's config.toml included).
+    if let (Some(m), Some(t)) = (&cfg.model, &cfg.train) {
+        autosampler::train::stage1::check_compatible(m, t, dir)?;
+    }
     let split_path = dir.join("split.json");
     let ds = if split_path.is_file() {
         let old = Split::load(&split_path)?;

@@ -417,12 +417,15 @@ fn run_chains_data_stage1_eval_features_and_search() {
         dir.path(),
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\nlr = 0.5\n",
     );
+    let before = std::fs::read_to_string(out.join("config.toml")).unwrap();
     let o = autosampler(&args, &dir.path().join("cache"));
     assert!(
         !o.status.success() && text(&o).contains("another [model] or [train] config"),
         "{}",
         text(&o)
     );
+    // Defect "a refused config still overwrites the run's config.toml" (which `table` groups by)
+    assert_eq!(std::fs::read_to_string(out.join("config.toml")).unwrap(), before);
 }
 
 #[test]

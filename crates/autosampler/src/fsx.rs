@@ -14,6 +14,81 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Whether a temporary sibling's name (`.<name>.tmp-<pid>`) belongs to a process that is gone.
+fn stale_temp(name: &str) -> bool {
+    let Some(pid) = name
+        .starts_with('.')
+        .then(|| name.rsplit_once(".tmp-"))
+        .flatten()
+        .and_then(|(_, pid)| pid.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid != std::process::id() as i32
+        && unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Removes the temporary siblings (files and folders) that killed processes left in `dir` and its
+/// sub-folders; returns how many. Only for a folder this process holds the lock of, or for
+/// entries whose process is gone (checked per entry).
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let mut n = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if stale_temp(&name) {
+            let gone = if is_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            n += usize::from(gone.is_ok());
+        } else if is_dir {
+            n += remove_stale_temps(&path);
+        }
+    }
+    n
+}
+
+/// An exclusive lock on a run folder (`<dir>/.lock`, flock), held until dropped.
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Takes the run folder's lock, or fails at once, naming the folder and the process that holds it.
+/// Temporary files that killed runs left in the folder are removed once the lock is held.
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    use std::os::unix::io::AsRawFd;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(".lock");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = fs::read_to_string(&path).unwrap_or_default();
+        return Err(crate::invalid!(
+            "{} is in use by another autosampler process (pid {}): wait for it, or use another --out",
+            dir.display(),
+            holder.trim()
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    remove_stale_temps(dir);
+    Ok(DirLock { _file: file })
+}
+
 /// Writes `bytes` to `path` atomically. On any failure the temporary file is removed and the
 /// previous content of `path`, if any, is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -72,6 +147,30 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Defects "no lock on a run folder" and "temporary files are left after a kill".
+    #[test]
+    fn a_run_folder_is_locked_once_and_stale_temps_go() {
+        let d = tempfile::tempdir().unwrap();
+        // a dead process's temporaries (pid 2^22 + 1 is above Linux's pid_max), and a live one's
+        let dead = d.path().join(".state.json.tmp-4194305");
+        std::fs::write(&dead, b"x").unwrap();
+        std::fs::create_dir_all(d.path().join("sub/.key.tmp-4194305")).unwrap();
+        let live = d.path().join(format!(".x.tmp-{}", std::process::id()));
+        std::fs::write(&live, b"x").unwrap();
+        let lock = lock_dir(d.path()).unwrap();
+        assert!(!dead.exists() && !d.path().join("sub/.key.tmp-4194305").exists());
+        assert!(live.exists(), "this process's own temporary stays");
+        let e = lock_dir(d.path()).err().unwrap().to_string();
+        assert!(
+            e.contains("in use by another autosampler process")
+                && e.contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        drop(lock);
+        lock_dir(d.path()).unwrap();
+    }
+
     use super::*;
 
     #[test]

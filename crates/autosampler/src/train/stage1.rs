@@ -232,30 +232,43 @@ struct Started {
     train: TrainConfig,
 }
 
-/// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
-/// one is recorded, checks that these are the same (the device and the thread count may differ).
-pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
-    let paths = Stage1Paths::new(run);
-    let started = Started {
+fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
+    Started {
         model: model_cfg.clone(),
         train: TrainConfig {
             device: String::new(),
             threads: 0,
             ..cfg.clone()
         },
-    };
+    }
+}
+
+/// Checks, without writing, that a stage 1 recorded in `run` (if any) was started with these
+/// `[model]` and `[train]` (the device and the thread count may differ).
+pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+    let paths = Stage1Paths::new(run);
     let path = paths.dir.join("config.json");
     if path.is_file() {
         let before: Started = fsx::read_json(&path)?;
-        if before != started {
+        if before != started(model_cfg, cfg) {
             return Err(invalid!(
                 "{} was started with another [model] or [train] config: use another run folder, or delete it",
                 paths.dir.display()
             ));
         }
+    }
+    Ok(())
+}
+
+/// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
+/// one is recorded, checks that these are the same (the device and the thread count may differ).
+pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+    check_compatible(model_cfg, cfg, run)?;
+    let path = Stage1Paths::new(run).dir.join("config.json");
+    if path.is_file() {
         Ok(())
     } else {
-        fsx::write_json(&path, &started)
+        fsx::write_json(&path, &started(model_cfg, cfg))
     }
 }
 
