@@ -270,9 +270,23 @@ fn main() {
         Cmd::Report(a) => report_cmd(&a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_text(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its parent already quotes (an
+/// I/O error on a path says its OS error itself) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -1496,5 +1510,16 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    /// Defect: I/O errors repeated their text ("(os error 2): … (os error 2)").
+    #[test]
+    fn io_errors_say_their_cause_once() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e =
+            anyhow::Error::new(autosampler::Error::io("/no/such/file", io)).context("cannot read the config");
+        let t = error_text(&e);
+        assert_eq!(t.matches("os error 2").count(), 1, "{t}");
+        assert!(t.starts_with("cannot read the config: /no/such/file: "), "{t}");
     }
 }

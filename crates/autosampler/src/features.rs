@@ -71,7 +71,8 @@ pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize
 }
 
 /// Extracts and writes the features of every part (each file atomically); parts already written
-/// are kept.
+/// are kept when they read back whole, with the part's labels in order (a truncated or foreign
+/// file is redone, not trusted because it exists).
 pub fn extract_all(
     model: &Model,
     ds: &Dataset,
@@ -81,10 +82,22 @@ pub fn extract_all(
 ) -> Result<()> {
     for part in [Part::Train, Part::Val, Part::Test] {
         let p = path(run, part);
+        let view = ds.view(part);
         if p.is_file() {
-            continue;
+            let want: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
+            let whole = load(run, part).is_ok_and(|f| {
+                f.x.size() == [want.len() as i64, model.feature_dim()]
+                    && Vec::<i64>::try_from(&f.y).is_ok_and(|y| y == want)
+            });
+            if whole {
+                continue;
+            }
+            tracing::warn!(
+                "{} is not whole (truncated, or of other data): extracting again",
+                p.display()
+            );
         }
-        let f = extract(model, &ds.view(part), normalize, threads)?;
+        let f = extract(model, &view, normalize, threads)?;
         save_tensors(&p, &[("features".into(), f.x), ("labels".into(), f.y)])?;
     }
     Ok(())

@@ -833,3 +833,59 @@ fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
         "the resumed model differs"
     );
 }
+
+/// Defect "features are done when the file exists": a truncated features file blocked every later
+/// stage until deleted by hand; now it is extracted again.
+#[test]
+fn truncated_features_are_extracted_again() {
+    use autosampler::features;
+    let (_caches, ds) = folder_dataset(1);
+    let run = tempfile::tempdir().unwrap();
+    let model =
+        autosampler::model::Model::new(&resnet8(), ds.split.num_classes() as i64, tch::Device::Cpu).unwrap();
+    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1).unwrap();
+    let p = features::path(run.path(), Part::Train);
+    let whole = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
+    assert!(features::load(run.path(), Part::Train).is_err());
+    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), whole);
+}
+
+/// Defect "the packed cache is trusted blindly": a flipped label byte changed results silently,
+/// and a label out of range dropped images silently. Both are errors at open now, naming the file
+/// and saying how to rebuild.
+#[test]
+fn a_damaged_cache_is_refused_at_open() {
+    let (_caches, ds) = folder_dataset(1);
+    let dir = ds.cache.dir.clone();
+    let labels = dir.join("train.labels");
+    let good = std::fs::read(&labels).unwrap();
+    Cache::open(&dir).unwrap();
+    // a flipped label byte: the recorded checksum no longer matches
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    std::fs::write(&labels, &bad).unwrap();
+    let e = Cache::open(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("train.labels") && e.contains("damaged") && e.contains("rebuild"),
+        "{e}"
+    );
+    // a cache without checksums (built before they were recorded) still gets the label range check
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    for p in meta["pools"].as_array_mut().unwrap() {
+        let p = p.as_object_mut().unwrap();
+        p.remove("labels_sha256");
+        p.remove("boxes_sha256");
+    }
+    let stripped = serde_json::to_string_pretty(&meta).unwrap();
+    std::fs::write(dir.join("meta.json"), stripped).unwrap();
+    let mut out_of_range = good.clone();
+    out_of_range[..4].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&labels, &out_of_range).unwrap();
+    let e = Cache::open(&dir).err().unwrap().to_string();
+    assert!(e.contains("image 0 has label 99"), "{e}");
+    std::fs::write(&labels, &good).unwrap();
+    Cache::open(&dir).unwrap();
+}

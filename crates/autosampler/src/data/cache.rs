@@ -43,6 +43,12 @@ pub struct PoolMeta {
     pub pool: Pool,
     pub len: usize,
     pub has_boxes: bool,
+    /// SHA-256 of the `.labels` and `.boxes` files, checked at every open (caches built before
+    /// they were recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boxes_sha256: Option<String>,
 }
 
 /// One memory-mapped pool.
@@ -142,9 +148,28 @@ impl Cache {
         let mut pools = Vec::new();
         for pm in &meta.pools {
             let name = pm.pool.name();
-            let labels = read_u32s(&dir.join(format!("{name}.labels")), pm.len)?;
+            let lpath = dir.join(format!("{name}.labels"));
+            let labels = read_u32s_checked(&lpath, pm.len, pm.labels_sha256.as_deref())?;
+            if let Some((i, l)) = labels
+                .iter()
+                .enumerate()
+                .find(|(_, &l)| l as usize >= meta.classes.len())
+            {
+                return Err(Error::format(
+                    lpath.display(),
+                    format!(
+                        "image {i} has label {l}, but the cache has {} classes: the cache is damaged; delete {} to rebuild it",
+                        meta.classes.len(),
+                        dir.display()
+                    ),
+                ));
+            }
             let boxes = if pm.has_boxes {
-                let raw = read_u32s(&dir.join(format!("{name}.boxes")), pm.len * 4)?;
+                let raw = read_u32s_checked(
+                    &dir.join(format!("{name}.boxes")),
+                    pm.len * 4,
+                    pm.boxes_sha256.as_deref(),
+                )?;
                 Some(
                     raw.chunks(4)
                         .map(|c| std::array::from_fn(|k| f32::from_bits(c[k])))
@@ -291,6 +316,8 @@ fn build(
                 pool: *pool,
                 len: items.len(),
                 has_boxes,
+                labels_sha256: Some(hex::encode(Sha256::digest(&labels))),
+                boxes_sha256: has_boxes.then(|| hex::encode(Sha256::digest(&boxes))),
             });
         }
         let meta = CacheMeta {
@@ -309,6 +336,24 @@ fn build(
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Reads `n` little-endian u32s; with `sha256`, the file's hash must be that.
+fn read_u32s_checked(path: &Path, n: usize, sha256: Option<&str>) -> Result<Vec<u32>> {
+    if let Some(want) = sha256 {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != want {
+            return Err(Error::format(
+                path.display(),
+                format!(
+                    "the cache is damaged (SHA-256 {got}, recorded {want}): delete {} to rebuild it",
+                    path.parent().unwrap_or(Path::new(".")).display()
+                ),
+            ));
+        }
+    }
+    read_u32s(path, n)
 }
 
 fn read_u32s(path: &Path, n: usize) -> Result<Vec<u32>> {
