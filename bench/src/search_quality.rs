@@ -144,12 +144,19 @@ fn main() -> Result<()> {
                 let t = std::time::Instant::now();
                 let (best, log) = search::run(&r.train, &r.val, (w0, b0), &ft.recipe(), &cfg, |_| {})?;
                 let secs = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{}: {k} seed {seed}: {} in {secs:.1}s",
+                    dir.display(),
+                    best.source
+                );
                 let f = stage2::finetune(&parts, (w0, b0), &best.weights, counts, ft)?;
                 let mut v = row(&f.val, &f.test);
                 v["run"] = dir.display().to_string().into();
                 v["seed"] = seed.into();
                 v["chosen"] = best.source.clone().into();
                 v["choice_reward"] = r2(best.reward * 100.0).into();
+                v["gain_over_fixed"] = best.gain_over_fixed.map(|g| r2(g * 100.0)).into();
+                v["gain_se"] = best.gain_se.map(|g| r2(g * 100.0)).into();
                 v["search_s"] = r2(secs).into();
                 v["weights"] = best
                     .weights

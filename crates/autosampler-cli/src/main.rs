@@ -734,6 +734,14 @@ fn search_stage(dir: &Path, ds: &Dataset, cfg: &Config) -> Result<()> {
             }
         );
     }
+    if let (Some(g), Some(se)) = (best.gain_over_fixed, best.gain_se) {
+        println!(
+            "best sample vs best fixed sampler on the held-out images: {:+.2} points (standard error {:.2}; a sample is chosen only with a gain ≥ {} SE)",
+            g * 100.0,
+            se * 100.0,
+            sc.min_gain_se
+        );
+    }
     println!("chosen class weights ({}):", best.source);
     for (c, w) in ds.split.classes.iter().zip(&best.weights) {
         println!("  {c:<14} {w:.4}");

@@ -256,12 +256,16 @@ pub fn write(run: &Path) -> Result<PathBuf> {
                 h,
                 "<p>Chosen: <b>{}</b>. The search scored candidates on {} validation images; the final \
                  choice re-scored the candidates below on {} held-out ones, with fresh proxy seeds \
-                 (the fixed samplers compete on the same terms). Did it help? Compare the stage-2 \
-                 table below: the searched row beside class-balanced and square-root cRT.</p>\
+                 (the fixed samplers compete on the same terms; a sample must beat the best fixed \
+                 sampler by a standard error of the paired difference: here {} ± {} points). Did it \
+                 help? Compare the stage-2 table below: the chosen row beside class-balanced and \
+                 square-root cRT.</p>\
                  <table><tr><th>candidate</th><th>search reward</th><th>re-scored</th></tr>",
                 esc(b["source"].as_str().unwrap_or("")),
                 b["val_search"],
-                b["val_choice"]
+                b["val_choice"],
+                pct(&b["gain_over_fixed"]),
+                pct(&b["gain_se"])
             );
             for c in b["candidates"].as_array().into_iter().flatten() {
                 let chosen = c["source"] == b["source"];

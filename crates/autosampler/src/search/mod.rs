@@ -19,13 +19,15 @@
 //!   a search half and a choice half (`holdout`). The search sees only its half; the top-K samples,
 //!   the policy's mean softmax(μ_T) and the fixed samplers (instance, square-root,
 //!   class-balanced) are re-scored on the choice half with fresh proxy seeds, and the best of
-//!   those is returned. The best of T × M draws on the search half is biased upwards by
-//!   validation noise; the re-score is not, and the fixed samplers compete on the same terms, so
-//!   the search never returns weights that re-score below the best fixed sampler.
+//!   those is returned — a searched one only when it beats the best fixed sampler by at least
+//!   `min_gain_se` standard errors of the paired difference. The best of T × M draws on the search
+//!   half is biased upwards by validation noise; the re-score is not, and the fixed samplers compete
+//!   on the same terms, so the search never returns weights that re-score below the best fixed
+//!   sampler, nor ones whose edge over it is within the noise of the comparison.
 pub mod ppo;
 
 use crate::features::Features;
-use crate::linear::{score, Heads, Recipe, Run, Score, Trainer};
+use crate::linear::{aggregate, item_scores, paired_se, Heads, Recipe, Run, Score, Trainer};
 use crate::rng::chacha;
 use crate::sampler::power_weights;
 use crate::{fsx, invalid, Result};
@@ -104,6 +106,9 @@ pub struct SearchConfig {
     /// Fraction of each class's validation images held out of the search for the choice
     /// (`select = "rescore"`); 0 re-scores on the search's own images (fresh seeds only).
     pub holdout: f64,
+    /// A searched candidate replaces the best fixed sampler only when its re-scored reward is
+    /// higher by at least this many standard errors of the paired difference (0: any gain).
+    pub min_gain_se: f64,
     pub seed: u64,
 }
 
@@ -128,6 +133,7 @@ impl Default for SearchConfig {
             rescore_top: 8,
             rescore_seeds: 8,
             holdout: 0.5,
+            min_gain_se: 1.0,
             seed: 0,
         }
     }
@@ -180,6 +186,12 @@ impl SearchConfig {
             return Err(invalid!(
                 "[search] proxy_momentum must be in [0, 1), got {}",
                 self.proxy_momentum
+            ));
+        }
+        if !(self.min_gain_se >= 0.0 && self.min_gain_se.is_finite()) {
+            return Err(invalid!(
+                "[search] min_gain_se must be a finite number ≥ 0, got {}",
+                self.min_gain_se
             ));
         }
         if !(0.0..1.0).contains(&self.holdout) {
@@ -255,22 +267,41 @@ impl<'a> Proxy<'a> {
         self.trainer.train(runs, &self.recipe)
     }
 
-    /// The rewards of trained classifiers.
-    pub fn rewards(&self, heads: &Heads) -> Vec<f64> {
-        score(self.reward, &heads.logits(&self.val_x), &self.val_y, self.classes)
+    /// The reward of per-item scores on this proxy's validation items.
+    pub fn aggregate(&self, items: &[f64]) -> f64 {
+        aggregate(self.reward, items, &self.val_y, self.classes)
     }
 
-    /// The mean reward of each class-weight candidate over `seeds` proxy runs; run r of every
-    /// candidate samples with the key `(seed, stream, r)`: the candidates share their random
-    /// numbers (common random numbers), so their rewards differ by their weights.
-    pub fn evaluate(&self, weights: &[Vec<f64>], seeds: usize, seed: u64, stream: u64) -> Vec<f64> {
+    /// The standard error of the difference of two candidates' rewards (paired over items).
+    pub fn paired_se(&self, a: &[f64], b: &[f64]) -> f64 {
+        paired_se(self.reward, a, b, &self.val_y, self.classes)
+    }
+
+    /// Each class-weight candidate's per-item validation scores, averaged over `seeds` proxy runs;
+    /// run r of every candidate samples with the key `(seed, stream, r)`: the candidates share
+    /// their random numbers (common random numbers), so their scores differ by their weights.
+    pub fn item_scores(&self, weights: &[Vec<f64>], seeds: usize, seed: u64, stream: u64) -> Vec<Vec<f64>> {
         let runs: Vec<Run> = weights
             .iter()
             .flat_map(|w| (0..seeds).map(move |r| Run::new(w, (seed, stream, r as u64))))
             .collect();
-        let r = self.rewards(&self.train(&runs));
-        r.chunks(seeds)
-            .map(|c| c.iter().sum::<f64>() / seeds as f64)
+        let heads: Heads = self.train(&runs);
+        let per_run = item_scores(self.reward, &heads.logits(&self.val_x), &self.val_y);
+        per_run
+            .chunks(seeds)
+            .map(|runs| {
+                (0..self.val_y.len())
+                    .map(|i| runs.iter().map(|r| r[i]).sum::<f64>() / seeds as f64)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The mean reward of each class-weight candidate over `seeds` proxy runs (see `item_scores`).
+    pub fn evaluate(&self, weights: &[Vec<f64>], seeds: usize, seed: u64, stream: u64) -> Vec<f64> {
+        self.item_scores(weights, seeds, seed, stream)
+            .iter()
+            .map(|v| self.aggregate(v))
             .collect()
     }
 }
@@ -342,6 +373,10 @@ pub struct Best {
     pub fixed: Vec<Candidate>,
     /// Every candidate of the final choice.
     pub candidates: Vec<Candidate>,
+    /// The best re-scored sample's gain over the best fixed sampler, and the standard error of
+    /// that gain (`select = "rescore"`); the sample is chosen only when gain ≥ min_gain_se · se.
+    pub gain_over_fixed: Option<f64>,
+    pub gain_se: Option<f64>,
     /// Validation images in the search part and in the choice part.
     pub val_search: usize,
     pub val_choice: usize,
@@ -511,24 +546,30 @@ pub fn run(
         search_reward: r,
         rescored: None,
     };
-    let finish =
-        |c: &Candidate, reward: f64, trajectory: Option<usize>, fixed: Vec<Candidate>, candidates| Best {
-            weights: c.weights.clone(),
-            logits: c.weights.iter().map(|w| w.ln()).collect(),
-            reward,
-            source: c.source.clone(),
-            trajectory,
-            fixed,
-            candidates,
-            val_search: search_pos.len(),
-            val_choice: choice_pos.len(),
-            recipe,
-            config: cfg.clone(),
-        };
+    let finish = |c: &Candidate,
+                  reward: f64,
+                  trajectory: Option<usize>,
+                  fixed: Vec<Candidate>,
+                  candidates,
+                  gain: Option<(f64, f64)>| Best {
+        weights: c.weights.clone(),
+        logits: c.weights.iter().map(|w| w.ln()).collect(),
+        reward,
+        source: c.source.clone(),
+        trajectory,
+        fixed,
+        candidates,
+        gain_over_fixed: gain.map(|g| g.0),
+        gain_se: gain.map(|g| g.1),
+        val_search: search_pos.len(),
+        val_choice: choice_pos.len(),
+        recipe,
+        config: cfg.clone(),
+    };
     if cfg.select == Select::BestDraw {
         let (t, m, r) = best_draw(&log);
         let c = sample(t, m, r);
-        return Ok((finish(&c, r, Some(t), fixed, vec![c.clone()]), log));
+        return Ok((finish(&c, r, Some(t), fixed, vec![c.clone()], None), log));
     }
     // Re-score: the fixed samplers first (so a tie keeps the simpler choice), the policy mean,
     // the top samples; on the choice part (or, with no hold-out, the search part) with fresh seeds.
@@ -549,17 +590,40 @@ pub fn run(
     let top = top_draws(&log, cfg.rescore_top);
     cands.extend(top.iter().map(|&(t, m, r)| sample(t, m, r)));
     let ws: Vec<Vec<f64>> = cands.iter().map(|c| c.weights.clone()).collect();
-    let rescored = chooser.evaluate(&ws, cfg.rescore_seeds, cfg.seed, u64::MAX - 1);
+    let items = chooser.item_scores(&ws, cfg.rescore_seeds, cfg.seed, u64::MAX - 1);
+    let rescored: Vec<f64> = items.iter().map(|v| chooser.aggregate(v)).collect();
     for (c, r) in cands.iter_mut().zip(&rescored) {
         c.rescored = Some(*r);
     }
     for (f, r) in fixed.iter_mut().zip(&rescored) {
         f.rescored = Some(*r);
     }
-    let i = (0..cands.len()).fold(0, |b, i| if rescored[i] > rescored[b] { i } else { b });
+    let argmax = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .fold(range.start, |b, i| if rescored[i] > rescored[b] { i } else { b })
+    };
+    let f = argmax(0..FIXED.len());
+    let s = argmax(FIXED.len()..cands.len());
+    // A searched candidate must beat the best fixed sampler by more than the noise of the
+    // comparison: `min_gain_se` standard errors of the paired difference on the choice images.
+    let gain = rescored[s] - rescored[f];
+    let se = chooser.paired_se(&items[s], &items[f]);
+    let i = if gain > 0.0 && gain >= cfg.min_gain_se * se {
+        s
+    } else {
+        f
+    };
     let trajectory = (i > FIXED.len()).then(|| top[i - FIXED.len() - 1].0);
     Ok((
-        finish(&cands[i].clone(), rescored[i], trajectory, fixed, cands),
+        finish(
+            &cands[i].clone(),
+            rescored[i],
+            trajectory,
+            fixed,
+            cands,
+            Some((gain, se)),
+        ),
         log,
     ))
 }
@@ -637,6 +701,10 @@ mod tests {
             ("proxy_batch = 0", "proxy_batch must be ≥ 1, got 0"),
             ("samples = 1", "samples must be ≥ 2, got 1"),
             ("holdout = 1.0", "holdout must be in [0, 1), got 1"),
+            (
+                "min_gain_se = -1.0",
+                "min_gain_se must be a finite number ≥ 0, got -1",
+            ),
         ] {
             let cfg: SearchConfig = crate::config::parse_toml(toml, "t.toml").unwrap();
             let e = cfg.check().unwrap_err().to_string();
@@ -699,13 +767,37 @@ mod tests {
             &names[..4],
             ["instance", "square-root", "class-balanced", "policy mean"]
         );
-        // the choice is the best re-scored candidate, never below a fixed sampler
-        let max = best
+        // the choice is never below a fixed sampler; a sample only with a gain ≥ 1 SE over the
+        // best fixed one, else the best fixed one
+        let best_fixed = best
+            .fixed
+            .iter()
+            .map(|f| f.rescored.unwrap())
+            .fold(f64::MIN, f64::max);
+        let best_sample = best.candidates[3..]
+            .iter()
+            .map(|c| c.rescored.unwrap())
+            .fold(f64::MIN, f64::max);
+        assert_eq!(best.gain_over_fixed, Some(best_sample - best_fixed));
+        let (gain, se) = (best.gain_over_fixed.unwrap(), best.gain_se.unwrap());
+        if gain > 0.0 && gain >= se {
+            assert_eq!(best.reward, best_sample);
+        } else {
+            assert_eq!(best.reward, best_fixed);
+            assert!(FIXED.iter().any(|(n, _)| *n == best.source));
+        }
+        // with min_gain_se = 0 the best re-scored candidate wins outright
+        let any = SearchConfig {
+            min_gain_se: 0.0,
+            ..cfg.clone()
+        };
+        let (best0, _) = run(&train, &val, (&w0, &b0), &stage2, &any, |_| {}).unwrap();
+        let max = best0
             .candidates
             .iter()
             .map(|c| c.rescored.unwrap())
             .fold(f64::MIN, f64::max);
-        assert_eq!(best.reward, max);
+        assert_eq!(best0.reward, max);
         assert!(best.fixed.iter().all(|f| f.rescored.unwrap() <= best.reward));
         // the fixed samplers' re-scores are those recorded with them
         for (f, c) in best.fixed.iter().zip(&best.candidates) {
