@@ -12,7 +12,7 @@
 //! top-1 as mean ± std over stage-1 seeds × search seeds, val and many/medium/few. One JSON line
 //! per dataset.
 //!
-//!   bench-search-quality --name c10lt_ir100 --runs runs/bench/search/c10lt_ir100_s0,runs/…_s1 [--search-seeds 3]
+//!   bench-search-quality --name c10lt_ir100 --runs runs/bench/search/c10lt_ir100_s0,runs/…_s1 [--search-seeds 3] [--only searched]
 use anyhow::{Context, Result};
 use autosampler::eval::Metrics;
 use autosampler::sampler::power_weights;
@@ -116,6 +116,7 @@ fn main() -> Result<()> {
                 seed,
                 ..r.search.clone()
             };
+            let only = arg("--only");
             for (k, cfg) in [
                 ("searched", base.clone()),
                 (
@@ -141,6 +142,9 @@ fn main() -> Result<()> {
                     },
                 ),
             ] {
+                if only.as_deref().is_some_and(|o| o != k) {
+                    continue;
+                }
                 let t = std::time::Instant::now();
                 let (best, log) = search::run(&r.train, &r.val, (w0, b0), &ft.recipe(), &cfg, |_| {})?;
                 let secs = t.elapsed().as_secs_f64();
