@@ -26,25 +26,20 @@ pub struct Recipe {
     pub reinit: bool,
 }
 
-/// One classifier to train: its class weights (one vector, or one per epoch) and the key of its
-/// sampling stream, `chacha(key.0, [4, key.1, key.2])`.
+/// One classifier to train: its class weights and the key of its sampling stream,
+/// `chacha(key.0, [4, key.1, key.2])`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    pub weights: Vec<Vec<f64>>,
+    pub weights: Vec<f64>,
     pub key: (u64, u64, u64),
 }
 
 impl Run {
-    /// Constant class weights.
     pub fn new(weights: &[f64], key: (u64, u64, u64)) -> Run {
         Run {
-            weights: vec![weights.to_vec()],
+            weights: weights.to_vec(),
             key,
         }
-    }
-
-    fn at(&self, epoch: usize) -> &[f64] {
-        &self.weights[epoch.min(self.weights.len() - 1)]
     }
 }
 
@@ -65,19 +60,6 @@ pub struct Heads {
 }
 
 impl Heads {
-    /// Classifier k as `([C, D], [C])`.
-    pub fn get(&self, k: i64) -> (Tensor, Tensor) {
-        (self.w.get(k).tr().contiguous(), self.b.get(k).view([-1]))
-    }
-
-    pub fn len(&self) -> usize {
-        self.w.size()[0] as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `[K, N, C]` logits of every classifier on `x` (`[N, D]`).
     pub fn logits(&self, x: &Tensor) -> Tensor {
         tch::no_grad(|| x.to_kind(Kind::Float).unsqueeze(0).matmul(&self.w) + &self.b)
@@ -115,8 +97,8 @@ impl<'a> Trainer<'a> {
         let mut idx: Vec<i64> = Vec::with_capacity(runs.len() * n * epochs);
         for r in runs {
             let mut rng = chacha(r.key.0, &[4, r.key.1, r.key.2]);
-            for e in 0..epochs {
-                draw_plan(&self.members, r.at(e), n, &mut rng, &mut idx);
+            for _ in 0..epochs {
+                draw_plan(&self.members, &r.weights, n, &mut rng, &mut idx);
             }
         }
         Tensor::from_slice(&idx).view([runs.len() as i64, (n * epochs) as i64])
