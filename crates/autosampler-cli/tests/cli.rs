@@ -683,9 +683,10 @@ fn agent_trains_locates_and_drives_cutmix() {
         "{}",
         text(&o)
     );
-    let stamp = out.join("agent/locations.json");
+    // the locations' manifest as another agent's would be
+    let stamp = out.join("manifests/locations.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stamp).unwrap()).unwrap();
-    v["agent"] = serde_json::json!("another agent");
+    v["fingerprint"] = serde_json::json!("of another agent");
     std::fs::write(&stamp, v.to_string()).unwrap();
     let o = locate();
     assert!(

@@ -47,6 +47,22 @@ impl Config {
     /// The ranges of the sections that say what they accept (NaN, zero and negative values are
     /// refused before any stage runs).
     pub fn check(&self) -> Result<()> {
+        if let Some(t) = &self.train {
+            t.check()?;
+            if t.method == crate::train::stage1::Method::Bbn && !self.model.as_ref().is_some_and(|m| m.bilateral) {
+                return Err(crate::invalid!(
+                    "[train] method = \"bbn\" trains two branches: set bilateral = true in [model]"
+                ));
+            }
+            if matches!(t.mix, crate::mix::MixConfig::AgentCutmix { .. }) && self.agent.is_none() {
+                return Err(crate::invalid!(
+                    "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
+                ));
+            }
+        }
+        if let Some(a) = &self.agent {
+            a.check()?;
+        }
         if let Some(s) = &self.search {
             s.check()?;
             if self.data.split.val_per_class == 0 && self.data.source.val_list.is_none() {
@@ -78,6 +94,24 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+
+    /// The config with every seed (split, agent, training, search, stage 2) set to `seed`.
+    pub fn with_seed(mut self, seed: u32) -> Config {
+        self.data.split.seed = seed;
+        if let Some(t) = &mut self.train {
+            t.seed = seed as u64;
+        }
+        if let Some(s) = &mut self.search {
+            s.seed = seed as u64;
+        }
+        if let Some(a) = &mut self.agent {
+            a.seed = seed as u64;
+        }
+        if let Some(f) = &mut self.finetune {
+            f.seed = seed as u64;
+        }
+        self
     }
 
     /// The config as TOML, every default filled in.
@@ -146,6 +180,65 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
         off += line.len();
     }
     None
+}
+
+/// Range checks of one config section: each error names `[section] key` and the bad value (NaN
+/// included), so a bad config is refused at load, before any stage runs.
+pub struct Ranges(pub &'static str);
+
+impl Ranges {
+    /// A finite number > 0.
+    pub fn positive(&self, key: &str, v: f64) -> Result<()> {
+        if v > 0.0 && v.is_finite() {
+            Ok(())
+        } else {
+            Err(crate::invalid!("[{}] {key} must be a finite number > 0, got {v}", self.0))
+        }
+    }
+    /// A finite number ≥ 0.
+    pub fn non_negative(&self, key: &str, v: f64) -> Result<()> {
+        if v >= 0.0 && v.is_finite() {
+            Ok(())
+        } else {
+            Err(crate::invalid!("[{}] {key} must be a finite number ≥ 0, got {v}", self.0))
+        }
+    }
+    /// A number in [0, 1) (momentum).
+    pub fn unit_open(&self, key: &str, v: f64) -> Result<()> {
+        if (0.0..1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(crate::invalid!("[{}] {key} must be in [0, 1), got {v}", self.0))
+        }
+    }
+    /// A number in [0, 1] (a probability).
+    pub fn unit(&self, key: &str, v: f64) -> Result<()> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(())
+        } else {
+            Err(crate::invalid!("[{}] {key} must be in [0, 1], got {v}", self.0))
+        }
+    }
+    /// A count ≥ `min`.
+    pub fn at_least(&self, key: &str, v: usize, min: usize) -> Result<()> {
+        if v >= min {
+            Ok(())
+        } else {
+            Err(crate::invalid!("[{}] {key} must be ≥ {min}, got {v}", self.0))
+        }
+    }
+    /// "cpu", "cuda" or "cuda:N" (whether the device exists is checked when a stage starts).
+    pub fn device(&self, key: &str, v: &str) -> Result<()> {
+        let ok = v == "cpu" || v == "cuda" || v.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::invalid!(
+                "[{}] {key} = \"{v}\" is unrecognized: expected cpu, cuda or cuda:N",
+                self.0
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -689,7 +689,6 @@ fn training_learns_the_fixture_and_evaluates() {
     assert!(last.train_loss < state.history[0].train_loss);
     let r = stage1::evaluate_run(&ds, &m, &t, run.path()).unwrap();
     assert_eq!(r.last.test.n, 3);
-    assert!(run.path().join("eval.json").is_file());
     let lines = std::fs::read_to_string(run.path().join("stage1/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
 }
@@ -888,4 +887,109 @@ fn a_damaged_cache_is_refused_at_open() {
     assert!(e.contains("image 0 has label 99"), "{e}");
     std::fs::write(&labels, &good).unwrap();
     Cache::open(&dir).unwrap();
+}
+
+/// Defect "flipped pixel bytes change results silently": the pixels' SHA-256 is recorded when
+/// the cache is built and checked on demand (`Cache::verify`, `autosampler data verify`).
+#[test]
+fn flipped_pixels_are_found_by_verify() {
+    let (_caches, ds) = folder_dataset(1);
+    let dir = ds.cache.dir.clone();
+    assert_eq!(ds.cache.verify().unwrap(), 12 + 3);
+    drop(ds);
+    let images = dir.join("train.images");
+    let mut px = std::fs::read(&images).unwrap();
+    px[100] ^= 1;
+    std::fs::write(&images, &px).unwrap();
+    // the cheap check at open does not read the pixels; verify does
+    let cache = Cache::open(&dir).unwrap();
+    let e = cache.verify().err().unwrap().to_string();
+    assert!(
+        e.contains("train.images") && e.contains("damaged") && e.contains("rebuild"),
+        "{e}"
+    );
+}
+
+/// Defect "the agent's checkpoints have the same window": epoch 2's agent checkpoint beside
+/// epoch 1's state.json (a kill after the checkpoint's rename) resumed epoch 2's weights as epoch 1
+/// and trained an epoch twice. The agent's checkpoint now carries its own state.
+#[test]
+fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
+    use autosampler::agent::train::{self as agent_train, AgentLog};
+    use autosampler::agent::AgentConfig;
+    use autosampler::train::stage1::Silent;
+    let (_caches, ds) = folder_dataset(1);
+    let cfg = AgentConfig {
+        image_size: Some(16),
+        patch_size: Some(8),
+        epochs: [1, 1, 1],
+        batch_size: 2,
+        hidden: 8,
+        threads: 1,
+        ..Default::default()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let snaps = tempfile::tempdir().unwrap();
+    let n = std::cell::Cell::new(0);
+    let snapshot = |_: &AgentLog| {
+        n.set(n.get() + 1);
+        for f in ["state.json", "last.safetensors"] {
+            std::fs::copy(
+                full.path().join(f),
+                snaps.path().join(format!("e{}-{f}", n.get())),
+            )
+            .unwrap();
+        }
+    };
+    agent_train::train(&ds, &cfg, full.path(), false, &Silent, &snapshot).unwrap();
+    assert_eq!(n.get(), 3);
+    let killed = tempfile::tempdir().unwrap();
+    std::fs::copy(full.path().join("config.json"), killed.path().join("config.json")).unwrap();
+    std::fs::copy(snaps.path().join("e1-state.json"), killed.path().join("state.json")).unwrap();
+    std::fs::copy(
+        snaps.path().join("e2-last.safetensors"),
+        killed.path().join("last.safetensors"),
+    )
+    .unwrap();
+    let trained = std::cell::Cell::new(0);
+    let count = |_: &AgentLog| trained.set(trained.get() + 1);
+    agent_train::train(&ds, &cfg, killed.path(), true, &Silent, &count).unwrap();
+    assert_eq!(trained.get(), 1, "only epoch 3 was left to train");
+    let state: autosampler::agent::train::AgentState =
+        autosampler::fsx::read_json(&killed.path().join("state.json")).unwrap();
+    assert_eq!(state.history.len(), 3, "an epoch was trained twice");
+    let bytes = |d: &Path| std::fs::read(d.join("agent.safetensors")).unwrap();
+    assert!(
+        bytes(killed.path()) == bytes(full.path()),
+        "the resumed agent differs"
+    );
+}
+
+/// Defect "a full disk prints a Debug-formatted `IoError(Os {…})`": tensors are serialised in
+/// memory and written by the atomic writer, whose errors name the file and the OS's reason. The
+/// bytes are those tch writes, and a failed write leaves nothing behind.
+#[test]
+fn tensors_are_written_as_tch_writes_them_and_errors_name_the_file() {
+    use tch::Tensor;
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = vec![
+        ("b.weight".to_string(), Tensor::from_slice(&[1.5f32, -2.0, 3.25]).reshape([3, 1])),
+        ("a.count".to_string(), Tensor::from_slice(&[7i64])),
+        ("state".to_string(), Tensor::from_slice(b"{\"x\":1}".as_slice())),
+    ];
+    let ours = dir.path().join("ours.safetensors");
+    autosampler::model::save_tensors(&ours, &tensors).unwrap();
+    let theirs = dir.path().join("theirs.safetensors");
+    Tensor::write_safetensors(&tensors, &theirs).unwrap();
+    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap());
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"").unwrap();
+    let e = autosampler::model::save_tensors(&blocked.join("m.safetensors"), &tensors)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        !e.contains("Os {") && e.contains(&format!("{}: File exists (os error 17)", blocked.display())),
+        "{e}"
+    );
 }

@@ -26,140 +26,85 @@ use std::path::{Path, PathBuf};
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-fn d_arch() -> Arch {
-    Arch::Resnet8
-}
-fn d_steps() -> usize {
-    3
-}
-fn d_hidden() -> i64 {
-    256
-}
-fn d_epochs() -> [usize; 3] {
-    [4, 2, 1]
-}
-fn d_batch() -> usize {
-    64
-}
-fn d_lr() -> f64 {
-    0.05
-}
-fn d_policy_lr() -> f64 {
-    3e-4
-}
-fn d_discount() -> f64 {
-    0.7
-}
-fn d_clip() -> f64 {
-    0.2
-}
-fn d_std() -> f64 {
-    0.1
-}
-fn d_entropy() -> f64 {
-    0.01
-}
-fn d_value() -> f64 {
-    0.5
-}
-fn d_one() -> usize {
-    1
-}
-fn d_dsn() -> f64 {
-    1.0
-}
-fn d_wd() -> f64 {
-    1e-4
-}
-fn d_momentum() -> f64 {
-    0.9
-}
-fn d_threads() -> usize {
-    2
-}
-fn d_device() -> String {
-    "cpu".into()
-}
-fn d_grid() -> i64 {
-    2
-}
 
 /// `[agent]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct AgentConfig {
     /// Use a trained agent instead of training one: the `agent/` folder of another run (any
     /// dataset; its class set need not match this one's).
-    #[serde(default)]
     pub from: Option<PathBuf>,
     /// Architecture of both encoders (small stem for ResNet-18/50).
-    #[serde(default = "d_arch")]
     pub arch: Arch,
     /// Side of the images the agent sees; the dataset's images are resized to it. Default: the
     /// dataset's size.
-    #[serde(default)]
     pub image_size: Option<i64>,
     /// Side of a patch (and of the glance). Default: half the image size.
-    #[serde(default)]
     pub patch_size: Option<i64>,
     /// Steps T: the glance and T − 1 patches.
-    #[serde(default = "d_steps")]
     pub steps: usize,
     /// Width of both GRUs.
-    #[serde(default = "d_hidden")]
     pub hidden: i64,
     /// The policy's state is the feature map average-pooled to `grid`×`grid`.
-    #[serde(default = "d_grid")]
     pub state_grid: i64,
     /// Epochs of GFNet's three stages: encoders + classifier with random patches, PPO with the
     /// encoders frozen, classifier fine-tuning with the policy fixed.
-    #[serde(default = "d_epochs")]
     pub epochs: [usize; 3],
-    #[serde(default = "d_batch")]
     pub batch_size: usize,
     /// SGD (cosine within each stage) for the encoders and the classifier.
-    #[serde(default = "d_lr")]
     pub lr: f64,
-    #[serde(default = "d_momentum")]
     pub momentum: f64,
-    #[serde(default = "d_wd")]
     pub weight_decay: f64,
     /// Weight of the encoders' own (deep-supervision) classifiers in the loss.
-    #[serde(default = "d_dsn")]
     pub dsn_ratio: f64,
     /// Adam's learning rate for the policy.
-    #[serde(default = "d_policy_lr")]
     pub policy_lr: f64,
     /// Discount γ of the rewards.
-    #[serde(default = "d_discount")]
     pub discount: f64,
     /// PPO's clip ε.
-    #[serde(default = "d_clip")]
     pub clip: f64,
     /// Std of the Gaussian policy (fixed).
-    #[serde(default = "d_std")]
     pub action_std: f64,
-    #[serde(default = "d_entropy")]
     pub entropy_coef: f64,
-    #[serde(default = "d_value")]
     pub value_coef: f64,
     /// PPO epochs per batch.
-    #[serde(default = "d_one")]
     pub ppo_epochs: usize,
     /// Training augmentation. Default: pad-crop-flip with padding size/8.
-    #[serde(default)]
     pub augment: Option<crate::data::augment::Augment>,
-    #[serde(default = "d_threads")]
     pub threads: usize,
-    #[serde(default = "d_device")]
     pub device: String,
-    #[serde(default)]
     pub seed: u64,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
+        AgentConfig {
+            from: Default::default(),
+            arch: Arch::Resnet8,
+            image_size: Default::default(),
+            patch_size: Default::default(),
+            steps: 3,
+            hidden: 256,
+            state_grid: 2,
+            epochs: [4, 2, 1],
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            dsn_ratio: 1.0,
+            policy_lr: 3e-4,
+            discount: 0.7,
+            clip: 0.2,
+            action_std: 0.1,
+            entropy_coef: 0.01,
+            value_coef: 0.5,
+            ppo_epochs: 1,
+            augment: Default::default(),
+            threads: 2,
+            device: "cpu".into(),
+            seed: Default::default(),
+        }
     }
 }
 
@@ -179,6 +124,37 @@ pub struct Spec {
 }
 
 impl AgentConfig {
+    /// Checks every field's range (NaN included); the error names the key and the value. Run when
+    /// the config is loaded.
+    pub fn check(&self) -> Result<()> {
+        let r = crate::config::Ranges("agent");
+        r.at_least("steps", self.steps, 2)?;
+        r.at_least("hidden", self.hidden.max(0) as usize, 1)?;
+        r.at_least("state_grid", self.state_grid.max(0) as usize, 1)?;
+        r.at_least("batch_size", self.batch_size, 2)?;
+        r.at_least("ppo_epochs", self.ppo_epochs, 1)?;
+        r.at_least("threads", self.threads, 1)?;
+        if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
+            return Err(invalid!("[agent] epochs must train at least one epoch, got [0, 0, 0]"));
+        }
+        for (k, v) in [("image_size", self.image_size), ("patch_size", self.patch_size)] {
+            if let Some(v) = v {
+                r.at_least(k, v.max(0) as usize, 8)?;
+            }
+        }
+        r.positive("lr", self.lr)?;
+        r.positive("policy_lr", self.policy_lr)?;
+        r.positive("clip", self.clip)?;
+        r.positive("action_std", self.action_std)?;
+        r.unit_open("momentum", self.momentum)?;
+        r.unit("discount", self.discount)?;
+        r.non_negative("weight_decay", self.weight_decay)?;
+        r.non_negative("dsn_ratio", self.dsn_ratio)?;
+        r.non_negative("entropy_coef", self.entropy_coef)?;
+        r.non_negative("value_coef", self.value_coef)?;
+        r.device("device", &self.device)
+    }
+
     /// The agent's shapes for a dataset of `classes` at `size` px.
     pub fn spec(&self, size: i64, classes: &[String]) -> Result<Spec> {
         let image_size = self.image_size.unwrap_or(size);

@@ -149,6 +149,15 @@ pub fn locate_view(
     Ok(out)
 }
 
+/// `[agent]` as far as it decides the result: the device and the thread count blanked.
+pub fn started_config(cfg: &AgentConfig) -> AgentConfig {
+    AgentConfig {
+        device: String::new(),
+        threads: 0,
+        ..cfg.clone()
+    }
+}
+
 /// Trains an agent on the training view of `ds` into `dir` (resuming when `resume` and a
 /// checkpoint exists) and returns it.
 pub fn train(
@@ -166,11 +175,7 @@ pub fn train(
     let val = ds.view(Part::Val);
     let spec = cfg.spec(view.size as i64, &ds.split.classes)?;
     // The config this agent was started with: a resume must match (device and threads may not).
-    let started = AgentConfig {
-        device: String::new(),
-        threads: 0,
-        ..cfg.clone()
-    };
+    let started = started_config(cfg);
     let started_path = dir.join("config.json");
     if started_path.is_file() {
         let before: AgentConfig = fsx::read_json(&started_path)?;
@@ -197,11 +202,22 @@ pub fn train(
             ));
         }
         state = fsx::read_json(&state_path)?;
-        if !state.history.is_empty() {
+        if last.is_file() {
+            // The checkpoint is the commit point: it carries the state it was written with, so
+            // weights and epoch count never disagree (a kill between the checkpoint and
+            // state.json used to train an epoch twice).
             saved = Tensor::read_safetensors(&last)
                 .map_err(|e| Error::format(last.display(), format!("cannot read checkpoint: {e}")))?
                 .into_iter()
                 .collect();
+            if let Some(t) = saved.get(crate::train::stage1::STATE_KEY) {
+                let done = state.done;
+                state = serde_json::from_slice(&Vec::<u8>::try_from(t)?)
+                    .map_err(|e| Error::format(last.display(), format!("bad embedded state: {e}")))?;
+                state.done = done && dir.join("agent.safetensors").is_file();
+            }
+        }
+        if !state.history.is_empty() {
             agent.load_map(&saved, &last)?;
         }
     }
@@ -367,9 +383,16 @@ pub fn train(
             if let Some(a) = &adam {
                 tensors.extend(a.state());
             }
+            state.history.push(log.clone());
+            let json = serde_json::to_vec(&state).expect("serialisable");
+            tensors.push((
+                crate::train::stage1::STATE_KEY.to_string(),
+                Tensor::from_slice(&json),
+            ));
+            // one atomic rename commits the epoch: weights, optimiser and state together;
+            // state.json and metrics.jsonl are readable copies
             crate::model::save_tensors(&last, &tensors)?;
             saved.clear();
-            state.history.push(log.clone());
             fsx::write_json(&state_path, &state)?;
             let lines: String = state
                 .history

@@ -49,6 +49,10 @@ pub struct PoolMeta {
     pub labels_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boxes_sha256: Option<String>,
+    /// SHA-256 of the `.images` file: too long to hash at every open, checked on demand
+    /// ([`Cache::verify`], `autosampler data verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_sha256: Option<String>,
 }
 
 /// One memory-mapped pool.
@@ -209,6 +213,38 @@ impl Cache {
         })
     }
 
+    /// Checks every pool's pixels against the SHA-256 recorded when the cache was built (the
+    /// labels and boxes are checked at every open). Returns the images checked; an error names the
+    /// damaged file and says how to rebuild.
+    pub fn verify(&self) -> Result<usize> {
+        let mut n = 0;
+        for (pm, pool) in self.meta.pools.iter().zip(&self.pools) {
+            let path = self.dir.join(format!("{}.images", pm.pool.name()));
+            let Some(want) = &pm.images_sha256 else {
+                return Err(Error::format(
+                    self.dir.join("meta.json").display(),
+                    format!(
+                        "no pixel checksum recorded for the {} pool (a cache built by an older version): delete {} to rebuild it with one",
+                        pm.pool.name(),
+                        self.dir.display()
+                    ),
+                ));
+            };
+            let got = hex::encode(Sha256::digest(pool.images.as_deref().unwrap_or(&[])));
+            if got != *want {
+                return Err(Error::format(
+                    path.display(),
+                    format!(
+                        "the cache's pixels are damaged (SHA-256 {got}, recorded {want}): delete {} to rebuild it",
+                        self.dir.display()
+                    ),
+                ));
+            }
+            n += pool.len();
+        }
+        Ok(n)
+    }
+
     /// The pool `pool`, if the source has it.
     pub fn pool(&self, pool: Pool) -> Option<&PackedPool> {
         self.pools.iter().find(|p| p.pool == pool)
@@ -280,6 +316,7 @@ fn build(
             let img_path = tmp.join(format!("{name}.images"));
             let mut boxes: Vec<u8> = Vec::new();
             let mut decode_error = None;
+            let mut pixels = Sha256::new();
             let written = fsx::write_atomic_with(&img_path, |w| {
                 for chunk in items.chunks(2048) {
                     let decoded: Vec<Result<(Vec<u8>, Option<BBox>)>> = chunk
@@ -295,6 +332,7 @@ fn build(
                             }
                         };
                         w.write_all(&px)?;
+                        pixels.update(&px);
                         for v in b.unwrap_or([f32::NAN; 4]) {
                             boxes.extend_from_slice(&v.to_le_bytes());
                         }
@@ -318,6 +356,7 @@ fn build(
                 has_boxes,
                 labels_sha256: Some(hex::encode(Sha256::digest(&labels))),
                 boxes_sha256: has_boxes.then(|| hex::encode(Sha256::digest(&boxes))),
+                images_sha256: Some(hex::encode(pixels.finalize())),
             });
         }
         let meta = CacheMeta {

@@ -52,6 +52,26 @@ pub enum LossConfig {
     },
 }
 
+impl LossConfig {
+    /// The loss's parameters in range (NaN included); the error names the key and the value.
+    pub fn check(&self) -> Result<()> {
+        let r = crate::config::Ranges("train.loss");
+        match self {
+            LossConfig::Ce { label_smoothing } => r.unit_open("label_smoothing", *label_smoothing),
+            LossConfig::Focal { gamma } => r.non_negative("gamma", *gamma),
+            LossConfig::ClassBalanced { beta, gamma } => {
+                r.unit_open("beta", *beta)?;
+                r.non_negative("gamma", *gamma)
+            }
+            LossConfig::Ldam { max_m, s } => {
+                r.positive("max_m", *max_m)?;
+                r.positive("s", *s)
+            }
+            LossConfig::LogitAdjusted { tau } => r.non_negative("tau", *tau),
+        }
+    }
+}
+
 /// Deferred re-weighting (LDAM-DRW): from `start_epoch` (0-based) on, the loss is weighted by the
 /// class-balanced weights of `beta`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,20 +123,7 @@ impl Loss {
                 "losses need every class to have training images, counts: {counts:?}"
             ));
         }
-        match cfg {
-            LossConfig::Ce { label_smoothing } if !(0.0..1.0).contains(label_smoothing) => {
-                return Err(invalid!(
-                    "label_smoothing {label_smoothing} is invalid: expected 0 ≤ ε < 1"
-                ))
-            }
-            LossConfig::ClassBalanced { beta, .. } if !(0.0..1.0).contains(beta) => {
-                return Err(invalid!("beta {beta} is invalid: expected 0 ≤ β < 1"))
-            }
-            LossConfig::Focal { gamma } | LossConfig::ClassBalanced { gamma, .. } if *gamma < 0.0 => {
-                return Err(invalid!("gamma {gamma} is invalid: expected γ ≥ 0"))
-            }
-            _ => {}
-        }
+        cfg.check()?;
         Ok(Loss {
             cfg: cfg.clone(),
             drw: drw.cloned(),

@@ -1,6 +1,6 @@
 //! Batch mixing: mixup (Zhang et al.) and random-box CutMix (Yun et al.), applied with probability
 //! `prob` per batch. The loss of a mixed batch is λ·L(y) + (1 − λ)·L(y[perm]).
-use crate::{invalid, Result};
+use crate::Result;
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
@@ -91,10 +91,16 @@ impl MixConfig {
                 fixed_lambda,
             } => (*alpha, *prob, *fixed_lambda),
         };
-        if alpha <= 0.0 || !(0.0..=1.0).contains(&prob) || fixed.is_some_and(|l| !(0.0..=1.0).contains(&l)) {
-            return Err(invalid!(
-                "mix needs alpha (tau) > 0, 0 ≤ prob ≤ 1 and 0 ≤ fixed_lambda ≤ 1: {self:?}"
-            ));
+        let r = crate::config::Ranges("train.mix");
+        let key = if matches!(self, MixConfig::AgentCutmix { .. }) {
+            "tau"
+        } else {
+            "alpha"
+        };
+        r.positive(key, alpha)?;
+        r.unit("prob", prob)?;
+        if let Some(l) = fixed {
+            r.unit("fixed_lambda", l)?;
         }
         Ok(())
     }

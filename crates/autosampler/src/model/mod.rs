@@ -411,21 +411,40 @@ pub fn load_vars(
     })
 }
 
-/// Writes named tensors as safetensors (moved to the CPU), atomically.
+/// Writes named tensors as safetensors (moved to the CPU), atomically and synced to disk. I/O
+/// errors (a full disk) name the file and say the OS's reason.
 pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let tmp = crate::fsx::temp_sibling(path);
-    let cpu: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (n.clone(), t.to_device(Device::Cpu).contiguous()))
-        .collect();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| crate::Error::io(parent, e))?;
+    use safetensors::tensor::{Dtype, View};
+    struct Bytes {
+        dtype: Dtype,
+        shape: Vec<usize>,
+        data: Vec<u8>,
     }
-    let r = Tensor::write_safetensors(&cpu, &tmp)
-        .map_err(|e| crate::Error::format(path.display(), format!("cannot write: {e}")))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e)));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    impl View for &Bytes {
+        fn dtype(&self) -> Dtype {
+            self.dtype
+        }
+        fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+        fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+            std::borrow::Cow::Borrowed(&self.data)
+        }
+        fn data_len(&self) -> usize {
+            self.data.len()
+        }
     }
-    r
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.to_device(Device::Cpu).contiguous();
+        let dtype = Dtype::try_from(t.kind())?;
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        views.push((name.clone(), Bytes { dtype, shape, data }));
+    }
+    let bytes = safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), &None)
+        .map_err(|e| crate::Error::format(path.display(), format!("cannot serialise the tensors: {e:?}")))?;
+    crate::fsx::write_atomic(path, &bytes)
 }

@@ -31,11 +31,10 @@ use crate::features::Features;
 use crate::linear::{aggregate, item_scores, paired_se, Heads, Recipe, Run, Score, Trainer};
 use crate::rng::chacha;
 use crate::sampler::power_weights;
-use crate::{fsx, invalid, Result};
+use crate::{invalid, Result};
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use tch::Tensor;
 
 /// Where μ starts.
@@ -473,28 +472,8 @@ fn top_draws(log: &[Step], k: usize) -> Vec<(usize, usize, f64)> {
 }
 
 /// The whole search on cached features: the fixed samplers scored, Algorithm 1 on the search part
-/// of validation, the final choice (re-score or best draw). Writes `trajectories.jsonl` and
-/// `best_weights.json` into `out`.
-pub fn search(
-    train: &Features,
-    val: &Features,
-    head: (&Tensor, &Tensor),
-    stage2: &Recipe,
-    cfg: &SearchConfig,
-    out: &Path,
-    on_step: impl FnMut(&Step),
-) -> Result<Best> {
-    let (best, log) = run(train, val, head, stage2, cfg, on_step)?;
-    let lines: String = log
-        .iter()
-        .map(|s| serde_json::to_string(s).expect("serialisable") + "\n")
-        .collect();
-    fsx::write_atomic(&out.join("trajectories.jsonl"), lines.as_bytes())?;
-    fsx::write_json(&out.join("best_weights.json"), &best)?;
-    Ok(best)
-}
-
-/// `search` without writing: the chosen weights and the log.
+/// of validation, the final choice (re-score or best draw). Returns the chosen weights and the log
+/// (the pipeline writes them to `best_weights.json` and `trajectories.jsonl`).
 pub fn run(
     train: &Features,
     val: &Features,

@@ -30,39 +30,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-fn d_epochs() -> usize {
-    200
-}
-fn d_batch() -> usize {
-    128
-}
-fn d_lr() -> f64 {
-    0.1
-}
-fn d_momentum() -> f64 {
-    0.9
-}
-fn d_wd() -> f64 {
-    2e-4
-}
-fn d_warmup() -> usize {
-    5
-}
-fn d_schedule() -> Schedule {
-    Schedule::Cosine
-}
-fn d_loss() -> LossConfig {
-    LossConfig::Ce { label_smoothing: 0.0 }
-}
-fn d_sampler() -> Sampler {
-    Sampler::Instance
-}
-fn d_threads() -> usize {
-    2
-}
-fn d_device() -> String {
-    "cpu".into()
-}
 
 /// How a stage-1 step is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -87,85 +54,122 @@ pub fn bbn_alpha(epoch: usize, epochs: usize) -> f64 {
 /// `[train]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct TrainConfig {
-    #[serde(default = "d_epochs")]
     pub epochs: usize,
-    #[serde(default = "d_batch")]
     pub batch_size: usize,
-    #[serde(default = "d_lr")]
     pub lr: f64,
-    #[serde(default = "d_momentum")]
     pub momentum: f64,
-    #[serde(default)]
     pub nesterov: bool,
-    #[serde(default = "d_wd")]
     pub weight_decay: f64,
-    #[serde(default = "d_warmup")]
     pub warmup_epochs: usize,
-    #[serde(default = "d_schedule")]
     pub schedule: Schedule,
-    #[serde(default = "d_loss")]
     pub loss: LossConfig,
-    #[serde(default)]
     pub drw: Option<Drw>,
-    #[serde(default = "d_sampler")]
     pub sampler: Sampler,
     /// Sample with replacement (class-aware sampling) instead of filling quotas.
-    #[serde(default)]
     pub replacement: bool,
-    #[serde(default)]
     pub mix: MixConfig,
     /// Default: pad-4 crop + flip for images up to 32 px, random-resized-crop above.
-    #[serde(default)]
     pub augment: Option<Augment>,
-    #[serde(default)]
     pub normalize: Normalize,
     /// libtorch intra-op threads (and batch-assembly threads).
-    #[serde(default = "d_threads")]
     pub threads: usize,
     /// "cpu", "cuda" or "cuda:N".
-    #[serde(default = "d_device")]
     pub device: String,
     /// Channels-last memory format for images and convolution weights.
-    #[serde(default)]
     pub channels_last: bool,
     /// bf16 autocast (CUDA only: libtorch's CPU autocast is not reachable through tch).
-    #[serde(default)]
     pub bf16: bool,
-    #[serde(default)]
     pub seed: u64,
-    #[serde(default)]
     pub method: Method,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 200,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: Default::default(),
+            weight_decay: 2e-4,
+            warmup_epochs: 5,
+            schedule: Schedule::Cosine,
+            loss: LossConfig::Ce { label_smoothing: 0.0 },
+            drw: Default::default(),
+            sampler: Sampler::Instance,
+            replacement: Default::default(),
+            mix: Default::default(),
+            augment: Default::default(),
+            normalize: Default::default(),
+            threads: 2,
+            device: "cpu".into(),
+            channels_last: Default::default(),
+            bf16: Default::default(),
+            seed: Default::default(),
+            method: Default::default(),
+        }
+    }
 }
 
 impl TrainConfig {
     pub fn device(&self) -> Result<Device> {
         parse_device(&self.device)
     }
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 || self.lr <= 0.0 || !self.lr.is_finite() {
-            return Err(invalid!("train needs epochs ≥ 1, batch_size ≥ 1 and lr > 0"));
-        }
+    /// Checks every field's range (NaN included) and the combinations; the error names the key and
+    /// the value. Run when the config is loaded; whether the device exists is checked later, when
+    /// a stage starts ([`TrainConfig::validate`]).
+    pub fn check(&self) -> Result<()> {
+        let r = crate::config::Ranges("train");
+        r.at_least("epochs", self.epochs, 1)?;
+        r.at_least("batch_size", self.batch_size, 1)?;
+        r.at_least("threads", self.threads, 1)?;
+        r.positive("lr", self.lr)?;
+        r.unit_open("momentum", self.momentum)?;
+        r.non_negative("weight_decay", self.weight_decay)?;
+        r.device("device", &self.device)?;
         if let Schedule::Step { milestones, factors } = &self.schedule {
             if milestones.len() != factors.len() {
                 return Err(invalid!(
-                    "step schedule: {} milestones but {} factors",
+                    "[train] schedule: {} milestones but {} factors",
                     milestones.len(),
                     factors.len()
                 ));
             }
+            for f in factors {
+                r.non_negative("schedule.factors", *f)?;
+            }
+        }
+        self.loss.check()?;
+        if let Some(d) = &self.drw {
+            if d.start_epoch >= self.epochs {
+                return Err(invalid!(
+                    "[train] drw.start_epoch must be < epochs ({}), got {}",
+                    self.epochs,
+                    d.start_epoch
+                ));
+            }
+            r.unit_open("drw.beta", d.beta)?;
         }
         self.mix.validate()?;
         if self.method == Method::Bbn && self.mix != MixConfig::default() {
             return Err(invalid!(
-                "method = \"bbn\" mixes its two branches' features itself: leave [train.mix] out"
+                "[train] method = \"bbn\" mixes its two branches' features itself: leave [train.mix] out"
             ));
         }
-        if self.bf16 && !self.device()?.is_cuda() {
+        if self.bf16 && !self.device.starts_with("cuda") {
             return Err(invalid!(
-                "bf16 autocast needs a CUDA device: libtorch's CPU autocast is not reachable through tch 0.24"
+                "[train] bf16 = true needs device = \"cuda\" (got \"{}\"): libtorch's CPU autocast is not reachable through tch 0.24",
+                self.device
             ));
         }
+        Ok(())
+    }
+    /// [`TrainConfig::check`], and the device exists here.
+    pub fn validate(&self) -> Result<()> {
+        self.check()?;
+        self.device()?;
         Ok(())
     }
     /// The augmentation in force for images of side `size`.
@@ -235,11 +239,16 @@ struct Started {
 fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
     Started {
         model: model_cfg.clone(),
-        train: TrainConfig {
-            device: String::new(),
-            threads: 0,
-            ..cfg.clone()
-        },
+        train: started_config(cfg),
+    }
+}
+
+/// `[train]` as far as it decides the result: the device and the thread count blanked.
+pub fn started_config(cfg: &TrainConfig) -> TrainConfig {
+    TrainConfig {
+        device: String::new(),
+        threads: 0,
+        ..cfg.clone()
     }
 }
 
@@ -650,7 +659,8 @@ pub struct ModelEval {
     pub test: Metrics,
 }
 
-/// Evaluates the final and the best-on-val models of a finished stage 1 and writes `eval.json`.
+/// Evaluates the final and the best-on-val models of a finished stage 1 (the pipeline writes
+/// them to `eval.json`).
 pub fn evaluate_run(
     ds: &Dataset,
     model_cfg: &ModelConfig,
@@ -677,7 +687,5 @@ pub fn evaluate_run(
     };
     let last = one(&paths.model(), state.epochs_done)?;
     let best = one(&paths.best(), state.best_epoch.unwrap_or(state.epochs_done))?;
-    let report = EvalReport { last, best };
-    fsx::write_json(&run.join("eval.json"), &report)?;
-    Ok(report)
+    Ok(EvalReport { last, best })
 }

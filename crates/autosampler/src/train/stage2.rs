@@ -9,43 +9,24 @@ use crate::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-fn d_epochs() -> usize {
-    10
-}
-fn d_lr() -> f64 {
-    0.04
-}
-fn d_batch() -> usize {
-    512
-}
-fn d_mom() -> f64 {
-    0.9
-}
 
 /// `[finetune]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(default)]
 pub struct FinetuneConfig {
-    #[serde(default = "d_epochs")]
     pub epochs: usize,
-    #[serde(default = "d_lr")]
     pub lr: f64,
-    #[serde(default = "d_batch")]
     pub batch_size: usize,
-    #[serde(default = "d_mom")]
     pub momentum: f64,
     /// Start from a zero classifier instead of the stage-1 one.
-    #[serde(default)]
     pub reinit: bool,
-    #[serde(default)]
     pub seed: u64,
     /// The class weights to sample with (their value at the last epoch for `progressive`);
     /// absent: the searched weights (`search/best_weights.json`).
-    #[serde(default)]
     pub sampler: Option<crate::sampler::Sampler>,
     /// `features`: re-train on the cached features (fast). `images`: on augmented images through
     /// the frozen backbone (exact, as the decoupling paper's cRT).
-    #[serde(default)]
     pub path: Stage2Path,
 }
 
@@ -167,7 +148,16 @@ impl FinetuneConfig {
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        crate::config::parse_toml("", "defaults").expect("every field has a default")
+        FinetuneConfig {
+            epochs: 10,
+            lr: 0.04,
+            batch_size: 512,
+            momentum: 0.9,
+            reinit: Default::default(),
+            seed: Default::default(),
+            sampler: Default::default(),
+            path: Default::default(),
+        }
     }
 }
 

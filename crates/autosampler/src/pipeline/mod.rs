@@ -1,0 +1,736 @@
+//! The pipeline, owned by the library: the stages of a run folder in order, each reused only when
+//! its manifest records the fingerprint of the inputs it would read now (see [`manifest`]).
+//!
+//! data → agent (when `[agent]`) → locations → stage 1 → eval → features → search → stage 2 →
+//! report. The command-line program and the Python package call these functions; they only show
+//! progress ([`Observer`]) and print the [`text`] of the typed results.
+pub mod manifest;
+pub mod rundir;
+pub mod table;
+pub mod text;
+
+pub use manifest::{Inputs, Manifest};
+pub use rundir::{RunDir, Stage};
+
+use crate::agent::guide::{self as agent_guide, Guide};
+use crate::agent::train::{self as agent_train, AgentLog, AgentState};
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::data::cache::Cache;
+use crate::data::source::Catalog;
+use crate::data::{self, Dataset, Part, SourceConfig, Split};
+use crate::mix::MixConfig;
+use crate::model::{Model, ModelConfig};
+use crate::report::plot;
+use crate::search::{self, Best};
+use crate::train::stage1::{self, EvalReport, Progress, State, TrainConfig};
+use crate::train::stage2::{self, FinetuneConfig};
+use crate::{features, fsx, invalid, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What a front end shows while the pipeline works. Stage 1's and the agent's per-batch progress
+/// come through [`Progress`].
+pub trait Observer: Progress + Sync {
+    /// A status line ("stage 1   runs/x/stage1 (complete, reused)").
+    fn note(&self, line: &str);
+    /// A counted task starts (decoding images, search trajectories).
+    fn task(&self, _what: &'static str, _total: u64) {}
+    /// The task moved on by `n`; `info` is a short status (e.g. the rewards so far).
+    fn advance(&self, _n: u64, _info: &str) {}
+    /// The task is over: clear its bar.
+    fn task_done(&self) {}
+}
+
+/// Shows nothing (tests, library use).
+impl Observer for stage1::Silent {
+    fn note(&self, _: &str) {}
+}
+
+/// `stage2/eval.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage2Report {
+    pub config: FinetuneConfig,
+    pub weights: Vec<f64>,
+    pub stage1: stage2::Scored,
+    pub crt: stage2::Scored,
+    /// The fixed samplers' cRT with the same recipe, for comparison.
+    pub crt_class_balanced: stage2::Scored,
+    pub crt_square_root: stage2::Scored,
+    pub tau_normalised: stage2::PostHoc,
+    pub logit_adjusted: stage2::PostHoc,
+    pub lws_scales: Vec<f64>,
+    pub lws: stage2::Scored,
+}
+
+/// What [`run`] produced.
+pub struct Outcome {
+    pub dataset: Dataset,
+    /// `None` when the config has no `[model]`/`[train]` (data stage only).
+    pub eval: Option<EvalReport>,
+    pub search: Option<Best>,
+    pub stage2: Option<Stage2Report>,
+    pub report: Option<PathBuf>,
+}
+
+/// The `[model]` and `[train]` sections, or an error saying the stage needs them.
+pub fn training_config(cfg: &Config) -> Result<(&ModelConfig, &TrainConfig)> {
+    match (&cfg.model, &cfg.train) {
+        (Some(m), Some(t)) => Ok((m, t)),
+        _ => Err(invalid!(
+            "the config needs [model] and [train] sections to train"
+        )),
+    }
+}
+
+/// Holds the run folder's lock for the rest of the process (taken once per folder); temporaries
+/// that killed processes left in it are removed under the lock.
+pub fn hold_lock(run: &RunDir) -> Result<()> {
+    static LOCKS: std::sync::Mutex<Vec<(PathBuf, fsx::DirLock)>> = std::sync::Mutex::new(Vec::new());
+    let mut held = LOCKS.lock().expect("not poisoned");
+    if !held.iter().any(|(d, _)| d == run.root()) {
+        let lock = fsx::lock_dir(run.root())?;
+        held.push((run.root().to_path_buf(), lock));
+    }
+    Ok(())
+}
+
+/// Scans the source, builds or opens its packed cache and draws the split.
+pub fn open_data(cfg: &Config, obs: &dyn Observer) -> Result<Dataset> {
+    cfg.data.split.longtail.validate()?;
+    let t = Instant::now();
+    let catalog = Catalog::scan(&cfg.data.source)?;
+    let total: u64 = catalog.pools.iter().map(|(_, v)| v.len() as u64).sum();
+    obs.task("decoding", total);
+    let cache = Cache::open_or_build(&catalog, &cfg.cache_root(), &|n| obs.advance(n, ""));
+    obs.task_done();
+    let cache = cache?;
+    tracing::info!(
+        "cache {} ready in {:.1}s",
+        cache.dir.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let split = data::draw_split(&cache, &cfg.data)?;
+    Ok(Dataset { split, cache })
+}
+
+/// Two source configs name the same data: equal once their paths are made canonical (the same
+/// archive reached through different relative paths is the same source).
+pub fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
+    canonical_source(a) == canonical_source(b)
+}
+
+/// The source config with its paths made canonical where they exist.
+pub fn canonical_source(s: &SourceConfig) -> SourceConfig {
+    let mut s = s.clone();
+    for p in [
+        Some(&mut s.root),
+        s.train_list.as_mut(),
+        s.test_list.as_mut(),
+        s.val_list.as_mut(),
+        s.class_names.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(c) = std::fs::canonicalize(&*p) {
+            *p = c;
+        }
+    }
+    s
+}
+
+/// The data stage: takes the run folder's lock, refuses a config that the folder's started stages
+/// were not made with (before anything is written), reuses the split when it was drawn from the
+/// same data config (another is refused), then writes `config.toml` and the class histogram.
+pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset> {
+    std::fs::create_dir_all(run.root()).map_err(|e| Error::io(run.root(), e))?;
+    hold_lock(run)?;
+    if let (Some(m), Some(t)) = (&cfg.model, &cfg.train) {
+        stage1::check_compatible(m, t, run.root())?;
+        check_stage1_inputs(cfg, run)?;
+    }
+    let split_path = run.split();
+    let ds = if split_path.is_file() {
+        let old = Split::load(&split_path)?;
+        if !same_source(&old.source, &cfg.data.source) || old.config != cfg.data.split {
+            return Err(invalid!(
+                "{} was drawn from another data config: use another --out, or delete the run folder",
+                split_path.display()
+            ));
+        }
+        obs.note(&format!("split     {} (complete, reused)", split_path.display()));
+        obs.task("decoding", 0);
+        let ds = Dataset::open(old, &cfg.cache_root(), &|n| obs.advance(n, ""));
+        obs.task_done();
+        ds?
+    } else {
+        let ds = open_data(cfg, obs)?;
+        ds.split.save(&split_path)?;
+        ds
+    };
+    if manifest::read(run, Stage::Split).is_none_or(|m| !manifest::outputs_intact(run, &m)) {
+        manifest::commit(run, Stage::Split, Inputs::new(), &[split_path])?;
+    }
+    fsx::write_atomic(&run.config_toml(), cfg.to_toml().as_bytes())?;
+    let s = &ds.split;
+    plot::class_histogram(
+        &run.class_histogram(),
+        &text::title(s),
+        &s.classes,
+        &s.counts.train,
+        &s.counts.val,
+    )?;
+    Ok(ds)
+}
+
+/// Every stage the config has, in order, into `run`; complete stages are reused.
+pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
+    let ds = prepare(cfg, run, obs)?;
+    let mut out = Outcome {
+        dataset: ds,
+        eval: None,
+        search: None,
+        stage2: None,
+        report: None,
+    };
+    if cfg.model.is_none() || cfg.train.is_none() {
+        return Ok(out);
+    }
+    let ds = &out.dataset;
+    agent(cfg, run, ds, true, obs)?;
+    stage1(cfg, run, ds, true, obs)?;
+    out.eval = Some(evaluate(cfg, run, ds)?);
+    if cfg.search.is_some() {
+        out.search = Some(search(cfg, run, ds, obs)?);
+    }
+    if cfg.finetune.is_some() {
+        out.stage2 = Some(finetune(cfg, run, ds, obs)?);
+    }
+    out.report = Some(crate::report::html::write(run)?);
+    Ok(out)
+}
+
+/// The stage-1 manifest's inputs: `[model]`, `[train]` (without the device and the thread count,
+/// which do not change the result), the split, and the agent's locations or the agent itself
+/// when the config mixes with them.
+fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
+    let (m, t) = training_config(cfg)?;
+    let mut inputs = Inputs::new()
+        .value("model", m)
+        .value("train", &stage1::started_config(t))
+        .upstream(&upstream(run, Stage::Split)?);
+    if let MixConfig::AgentCutmix { per_batch, .. } = t.mix {
+        inputs = if per_batch {
+            inputs.value("agent", &agent_fingerprint(cfg, run)?)
+        } else {
+            inputs.upstream(&upstream(run, Stage::Locations)?)
+        };
+    }
+    Ok(inputs)
+}
+
+/// Refuses, before anything is written, a finished stage 1 whose recorded inputs other than the
+/// upstream digests (its `[model]` and `[train]`) differ from the config's.
+fn check_stage1_inputs(cfg: &Config, run: &RunDir) -> Result<()> {
+    let (m, t) = training_config(cfg)?;
+    if let Some(done) = manifest::read(run, Stage::Stage1) {
+        let want = Inputs::new()
+            .value("model", m)
+            .value("train", &stage1::started_config(t));
+        if want.0.iter().any(|(k, v)| done.inputs.0.get(k) != Some(v)) {
+            return Err(invalid!(
+                "{} was trained with another [model] or [train] config: use another run folder, or delete it",
+                run.stage1().dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A complete upstream stage's manifest, or an error naming the stage to run first.
+fn upstream(run: &RunDir, stage: Stage) -> Result<Manifest> {
+    manifest::read(run, stage)
+        .filter(|m| manifest::outputs_intact(run, m))
+        .ok_or_else(|| {
+            invalid!(
+                "{}: the {} stage is not complete (its manifest {} is missing, or its files changed): run `autosampler run` on the config",
+                run.root().display(),
+                stage.name(),
+                run.manifest(stage).display()
+            )
+        })
+}
+
+/// The fingerprint of the agent the config uses: `agent.from`'s files, or this run's agent stage.
+fn agent_fingerprint(cfg: &Config, run: &RunDir) -> Result<String> {
+    let Some(ac) = &cfg.agent else {
+        return Err(invalid!(
+            "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
+        ));
+    };
+    match &ac.from {
+        Some(from) => Agent::fingerprint(from),
+        None => Ok(upstream(run, Stage::Agent)?.digest()),
+    }
+}
+
+/// Stage 1 into `run`: reused when its manifest matches; resumed from its checkpoint otherwise;
+/// refused when it finished with other inputs (another `[model]`/`[train]`, split or agent).
+pub fn stage1(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<Manifest> {
+    let (model_cfg, train_cfg) = training_config(cfg)?;
+    let inputs = stage1_inputs(cfg, run)?;
+    let paths = run.stage1();
+    if let Some(m) = manifest::complete(run, Stage::Stage1, &inputs) {
+        obs.note(&format!("stage 1   {} (complete, reused)", paths.dir.display()));
+        return Ok(m);
+    }
+    if let Some(old) = manifest::read(run, Stage::Stage1) {
+        if old.fingerprint != inputs.fingerprint() {
+            return Err(invalid!(
+                "{} was trained from other inputs (its split or its agent's locations changed): use another run folder, or delete {}",
+                paths.dir.display(),
+                paths.dir.display()
+            ));
+        }
+    }
+    manifest::invalidate(run, Stage::Stage1)?;
+    let guide = guide_for(cfg, run, train_cfg)?;
+    let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, guide.as_ref())?;
+    obs.note(&format!(
+        "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
+        state.epochs_done,
+        state.best_val_top1,
+        state.best_epoch.unwrap_or(0)
+    ));
+    manifest::commit(run, Stage::Stage1, inputs, &[paths.model(), paths.best()])
+}
+
+/// The guide stage 1 needs for `mix = { kind = "agent-cutmix" }`: the stored locations, or the
+/// agent itself on the training device for `per_batch`.
+fn guide_for(cfg: &Config, run: &RunDir, t: &TrainConfig) -> Result<Option<Guide>> {
+    let MixConfig::AgentCutmix { per_batch, .. } = t.mix else {
+        return Ok(None);
+    };
+    let Some(ac) = &cfg.agent else {
+        return Err(invalid!(
+            "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
+        ));
+    };
+    Ok(Some(if per_batch {
+        let from = ac.from.clone().unwrap_or_else(|| run.agent_dir());
+        Guide::PerBatch(Box::new(Agent::open(&from, t.device()?)?))
+    } else {
+        let (size, locs) = agent_guide::read_locations(&run.locations())?;
+        Guide::Stored { size, locs }
+    }))
+}
+
+/// `eval.json` of a finished stage 1 (last and best-on-val models on val and test).
+pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<EvalReport> {
+    let (m, t) = training_config(cfg)?;
+    let inputs = Inputs::new()
+        .value("model", m)
+        .value("normalize", &t.normalize)
+        .upstream(&upstream(run, Stage::Split)?)
+        .upstream(&upstream(run, Stage::Stage1)?);
+    if manifest::complete(run, Stage::Eval, &inputs).is_some() {
+        return fsx::read_json(&run.eval());
+    }
+    manifest::invalidate(run, Stage::Eval)?;
+    let report = stage1::evaluate_run(ds, m, t, run.root())?;
+    fsx::write_json(&run.eval(), &report)?;
+    manifest::commit(run, Stage::Eval, inputs, &[run.eval()])?;
+    Ok(report)
+}
+
+/// The stage-1 model (final weights) of a run.
+pub fn stage1_model(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<Model> {
+    let (m, t) = training_config(cfg)?;
+    let mut model = Model::new(m, ds.split.num_classes() as i64, t.device()?)?;
+    model.load(&run.stage1().model())?;
+    Ok(model)
+}
+
+/// Frozen-backbone features of every part, written once per stage-1 model.
+pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Manifest> {
+    let (m, t) = training_config(cfg)?;
+    let inputs = Inputs::new()
+        .value("model", m)
+        .value("normalize", &t.normalize)
+        .upstream(&upstream(run, Stage::Split)?)
+        .upstream(&upstream(run, Stage::Stage1)?);
+    if let Some(done) = manifest::complete(run, Stage::Features, &inputs) {
+        return Ok(done);
+    }
+    manifest::invalidate(run, Stage::Features)?;
+    let model = stage1_model(cfg, run, ds)?;
+    let start = Instant::now();
+    features::extract_all(&model, ds, run.root(), &t.normalize, t.threads)?;
+    obs.note(&format!(
+        "features  {} ({:.1}s)",
+        run.features_dir().display(),
+        start.elapsed().as_secs_f64()
+    ));
+    let files: Vec<PathBuf> = [Part::Train, Part::Val, Part::Test]
+        .into_iter()
+        .map(|p| run.features(p))
+        .collect();
+    manifest::commit(run, Stage::Features, inputs, &files)
+}
+
+/// The stage-1 linear classifier `(fc.weight, fc.bias)` on the CPU, which the search and stage 2
+/// start from; other heads are refused with the reason.
+fn linear_head(model: &Model, who: &str) -> Result<(tch::Tensor, tch::Tensor)> {
+    if model.config.head != crate::model::Head::Linear {
+        return Err(invalid!(
+            "{who} re-trains a linear classifier from the stage-1 one: the stage-1 model needs head = \"linear\" (it has {:?})",
+            model.config.head
+        ));
+    }
+    let vars = model.vs.variables();
+    Ok((
+        vars["fc.weight"].to_device(tch::Device::Cpu),
+        vars["fc.bias"].to_device(tch::Device::Cpu),
+    ))
+}
+
+/// The coarse auto-sampler: the class-weight search on the stage-1 features, with its plots and
+/// `best_weights.csv`.
+pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Best> {
+    let Some(sc) = &cfg.search else {
+        return Err(invalid!("the config has no [search] section"));
+    };
+    let stage2 = cfg.finetune.clone().unwrap_or_default().recipe();
+    let feats = features(cfg, run, ds, obs)?;
+    let inputs = Inputs::new()
+        .value("search", sc)
+        .value("recipe", &sc.recipe(&stage2))
+        .upstream(&feats);
+    if manifest::complete(run, Stage::Search, &inputs).is_some() {
+        obs.note(&format!("search    {} (complete, reused)", run.search_dir().display()));
+        return fsx::read_json(&run.best_weights());
+    }
+    manifest::invalidate(run, Stage::Search)?;
+    let model = stage1_model(cfg, run, ds)?;
+    let (w0, b0) = linear_head(&model, "the search")?;
+    let train = features::load(run.root(), Part::Train)?;
+    let val = features::load(run.root(), Part::Val)?;
+    // The proxy's tensors are small: one intra-op thread beats several (which spin and, on a busy
+    // machine, stall: 93 s instead of 5 s for the same search here).
+    tch::set_num_threads(1);
+    obs.task("search", sc.trajectories as u64);
+    let start = Instant::now();
+    let result = search::run(&train, &val, (&w0, &b0), &stage2, sc, |s| {
+        obs.advance(
+            1,
+            &format!(
+                "mean {:.2}% best {:.2}%",
+                s.mean_reward * 100.0,
+                s.best_reward * 100.0
+            ),
+        )
+    });
+    obs.task_done();
+    let (best, log) = result?;
+    let lines: String = log
+        .iter()
+        .map(|s| serde_json::to_string(s).expect("serialisable") + "\n")
+        .collect();
+    fsx::write_atomic(&run.trajectories(), lines.as_bytes())?;
+    fsx::write_json(&run.best_weights(), &best)?;
+    obs.note(&format!(
+        "search    {} trajectories × {} samples × {} proxy seeds in {:.1}s",
+        sc.trajectories,
+        sc.samples,
+        sc.reward_seeds,
+        start.elapsed().as_secs_f64()
+    ));
+    plot::reward_curve(
+        &run.search_reward_curve(),
+        &log.iter().map(|s| s.mean_reward).collect::<Vec<_>>(),
+        &log.iter().map(|s| s.best_reward).collect::<Vec<_>>(),
+        &best
+            .fixed
+            .iter()
+            .map(|f| (f.source.clone(), f.search_reward))
+            .collect::<Vec<_>>(),
+    )?;
+    let counts = &ds.split.counts.train;
+    use crate::sampler::power_weights;
+    plot::weight_bars(
+        &run.search_weights_png(),
+        "searched class weights against the standard ones",
+        &ds.split.classes,
+        &[
+            ("searched", best.weights.clone()),
+            ("instance (class frequency)", power_weights(counts, 1.0)),
+            ("square-root", power_weights(counts, 0.5)),
+            ("class-balanced", power_weights(counts, 0.0)),
+        ],
+    )?;
+    fsx::write_atomic(
+        &run.best_weights_csv(),
+        text::weights_csv(&ds.split.classes, counts, &best.weights).as_bytes(),
+    )?;
+    manifest::commit(
+        run,
+        Stage::Search,
+        inputs,
+        &[
+            run.best_weights(),
+            run.trajectories(),
+            run.best_weights_csv(),
+            run.search_reward_curve(),
+            run.search_weights_png(),
+        ],
+    )?;
+    Ok(best)
+}
+
+/// Stage 2: the classifier re-trained with the searched (or a sampler's) class weights, beside
+/// class-balanced and square-root cRT, τ-normalisation, logit adjustment and LWS.
+pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Stage2Report> {
+    let Some(fc) = &cfg.finetune else {
+        return Err(invalid!("the config has no [finetune] section"));
+    };
+    let counts = &ds.split.counts.train;
+    let weights = match &fc.sampler {
+        Some(s) => s.weights(counts, fc.epochs, fc.epochs)?,
+        None => {
+            if cfg.search.is_none() {
+                return Err(invalid!(
+                    "[finetune] without a sampler uses the searched weights: add [search], or set finetune.sampler"
+                ));
+            }
+            search(cfg, run, ds, obs)?.weights
+        }
+    };
+    let feats = features(cfg, run, ds, obs)?;
+    let mut inputs = Inputs::new()
+        .value("finetune", fc)
+        .value("weights", &weights)
+        .upstream(&feats);
+    if fc.path == stage2::Stage2Path::Images {
+        let (_, t) = training_config(cfg)?;
+        inputs = inputs
+            .value("train", &stage1::started_config(t))
+            .upstream(&upstream(run, Stage::Stage1)?);
+    }
+    if manifest::complete(run, Stage::Stage2, &inputs).is_some() {
+        obs.note(&format!("stage 2   {} (complete, reused)", run.stage2_dir().display()));
+        return fsx::read_json(&run.stage2_eval());
+    }
+    manifest::invalidate(run, Stage::Stage2)?;
+    let model = stage1_model(cfg, run, ds)?;
+    let (w0, b0) = linear_head(&model, "stage 2")?;
+    let (train, val, test) = (
+        features::load(run.root(), Part::Train)?,
+        features::load(run.root(), Part::Val)?,
+        features::load(run.root(), Part::Test)?,
+    );
+    let parts = stage2::Parts {
+        train: &train,
+        val: &val,
+        test: &test,
+    };
+    tch::set_num_threads(1);
+    let (crt, head_w, head_b) = match fc.path {
+        stage2::Stage2Path::Features => {
+            let f = stage2::finetune(&parts, (&w0, &b0), &weights, counts, fc)?;
+            (
+                stage2::Scored {
+                    val: f.val,
+                    test: f.test,
+                },
+                f.weight.tr().contiguous(),
+                f.bias,
+            )
+        }
+        stage2::Stage2Path::Images => {
+            let (_, t) = training_config(cfg)?;
+            let mut m = stage1_model(cfg, run, ds)?;
+            tch::set_num_threads(t.threads as i32);
+            let scored = stage2::finetune_images(&mut m, ds, &weights, fc, t)?;
+            let v = m.vs.variables();
+            (
+                scored,
+                v["fc.weight"].to_device(tch::Device::Cpu),
+                v["fc.bias"].to_device(tch::Device::Cpu),
+            )
+        }
+    };
+    crate::model::save_tensors(
+        &run.stage2_head(),
+        &[("fc.weight".into(), head_w), ("fc.bias".into(), head_b)],
+    )?;
+    tch::set_num_threads(1);
+    let (lws_scales, lws) = stage2::learnable_weight_scaling(&parts, (&w0, &b0), counts, fc)?;
+    let fixed = |q: f64| -> Result<stage2::Scored> {
+        let w = crate::sampler::power_weights(counts, q);
+        let f = stage2::finetune(&parts, (&w0, &b0), &w, counts, fc)?;
+        Ok(stage2::Scored {
+            val: f.val,
+            test: f.test,
+        })
+    };
+    let r = Stage2Report {
+        config: fc.clone(),
+        weights,
+        crt_class_balanced: fixed(0.0)?,
+        crt_square_root: fixed(0.5)?,
+        stage1: stage2::Scored::of(&parts, &w0, &b0, counts),
+        crt,
+        tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
+        logit_adjusted: stage2::logit_adjusted(&parts, &w0, &b0, counts),
+        lws_scales,
+        lws,
+    };
+    fsx::write_json(&run.stage2_eval(), &r)?;
+    manifest::commit(run, Stage::Stage2, inputs, &[run.stage2_eval(), run.stage2_head()])?;
+    Ok(r)
+}
+
+/// The patch agent of a run: trained into `<run>/agent` (resumed, or reused when complete) or
+/// opened `from` another run; then the training images' salient patches (`locations.bin`), the
+/// reward curve and the figures. Nothing when the config has no `[agent]`.
+pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<()> {
+    let Some(ac) = &cfg.agent else { return Ok(()) };
+    let out = run.agent_dir();
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let device = stage1::parse_device(&ac.device)?;
+    let split = upstream(run, Stage::Split)?;
+    let (agent, agent_id) = match &ac.from {
+        Some(from) => {
+            let agent = Agent::open(from, device).map_err(|e| {
+                invalid!(
+                    "agent.from = {}: not a trained agent folder ({e})",
+                    from.display()
+                )
+            })?;
+            obs.note(&format!(
+                "agent     {} ({} classes, {} px, patch {} px)",
+                from.display(),
+                agent.spec.num_classes,
+                agent.spec.image_size,
+                agent.spec.patch_size
+            ));
+            (agent, Agent::fingerprint(from)?)
+        }
+        None => {
+            let inputs = Inputs::new()
+                .value("agent", &agent_train::started_config(ac))
+                .upstream(&split);
+            let done = manifest::complete(run, Stage::Agent, &inputs);
+            if done.is_none() {
+                manifest::invalidate(run, Stage::Agent)?;
+            }
+            let finished = run.agent_state().is_file() && fsx::read_json::<AgentState>(&run.agent_state())?.done;
+            let print = |l: &AgentLog| obs.note(&text::agent_epoch(l));
+            let agent = agent_train::train(ds, ac, &out, resume || finished, obs, &print)?;
+            let m = match done {
+                Some(m) => {
+                    obs.note(&format!("agent     {} (complete, reused)", out.display()));
+                    m
+                }
+                None => manifest::commit(
+                    run,
+                    Stage::Agent,
+                    inputs,
+                    &[out.join("agent.json"), out.join("agent.safetensors")],
+                )?,
+            };
+            (agent, m.digest())
+        }
+    };
+    // The reward curve of stage 2, batch by batch (moving mean over 20 batches).
+    if let Ok(text) = std::fs::read_to_string(run.agent_metrics()) {
+        let trace: Vec<f64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
+            .flat_map(|l| l.reward_trace)
+            .collect();
+        if !trace.is_empty() {
+            let k = 20.min(trace.len());
+            let smooth: Vec<f64> = (0..trace.len())
+                .map(|i| {
+                    let lo = (i + 1).saturating_sub(k);
+                    100.0 * trace[lo..=i].iter().sum::<f64>() / (i + 1 - lo) as f64
+                })
+                .collect();
+            plot::lines(
+                &run.agent_reward_curve(),
+                "patch agent, PPO (stage 2): summed reward per image",
+                "batch",
+                "reward, points of p(y) (moving mean of 20 batches)",
+                &[("p_T(y) - p_1(y), x100", smooth)],
+            )?;
+        }
+    }
+    let train = ds.view(Part::Train);
+    let inputs = Inputs::new().value("agent", &agent_id).upstream(&split);
+    if manifest::complete(run, Stage::Locations, &inputs).is_some() {
+        obs.note(&format!("locations {} (complete, reused)", run.locations().display()));
+        return Ok(());
+    }
+    manifest::invalidate(run, Stage::Locations)?;
+    let t = Instant::now();
+    tch::set_num_threads(ac.threads.max(1) as i32);
+    let locs = agent_train::locate_view(&agent, &train, &Default::default(), ac.threads)?;
+    agent_guide::write_locations(&run.locations(), train.size as f32, &locs)?;
+    obs.note(&format!(
+        "agent: located {} training images' salient patches in {:.1}s → {}",
+        locs.len(),
+        t.elapsed().as_secs_f64(),
+        run.locations().display()
+    ));
+    let figs = crate::agent::figures::write_all(&out, &train, &locs, 8, ac.seed)?;
+    for f in &figs {
+        obs.note(&format!("figure:   {}", f.display()));
+    }
+    let mut files = vec![run.locations()];
+    files.extend(figs);
+    manifest::commit(run, Stage::Locations, inputs, &files)?;
+    Ok(())
+}
+
+/// Whether a run folder finished every stage its config has (what `sweep` skips).
+pub fn finished(cfg: &Config, run: &RunDir) -> bool {
+    let has = |s: Stage| manifest::read(run, s).is_some_and(|m| manifest::outputs_intact(run, &m));
+    has(Stage::Eval) && (cfg.search.is_none() || has(Stage::Search)) && (cfg.finetune.is_none() || has(Stage::Stage2))
+}
+
+/// Reads a run's eval.json, if any (for summaries and tables).
+pub fn read_eval(run: &RunDir) -> Option<EvalReport> {
+    fsx::read_json(&run.eval()).ok()
+}
+
+/// Reads a run's stage2/eval.json, if any.
+pub fn read_stage2(run: &RunDir) -> Option<Stage2Report> {
+    fsx::read_json(&run.stage2_eval()).ok()
+}
+
+/// Reads a run's search/best_weights.json, if any.
+pub fn read_best(run: &RunDir) -> Option<Best> {
+    fsx::read_json(&run.best_weights()).ok()
+}
+
+/// The last line of the agent's metrics, if any.
+pub fn read_agent_last(run: &RunDir) -> Option<AgentLog> {
+    std::fs::read_to_string(run.agent_metrics())
+        .ok()?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
+        .next_back()
+}
+
+/// A run folder's stage-1 state, if any.
+pub fn read_stage1_state(run: &RunDir) -> Option<State> {
+    fsx::read_json(&run.stage1().state()).ok()
+}
+
+/// A run folder's agent state, if any.
+pub fn read_agent_state(run: &RunDir) -> Option<AgentState> {
+    fsx::read_json(&run.agent_state()).ok()
+}

@@ -1,0 +1,134 @@
+//! [`RunDir`]: every path of a run folder, named once.
+use crate::data::Part;
+use crate::train::stage1::Stage1Paths;
+use std::path::{Path, PathBuf};
+
+/// A run folder. Every artifact's path comes from here; no other code joins names onto a run
+/// folder's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// A pipeline stage that commits through a manifest (`manifests/<name>.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Split,
+    Agent,
+    Locations,
+    Stage1,
+    Eval,
+    Features,
+    Search,
+    Stage2,
+}
+
+impl Stage {
+    /// The stage's name in manifests and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Split => "split",
+            Stage::Agent => "agent",
+            Stage::Locations => "locations",
+            Stage::Stage1 => "stage1",
+            Stage::Eval => "eval",
+            Stage::Features => "features",
+            Stage::Search => "search",
+            Stage::Stage2 => "stage2",
+        }
+    }
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The resolved config the run was last accepted with.
+    pub fn config_toml(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn split(&self) -> PathBuf {
+        self.root.join("split.json")
+    }
+    pub fn class_histogram(&self) -> PathBuf {
+        self.root.join("data").join("class_histogram.png")
+    }
+    /// `manifests/<stage>.json`: written last, by one rename, when the stage is complete.
+    pub fn manifest(&self, stage: Stage) -> PathBuf {
+        self.root.join("manifests").join(format!("{}.json", stage.name()))
+    }
+    pub fn stage1(&self) -> Stage1Paths {
+        Stage1Paths::new(&self.root)
+    }
+    pub fn eval(&self) -> PathBuf {
+        self.root.join("eval.json")
+    }
+    pub fn features_dir(&self) -> PathBuf {
+        self.root.join("features")
+    }
+    pub fn features(&self, part: Part) -> PathBuf {
+        crate::features::path(&self.root, part)
+    }
+    pub fn search_dir(&self) -> PathBuf {
+        self.root.join("search")
+    }
+    pub fn best_weights(&self) -> PathBuf {
+        self.search_dir().join("best_weights.json")
+    }
+    pub fn best_weights_csv(&self) -> PathBuf {
+        self.search_dir().join("best_weights.csv")
+    }
+    pub fn trajectories(&self) -> PathBuf {
+        self.search_dir().join("trajectories.jsonl")
+    }
+    pub fn search_reward_curve(&self) -> PathBuf {
+        self.search_dir().join("reward_curve.png")
+    }
+    pub fn search_weights_png(&self) -> PathBuf {
+        self.search_dir().join("weights.png")
+    }
+    pub fn stage2_dir(&self) -> PathBuf {
+        self.root.join("stage2")
+    }
+    pub fn stage2_eval(&self) -> PathBuf {
+        self.stage2_dir().join("eval.json")
+    }
+    pub fn stage2_head(&self) -> PathBuf {
+        self.stage2_dir().join("head.safetensors")
+    }
+    pub fn agent_dir(&self) -> PathBuf {
+        self.root.join("agent")
+    }
+    pub fn agent_metrics(&self) -> PathBuf {
+        self.agent_dir().join("metrics.jsonl")
+    }
+    pub fn agent_state(&self) -> PathBuf {
+        self.agent_dir().join("state.json")
+    }
+    pub fn agent_reward_curve(&self) -> PathBuf {
+        self.agent_dir().join("reward_curve.png")
+    }
+    pub fn locations(&self) -> PathBuf {
+        self.agent_dir().join("locations.bin")
+    }
+    pub fn report_dir(&self) -> PathBuf {
+        self.root.join("report")
+    }
+    pub fn report_index(&self) -> PathBuf {
+        self.report_dir().join("index.html")
+    }
+    /// A path relative to the run folder, for manifests (`stage1/model.safetensors`).
+    pub fn relative<'a>(&self, p: &'a Path) -> &'a Path {
+        p.strip_prefix(&self.root).unwrap_or(p)
+    }
+    /// The name of the run: the folder's last component.
+    pub fn name(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}

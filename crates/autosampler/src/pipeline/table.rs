@@ -1,0 +1,221 @@
+//! `autosampler table`: the results of run folders, grouped by config over seeds.
+use super::{canonical_source, read_stage2, RunDir};
+use crate::config::Config;
+use crate::train::stage1::EvalReport;
+use crate::{fsx, invalid, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The table's columns.
+pub const COLUMNS: [&str; 7] = [
+    "last test top-1",
+    "best-on-val test top-1",
+    "many",
+    "medium",
+    "few",
+    "val top-1",
+    "stage 2 test top-1",
+];
+
+/// One row: the runs of one config over seeds.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub runs: Vec<PathBuf>,
+    /// column → one value per run (runs without it are left out of that column)
+    pub values: BTreeMap<&'static str, Vec<f64>>,
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// A run's name without the `_s<seed>` suffix that `sweep` adds (`cifar10_lt_ir100_s2` →
+/// `cifar10_lt_ir100`); other names, trailing digits included, stay whole.
+pub fn seed_group_label(name: &str) -> String {
+    match name.rfind("_s") {
+        Some(i) if i + 2 < name.len() && name[i + 2..].bytes().all(|b| b.is_ascii_digit()) => {
+            name[..i].to_string()
+        }
+        _ => name.to_string(),
+    }
+}
+
+/// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
+pub fn rows(runs: &[PathBuf]) -> Result<Vec<Row>> {
+    let mut rows: Vec<(String, Row)> = Vec::new();
+    for path in runs {
+        let run = RunDir::new(path);
+        let cfg_path = run.config_toml();
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| invalid!("{}: no config.toml ({e}): is it a run folder?", path.display()))?;
+        let mut cfg = Config::parse(&text, &cfg_path.display().to_string())?;
+        let eval: EvalReport = fsx::read_json(&run.eval()).map_err(|e| {
+            invalid!(
+                "{}: no readable eval.json ({e}): run `autosampler eval` first",
+                path.display()
+            )
+        })?;
+        // the grouping key: the config with every seed set to 0, no name, canonical paths
+        let name = cfg.name.take().unwrap_or_else(|| run.name());
+        cfg.data.source = canonical_source(&cfg.data.source);
+        let key = cfg.with_seed(0).to_toml();
+        let pos = match rows.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None => {
+                rows.push((
+                    key,
+                    Row {
+                        name: seed_group_label(&name),
+                        runs: Vec::new(),
+                        values: Default::default(),
+                    },
+                ));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[pos].1;
+        row.runs.push(path.clone());
+        let mut put = |col: &'static str, v: Option<f64>| {
+            if let Some(v) = v {
+                row.values.entry(col).or_default().push(v);
+            }
+        };
+        put("last test top-1", Some(eval.last.test.top1));
+        put("best-on-val test top-1", Some(eval.best.test.top1));
+        put("many", eval.last.test.many);
+        put("medium", eval.last.test.medium);
+        put("few", eval.last.test.few);
+        put("val top-1", Some(eval.last.val.top1));
+        put("stage 2 test top-1", read_stage2(&run).map(|s| s.crt.test.top1));
+    }
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+fn cell(v: Option<&Vec<f64>>) -> String {
+    match v {
+        Some(v) if !v.is_empty() => {
+            let (m, s) = mean_std(v);
+            if v.len() > 1 {
+                format!("{m:.2} ± {s:.2}")
+            } else {
+                format!("{m:.2}")
+            }
+        }
+        _ => "–".into(),
+    }
+}
+
+/// The rows as a markdown table.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut out = format!(
+        "| run | seeds | {} |\n|---|---|{}\n",
+        COLUMNS.join(" | "),
+        "---|".repeat(COLUMNS.len())
+    );
+    for r in rows {
+        let cells: Vec<String> = COLUMNS.iter().map(|c| cell(r.values.get(c))).collect();
+        out.push_str(&format!("| {} | {} | {} |\n", r.name, r.runs.len(), cells.join(" | ")));
+    }
+    out
+}
+
+/// The rows as CSV: mean and std columns per metric.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = format!(
+        "run,seeds,{}\n",
+        COLUMNS
+            .iter()
+            .flat_map(|c| [format!("{c} mean"), format!("{c} std")])
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for r in rows {
+        let cells: Vec<String> = COLUMNS
+            .iter()
+            .flat_map(|c| match r.values.get(c) {
+                Some(v) if !v.is_empty() => {
+                    let (m, s) = mean_std(v);
+                    [format!("{m:.4}"), format!("{s:.4}")]
+                }
+                _ => [String::new(), String::new()],
+            })
+            .collect();
+        out.push_str(&format!(
+            "{},{},{}\n",
+            super::text::csv_field(&r.name),
+            r.runs.len(),
+            cells.join(",")
+        ));
+    }
+    out
+}
+
+/// The rows as a self-contained HTML page linking each run's report.
+pub fn html(rows: &[Row]) -> String {
+    let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>autosampler: comparison</title><style>\
+         body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;\
+         padding:.3em .7em;text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}\
+         </style></head><body><h1>Comparison of runs</h1><p>mean ± std over seeds; test metrics of the last \
+         epoch unless named</p><table><tr><th>run</th><th>seeds</th>",
+    );
+    for c in COLUMNS {
+        h.push_str(&format!("<th>{}</th>", esc(c)));
+    }
+    h.push_str("<th>reports</th></tr>");
+    for r in rows {
+        let links: Vec<String> = r
+            .runs
+            .iter()
+            .map(|d| {
+                let run = RunDir::new(std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+                format!(
+                    "<a href=\"file://{}\">{}</a>",
+                    esc(&run.report_index().display().to_string()),
+                    esc(&run.name())
+                )
+            })
+            .collect();
+        h.push_str(&format!("<tr><td>{}</td><td>{}</td>", esc(&r.name), r.runs.len()));
+        for c in COLUMNS {
+            h.push_str(&format!("<td>{}</td>", esc(&cell(r.values.get(c)))));
+        }
+        h.push_str(&format!("<td>{}</td></tr>", links.join(" ")));
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: `table` dropped trailing digits from run names (`…_ir10`, `…_ir50` and `…_ir100`
+    /// all showed as `…_ir`), and a comma in a name broke the CSV.
+    #[test]
+    fn table_names_keep_their_digits_and_csv_quotes_commas() {
+        assert_eq!(seed_group_label("cifar10_lt_ir100"), "cifar10_lt_ir100");
+        assert_eq!(seed_group_label("cifar10_lt_ir10"), "cifar10_lt_ir10");
+        assert_eq!(seed_group_label("cifar10_lt_ir50_s2"), "cifar10_lt_ir50");
+        assert_eq!(seed_group_label("run_s"), "run_s");
+        assert_eq!(seed_group_label("a_s1x"), "a_s1x");
+        let row = Row {
+            name: "a,b".into(),
+            runs: vec![PathBuf::from("x"), PathBuf::from("y")],
+            values: [("last test top-1", vec![1.0, 3.0])].into_iter().collect(),
+        };
+        let text = csv(&[row]);
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("\"a,b\",2,2.0000,1.4142,"), "{line}");
+        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, std::f64::consts::SQRT_2));
+    }
+}
