@@ -492,7 +492,10 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
         print!("{}", text::search_table(&best, sc, &ds.split.classes, run));
     }
     if cfg.finetune.is_some() {
-        print!("{}", text::stage2_table(&pipeline::finetune(cfg, run, &ds, &bars)?));
+        print!(
+            "{}",
+            text::stage2_table(&pipeline::finetune(cfg, run, &ds, &bars)?)
+        );
     }
     let report = autosampler::report::html::write(run)?;
     print!("{}", text::run_summary(run, &ds));
@@ -562,7 +565,10 @@ fn search_cmd(a: &RunArgs) -> Result<()> {
 
 fn finetune_cmd(a: &RunArgs) -> Result<()> {
     let (run, ds, cfg) = train_cmd(a, true)?;
-    print!("{}", text::stage2_table(&pipeline::finetune(&cfg, &run, &ds, &Bars::new())?));
+    print!(
+        "{}",
+        text::stage2_table(&pipeline::finetune(&cfg, &run, &ds, &Bars::new())?)
+    );
     Ok(())
 }
 

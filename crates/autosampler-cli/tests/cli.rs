@@ -898,7 +898,29 @@ fn bad_search_and_finetune_values_are_refused_before_any_work() {
             "[finetune]\nlr = -0.1\n",
             "[finetune] lr must be a finite number > 0, got -0.1",
         ),
+        // Defect "[train] is checked only after the agent trained, and its message names no key"
+        ("lr = nan\n", "[train] lr must be a finite number > 0, got NaN"),
+        (
+            "weight_decay = -1\n",
+            "[train] weight_decay must be a finite number ≥ 0, got -1",
+        ),
+        ("momentum = 1.5\n", "[train] momentum must be in [0, 1), got 1.5"),
+        ("device = \"gpu\"\n", "[train] device = \"gpu\" is unrecognized"),
+        (
+            "loss = { kind = \"ldam\", s = -1 }\n",
+            "[train.loss] s must be a finite number > 0, got -1",
+        ),
+        (
+            "mix = { kind = \"cutmix\", alpha = 1.0, prob = 2 }\n",
+            "[train.mix] prob must be in [0, 1], got 2",
+        ),
+        (
+            "[agent]\nepochs = [1, 1, 1]\nclip = nan\n",
+            "[agent] clip must be a finite number > 0, got NaN",
+        ),
+        ("[agent]\nsteps = 1\n", "[agent] steps must be ≥ 2, got 1"),
     ] {
+        // keys without a section header extend [train]
         let cfg = write_config(dir.path(), &format!("{base}{extra}"));
         let out = dir.path().join("run");
         let o = stage("run", &cfg, &out, &dir.path().join("cache"));
@@ -914,4 +936,129 @@ fn bad_search_and_finetune_values_are_refused_before_any_work() {
     let o = stage("run", &p, &dir.path().join("run"), &dir.path().join("cache"));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("val_per_class = 0"), "{}", text(&o));
+}
+
+/// Defect "messages": a root that does not exist names its config key; a file name that is not
+/// UTF-8 is named as such (it was "No such file"); a cache folder whose meta.json was deleted is
+/// rebuilt (it was "Directory not empty"); `report --out RUN` needs no config; `run --help` lists
+/// every stage and `--seed` says what it sets; `data prepare` has no training flags.
+#[test]
+fn messages_name_the_key_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let o = autosampler(
+        &[
+            "data",
+            "inspect",
+            "--format",
+            "image-folder",
+            "--root",
+            "/no/such/root",
+        ],
+        &cache,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("data.source.root = \"/no/such/root\": no such file or folder"),
+        "{}",
+        text(&o)
+    );
+    let src = dir.path().join("src");
+    copy_tree(&fixtures().join("folder"), &src);
+    let odd = {
+        use std::os::unix::ffi::OsStrExt;
+        src.join("train/a")
+            .join(std::ffi::OsStr::from_bytes(b"x\xff.png"))
+    };
+    std::fs::copy(src.join("train/a/000.png"), &odd).unwrap();
+    let args = [
+        "data",
+        "inspect",
+        "--format",
+        "image-folder",
+        "--root",
+        src.to_str().unwrap(),
+        "--val-per-class",
+        "1",
+    ];
+    let o = autosampler(&args, &cache);
+    assert!(
+        o.status.code() == Some(1) && text(&o).contains("the file name is not valid UTF-8"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_file(&odd).unwrap();
+    let o = autosampler(&args, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(key.join("meta.json")).unwrap();
+    let o = autosampler(&args, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(key.join("meta.json").is_file(), "the cache was rebuilt");
+    let o = autosampler(
+        &[
+            "data",
+            "verify",
+            "--format",
+            "image-folder",
+            "--root",
+            src.to_str().unwrap(),
+            "--val-per-class",
+            "1",
+        ],
+        &cache,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("15 images; pixels, labels and boxes match"),
+        "{}",
+        text(&o)
+    );
+    // report from the run folder alone
+    let cfg = write_config(dir.path(), "");
+    let out = dir.path().join("run");
+    let o = autosampler(
+        &[
+            "data",
+            "prepare",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = autosampler(&["report", "--out", out.to_str().unwrap()], &cache);
+    assert!(
+        o.status.success() && out.join("report/index.html").is_file(),
+        "{}",
+        text(&o)
+    );
+    let help = text(&autosampler(&["run", "--help"], &cache));
+    for want in [
+        "patch agent",
+        "stage 1",
+        "search",
+        "stage 2",
+        "report",
+        "manifest",
+    ] {
+        assert!(help.contains(want), "run --help lacks {want}: {help}");
+    }
+    assert!(help.contains("Seed of every random draw"), "{help}");
+    let help = text(&autosampler(&["data", "prepare", "--help"], &cache));
+    assert!(!help.contains("--epochs") && !help.contains("--device"), "{help}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &p);
+        } else {
+            std::fs::copy(e.path(), p).unwrap();
+        }
+    }
 }

@@ -49,7 +49,9 @@ impl Config {
     pub fn check(&self) -> Result<()> {
         if let Some(t) = &self.train {
             t.check()?;
-            if t.method == crate::train::stage1::Method::Bbn && !self.model.as_ref().is_some_and(|m| m.bilateral) {
+            if t.method == crate::train::stage1::Method::Bbn
+                && !self.model.as_ref().is_some_and(|m| m.bilateral)
+            {
                 return Err(crate::invalid!(
                     "[train] method = \"bbn\" trains two branches: set bilateral = true in [model]"
                 ));
@@ -192,7 +194,10 @@ impl Ranges {
         if v > 0.0 && v.is_finite() {
             Ok(())
         } else {
-            Err(crate::invalid!("[{}] {key} must be a finite number > 0, got {v}", self.0))
+            Err(crate::invalid!(
+                "[{}] {key} must be a finite number > 0, got {v}",
+                self.0
+            ))
         }
     }
     /// A finite number ≥ 0.
@@ -200,7 +205,10 @@ impl Ranges {
         if v >= 0.0 && v.is_finite() {
             Ok(())
         } else {
-            Err(crate::invalid!("[{}] {key} must be a finite number ≥ 0, got {v}", self.0))
+            Err(crate::invalid!(
+                "[{}] {key} must be a finite number ≥ 0, got {v}",
+                self.0
+            ))
         }
     }
     /// A number in [0, 1) (momentum).
@@ -229,7 +237,8 @@ impl Ranges {
     }
     /// "cpu", "cuda" or "cuda:N" (whether the device exists is checked when a stage starts).
     pub fn device(&self, key: &str, v: &str) -> Result<()> {
-        let ok = v == "cpu" || v == "cuda" || v.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
+        let ok =
+            v == "cpu" || v == "cuda" || v.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
         if ok {
             Ok(())
         } else {

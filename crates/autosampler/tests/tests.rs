@@ -945,7 +945,11 @@ fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
     assert_eq!(n.get(), 3);
     let killed = tempfile::tempdir().unwrap();
     std::fs::copy(full.path().join("config.json"), killed.path().join("config.json")).unwrap();
-    std::fs::copy(snaps.path().join("e1-state.json"), killed.path().join("state.json")).unwrap();
+    std::fs::copy(
+        snaps.path().join("e1-state.json"),
+        killed.path().join("state.json"),
+    )
+    .unwrap();
     std::fs::copy(
         snaps.path().join("e2-last.safetensors"),
         killed.path().join("last.safetensors"),
@@ -973,7 +977,10 @@ fn tensors_are_written_as_tch_writes_them_and_errors_name_the_file() {
     use tch::Tensor;
     let dir = tempfile::tempdir().unwrap();
     let tensors = vec![
-        ("b.weight".to_string(), Tensor::from_slice(&[1.5f32, -2.0, 3.25]).reshape([3, 1])),
+        (
+            "b.weight".to_string(),
+            Tensor::from_slice(&[1.5f32, -2.0, 3.25]).reshape([3, 1]),
+        ),
         ("a.count".to_string(), Tensor::from_slice(&[7i64])),
         ("state".to_string(), Tensor::from_slice(b"{\"x\":1}".as_slice())),
     ];

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use tch::nn::{self, Module, RNN};
 use tch::{Device, Kind, Tensor};
 
-
 /// `[agent]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,7 +134,9 @@ impl AgentConfig {
         r.at_least("ppo_epochs", self.ppo_epochs, 1)?;
         r.at_least("threads", self.threads, 1)?;
         if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
-            return Err(invalid!("[agent] epochs must train at least one epoch, got [0, 0, 0]"));
+            return Err(invalid!(
+                "[agent] epochs must train at least one epoch, got [0, 0, 0]"
+            ));
         }
         for (k, v) in [("image_size", self.image_size), ("patch_size", self.patch_size)] {
             if let Some(v) = v {

@@ -261,6 +261,12 @@ impl Cache {
         if dir.join("meta.json").is_file() {
             return Cache::open(&dir);
         }
+        if dir.exists() {
+            // A cache folder is renamed into place whole, meta.json included: one without it was
+            // damaged after the fact. It is rebuilt (it used to fail with "Directory not empty").
+            tracing::warn!("{} has no meta.json: rebuilding the cache", dir.display());
+            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
         build(catalog, &records, checksum, key, size, &dir, progress)?;
         Cache::open(&dir)
     }

@@ -57,12 +57,7 @@ pub fn decode(
         Origin::File(rel) => {
             let bytes = tree.read(rel)?;
             image::load_from_memory(&bytes)
-                .map_err(|e| {
-                    Error::format(
-                        tree.display(rel),
-                        format!("cannot decode image: {e} (expected a JPEG or PNG file)"),
-                    )
-                })?
+                .map_err(|e| Error::format(tree.display(rel), decode_error(&e)))?
                 .to_rgb8()
         }
     };
@@ -103,4 +98,37 @@ pub fn decode(
         }
     };
     Ok((out.into_raw(), bbox))
+}
+
+/// What went wrong decoding an image: a limit is not a format problem (a valid PNG too large for
+/// the decoder's memory limit used to be reported as "expected a JPEG or PNG file").
+fn decode_error(e: &image::ImageError) -> String {
+    match e {
+        image::ImageError::Limits(l) => format!(
+            "cannot decode image: {l}: the image is larger than the decoder's memory limit (512 MiB); resize it, or leave it out"
+        ),
+        image::ImageError::Unsupported(_) | image::ImageError::Decoding(_) => {
+            format!("cannot decode image: {e} (expected a JPEG or PNG file)")
+        }
+        _ => format!("cannot decode image: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_not_called_a_format_error() {
+        let e = image::ImageError::Limits(image::error::LimitError::from_kind(
+            image::error::LimitErrorKind::InsufficientMemory,
+        ));
+        let t = decode_error(&e);
+        assert!(
+            t.contains("memory limit") && !t.contains("expected a JPEG"),
+            "{t}"
+        );
+        let bad = image::load_from_memory(b"not an image").unwrap_err();
+        assert!(decode_error(&bad).contains("expected a JPEG or PNG file"));
+    }
 }

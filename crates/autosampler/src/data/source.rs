@@ -186,6 +186,12 @@ impl Catalog {
                 return Err(invalid!("image_size {s} is out of range: expected 8 to 1024"));
             }
         }
+        if !config.root.exists() {
+            return Err(invalid!(
+                "data.source.root = \"{}\": no such file or folder",
+                config.root.display()
+            ));
+        }
         let mut tree = Tree::open(&config.root)?;
         let cat = match config.format {
             Format::Cifar10Bin | Format::Cifar100Bin => {

@@ -131,10 +131,15 @@ impl Tree {
                     let e = e.map_err(|e| Error::io(&dir, e))?;
                     let ft = e.file_type().map_err(|err| Error::io(e.path(), err))?;
                     let is_dir = ft.is_dir() || (ft.is_symlink() && e.path().is_dir());
-                    v.push(Entry {
-                        name: e.file_name().to_string_lossy().into_owned(),
-                        is_dir,
-                    });
+                    // Names are kept as text (split lists and class names refer to them): one
+                    // that is not UTF-8 is refused by name, not later as "No such file".
+                    let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                        return Err(Error::format(
+                            e.path().display(),
+                            "the file name is not valid UTF-8: rename it (or move it out of the source)",
+                        ));
+                    };
+                    v.push(Entry { name, is_dir });
                 }
                 v
             }

@@ -1,5 +1,7 @@
 //! Batch mixing: mixup (Zhang et al.) and random-box CutMix (Yun et al.), applied with probability
 //! `prob` per batch. The loss of a mixed batch is λ·L(y) + (1 − λ)·L(y[perm]).
+pub mod guided;
+
 use crate::Result;
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
@@ -106,7 +108,7 @@ impl MixConfig {
     }
 
     /// Mixes `images` (`[B, 3, H, W]`) or returns `None` (no mixing for this batch; always for
-    /// agent-guided CutMix, which stage 1 applies through [`crate::agent::guide::Guide`]).
+    /// guided CutMix, which stage 1 applies through a [`guided::Locator`]).
     pub fn apply(&self, images: &Tensor, rng: &mut impl Rng) -> Option<Mixed> {
         let (alpha, prob) = match self {
             MixConfig::None | MixConfig::AgentCutmix { .. } => return None,

@@ -78,9 +78,7 @@ pub struct Outcome {
 pub fn training_config(cfg: &Config) -> Result<(&ModelConfig, &TrainConfig)> {
     match (&cfg.model, &cfg.train) {
         (Some(m), Some(t)) => Ok((m, t)),
-        _ => Err(invalid!(
-            "the config needs [model] and [train] sections to train"
-        )),
+        _ => Err(invalid!("the config needs [model] and [train] sections to train")),
     }
 }
 
@@ -278,7 +276,13 @@ fn agent_fingerprint(cfg: &Config, run: &RunDir) -> Result<String> {
 
 /// Stage 1 into `run`: reused when its manifest matches; resumed from its checkpoint otherwise;
 /// refused when it finished with other inputs (another `[model]`/`[train]`, split or agent).
-pub fn stage1(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<Manifest> {
+pub fn stage1(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    resume: bool,
+    obs: &dyn Observer,
+) -> Result<Manifest> {
     let (model_cfg, train_cfg) = training_config(cfg)?;
     let inputs = stage1_inputs(cfg, run)?;
     let paths = run.stage1();
@@ -297,7 +301,8 @@ pub fn stage1(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn 
     }
     manifest::invalidate(run, Stage::Stage1)?;
     let guide = guide_for(cfg, run, train_cfg)?;
-    let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, guide.as_ref())?;
+    let locator = guide.as_ref().map(|g| g as &dyn crate::mix::guided::Locator);
+    let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, locator)?;
     obs.note(&format!(
         "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
         state.epochs_done,
@@ -409,7 +414,10 @@ pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         .value("recipe", &sc.recipe(&stage2))
         .upstream(&feats);
     if manifest::complete(run, Stage::Search, &inputs).is_some() {
-        obs.note(&format!("search    {} (complete, reused)", run.search_dir().display()));
+        obs.note(&format!(
+            "search    {} (complete, reused)",
+            run.search_dir().display()
+        ));
         return fsx::read_json(&run.best_weights());
     }
     manifest::invalidate(run, Stage::Search)?;
@@ -519,7 +527,10 @@ pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
             .upstream(&upstream(run, Stage::Stage1)?);
     }
     if manifest::complete(run, Stage::Stage2, &inputs).is_some() {
-        obs.note(&format!("stage 2   {} (complete, reused)", run.stage2_dir().display()));
+        obs.note(&format!(
+            "stage 2   {} (complete, reused)",
+            run.stage2_dir().display()
+        ));
         return fsx::read_json(&run.stage2_eval());
     }
     manifest::invalidate(run, Stage::Stage2)?;
@@ -588,7 +599,12 @@ pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
         lws,
     };
     fsx::write_json(&run.stage2_eval(), &r)?;
-    manifest::commit(run, Stage::Stage2, inputs, &[run.stage2_eval(), run.stage2_head()])?;
+    manifest::commit(
+        run,
+        Stage::Stage2,
+        inputs,
+        &[run.stage2_eval(), run.stage2_head()],
+    )?;
     Ok(r)
 }
 
@@ -626,7 +642,8 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
             if done.is_none() {
                 manifest::invalidate(run, Stage::Agent)?;
             }
-            let finished = run.agent_state().is_file() && fsx::read_json::<AgentState>(&run.agent_state())?.done;
+            let finished =
+                run.agent_state().is_file() && fsx::read_json::<AgentState>(&run.agent_state())?.done;
             let print = |l: &AgentLog| obs.note(&text::agent_epoch(l));
             let agent = agent_train::train(ds, ac, &out, resume || finished, obs, &print)?;
             let m = match done {
@@ -671,7 +688,10 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     let train = ds.view(Part::Train);
     let inputs = Inputs::new().value("agent", &agent_id).upstream(&split);
     if manifest::complete(run, Stage::Locations, &inputs).is_some() {
-        obs.note(&format!("locations {} (complete, reused)", run.locations().display()));
+        obs.note(&format!(
+            "locations {} (complete, reused)",
+            run.locations().display()
+        ));
         return Ok(());
     }
     manifest::invalidate(run, Stage::Locations)?;
@@ -698,7 +718,9 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
 /// Whether a run folder finished every stage its config has (what `sweep` skips).
 pub fn finished(cfg: &Config, run: &RunDir) -> bool {
     let has = |s: Stage| manifest::read(run, s).is_some_and(|m| manifest::outputs_intact(run, &m));
-    has(Stage::Eval) && (cfg.search.is_none() || has(Stage::Search)) && (cfg.finetune.is_none() || has(Stage::Stage2))
+    has(Stage::Eval)
+        && (cfg.search.is_none() || has(Stage::Search))
+        && (cfg.finetune.is_none() || has(Stage::Stage2))
 }
 
 /// Reads a run's eval.json, if any (for summaries and tables).

@@ -122,7 +122,12 @@ pub fn markdown(rows: &[Row]) -> String {
     );
     for r in rows {
         let cells: Vec<String> = COLUMNS.iter().map(|c| cell(r.values.get(c))).collect();
-        out.push_str(&format!("| {} | {} | {} |\n", r.name, r.runs.len(), cells.join(" | ")));
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            r.name,
+            r.runs.len(),
+            cells.join(" | ")
+        ));
     }
     out
 }

@@ -260,9 +260,21 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
         } else {
             "searched weights"
         };
-        line(&mut out, &format!("stage 2, re-trained ({how}), test"), &s2.crt.test);
-        line(&mut out, "stage 2, class-balanced cRT, test", &s2.crt_class_balanced.test);
-        line(&mut out, "stage 2, square-root cRT, test", &s2.crt_square_root.test);
+        line(
+            &mut out,
+            &format!("stage 2, re-trained ({how}), test"),
+            &s2.crt.test,
+        );
+        line(
+            &mut out,
+            "stage 2, class-balanced cRT, test",
+            &s2.crt_class_balanced.test,
+        );
+        line(
+            &mut out,
+            "stage 2, square-root cRT, test",
+            &s2.crt_square_root.test,
+        );
     }
     if let Some(l) = super::read_agent_last(run) {
         let _ = writeln!(
@@ -274,7 +286,11 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
     if let Some(b) = super::read_best(run) {
         let counts = &ds.split.counts.train;
         let total: usize = counts.iter().sum();
-        let _ = writeln!(out, "searched weights ({}; vs instance-balanced n_c/N):", b.source);
+        let _ = writeln!(
+            out,
+            "searched weights ({}; vs instance-balanced n_c/N):",
+            b.source
+        );
         for (c, (name, w)) in ds.split.classes.iter().zip(&b.weights).enumerate().take(20) {
             let _ = writeln!(
                 out,
@@ -301,11 +317,7 @@ mod tests {
 
     #[test]
     fn weights_csv_has_per_sample_weights_and_quotes_names() {
-        let csv = weights_csv(
-            &["a".into(), "b,c".into()],
-            &[4, 1],
-            &[0.2, 0.8],
-        );
+        let csv = weights_csv(&["a".into(), "b,c".into()], &[4, 1], &[0.2, 0.8]);
         assert_eq!(
             csv,
             "class,n_c,w_c,per_sample_weight\na,4,0.2000000000,5.0000000000e-2\n\"b,c\",1,0.8000000000,8.0000000000e-1\n"

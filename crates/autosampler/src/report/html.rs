@@ -36,7 +36,11 @@ fn num(v: Option<f64>, digits: usize) -> String {
 
 fn jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Option<Vec<T>> {
     let text = std::fs::read_to_string(path).ok()?;
-    Some(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    Some(
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    )
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1040px;margin:2em auto;color:#222}\
@@ -180,7 +184,9 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
             h.push_str(&img(&pc, "per-class accuracy")?);
         }
         let cm = &e.last.test.confusion;
-        h.push_str("<h3>Confusion matrix (last model, test; rows: true class)</h3><table class=\"cm\"><tr><th></th>");
+        h.push_str(
+            "<h3>Confusion matrix (last model, test; rows: true class)</h3><table class=\"cm\"><tr><th></th>",
+        );
         for c in &classes {
             let _ = write!(h, "<th>{}</th>", esc(c));
         }
@@ -244,8 +250,16 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
         for (label, val, test) in [
             ("stage 1", &s2.stage1.val, &s2.stage1.test),
             ("re-trained (chosen weights)", &s2.crt.val, &s2.crt.test),
-            ("cRT, class-balanced", &s2.crt_class_balanced.val, &s2.crt_class_balanced.test),
-            ("cRT, square-root", &s2.crt_square_root.val, &s2.crt_square_root.test),
+            (
+                "cRT, class-balanced",
+                &s2.crt_class_balanced.val,
+                &s2.crt_class_balanced.test,
+            ),
+            (
+                "cRT, square-root",
+                &s2.crt_square_root.val,
+                &s2.crt_square_root.test,
+            ),
             ("τ-normalised", &s2.tau_normalised.val, &s2.tau_normalised.test),
             ("logit-adjusted", &s2.logit_adjusted.val, &s2.logit_adjusted.test),
             ("learnable weight scaling", &s2.lws.val, &s2.lws.test),

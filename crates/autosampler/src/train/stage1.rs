@@ -13,12 +13,12 @@
 //! ```
 use super::schedule::{lr_at, Schedule};
 use super::sgd::Sgd;
-use crate::agent::guide::Guide;
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
 use crate::eval::{metrics, Metrics};
 use crate::loss::{Drw, Loss, LossConfig};
+use crate::mix::guided::{guided_cutmix, Locator};
 use crate::mix::{mixed_loss, MixConfig};
 use crate::model::{save_tensors, Model, ModelConfig};
 use crate::rng::chacha;
@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
 
 /// How a stage-1 step is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -382,7 +381,8 @@ pub fn train(
     train_guided(ds, model_cfg, cfg, run, resume, progress, None)
 }
 
-/// [`train`] with the patch agent's guide, which `mix = { kind = "agent-cutmix" }` needs.
+/// [`train`] with a locator of salient patches (the patch agent's guide), which
+/// `mix = { kind = "agent-cutmix" }` needs.
 pub fn train_guided(
     ds: &Dataset,
     model_cfg: &ModelConfig,
@@ -390,7 +390,7 @@ pub fn train_guided(
     run: &Path,
     resume: bool,
     progress: &dyn Progress,
-    guide: Option<&Guide>,
+    guide: Option<&dyn Locator>,
 ) -> Result<(Model, State)> {
     cfg.validate()?;
     if matches!(cfg.mix, MixConfig::AgentCutmix { .. }) && guide.is_none() {
@@ -524,7 +524,7 @@ pub fn train_guided(
                             ..
                         },
                         Some(g),
-                    ) => g.mix(*prob, *tau, *fixed_lambda, &b, &x, &mut mrng)?,
+                    ) => guided_cutmix(g, *prob, *tau, *fixed_lambda, &b, &x, &mut mrng)?,
                     _ => cfg.mix.apply(&x, &mut mrng),
                 };
                 let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);

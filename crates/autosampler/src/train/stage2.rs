@@ -9,7 +9,6 @@ use crate::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-
 /// `[finetune]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
