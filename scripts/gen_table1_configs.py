@@ -90,7 +90,7 @@ def main():
                         lines.append(f"drw = {{ start_epoch = {s['drw_start']}, beta = 0.9999 }}")
                     if opts.get("ours"):
                         lines += ["", "[search]", "trajectories = 100", "samples = 8", "seed = 0",
-                                  "", "[finetune]", "epochs = 10"]
+                                  "", "[stage2]", "epochs = 10"]
                     with open(os.path.join(out, name + ".toml"), "w") as f:
                         f.write("\n".join(lines) + "\n")
 

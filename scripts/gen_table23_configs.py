@@ -56,7 +56,7 @@ def config(name, desc, sched, mix=None, agent=False, finetune=False):
         lines.append(f"mix = {mix}")
     if finetune:
         lines += ["", "[search]", "trajectories = 100", "samples = 8", "seed = 0",
-                  "", "[finetune]", "epochs = 10"]
+                  "", "[stage2]", "epochs = 10"]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,7 @@ use autosampler::config::Config;
 use autosampler::data::{Part, Split};
 use autosampler::features;
 use autosampler::search::SearchConfig;
-use autosampler::train::stage2::FinetuneConfig;
+use autosampler::train::stage2::Stage2Config;
 use std::path::Path;
 use tch::Tensor;
 
@@ -27,7 +27,7 @@ pub struct Run {
     pub b0: Tensor,
     pub counts: Vec<usize>,
     pub search: SearchConfig,
-    pub finetune: FinetuneConfig,
+    pub stage2: Stage2Config,
     pub from_config: bool,
 }
 
@@ -50,6 +50,6 @@ pub fn open_run(run: &Path) -> Result<Run> {
         counts: Split::load(&run.join("split.json"))?.counts.train,
         from_config: cfg.search.is_some(),
         search: cfg.search.unwrap_or_default(),
-        finetune: cfg.finetune.unwrap_or_default(),
+        stage2: cfg.stage2.unwrap_or_default(),
     })
 }

@@ -2,7 +2,7 @@
 //! features of one finished run.
 //! - (a) **proxy fidelity**: for the fixed samplers and `--draws` Dirichlet draws (α cycling over
 //!   0.3, 1, 3), Spearman ρ between each proxy's reward and the stage-2 val and test top-1 of the
-//!   same weights (stage 2 = the run's `[finetune]` or its defaults). Proxies: the default search's
+//!   same weights (stage 2 = the run's `[stage2]` or its defaults). Proxies: the default search's
 //!   (stage 2's recipe, R seeds, on the search half of validation) with each reward (balanced
 //!   accuracy, top-1, log-likelihood), and the paper's (one epoch, one run, top-1, all of validation);
 //! - (b) **reward noise**: for 6 weight vectors, the std of the reward over 8 proxy seeds (one seed
@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     let dir = PathBuf::from(arg("--run").context("--run DIR (a finished run with features)")?);
     let draws: usize = arg("--draws").map(|s| s.parse()).transpose()?.unwrap_or(50);
     let r = open_run(&dir)?;
-    let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.finetune);
+    let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.stage2);
     let parts = Parts {
         train: &r.train,
         val: &r.val,

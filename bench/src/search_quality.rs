@@ -1,6 +1,6 @@
 //! `bench-search-quality`: does the class-weight search beat the fixed samplers? On the stage-1
 //! features of finished runs of one dataset (one run per stage-1 seed), stage 2 (the run's
-//! `[finetune]`, or its defaults) re-trains the classifier with
+//! `[stage2]`, or its defaults) re-trains the classifier with
 //! - the fixed samplers: instance, square-root, class-balanced (cRT);
 //! - the searched weights, with the run's `[search]` (or the defaults), for each search seed;
 //! - the same search choosing its best single draw instead of re-scoring (`select = "best-draw"`,
@@ -79,13 +79,13 @@ fn main() -> Result<()> {
             "defaults (the run has no [search])"
         }
         .into();
-        out["stage2_config"] = serde_json::to_value(&r.finetune)?;
+        out["stage2_config"] = serde_json::to_value(&r.stage2)?;
         let parts = Parts {
             train: &r.train,
             val: &r.val,
             test: &r.test,
         };
-        let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.finetune);
+        let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.stage2);
         let push = |rows: &mut std::collections::BTreeMap<&str, Vec<Value>>, k: &'static str, v: Value| {
             rows.entry(k).or_default().push(v)
         };

@@ -1,5 +1,5 @@
 //! `bench-search-speed`: wall time of the class-weight search (T = 100 trajectories × M = 8
-//! samples), with the default search (stage 2's recipe as the proxy — `[finetune]` defaults —,
+//! samples), with the default search (stage 2's recipe as the proxy — `[stage2]` defaults —,
 //! R reward seeds, the re-score) and with the paper's (one proxy epoch, batch 128, one run per
 //! sample, best draw), on
 //!   (a) CIFAR-10-LT IR 100 ResNet-32 features of a finished run (`--run DIR`; same-shaped random
@@ -18,7 +18,7 @@ use autosampler::features::{self, Features};
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
 use autosampler::sampler::{class_members, plan_with_replacement};
 use autosampler::search::{self, SearchConfig};
-use autosampler::train::stage2::FinetuneConfig;
+use autosampler::train::stage2::Stage2Config;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -57,7 +57,7 @@ fn random_features(n_max: usize, c: i64, per_class_val: i64, seed: i64) -> (Feat
 
 /// Seconds of the default search and of the paper's on these features.
 fn time_search(train: &Features, val: &Features, w0: &Tensor, b0: &Tensor) -> Result<(f64, f64)> {
-    let stage2 = FinetuneConfig::default().recipe();
+    let stage2 = Stage2Config::default().recipe();
     let mut secs = Vec::new();
     for cfg in [SearchConfig::default(), SearchConfig::paper()] {
         let t = Instant::now();
@@ -79,7 +79,7 @@ fn main() -> Result<()> {
     tch::set_num_threads(threads);
     let run = arg("--run").map(PathBuf::from);
     let d = SearchConfig::default();
-    let f = FinetuneConfig::default();
+    let f = Stage2Config::default();
     let mut out = serde_json::json!({"bench": "search_speed", "threads": threads, "trajectories": d.trajectories, "samples": d.samples,
         "default": {"proxy": "stage2", "epochs": f.epochs, "batch": f.batch_size, "reward_seeds": d.reward_seeds, "rescore_top": d.rescore_top, "rescore_seeds": d.rescore_seeds},
         "paper": {"proxy_epochs": 1, "batch": 128, "reward_seeds": 1}});

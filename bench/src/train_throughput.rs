@@ -6,7 +6,7 @@
 //!                          [--channels-last] [--bf16]
 use anyhow::Result;
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
-use autosampler::train::sgd::Sgd;
+use autosampler::optim::Sgd;
 use autosampler::train::stage1::{channels_last, parse_device};
 use std::time::Instant;
 use tch::{Kind, Reduction, Tensor};

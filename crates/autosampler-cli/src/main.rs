@@ -29,7 +29,7 @@ enum Cmd {
     Data(DataCmd),
     /// Run every stage of a config into its run folder: data split, patch agent (with [agent]),
     /// stage 1 (with [model] and [train]), evaluation, features, class-weight search (with
-    /// [search]), stage 2 (with [finetune]), report. A stage is reused when its manifest records
+    /// [search]), stage 2 (with [stage2]), report. A stage is reused when its manifest records
     /// the inputs it would read now, so the same command resumes a killed run.
     Run(RunArgs),
     /// Stage 1: train the network of the config's [model] with its [train] section.
@@ -43,9 +43,11 @@ enum Cmd {
     Features(RunArgs),
     /// The coarse auto-sampler: PPO search of per-class sampling weights on the feature proxy.
     Search(RunArgs),
-    /// Stage 2: re-train the classifier on the cached features with the searched (or a sampler's)
-    /// class weights; also τ-normalisation and post-hoc logit adjustment. Writes stage2/.
-    Finetune(RunArgs),
+    /// Stage 2 ([stage2]): re-train the classifier on the cached features with the searched (or a
+    /// sampler's) class weights; also τ-normalisation and post-hoc logit adjustment. Writes
+    /// stage2/. (`finetune` is the old name, still accepted.)
+    #[command(alias = "finetune")]
+    Stage2(RunArgs),
     /// Gather the eval.json of run folders into one table: runs whose configs differ only in
     /// their seeds form one row, with mean ± std over seeds (markdown; CSV with --csv).
     Table(TableArgs),
@@ -223,7 +225,7 @@ impl SourceArgs {
                     agent: None,
                     train: None,
                     search: None,
-                    finetune: None,
+                    stage2: None,
                 }
             }
         };
@@ -316,7 +318,7 @@ fn main() {
         Cmd::Eval(a) => eval_cmd(&a),
         Cmd::Features(a) => features_cmd(&a),
         Cmd::Search(a) => search_cmd(&a),
-        Cmd::Finetune(a) => finetune_cmd(&a),
+        Cmd::Stage2(a) => stage2_cmd(&a),
         Cmd::Table(a) => table_cmd(&a),
         Cmd::Sweep(a) => sweep_cmd(&a),
         Cmd::Report(a) => report_cmd(&a),
@@ -491,11 +493,8 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
         let best = pipeline::search(cfg, run, &ds, &bars)?;
         print!("{}", text::search_table(&best, sc, &ds.split.classes, run));
     }
-    if cfg.finetune.is_some() {
-        print!(
-            "{}",
-            text::stage2_table(&pipeline::finetune(cfg, run, &ds, &bars)?)
-        );
+    if cfg.stage2.is_some() {
+        print!("{}", text::stage2_table(&pipeline::stage2(cfg, run, &ds, &bars)?));
     }
     let report = autosampler::report::html::write(run)?;
     print!("{}", text::run_summary(run, &ds));
@@ -563,11 +562,11 @@ fn search_cmd(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn finetune_cmd(a: &RunArgs) -> Result<()> {
+fn stage2_cmd(a: &RunArgs) -> Result<()> {
     let (run, ds, cfg) = train_cmd(a, true)?;
     print!(
         "{}",
-        text::stage2_table(&pipeline::finetune(&cfg, &run, &ds, &Bars::new())?)
+        text::stage2_table(&pipeline::stage2(&cfg, &run, &ds, &Bars::new())?)
     );
     Ok(())
 }

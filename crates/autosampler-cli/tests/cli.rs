@@ -284,7 +284,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
     let cfg = write_config(
         dir.path(),
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
-         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n[finetune]\nepochs = 2\nbatch_size = 4\n",
+         [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n[stage2]\nepochs = 2\nbatch_size = 4\n",
     );
     let out = dir.path().join("run");
     let args = [
@@ -380,7 +380,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
     write_config(
         dir.path(),
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
-         [search]\ntrajectories = 3\nsamples = 2\nselect = \"best-draw\"\nseed = 1\n[finetune]\nepochs = 2\nbatch_size = 4\n",
+         [search]\ntrajectories = 3\nsamples = 2\nselect = \"best-draw\"\nseed = 1\n[stage2]\nepochs = 2\nbatch_size = 4\n",
     );
     let o = autosampler(&args, &dir.path().join("cache"));
     assert!(o.status.success(), "{}", text(&o));
@@ -396,7 +396,7 @@ fn run_chains_data_stage1_eval_features_and_search() {
         dir.path(),
         "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
          [search]\ntrajectories = 3\nsamples = 2\nproxy_batch = 4\n\
-         [finetune]\nepochs = 2\nbatch_size = 4\npath = \"images\"\nsampler = { kind = \"class-balanced\" }\n",
+         [stage2]\nepochs = 2\nbatch_size = 4\npath = \"images\"\nsampler = { kind = \"class-balanced\" }\n",
     );
     let o = stage("finetune", &cfg, &out, &dir.path().join("cache"));
     assert!(
@@ -876,7 +876,7 @@ fn run_killed_and_restarted_continues_to_the_same_result() {
     assert!(killed.join("report/index.html").is_file());
 }
 
-/// Defects "panics" and "late or missing config checks": out-of-range [search] / [finetune]
+/// Defects "panics" and "late or missing config checks": out-of-range [search] / [stage2]
 /// values (NaN, zero, negative) and a search without validation images are refused at once, with
 /// exit 1, the file, the key and the value, and before anything is written.
 #[test]
@@ -890,13 +890,13 @@ fn bad_search_and_finetune_values_are_refused_before_any_work() {
         ),
         ("[search]\nproxy_batch = 0\n", "proxy_batch must be ≥ 1, got 0"),
         (
-            "[finetune]\nbatch_size = 0\n",
-            "[finetune] batch_size must be ≥ 1, got 0",
+            "[stage2]\nbatch_size = 0\n",
+            "[stage2] batch_size must be ≥ 1, got 0",
         ),
-        ("[finetune]\nepochs = 0\n", "[finetune] epochs must be ≥ 1, got 0"),
+        ("[stage2]\nepochs = 0\n", "[stage2] epochs must be ≥ 1, got 0"),
         (
-            "[finetune]\nlr = -0.1\n",
-            "[finetune] lr must be a finite number > 0, got -0.1",
+            "[stage2]\nlr = -0.1\n",
+            "[stage2] lr must be a finite number > 0, got -0.1",
         ),
         // Defect "[train] is checked only after the agent trained, and its message names no key"
         ("lr = nan\n", "[train] lr must be a finite number > 0, got NaN"),

@@ -27,7 +27,8 @@ pub struct Config {
     pub search: Option<crate::search::SearchConfig>,
     /// Stage 2: classifier re-training on the cached features.
     #[serde(default)]
-    pub finetune: Option<crate::train::stage2::FinetuneConfig>,
+    #[serde(alias = "finetune")]
+    pub stage2: Option<crate::train::stage2::Stage2Config>,
     /// Where packed caches live; default: `$AUTOSAMPLER_CACHE` or `~/.cache/autosampler/packed`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
@@ -73,7 +74,7 @@ impl Config {
                 ));
             }
         }
-        if let Some(f) = &self.finetune {
+        if let Some(f) = &self.stage2 {
             f.check()?;
         }
         Ok(())
@@ -110,7 +111,7 @@ impl Config {
         if let Some(a) = &mut self.agent {
             a.seed = seed as u64;
         }
-        if let Some(f) = &mut self.finetune {
+        if let Some(f) = &mut self.stage2 {
             f.seed = seed as u64;
         }
         self

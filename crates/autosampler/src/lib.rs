@@ -14,6 +14,7 @@ pub mod linear;
 pub mod loss;
 pub mod mix;
 pub mod model;
+pub mod optim;
 pub mod pipeline;
 pub mod report;
 pub mod rng;

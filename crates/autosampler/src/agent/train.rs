@@ -15,15 +15,16 @@
 //!   metrics.jsonl                   one line per epoch (loss, val top-1 after the glance and after
 //!                                   T steps, mean reward of each focus step in stage 2)
 //! ```
-use super::ppo::{self, Adam, PpoCoefs};
+use super::ppo::{self, PpoCoefs};
 use super::{Agent, AgentConfig, Located, Placement};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
+use crate::optim::{Adam, Sgd};
 use crate::rng::chacha;
 use crate::sampler::Sampler;
+use crate::train::checkpoint;
 use crate::train::schedule::{lr_at, Schedule};
-use crate::train::sgd::Sgd;
 use crate::train::stage1::{parse_device, Progress};
 use crate::{fsx, invalid, Error, Result};
 use rand::Rng;
@@ -206,14 +207,11 @@ pub fn train(
             // The checkpoint is the commit point: it carries the state it was written with, so
             // weights and epoch count never disagree (a kill between the checkpoint and
             // state.json used to train an epoch twice).
-            saved = Tensor::read_safetensors(&last)
-                .map_err(|e| Error::format(last.display(), format!("cannot read checkpoint: {e}")))?
-                .into_iter()
-                .collect();
-            if let Some(t) = saved.get(crate::train::stage1::STATE_KEY) {
+            let (tensors, embedded) = checkpoint::read::<AgentState>(&last)?;
+            saved = tensors;
+            if let Some(e) = embedded {
                 let done = state.done;
-                state = serde_json::from_slice(&Vec::<u8>::try_from(t)?)
-                    .map_err(|e| Error::format(last.display(), format!("bad embedded state: {e}")))?;
+                state = e;
                 state.done = done && dir.join("agent.safetensors").is_file();
             }
         }
@@ -343,15 +341,12 @@ pub fn train(
                         l.double_value(&[])
                     }
                 };
-                if !loss.is_finite() {
-                    return Err(invalid!(
-                        "the agent's loss is {loss} in stage {}, epoch {}, batch {}: training stopped; the last good checkpoint is kept in {}",
-                        stage + 1,
-                        epoch + 1,
-                        batch_i + 1,
-                        dir.display()
-                    ));
-                }
+                checkpoint::check_loss(
+                    loss,
+                    "the agent's loss",
+                    &format!("stage {}, epoch {}, batch {}", stage + 1, epoch + 1, batch_i + 1),
+                    dir,
+                )?;
                 sum_loss += loss * n as f64;
                 seen += n;
                 batch_i += 1;
@@ -384,22 +379,16 @@ pub fn train(
                 tensors.extend(a.state());
             }
             state.history.push(log.clone());
-            let json = serde_json::to_vec(&state).expect("serialisable");
-            tensors.push((
-                crate::train::stage1::STATE_KEY.to_string(),
-                Tensor::from_slice(&json),
-            ));
-            // one atomic rename commits the epoch: weights, optimiser and state together;
-            // state.json and metrics.jsonl are readable copies
-            crate::model::save_tensors(&last, &tensors)?;
+            // one atomic rename commits the epoch: weights, optimiser and state together
+            checkpoint::commit(
+                &last,
+                tensors,
+                &state,
+                &state_path,
+                &dir.join("metrics.jsonl"),
+                &state.history,
+            )?;
             saved.clear();
-            fsx::write_json(&state_path, &state)?;
-            let lines: String = state
-                .history
-                .iter()
-                .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
-                .collect();
-            fsx::write_atomic(&dir.join("metrics.jsonl"), lines.as_bytes())?;
             on_epoch(&log);
             epoch += 1;
         }

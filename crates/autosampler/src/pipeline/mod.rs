@@ -24,7 +24,7 @@ use crate::model::{Model, ModelConfig};
 use crate::report::plot;
 use crate::search::{self, Best};
 use crate::train::stage1::{self, EvalReport, Progress, State, TrainConfig};
-use crate::train::stage2::{self, FinetuneConfig};
+use crate::train::stage2::{self, Stage2Config};
 use crate::{features, fsx, invalid, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -51,7 +51,7 @@ impl Observer for stage1::Silent {
 /// `stage2/eval.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage2Report {
-    pub config: FinetuneConfig,
+    pub config: Stage2Config,
     pub weights: Vec<f64>,
     pub stage1: stage2::Scored,
     pub crt: stage2::Scored,
@@ -203,8 +203,8 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
     if cfg.search.is_some() {
         out.search = Some(search(cfg, run, ds, obs)?);
     }
-    if cfg.finetune.is_some() {
-        out.stage2 = Some(finetune(cfg, run, ds, obs)?);
+    if cfg.stage2.is_some() {
+        out.stage2 = Some(stage2(cfg, run, ds, obs)?);
     }
     out.report = Some(crate::report::html::write(run)?);
     Ok(out)
@@ -407,7 +407,7 @@ pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
     let Some(sc) = &cfg.search else {
         return Err(invalid!("the config has no [search] section"));
     };
-    let stage2 = cfg.finetune.clone().unwrap_or_default().recipe();
+    let stage2 = cfg.stage2.clone().unwrap_or_default().recipe();
     let feats = features(cfg, run, ds, obs)?;
     let inputs = Inputs::new()
         .value("search", sc)
@@ -499,9 +499,9 @@ pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
 
 /// Stage 2: the classifier re-trained with the searched (or a sampler's) class weights, beside
 /// class-balanced and square-root cRT, τ-normalisation, logit adjustment and LWS.
-pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Stage2Report> {
-    let Some(fc) = &cfg.finetune else {
-        return Err(invalid!("the config has no [finetune] section"));
+pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Stage2Report> {
+    let Some(fc) = &cfg.stage2 else {
+        return Err(invalid!("the config has no [stage2] section"));
     };
     let counts = &ds.split.counts.train;
     let weights = match &fc.sampler {
@@ -509,7 +509,7 @@ pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
         None => {
             if cfg.search.is_none() {
                 return Err(invalid!(
-                    "[finetune] without a sampler uses the searched weights: add [search], or set finetune.sampler"
+                    "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
                 ));
             }
             search(cfg, run, ds, obs)?.weights
@@ -517,7 +517,7 @@ pub fn finetune(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
     };
     let feats = features(cfg, run, ds, obs)?;
     let mut inputs = Inputs::new()
-        .value("finetune", fc)
+        .value("stage2", fc)
         .value("weights", &weights)
         .upstream(&feats);
     if fc.path == stage2::Stage2Path::Images {
@@ -720,7 +720,7 @@ pub fn finished(cfg: &Config, run: &RunDir) -> bool {
     let has = |s: Stage| manifest::read(run, s).is_some_and(|m| manifest::outputs_intact(run, &m));
     has(Stage::Eval)
         && (cfg.search.is_none() || has(Stage::Search))
-        && (cfg.finetune.is_none() || has(Stage::Stage2))
+        && (cfg.stage2.is_none() || has(Stage::Stage2))
 }
 
 /// Reads a run's eval.json, if any (for summaries and tables).

@@ -55,7 +55,7 @@ pub enum Init {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProxyMode {
-    /// Stage 2's own recipe (`[finetune]`: epochs, batch, lr, momentum, reinit).
+    /// Stage 2's own recipe (`[stage2]`: epochs, batch, lr, momentum, reinit).
     Stage2,
     /// Algorithm 1's proxy: `proxy_epochs` (1) epochs from θ0 with `proxy_batch`, `proxy_lr`,
     /// `proxy_momentum`.
@@ -406,9 +406,9 @@ pub fn search_with(
     mut on_step: impl FnMut(&Step),
 ) -> Result<Vec<Step>> {
     cfg.check()?;
-    let c = mu0.len();
     let mut mu = mu0;
-    let mut adam = ppo::Adam::new(c, cfg.lr);
+    let param = Tensor::from_slice(&mu);
+    let mut adam = crate::optim::Adam::new(vec![("mu".into(), param.shallow_clone())], cfg.lr);
     let mut best = f64::NEG_INFINITY;
     let mut log = Vec::new();
     for t in 0..cfg.trajectories {
@@ -431,7 +431,8 @@ pub fn search_with(
         let mu_t = mu.clone();
         for _ in 0..cfg.update_steps {
             let (_, g) = ppo::clipped_objective(&mu, &mu_t, &samples, &adv, cfg.sigma, cfg.clip);
-            adam.ascend(&mut mu, &g);
+            adam.step(&[-Tensor::from_slice(&g)]);
+            mu = Vec::<f64>::try_from(&param)?;
         }
         let step = Step {
             t,

@@ -1,5 +1,5 @@
 //! The policy update of Algorithm 1 on plain numbers: a Gaussian policy N(μ, σ²I) over C logits,
-//! the PPO2 clipped objective and its gradient in μ, and Adam.
+//! the PPO2 clipped objective and its gradient in μ (the optimiser is `optim::Adam`).
 //!
 //! log p(W; μ) = −‖W − μ‖²/(2σ²) + const, so the ratio ρ = p(W; μ)/p(W; μ_t) is
 //! exp((‖W − μ_t‖² − ‖W − μ‖²)/(2σ²)) and ∇_μ ρ = ρ·(W − μ)/σ².
@@ -37,44 +37,6 @@ pub fn clipped_objective(
         }
     }
     (value, grad)
-}
-
-/// Adam (Kingma & Ba), ascending.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Adam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    m: Vec<f64>,
-    v: Vec<f64>,
-    t: i32,
-}
-
-impl Adam {
-    pub fn new(n: usize, lr: f64) -> Adam {
-        Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-    /// x += lr · m̂ / (√v̂ + eps) for gradient `g` of an objective to maximise.
-    pub fn ascend(&mut self, x: &mut [f64], g: &[f64]) {
-        self.t += 1;
-        let (b1, b2) = (self.beta1, self.beta2);
-        for i in 0..x.len() {
-            self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
-            self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
-            let mh = self.m[i] / (1.0 - b1.powi(self.t));
-            let vh = self.v[i] / (1.0 - b2.powi(self.t));
-            x[i] += self.lr * mh / (vh.sqrt() + self.eps);
-        }
-    }
 }
 
 /// softmax(x).
@@ -139,16 +101,5 @@ mod tests {
         let (v, g) = clipped_objective(&[0.5], &[0.0], &[vec![1.0]], &[-2.0], 1.0, 0.2);
         let rho = 0.375f64.exp();
         assert!((v + 2.0 * rho).abs() < 1e-12 && (g[0] + rho).abs() < 1e-12);
-    }
-
-    #[test]
-    fn adam_climbs_a_quadratic() {
-        let mut x = vec![0.0, 0.0];
-        let mut opt = Adam::new(2, 0.1);
-        for _ in 0..500 {
-            let g = vec![-(x[0] - 1.0), -(x[1] + 2.0)];
-            opt.ascend(&mut x, &g);
-        }
-        assert!((x[0] - 1.0).abs() < 1e-2 && (x[1] + 2.0).abs() < 1e-2, "{x:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! Training: schedules, the SGD optimiser, stage-1 representation learning with checkpoints.
+pub mod checkpoint;
 pub mod schedule;
-pub mod sgd;
 pub mod stage1;
 pub mod stage2;

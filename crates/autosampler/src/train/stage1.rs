@@ -12,7 +12,6 @@
 //!   config.json        the [model] and [train] it was started with (a resume must match)
 //! ```
 use super::schedule::{lr_at, Schedule};
-use super::sgd::Sgd;
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
@@ -20,12 +19,12 @@ use crate::eval::{metrics, Metrics};
 use crate::loss::{Drw, Loss, LossConfig};
 use crate::mix::guided::{guided_cutmix, Locator};
 use crate::mix::{mixed_loss, MixConfig};
-use crate::model::{save_tensors, Model, ModelConfig};
+use crate::model::{Model, ModelConfig};
+use crate::optim::Sgd;
 use crate::rng::chacha;
 use crate::sampler::Sampler;
 use crate::{fsx, invalid, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -215,8 +214,7 @@ pub struct EpochLog {
     pub img_per_s: f64,
 }
 
-/// The entry of `last.safetensors` that holds the [`State`] (UTF-8 JSON bytes) it was written with.
-pub const STATE_KEY: &str = "autosampler.state";
+pub use super::checkpoint::STATE_KEY;
 
 /// `stage1/state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -437,13 +435,9 @@ pub fn train_guided(
             // The checkpoint is the commit point: it carries the state it was written with, so
             // weights and epoch count can never disagree (a kill between the checkpoint and
             // state.json used to resume epoch N+1's weights as epoch N).
-            let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(paths.last())
-                .map_err(|e| Error::format(paths.last().display(), format!("cannot read checkpoint: {e}")))?
-                .into_iter()
-                .collect();
-            state = match tensors.get(STATE_KEY) {
-                Some(t) => serde_json::from_slice(&Vec::<u8>::try_from(t)?)
-                    .map_err(|e| Error::format(paths.last().display(), format!("bad embedded state: {e}")))?,
+            let (tensors, embedded) = super::checkpoint::read::<State>(&paths.last())?;
+            state = match embedded {
+                Some(s) => s,
                 None => fsx::read_json(&paths.state())?,
             };
             if state.epochs_done > 0 {
@@ -542,15 +536,17 @@ pub fn train_guided(
                 (logits, y, l, targets)
             };
             let lv = l.double_value(&[]);
-            if !lv.is_finite() || lv > 1e4 {
-                return Err(invalid!(
-                    "the loss is {lv} at epoch {}, batch {}: training stopped; the last good checkpoint ({} epochs) is kept in {}",
+            super::checkpoint::check_loss(
+                lv,
+                "the loss",
+                &format!(
+                    "epoch {}, batch {} (the checkpoint holds {} epochs)",
                     epoch + 1,
                     batch_i + 1,
-                    state.epochs_done,
-                    paths.dir.display()
-                ));
-            }
+                    state.epochs_done
+                ),
+                &paths.dir,
+            )?;
             opt.backward_step(&l, lr);
             let n = y.size()[0] as usize;
             sum_loss += lv * n as f64;
@@ -588,16 +584,14 @@ pub fn train_guided(
         state.history.push(log.clone());
         let mut tensors = model.state_dict();
         tensors.extend(opt.state());
-        let json = serde_json::to_vec(&state).expect("serialisable");
-        tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
-        save_tensors(&paths.last(), &tensors)?;
-        fsx::write_json(&paths.state(), &state)?;
-        let lines: String = state
-            .history
-            .iter()
-            .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
-            .collect();
-        fsx::write_atomic(&paths.metrics(), lines.as_bytes())?;
+        super::checkpoint::commit(
+            &paths.last(),
+            tensors,
+            &state,
+            &paths.state(),
+            &paths.metrics(),
+            &state.history,
+        )?;
         progress.epoch_end(&log);
     }
     if !state.done || !paths.model().is_file() {

@@ -9,11 +9,11 @@ use crate::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// `[finetune]` of a config.
+/// `[stage2]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[serde(default)]
-pub struct FinetuneConfig {
+pub struct Stage2Config {
     pub epochs: usize,
     pub lr: f64,
     pub batch_size: usize,
@@ -45,7 +45,7 @@ pub fn finetune_images(
     model: &mut crate::model::Model,
     ds: &crate::data::Dataset,
     weights: &[f64],
-    cfg: &FinetuneConfig,
+    cfg: &Stage2Config,
     train: &super::stage1::TrainConfig,
 ) -> Result<Scored> {
     use crate::data::loader::{for_each_batch, LoaderConfig};
@@ -76,7 +76,7 @@ pub fn finetune_images(
             })
         });
     }
-    let mut opt = super::sgd::Sgd::new(head, cfg.momentum, false, 0.0);
+    let mut opt = crate::optim::Sgd::new(head, cfg.momentum, false, 0.0);
     let members = crate::sampler::class_members(&view.labels);
     let lc = LoaderConfig {
         batch_size: cfg.batch_size,
@@ -109,7 +109,7 @@ pub fn finetune_images(
     })
 }
 
-impl FinetuneConfig {
+impl Stage2Config {
     /// The linear trainer's recipe.
     pub fn recipe(&self) -> Recipe {
         Recipe {
@@ -124,20 +124,20 @@ impl FinetuneConfig {
     /// Checks every field's range (NaN included); the error names the key and the value.
     pub fn check(&self) -> Result<()> {
         if self.epochs == 0 {
-            return Err(invalid!("[finetune] epochs must be ≥ 1, got 0"));
+            return Err(invalid!("[stage2] epochs must be ≥ 1, got 0"));
         }
         if self.batch_size == 0 {
-            return Err(invalid!("[finetune] batch_size must be ≥ 1, got 0"));
+            return Err(invalid!("[stage2] batch_size must be ≥ 1, got 0"));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(invalid!(
-                "[finetune] lr must be a finite number > 0, got {}",
+                "[stage2] lr must be a finite number > 0, got {}",
                 self.lr
             ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(invalid!(
-                "[finetune] momentum must be in [0, 1), got {}",
+                "[stage2] momentum must be in [0, 1), got {}",
                 self.momentum
             ));
         }
@@ -145,9 +145,9 @@ impl FinetuneConfig {
     }
 }
 
-impl Default for FinetuneConfig {
+impl Default for Stage2Config {
     fn default() -> Self {
-        FinetuneConfig {
+        Stage2Config {
             epochs: 10,
             lr: 0.04,
             batch_size: 512,
@@ -183,7 +183,7 @@ pub fn finetune(
     (w0, b0): (&Tensor, &Tensor),
     weights: &[f64],
     train_counts: &[usize],
-    cfg: &FinetuneConfig,
+    cfg: &Stage2Config,
 ) -> Result<Finetuned> {
     let Parts { train, val, test } = *parts;
     if weights.len() != train_counts.len() {
@@ -238,7 +238,7 @@ pub fn learnable_weight_scaling(
     parts: &Parts,
     (w0, b0): (&Tensor, &Tensor),
     train_counts: &[usize],
-    cfg: &FinetuneConfig,
+    cfg: &Stage2Config,
 ) -> Result<(Vec<f64>, Scored)> {
     let c = w0.size()[0];
     let logits = tch::no_grad(|| parts.train.x.to_kind(Kind::Float).mm(&w0.tr()) + b0);

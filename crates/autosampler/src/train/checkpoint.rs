@@ -1,0 +1,64 @@
+//! What stage 1 and the patch agent share in their epoch loops: the epoch's commit point (one
+//! checkpoint that carries the weights, the optimiser and the loop's state), reading it back on
+//! resume, the readable copies (`state.json`, `metrics.jsonl`), and the NaN stop.
+use crate::{fsx, invalid, Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use tch::Tensor;
+
+/// The entry of a checkpoint that holds the loop's state (UTF-8 JSON bytes) it was written with.
+pub const STATE_KEY: &str = "autosampler.state";
+
+/// Commits an epoch: `tensors` (weights and optimiser) and `state` in one file, one atomic rename;
+/// then the readable copies `state.json` (beside the checkpoint) and `metrics.jsonl` (`history`).
+/// A kill at any instant leaves the previous epoch's checkpoint or this one; the copies are
+/// rewritten from it on resume.
+pub fn commit<S: Serialize, L: Serialize>(
+    checkpoint: &Path,
+    mut tensors: Vec<(String, Tensor)>,
+    state: &S,
+    state_json: &Path,
+    metrics: &Path,
+    history: &[L],
+) -> Result<()> {
+    let json = serde_json::to_vec(state).expect("serialisable");
+    tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
+    crate::model::save_tensors(checkpoint, &tensors)?;
+    fsx::write_json(state_json, state)?;
+    let lines: String = history
+        .iter()
+        .map(|l| serde_json::to_string(l).expect("serialisable") + "\n")
+        .collect();
+    fsx::write_atomic(metrics, lines.as_bytes())
+}
+
+/// Reads a checkpoint: its tensors, and the state it carries (`None` for a checkpoint written
+/// before states were embedded).
+pub fn read<S: DeserializeOwned>(checkpoint: &Path) -> Result<(HashMap<String, Tensor>, Option<S>)> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(checkpoint)
+        .map_err(|e| Error::format(checkpoint.display(), format!("cannot read checkpoint: {e}")))?
+        .into_iter()
+        .collect();
+    let state = match tensors.get(STATE_KEY) {
+        Some(t) => Some(
+            serde_json::from_slice(&Vec::<u8>::try_from(t)?)
+                .map_err(|e| Error::format(checkpoint.display(), format!("bad embedded state: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok((tensors, state))
+}
+
+/// The NaN stop: an error when `loss` is not finite (or exploded past 1e4), saying where and that
+/// the last good checkpoint is kept.
+pub fn check_loss(loss: f64, what: &str, position: &str, kept: &Path) -> Result<()> {
+    if loss.is_finite() && loss <= 1e4 {
+        return Ok(());
+    }
+    Err(invalid!(
+        "{what} is {loss} at {position}: training stopped; the last good checkpoint is kept in {}",
+        kept.display()
+    ))
+}
