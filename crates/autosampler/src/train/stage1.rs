@@ -158,7 +158,7 @@ impl TrainConfig {
         }
         if self.bf16 && !self.device.starts_with("cuda") {
             return Err(invalid!(
-                "[train] bf16 = true needs device = \"cuda\" (got \"{}\"): libtorch's CPU autocast is not reachable through tch 0.24",
+                "[train] bf16 = true needs a CUDA device (device = \"cuda\"), got device = \"{}\": libtorch's CPU autocast is not reachable through tch 0.24",
                 self.device
             ));
         }
