@@ -404,6 +404,16 @@ fn linear_head(model: &Model, who: &str) -> Result<(tch::Tensor, tch::Tensor)> {
 /// The coarse auto-sampler: the class-weight search on the stage-1 features, with its plots and
 /// `best_weights.csv`.
 pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Best> {
+    search_or_reuse(cfg, run, ds, obs, true)
+}
+
+fn search_or_reuse(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    obs: &dyn Observer,
+    say_reused: bool,
+) -> Result<Best> {
     let Some(sc) = &cfg.search else {
         return Err(invalid!("the config has no [search] section"));
     };
@@ -414,10 +424,12 @@ pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         .value("recipe", &sc.recipe(&stage2))
         .upstream(&feats);
     if manifest::complete(run, Stage::Search, &inputs).is_some() {
-        obs.note(&format!(
-            "search    {} (complete, reused)",
-            run.search_dir().display()
-        ));
+        if say_reused {
+            obs.note(&format!(
+                "search    {} (complete, reused)",
+                run.search_dir().display()
+            ));
+        }
         return fsx::read_json(&run.best_weights());
     }
     manifest::invalidate(run, Stage::Search)?;
@@ -512,7 +524,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
                     "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
                 ));
             }
-            search(cfg, run, ds, obs)?.weights
+            search_or_reuse(cfg, run, ds, obs, false)?.weights
         }
     };
     let feats = features(cfg, run, ds, obs)?;
