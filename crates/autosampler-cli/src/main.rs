@@ -72,6 +72,9 @@ struct SweepArgs {
     /// Also write the table as CSV.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Override one value of every config (`section.key=value`, as `run --set`). Repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -157,6 +160,15 @@ struct SourceArgs {
     /// Where packed caches live (default: $AUTOSAMPLER_CACHE or ~/.cache/autosampler/packed).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Override one config value: `--set train.lr=0.05`, `--set search.reward=top1`,
+    /// `--set 'train.loss={kind="ldam"}'` (the value is TOML, or else a string). Repeatable;
+    /// applied after the file and the flags above.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the resolved config (base files merged, flags and --set applied, every default
+    /// filled in) and exit without doing anything else.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(Args)]
@@ -259,7 +271,20 @@ impl SourceArgs {
         if let Some(c) = &self.cache_dir {
             cfg.cache_dir = Some(c.clone());
         }
-        Ok(cfg)
+        let file = self
+            .config
+            .as_ref()
+            .map_or_else(|| "the command line".to_string(), |p| p.display().to_string());
+        Ok(cfg.with_overrides(&self.set, &file)?)
+    }
+
+    /// The config as resolved: with --print-config, printed, and the process ends here.
+    fn resolved(&self, cfg: Config) -> Config {
+        if self.print_config {
+            print!("{}", cfg.to_toml());
+            std::process::exit(0);
+        }
+        cfg
     }
 
     /// The run folder: `out`, or runs/<the config's name or file name>.
@@ -294,7 +319,7 @@ impl RunArgs {
             }
         }
         cfg.check().context("the command-line overrides")?;
-        Ok(cfg)
+        Ok(self.src.resolved(cfg))
     }
 }
 
@@ -422,7 +447,7 @@ impl Drop for Bars {
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
-    let cfg = a.src.config()?;
+    let cfg = a.src.resolved(a.src.config()?);
     let ds = pipeline::open_data(&cfg, &Bars::new())?;
     print!("{}", text::data_summary(&ds));
     if let Some(p) = &a.png {
@@ -434,7 +459,7 @@ fn inspect(a: &InspectArgs) -> Result<()> {
 }
 
 fn verify_cmd(a: &SourceArgs) -> Result<()> {
-    let cfg = a.config()?;
+    let cfg = a.resolved(a.config()?);
     let ds = pipeline::open_data(&cfg, &Bars::new())?;
     let t = Instant::now();
     let n = ds.cache.verify()?;
@@ -459,7 +484,7 @@ fn prepared(cfg: &Config, run: &RunDir, bars: &Bars) -> Result<autosampler::data
 }
 
 fn prepare_cmd(a: &PrepareArgs) -> Result<()> {
-    let cfg = a.src.config()?;
+    let cfg = a.src.resolved(a.src.config()?);
     prepared(&cfg, &a.src.run_dir(a.out.as_ref(), &cfg), &Bars::new())?;
     Ok(())
 }
@@ -588,6 +613,8 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
                 image_size: None,
                 resize: None,
                 cache_dir: None,
+                set: Vec::new(),
+                print_config: false,
             };
             src.run_dir(None, &cfg)
         }
@@ -629,7 +656,7 @@ fn sweep_cmd(a: &SweepArgs) -> Result<()> {
     let configs: Vec<(PathBuf, Config)> = a
         .configs
         .iter()
-        .map(|p| Ok((p.clone(), Config::load(p)?)))
+        .map(|p| Ok((p.clone(), Config::load_with(p, &a.set)?)))
         .collect::<Result<_>>()?;
     let mut dirs = Vec::new();
     let mut failed = Vec::new();

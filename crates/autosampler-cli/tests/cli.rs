@@ -1016,6 +1016,40 @@ fn messages_name_the_key_the_file_and_the_fix() {
     // report from the run folder alone
     let cfg = write_config(dir.path(), "");
     let out = dir.path().join("run");
+    // --set and --print-config: the resolved config, nothing done
+    let o = autosampler(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "model.arch=resnet8",
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "stage2.epochs=2",
+            "--print-config",
+        ],
+        &cache,
+    );
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("[train]\nepochs = 3\n") && t.contains("[stage2]\nepochs = 2\n"),
+        "{t}"
+    );
+    assert!(!out.exists(), "--print-config did work");
+    let o = autosampler(
+        &["run", "--config", cfg.to_str().unwrap(), "--set", "train.lr=-1"],
+        &cache,
+    );
+    assert!(
+        o.status.code() == Some(1)
+            && text(&o).contains("with --set train.lr=-1: [train] lr must be a finite number > 0, got -1"),
+        "{}",
+        text(&o)
+    );
     let o = autosampler(
         &[
             "data",

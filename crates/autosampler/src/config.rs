@@ -80,23 +80,73 @@ impl Config {
         Ok(())
     }
 
-    /// Reads a config file; relative paths inside are taken from the file's folder.
+    /// Reads a config file; relative paths inside are taken from the folder of the file that sets
+    /// them. `base = "other.toml"` (relative to the file) inherits another config: the file's
+    /// keys override its base's, tables merge key by key (a table whose `kind` differs replaces
+    /// the base's whole), and bases may have bases (a cycle is an error).
     pub fn load(path: &Path) -> Result<Config> {
+        let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg = Config::parse(&text, &path.display().to_string())?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.data.source.resolve_paths(base);
-        if let Some(from) = cfg.agent.as_mut().and_then(|a| a.from.as_mut()) {
-            if from.is_relative() {
-                *from = base.join(&*from);
-            }
+        let has_base = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("base"));
+        if !has_base {
+            // one file: deserialised from its text, so errors give the line and column
+            let mut cfg = Config::parse(&text, &file)?;
+            cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            return Ok(cfg);
         }
-        if let Some(d) = &mut cfg.cache_dir {
-            if d.is_relative() {
-                *d = base.join(&*d);
-            }
+        let mut chain = Vec::new();
+        let table = read_table(path, &mut chain)?;
+        let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        Config::from_table(table, &names.join(" over "))
+    }
+
+    /// [`Config::load`], then `overrides` (`--set section.key=value`) applied.
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Config> {
+        Config::load(path)?.with_overrides(overrides, &path.display().to_string())
+    }
+
+    /// The config with `section.key=value` overrides applied (the value read as TOML — a number,
+    /// a boolean, a quoted string, an array or an inline table — and as a plain string when it is
+    /// not TOML), then checked again. `file` names the config in errors.
+    pub fn with_overrides(self, overrides: &[String], file: &str) -> Result<Config> {
+        if overrides.is_empty() {
+            return Ok(self);
         }
+        let mut table = toml::Table::try_from(&self).expect("a config serialises to a table");
+        for o in overrides {
+            set_key(&mut table, o)?;
+        }
+        Config::from_table(table, &format!("{file} with --set {}", overrides.join(" --set ")))
+    }
+
+    /// Deserialises and checks a merged table; `what` names where it came from.
+    fn from_table(table: toml::Table, what: &str) -> Result<Config> {
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
+                file: what.to_string(),
+                what: format!("at `{}`: {}", e.path(), e.inner().message().trim()),
+            })?;
+        cfg.check().map_err(|e| Error::Config {
+            file: what.to_string(),
+            what: e.to_string(),
+        })?;
         Ok(cfg)
+    }
+
+    /// Makes the config's relative paths relative to `base` (the config file's folder).
+    fn resolve_paths(&mut self, base: &Path) {
+        self.data.source.resolve_paths(base);
+        for p in [
+            self.agent.as_mut().and_then(|a| a.from.as_mut()),
+            self.cache_dir.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
 
     /// The config with every seed (split, agent, training, search, stage 2) set to `seed`.
@@ -128,6 +178,110 @@ impl Config {
             .clone()
             .unwrap_or_else(crate::data::cache::default_cache_root)
     }
+}
+
+/// The keys that hold paths, resolved against the folder of the file that sets them.
+const PATH_KEYS: [&[&str]; 7] = [
+    &["data", "source", "root"],
+    &["data", "source", "train_list"],
+    &["data", "source", "test_list"],
+    &["data", "source", "val_list"],
+    &["data", "source", "class_names"],
+    &["agent", "from"],
+    &["cache_dir"],
+];
+
+/// A config file as a table, its `base` chain merged under it and its relative paths resolved;
+/// `chain` collects the files read (a file met twice is a cycle).
+fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table> {
+    let file = path.display().to_string();
+    let canonical = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    if chain
+        .iter()
+        .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c == canonical))
+    {
+        return Err(Error::Config {
+            file,
+            what: "`base` makes a cycle: the file is its own base".into(),
+        });
+    }
+    chain.push(path.to_path_buf());
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut table: toml::Table = parse_toml(&text, &file)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for key in PATH_KEYS {
+        if let Some(toml::Value::String(p)) = get_mut(&mut table, key) {
+            if Path::new(p.as_str()).is_relative() {
+                *p = dir.join(&*p).display().to_string();
+            }
+        }
+    }
+    match table.remove("base") {
+        None => Ok(table),
+        Some(toml::Value::String(b)) => {
+            let mut merged = read_table(&dir.join(b), chain)?;
+            merge(&mut merged, table);
+            Ok(merged)
+        }
+        Some(other) => Err(Error::Config {
+            file,
+            what: format!("`base` must be a file name (a string), got {other}"),
+        }),
+    }
+}
+
+fn get_mut<'a>(table: &'a mut toml::Table, key: &[&str]) -> Option<&'a mut toml::Value> {
+    let (last, parents) = key.split_last()?;
+    let mut t = table;
+    for k in parents {
+        t = t.get_mut(*k)?.as_table_mut()?;
+    }
+    t.get_mut(*last)
+}
+
+/// `over`'s keys into `base`: tables merge key by key, except that a table whose `kind` differs
+/// from the base's (another loss, sampler, profile) replaces it whole; other values replace.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if b.get("kind") == o.get("kind") || o.get("kind").is_none() =>
+            {
+                merge(b, o)
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Applies one `section.key=value` override.
+fn set_key(table: &mut toml::Table, o: &str) -> Result<()> {
+    let bad = |why: String| crate::invalid!("--set {o}: {why}");
+    let (key, value) = o
+        .split_once('=')
+        .ok_or_else(|| bad("expected section.key=value".into()))?;
+    let path: Vec<&str> = key.trim().split('.').collect();
+    if path.iter().any(|k| k.is_empty()) {
+        return Err(bad(format!("`{key}` is not a dotted key")));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = path.split_last().expect("non-empty");
+    let mut t = table;
+    for (i, k) in parents.iter().enumerate() {
+        t = t
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| bad(format!("`{}` is not a section", path[..=i].join("."))))?;
+    }
+    t.insert(last.to_string(), parsed);
+    Ok(())
 }
 
 /// Deserialises TOML into `T`, with the key path, line and column in the error.
@@ -312,5 +466,75 @@ imbalance_ratio = 100
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
+    }
+
+    #[test]
+    fn a_base_is_inherited_key_by_key_with_paths_from_its_own_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        std::fs::write(
+            dir.path().join("base.toml"),
+            "name = \"b\"\n[data.source]\nformat = \"cifar10-bin\"\nroot = \"data/x\"\n[data.split]\nval_per_class = 5\n\
+             [model]\narch = \"resnet8\"\n[train]\nepochs = 3\nlr = 0.1\nloss = { kind = \"ldam\", s = 20.0 }\n\
+             sampler = { kind = \"class-balanced\" }\n",
+        )
+        .unwrap();
+        let child = dir.path().join("sub/child.toml");
+        std::fs::write(
+            &child,
+            "base = \"../base.toml\"\nname = \"c\"\n[train]\nlr = 0.05\nloss = { kind = \"ce\" }\n[search]\nseed = 3\n",
+        )
+        .unwrap();
+        let c = Config::load(&child).unwrap();
+        assert_eq!(c.name.as_deref(), Some("c"));
+        // the base's relative root is taken from the base's folder, not the child's
+        assert_eq!(c.data.source.root, dir.path().join("sub/../data/x"));
+        assert_eq!(c.data.split.val_per_class, 5);
+        let t = c.train.as_ref().unwrap();
+        assert_eq!(
+            (t.epochs, t.lr),
+            (3, 0.05),
+            "kept from the base, overridden by the child"
+        );
+        // another `kind` replaces the base's table whole (LDAM's `s` is not carried into CE)
+        assert_eq!(t.loss, crate::loss::LossConfig::Ce { label_smoothing: 0.0 });
+        assert_eq!(t.sampler, crate::sampler::Sampler::ClassBalanced);
+        assert_eq!(c.search.as_ref().unwrap().seed, 3);
+        // overrides: TOML values, plain strings, inline tables; checked again
+        let o = c
+            .clone()
+            .with_overrides(
+                &[
+                    "train.epochs=7".into(),
+                    "search.reward=top1".into(),
+                    "train.loss={ kind = \"focal\", gamma = 2.0 }".into(),
+                    "stage2.epochs=4".into(),
+                ],
+                "child.toml",
+            )
+            .unwrap();
+        let t = o.train.as_ref().unwrap();
+        assert_eq!(t.epochs, 7);
+        assert_eq!(t.loss, crate::loss::LossConfig::Focal { gamma: 2.0 });
+        assert_eq!(o.search.as_ref().unwrap().reward, crate::linear::Score::Top1);
+        assert_eq!(o.stage2.as_ref().unwrap().epochs, 4);
+        for (bad, want) in [
+            ("train.lr=nan", "[train] lr must be a finite number > 0, got NaN"),
+            ("train.nope=1", "at `train.nope`: unknown field `nope`"),
+            ("train.epochs", "expected section.key=value"),
+            ("train..lr=1", "is not a dotted key"),
+            ("train.lr.x=1", "`train.lr` is not a section"),
+        ] {
+            let e = c
+                .clone()
+                .with_overrides(&[bad.into()], "child.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        // a cycle is named
+        std::fs::write(dir.path().join("base.toml"), "base = \"sub/child.toml\"\n").unwrap();
+        let e = Config::load(&child).unwrap_err().to_string();
+        assert!(e.contains("cycle"), "{e}");
     }
 }
