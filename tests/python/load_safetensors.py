@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Loads an autosampler ResNet-32 checkpoint into the PyTorch module it mirrors (LDAM-DRW's
+"""Loads an autosampler CIFAR ResNet checkpoint into the PyTorch module it mirrors (LDAM-DRW's
 resnet32 / torch_reference.py's ResNetCifar: same names) with strict=True, runs the saved input
-and prints the largest absolute difference from the logits autosampler computed.
+and prints the largest absolute difference from the logits autosampler computed. A model exported
+by `autosampler run` (model.safetensors) says its depth and classes in its card; a bare checkpoint
+is taken as ResNet-32 with 10 classes.
 
   python tests/python/load_safetensors.py MODEL.safetensors IO.safetensors
 """
+import json
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 
@@ -49,7 +53,13 @@ class ResNetCifar(nn.Module):
 
 
 model_path, io_path = sys.argv[1:3]
-m = ResNetCifar(32, 10)
+with safe_open(model_path, "pt") as f:
+    card = json.loads((f.metadata() or {}).get("autosampler", "null"))
+depth, classes = 32, 10
+if card is not None:
+    assert card["model"]["head"] == "linear" and not card["model"]["bilateral"], card["model"]
+    depth, classes = int(card["model"]["arch"].removeprefix("resnet")), len(card["classes"])
+m = ResNetCifar(depth, classes)
 m.load_state_dict(load_file(model_path), strict=True)
 m.eval()
 io = load_file(io_path)

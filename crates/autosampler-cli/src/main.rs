@@ -37,8 +37,9 @@ enum Cmd {
     /// The fine auto-sampler's patch agent (GFNet + PPO): train it, locate salient patches.
     #[command(subcommand)]
     Agent(AgentCmd),
-    /// Evaluate a finished stage 1 (last and best-on-val models, val and test) into eval.json.
-    Eval(RunArgs),
+    /// Evaluate a finished stage 1 (last and best-on-val models, val and test) into eval.json;
+    /// or, with --checkpoint, any weights with PyTorch's names for the config's [model].
+    Eval(EvalArgs),
     /// Run the frozen stage-1 backbone over train, val and test once; store the features.
     Features(RunArgs),
     /// The coarse auto-sampler: PPO search of per-class sampling weights on the feature proxy.
@@ -56,6 +57,35 @@ enum Cmd {
     Sweep(SweepArgs),
     /// Write report/index.html for a run folder (self-contained: images inlined).
     Report(ReportArgs),
+    /// Classify image files (or folders of them) with a run's exported model (model.safetensors:
+    /// backbone, chosen classifier, class names, input size, normalisation).
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Image files (.jpg, .jpeg, .png) or folders searched for them.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// The run folder whose model.safetensors to use.
+    #[arg(long, conflicts_with = "model")]
+    run: Option<PathBuf>,
+    /// A model file written by `autosampler run` (instead of --run).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Classes per image.
+    #[arg(long, default_value_t = 5)]
+    topk: usize,
+    /// Also write the predictions as CSV (file, rank, class, probability).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write the model's inputs and logits (safetensors: `input`, `logits`), to check the
+    /// model elsewhere (PyTorch) on exactly these inputs.
+    #[arg(long)]
+    save_io: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -98,6 +128,17 @@ struct ReportArgs {
     /// The config, to find the run folder by its name (not needed with --out).
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Evaluate these weights (safetensors with PyTorch's parameter names, e.g. from a PyTorch
+    /// training of the same [model]) on the config's validation and test images, instead of the
+    /// run's stage 1. Nothing is written.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -347,6 +388,7 @@ fn main() {
         Cmd::Table(a) => table_cmd(&a),
         Cmd::Sweep(a) => sweep_cmd(&a),
         Cmd::Report(a) => report_cmd(&a),
+        Cmd::Predict(a) => predict_cmd(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_text(&e));
@@ -521,8 +563,14 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
     if cfg.stage2.is_some() {
         print!("{}", text::stage2_table(&pipeline::stage2(cfg, run, &ds, &bars)?));
     }
+    let model = pipeline::export(cfg, run, &ds)?;
     let report = autosampler::report::html::write(run)?;
     print!("{}", text::run_summary(run, &ds));
+    println!(
+        "model    {} (backbone + chosen classifier + card; `autosampler predict --run {}`)",
+        model.display(),
+        run.root().display()
+    );
     println!("report   {}", report.display());
     println!(
         "run folder {} done in {:.1}s",
@@ -564,8 +612,26 @@ fn agent_cmd(a: &RunArgs, resume: bool, locate: bool) -> Result<()> {
     Ok(())
 }
 
-fn eval_cmd(a: &RunArgs) -> Result<()> {
-    let (run, ds, cfg) = train_cmd(a, true)?;
+fn eval_cmd(a: &EvalArgs) -> Result<()> {
+    if let Some(ck) = &a.checkpoint {
+        let cfg = a.run.config()?;
+        let (m, t) = pipeline::training_config(&cfg)?;
+        let ds = pipeline::open_data(&cfg, &Bars::new())?;
+        let mut model = autosampler::model::Model::new(m, ds.split.num_classes() as i64, t.device()?)?;
+        model.load(ck)?;
+        let part = |p| autosampler::train::stage1::evaluate(&model, &ds, p, t);
+        let (val, test) = (part(Part::Val)?, part(Part::Test)?);
+        print!(
+            "{}",
+            text::metrics_table(&[
+                ("checkpoint, val".into(), &val),
+                ("checkpoint, test".into(), &test)
+            ])
+        );
+        println!("checkpoint {}", ck.display());
+        return Ok(());
+    }
+    let (run, ds, cfg) = train_cmd(&a.run, true)?;
     print!("{}", text::eval_table(&pipeline::evaluate(&cfg, &run, &ds)?));
     Ok(())
 }
@@ -625,6 +691,49 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
     }
     let p = autosampler::report::html::write(&run)?;
     println!("report: {}", p.display());
+    Ok(())
+}
+
+fn predict_cmd(a: &PredictArgs) -> Result<()> {
+    let path = match (&a.run, &a.model) {
+        (Some(r), None) => RunDir::new(r).model(),
+        (None, Some(m)) => m.clone(),
+        _ => bail!("give the run folder (--run RUN) or a model file (--model FILE)"),
+    };
+    let device = autosampler::train::stage1::parse_device(&a.device)?;
+    let m = autosampler::export::open(&path, device)
+        .with_context(|| format!("{}: run `autosampler run` to write it", path.display()))?;
+    let files = autosampler::export::image_files(&a.images)?;
+    let (preds, logits) = autosampler::export::predict(&m, &files, a.topk, 256)?;
+    for p in &preds {
+        let top: Vec<String> = p.top.iter().map(|(c, q)| format!("{c} {:.3}", q)).collect();
+        println!("{}\t{}", p.file.display(), top.join("  "));
+    }
+    if let Some(csv) = &a.csv {
+        let mut out = String::from("file,rank,class,probability\n");
+        for p in &preds {
+            for (r, (c, q)) in p.top.iter().enumerate() {
+                out.push_str(&format!(
+                    "{},{},{},{q:.6}\n",
+                    text::csv_field(&p.file.display().to_string()),
+                    r + 1,
+                    text::csv_field(c)
+                ));
+            }
+        }
+        autosampler::fsx::write_atomic(csv, out.as_bytes())?;
+    }
+    if let Some(io) = &a.save_io {
+        let x = autosampler::export::inputs(&m.card, &files)?;
+        autosampler::model::save_tensors(io, &[("input".into(), x), ("logits".into(), logits)])?;
+    }
+    eprintln!(
+        "{} images, model {} ({}; {})",
+        preds.len(),
+        path.display(),
+        format!("{:?}", m.card.model.arch).to_lowercase(),
+        m.card.classifier
+    );
     Ok(())
 }
 

@@ -1096,3 +1096,124 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+fn python_with_torch() -> Option<String> {
+    for py in ["python", "python3"] {
+        let ok = Command::new(py)
+            .args(["-c", "import torch, safetensors"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(py.to_string());
+        }
+    }
+    eprintln!(
+        "skipped the PyTorch half: no python with torch and safetensors on PATH (./x test provides one)"
+    );
+    None
+}
+
+/// `run` exports model.safetensors (backbone + stage 2's classifier + card); `predict` classifies
+/// files and folders with it; the same file loads into PyTorch with strict=True and gives the same
+/// logits on predict's inputs; `eval --checkpoint` evaluates bare weights with PyTorch's names.
+#[test]
+fn exported_model_predicts_and_loads_into_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         [stage2]\nepochs = 2\nbatch_size = 4\nsampler = { kind = \"class-balanced\" }\n",
+    );
+    let out = dir.path().join("run");
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let model = out.join("model.safetensors");
+    assert!(model.is_file() && out.join("manifests/export.json").is_file());
+    let test_dir = fixtures().join("folder/test");
+    let csv = dir.path().join("p.csv");
+    let io = dir.path().join("io.safetensors");
+    let o = autosampler(
+        &[
+            "predict",
+            "--run",
+            out.to_str().unwrap(),
+            test_dir.to_str().unwrap(),
+            "--topk",
+            "2",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--save-io",
+            io.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("stage 2: cRT"), "{t}");
+    let rows: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(rows[0], "file,rank,class,probability");
+    assert_eq!(rows.len(), 1 + 3 * 2, "3 images × top 2");
+    for pair in rows[1..].chunks(2) {
+        let p = |r: &String| r.rsplit(',').next().unwrap().parse::<f64>().unwrap();
+        assert!(pair[0].contains(",1,") && pair[1].contains(",2,"));
+        assert!(p(&pair[0]) >= p(&pair[1]) && p(&pair[0]) + p(&pair[1]) <= 1.0 + 1e-6);
+    }
+    if let Some(py) = python_with_torch() {
+        let script = fixtures().join("../python/load_safetensors.py");
+        let o = Command::new(py)
+            .arg(script)
+            .arg(&model)
+            .arg(&io)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let diff: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        assert!(diff < 1e-4, "max abs logit difference {diff}");
+    }
+    // a file without a card is refused with the reason
+    let o = autosampler(
+        &[
+            "predict",
+            "--model",
+            out.join("stage1/model.safetensors").to_str().unwrap(),
+            test_dir.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        o.status.code() == Some(1) && text(&o).contains("no model card"),
+        "{}",
+        text(&o)
+    );
+    // eval --checkpoint: the stage-1 weights give eval.json's last-epoch test top-1
+    let o = autosampler(
+        &[
+            "eval",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--checkpoint",
+            out.join("stage1/model.safetensors").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let want = format!(
+        "checkpoint, test {:>width$.2}",
+        eval["last"]["test"]["top1"].as_f64().unwrap(),
+        width = 20
+    );
+    let got = text(&o);
+    let line = got.lines().find(|l| l.starts_with("checkpoint, test")).unwrap();
+    assert_eq!(
+        line.split_whitespace().nth(2),
+        want.split_whitespace().nth(2),
+        "{got}"
+    );
+}

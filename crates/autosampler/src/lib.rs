@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod features;
 pub mod fsx;
 pub mod linear;

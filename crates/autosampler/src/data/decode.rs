@@ -61,13 +61,33 @@ pub fn decode(
                 .to_rgb8()
         }
     };
-    let (w, h) = img.dimensions();
     let shown = || match &item.origin {
         Origin::File(rel) => tree.display(rel),
         Origin::Record { file, offset } => format!("{} (record at byte {offset})", tree.display(file)),
     };
+    fit(img, item.bbox, size, resize, shown)
+}
+
+/// An image file (JPEG or PNG) brought to `size`×`size`×3 bytes by `resize`, for prediction.
+pub fn decode_file(path: &std::path::Path, size: u32, resize: Resize) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::format(path.display(), decode_error(&e)))?
+        .to_rgb8();
+    Ok(fit(img, None, size, resize, || path.display().to_string())?.0)
+}
+
+/// `img` brought to `size`×`size` by `resize`, its box mapped along; `shown` names it in errors.
+fn fit(
+    img: RgbImage,
+    bbox: Option<BBox>,
+    size: u32,
+    resize: Resize,
+    shown: impl Fn() -> String,
+) -> Result<(Vec<u8>, Option<BBox>)> {
+    let (w, h) = img.dimensions();
     if w == size && h == size {
-        return Ok((img.into_raw(), item.bbox));
+        return Ok((img.into_raw(), bbox));
     }
     let (out, bbox) = match resize {
         Resize::Exact => {
@@ -80,7 +100,7 @@ pub fn decode(
         }
         Resize::Stretch => {
             let (sx, sy) = (size as f32 / w as f32, size as f32 / h as f32);
-            let b = item.bbox.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
+            let b = bbox.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
             (imageops::resize(&img, size, size, imageops::FilterType::Triangle), b)
         }
         Resize::CenterCrop => {
@@ -90,7 +110,7 @@ pub fn decode(
             let (ox, oy) = ((nw - size) / 2, (nh - size) / 2);
             let crop = imageops::crop_imm(&big, ox, oy, size, size).to_image();
             let m = (size - 1) as f32;
-            let b = item.bbox.map(|b| {
+            let b = bbox.map(|b| {
                 let f = |v: f32, o: u32| (v * s - o as f32).clamp(0.0, m);
                 [f(b[0], ox), f(b[1], oy), f(b[2], ox), f(b[3], oy)]
             });

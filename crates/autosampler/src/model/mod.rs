@@ -414,6 +414,15 @@ pub fn load_vars(
 /// Writes named tensors as safetensors (moved to the CPU), atomically and synced to disk. I/O
 /// errors (a full disk) name the file and say the OS's reason.
 pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    save_tensors_with(path, tensors, None)
+}
+
+/// [`save_tensors`] with the safetensors header's `__metadata__` (string to string).
+pub fn save_tensors_with(
+    path: &std::path::Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     use safetensors::tensor::{Dtype, View};
     struct Bytes {
         dtype: Dtype,
@@ -444,7 +453,7 @@ pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Res
         let shape = t.size().iter().map(|&d| d as usize).collect();
         views.push((name.clone(), Bytes { dtype, shape, data }));
     }
-    let bytes = safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), &None)
+    let bytes = safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), &metadata)
         .map_err(|e| crate::Error::format(path.display(), format!("cannot serialise the tensors: {e:?}")))?;
     crate::fsx::write_atomic(path, &bytes)
 }

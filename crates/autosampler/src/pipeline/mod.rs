@@ -206,6 +206,7 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
     if cfg.stage2.is_some() {
         out.stage2 = Some(stage2(cfg, run, ds, obs)?);
     }
+    export(cfg, run, ds)?;
     out.report = Some(crate::report::html::write(run)?);
     Ok(out)
 }
@@ -725,6 +726,57 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     files.extend(figs);
     manifest::commit(run, Stage::Locations, inputs, &files)?;
     Ok(())
+}
+
+/// `model.safetensors`: the stage-1 backbone with the chosen classifier — stage 2's re-trained one
+/// when stage 2 ran on a linear head, else stage 1's — and its card (see [`crate::export`]).
+pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
+    let (m, t) = training_config(cfg)?;
+    let with_stage2 = cfg.stage2.is_some() && manifest::read(run, Stage::Stage2).is_some();
+    let mut inputs = Inputs::new()
+        .value("model", m)
+        .value("normalize", &t.normalize)
+        .upstream(&upstream(run, Stage::Split)?)
+        .upstream(&upstream(run, Stage::Stage1)?);
+    if with_stage2 {
+        inputs = inputs.upstream(&upstream(run, Stage::Stage2)?);
+    }
+    if manifest::complete(run, Stage::Export, &inputs).is_some() {
+        return Ok(run.model());
+    }
+    manifest::invalidate(run, Stage::Export)?;
+    let model = stage1_model(cfg, run, ds)?;
+    let (head, classifier) = if with_stage2 {
+        let h: std::collections::HashMap<String, tch::Tensor> =
+            tch::Tensor::read_safetensors(run.stage2_head())
+                .map_err(|e| Error::format(run.stage2_head().display(), format!("cannot read: {e}")))?
+                .into_iter()
+                .collect();
+        let s2: Stage2Report = fsx::read_json(&run.stage2_eval())?;
+        let how = match &s2.config.sampler {
+            Some(s) => format!("stage 2: cRT with the {s:?} sampler's weights"),
+            None => "stage 2: cRT with the searched weights".to_string(),
+        };
+        (
+            Some((h["fc.weight"].shallow_clone(), h["fc.bias"].shallow_clone())),
+            how,
+        )
+    } else {
+        (None, "stage 1".to_string())
+    };
+    let card = crate::export::ModelCard {
+        format: crate::export::FORMAT.to_string(),
+        model: m.clone(),
+        classes: ds.split.classes.clone(),
+        input_size: ds.split.image_size,
+        resize: ds.split.source.resize,
+        normalize: t.normalize,
+        classifier,
+        run: run.name(),
+    };
+    crate::export::write(&run.model(), &model, head.as_ref().map(|(w, b)| (w, b)), &card)?;
+    manifest::commit(run, Stage::Export, inputs, &[run.model()])?;
+    Ok(run.model())
 }
 
 /// Whether a run folder finished every stage its config has (what `sweep` skips).

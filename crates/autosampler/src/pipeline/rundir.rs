@@ -21,6 +21,7 @@ pub enum Stage {
     Features,
     Search,
     Stage2,
+    Export,
 }
 
 impl Stage {
@@ -35,6 +36,7 @@ impl Stage {
             Stage::Features => "features",
             Stage::Search => "search",
             Stage::Stage2 => "stage2",
+            Stage::Export => "export",
         }
     }
 }
@@ -113,6 +115,10 @@ impl RunDir {
     }
     pub fn locations(&self) -> PathBuf {
         self.agent_dir().join("locations.bin")
+    }
+    /// The exported model: backbone, chosen classifier and its card (`export`).
+    pub fn model(&self) -> PathBuf {
+        self.root.join("model.safetensors")
     }
     pub fn report_dir(&self) -> PathBuf {
         self.root.join("report")

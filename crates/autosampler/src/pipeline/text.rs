@@ -84,24 +84,34 @@ pub fn agent_epoch(l: &AgentLog) -> String {
 
 /// eval.json as a table: last and best-on-val models, val and test.
 pub fn eval_table(r: &EvalReport) -> String {
+    let rows: Vec<(String, &Metrics)> = [("last", &r.last), ("best-on-val", &r.best)]
+        .into_iter()
+        .flat_map(|(name, m)| {
+            [("val", &m.val), ("test", &m.test)]
+                .map(|(part, x)| (format!("{name} (epoch {}) {part}", m.epoch), x))
+        })
+        .collect();
+    metrics_table(&rows)
+}
+
+/// Rows of metrics: top-1, top-5, many/medium/few, ECE.
+pub fn metrics_table(rows: &[(String, &Metrics)]) -> String {
     let mut out = format!(
         "\n{:<30} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
         "model / part", "top-1", "top-5", "many", "medium", "few", "ECE"
     );
-    for (name, m) in [("last", &r.last), ("best-on-val", &r.best)] {
-        for (part, x) in [("val", &m.val), ("test", &m.test)] {
-            let _ = writeln!(
-                out,
-                "{:<30} {:6.2} {:6.2} {:>6} {:>6} {:>6} {:6.3}",
-                format!("{name} (epoch {}) {part}", m.epoch),
-                x.top1,
-                x.top5,
-                opt(x.many),
-                opt(x.medium),
-                opt(x.few),
-                x.ece
-            );
-        }
+    for (name, x) in rows {
+        let _ = writeln!(
+            out,
+            "{:<30} {:6.2} {:6.2} {:>6} {:>6} {:>6} {:6.3}",
+            name,
+            x.top1,
+            x.top5,
+            opt(x.many),
+            opt(x.medium),
+            opt(x.few),
+            x.ece
+        );
     }
     out
 }

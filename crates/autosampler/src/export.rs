@@ -1,0 +1,192 @@
+//! One file for a trained model: `model.safetensors` at a run folder's root holds the stage-1
+//! backbone and the chosen classifier (stage 2's re-trained one when stage 2 ran) under PyTorch's
+//! parameter names, with a [`ModelCard`] in the safetensors header (`__metadata__`, key
+//! `autosampler`): the architecture, the class names, the input size, the resize policy and the
+//! normalisation. `autosampler predict` and the Python package read it; PyTorch's
+//! `load_state_dict(strict=True)` takes its tensors.
+use crate::data::augment::{self, Augment, Lut, Normalize};
+use crate::data::decode::decode_file;
+use crate::data::source::Resize;
+use crate::model::{Model, ModelConfig};
+use crate::{invalid, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The header key of the card.
+pub const CARD_KEY: &str = "autosampler";
+/// The card's format name.
+pub const FORMAT: &str = "autosampler.model/1";
+
+/// What a model file says of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub model: ModelConfig,
+    pub classes: Vec<String>,
+    /// Side of the square input images.
+    pub input_size: u32,
+    /// How images of another size are brought to `input_size`.
+    pub resize: Resize,
+    pub normalize: Normalize,
+    /// Which classifier the file holds ("stage 1", or stage 2's with the weights it used).
+    pub classifier: String,
+    /// The run it was exported from.
+    pub run: String,
+}
+
+/// Writes `model`'s tensors, with `head` (`fc.weight [C, D]`, `fc.bias [C]`) in place of its
+/// classifier when given, and the card, atomically.
+pub fn write(path: &Path, model: &Model, head: Option<(&Tensor, &Tensor)>, card: &ModelCard) -> Result<()> {
+    let mut tensors = model.state_dict();
+    if let Some((w, b)) = head {
+        for (name, t) in tensors.iter_mut() {
+            match name.as_str() {
+                "fc.weight" => *t = w.shallow_clone(),
+                "fc.bias" => *t = b.shallow_clone(),
+                _ => {}
+            }
+        }
+    }
+    let meta = HashMap::from([(
+        CARD_KEY.to_string(),
+        serde_json::to_string(card).expect("a card serialises"),
+    )]);
+    crate::model::save_tensors_with(path, &tensors, Some(meta))
+}
+
+/// A model file opened: the network on `device` and its card.
+pub struct Exported {
+    pub model: Model,
+    pub card: ModelCard,
+}
+
+/// Reads a model file written by [`write`].
+pub fn open(path: &Path, device: Device) -> Result<Exported> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::format(path.display(), format!("not a safetensors file: {e:?}")))?;
+    let card_text = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CARD_KEY))
+        .ok_or_else(|| {
+            Error::format(
+                path.display(),
+                "no model card in the header (`__metadata__.autosampler`): write it with `autosampler run`, or evaluate the bare weights with `eval --checkpoint`",
+            )
+        })?;
+    let card: ModelCard = serde_json::from_str(card_text)
+        .map_err(|e| Error::format(path.display(), format!("bad model card: {e}")))?;
+    if card.format != FORMAT {
+        return Err(Error::format(
+            path.display(),
+            format!("model card format {:?}, expected {FORMAT:?}", card.format),
+        ));
+    }
+    let mut model = Model::new(&card.model, card.classes.len() as i64, device)?;
+    model.load(path)?;
+    Ok(Exported { model, card })
+}
+
+/// The image files of `inputs`: files as given, folders searched (recursively, sorted) for
+/// `.jpg`, `.jpeg` and `.png`.
+pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .map(|e| e.map(|e| e.path()).map_err(|e| Error::io(dir, e)))
+            .collect::<Result<_>>()?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| ["jpg", "jpeg", "png"].contains(&x.to_ascii_lowercase().as_str()))
+            {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(invalid!("{}: no such image file or folder", p.display()));
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid!("no .jpg, .jpeg or .png images in the given paths"));
+    }
+    Ok(out)
+}
+
+/// The model's inputs for image files: decoded, brought to the card's size, normalised
+/// (`[N, 3, S, S]` f32 on the CPU).
+pub fn inputs(card: &ModelCard, files: &[PathBuf]) -> Result<Tensor> {
+    let s = card.input_size;
+    let lut = Lut::new(&card.normalize);
+    let plane = (s * s * 3) as usize;
+    let mut data = vec![0f32; plane * files.len()];
+    let mut rng = crate::rng::chacha(0, &[]);
+    for (f, out) in files.iter().zip(data.chunks_mut(plane)) {
+        let px = decode_file(f, s, card.resize)?;
+        augment::apply(&Augment::None, &px, s, out, &lut, &mut rng);
+    }
+    Ok(Tensor::from_slice(&data).reshape([files.len() as i64, 3, s as i64, s as i64]))
+}
+
+/// Logits `[N, C]` of the model for `x` (`[N, 3, S, S]`), in batches of `batch`, on the CPU.
+pub fn logits(m: &Exported, x: &Tensor, batch: i64) -> Tensor {
+    let device = m.model.vs.device();
+    let n = x.size()[0];
+    let parts: Vec<Tensor> = tch::no_grad(|| {
+        (0..n)
+            .step_by(batch.max(1) as usize)
+            .map(|i| {
+                let b = x.narrow(0, i, batch.min(n - i)).to_device(device);
+                m.model
+                    .forward(&b, false)
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu)
+            })
+            .collect()
+    });
+    Tensor::cat(&parts, 0)
+}
+
+/// One image's top-k classes and probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub file: PathBuf,
+    pub top: Vec<(String, f64)>,
+}
+
+/// Top-`k` predictions of the model for image files.
+pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<(Vec<Prediction>, Tensor)> {
+    let x = inputs(&m.card, files)?;
+    let logits = logits(m, &x, batch);
+    let probs = logits.softmax(-1, Kind::Double);
+    let k = k.clamp(1, m.card.classes.len());
+    let (p, idx) = probs.topk(k as i64, -1, true, true);
+    let p: Vec<f64> = Vec::try_from(p.flatten(0, -1))?;
+    let idx: Vec<i64> = Vec::try_from(idx.flatten(0, -1))?;
+    let preds = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Prediction {
+            file: f.clone(),
+            top: (0..k)
+                .map(|j| (m.card.classes[idx[i * k + j] as usize].clone(), p[i * k + j]))
+                .collect(),
+        })
+        .collect();
+    Ok((preds, logits))
+}
