@@ -36,18 +36,38 @@ pub fn guided_cutmix(
         return Ok(None);
     }
     let rects = locator.rects(batch, x)?;
+    Ok(Some(paste_shuffled(
+        &rects,
+        locator.patch_and_image(),
+        tau,
+        fixed_lambda,
+        x,
+        rng,
+    )))
+}
+
+/// Guided CutMix of `x` (`[B, C, S, S]`) with each image's salient patch given (`rects`, pixels of
+/// `x`) and the sides (patch, image) for λ: the batch shuffled by `rng`, each image's partner's
+/// patch pasted at its far corner. What [`guided_cutmix`] does once it decided to mix.
+pub fn paste_shuffled(
+    rects: &[Rect],
+    (patch, image): (f64, f64),
+    tau: f64,
+    fixed_lambda: Option<f64>,
+    x: &Tensor,
+    rng: &mut impl Rng,
+) -> Mixed {
     let b = x.size()[0];
     let mut order: Vec<i64> = (0..b).collect();
     use rand::seq::SliceRandom;
     order.shuffle(rng);
-    let (images, _) = paste(x, &rects, &order);
-    let (patch, image) = locator.patch_and_image();
+    let (images, _) = paste(x, rects, &order);
     let lambda = fixed_lambda.unwrap_or_else(|| patch_lambda(patch * patch, image * image, tau));
-    Ok(Some(Mixed {
+    Mixed {
         images,
         perm: Tensor::from_slice(&order).to_device(x.device()),
         lambda: 1.0 - lambda,
-    }))
+    }
 }
 
 /// Maps a box of the source image through an augmentation window to the augmented image of side
