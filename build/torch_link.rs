@@ -9,7 +9,36 @@
 //! the rpath is a RUNPATH, which is what `--enable-new-dtags` (the default of modern linkers) gives.
 use std::path::Path;
 
+/// The git commit the build is made from (`unknown` outside a git checkout), for provenance:
+/// `AUTOSAMPLER_GIT_COMMIT` at compile time. Rebuilt when HEAD moves.
+fn git_commit() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let root = Path::new(&dir);
+    let git = root.ancestors().map(|p| p.join(".git")).find(|p| p.is_dir());
+    let commit = git
+        .as_ref()
+        .and_then(|g| {
+            println!("cargo:rerun-if-changed={}", g.join("HEAD").display());
+            let head = std::fs::read_to_string(g.join("HEAD")).ok()?;
+            if let Some(r) = head.trim().strip_prefix("ref: ") {
+                println!("cargo:rerun-if-changed={}", g.join(r).display());
+                println!("cargo:rerun-if-changed={}", g.join("packed-refs").display());
+            }
+            let out = std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .current_dir(root)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=AUTOSAMPLER_GIT_COMMIT={commit}");
+}
+
 fn main() {
+    git_commit();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;

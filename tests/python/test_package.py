@@ -157,3 +157,17 @@ def test_the_example_runs_on_the_embedded_data(tmp_path):
                         "--out", str(tmp_path / "example")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "stage 2 with the chosen weights" in r.stdout, r.stdout
+
+
+def test_tensorboard_scalars_are_the_runs_logs(tiny_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, out = tiny_run
+    logdir = asp.tensorboard(out, tmp_path / "tb")
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    logs = [json.loads(line) for line in (out / "stage1/metrics.jsonl").read_text().splitlines()]
+    got = [(e.step, e.value) for e in acc.Scalars("stage1/val_top1")]
+    assert got == [(log["epoch"], pytest.approx(log["val_top1"], rel=1e-6)) for log in logs]
+    steps = [json.loads(line) for line in (out / "search/trajectories.jsonl").read_text().splitlines()]
+    assert [e.step for e in acc.Scalars("search/mean_reward")] == [s["t"] for s in steps]

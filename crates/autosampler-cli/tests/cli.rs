@@ -328,6 +328,19 @@ fn run_chains_data_stage1_eval_features_and_search() {
     }
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
     assert!(html.contains("Confusion matrix") && html.contains("Stage 2") && html.contains("[train]"));
+    // provenance: each stage's wall time, version, commit, device, threads; stage 1's state too
+    assert!(
+        html.contains("<h2>Provenance</h2>") && html.contains("<td>stage1</td>"),
+        "no provenance table"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage1/state.json")).unwrap()).unwrap();
+    assert_eq!(state["provenance"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(state["provenance"]["device"], "cpu");
+    assert_eq!(state["provenance"]["threads"], 1);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifests/stage1.json")).unwrap()).unwrap();
+    assert!(m["seconds"].as_f64().unwrap() > 0.0 && m["provenance"]["commit"].is_string());
     let traj = std::fs::read_to_string(out.join("search/trajectories.jsonl")).unwrap();
     assert_eq!(traj.lines().count(), 3);
     let best: serde_json::Value =

@@ -185,6 +185,9 @@ impl Agent {
     }
 }
 
+/// A mixed batch for Python: the images, each image's partner, the weight of its own label.
+type Mixed<'py> = (Bound<'py, PyArray4<f32>>, Vec<i64>, f64);
+
 /// Guided CutMix of a batch (`images [B, C, S, S]`, each image's salient patch `rects [B, 4]` in
 /// its pixels), with probability `prob`: the batch is shuffled, and each image receives its
 /// partner's patch at the corner farthest from its own patch. λ, the pasted patch's label weight,
@@ -204,7 +207,7 @@ fn guided_cutmix<'py>(
     tau: f64,
     fixed_lambda: Option<f64>,
     seed: u64,
-) -> PyResult<Option<(Bound<'py, PyArray4<f32>>, Vec<i64>, f64)>> {
+) -> PyResult<Option<Mixed<'py>>> {
     use autosampler::mix::guided::paste_shuffled;
     use rand::Rng;
     let s = images.shape().to_vec();

@@ -17,6 +17,7 @@ pub mod mix;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod provenance;
 pub mod report;
 pub mod rng;
 pub mod runtime;

@@ -36,6 +36,7 @@ __all__ = [
     "train_agent",
     "guided_cutmix",
     "run",
+    "tensorboard",
     "load_model",
     "build_model",
     "ModelCard",
@@ -167,3 +168,36 @@ def run(config, out=None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     the run's results: run folder, classes, training counts, eval (stage 1), search, stage2,
     model (the exported model.safetensors) and report."""
     return json.loads(_native.run(str(config), None if out is None else str(out), list(overrides)))
+
+
+def tensorboard(run_folder, logdir=None) -> Path:
+    """Writes a run folder's logs as TensorBoard scalars (with `torch.utils.tensorboard`, which
+    needs the `tensorboard` package) into `logdir` (default `<run>/tensorboard`), and returns it:
+    stage 1 per epoch (`stage1/*`: lr, train loss and accuracy, val top-1 and balanced accuracy,
+    images/s), the agent per epoch (`agent/*`), and the search per trajectory (`search/*`).
+    Rewritten whole each call; `tensorboard --logdir <it>` shows them live while a run goes on."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_folder = Path(run_folder)
+    logdir = Path(logdir) if logdir is not None else run_folder / "tensorboard"
+    if logdir.exists():
+        for f in logdir.glob("events.out.tfevents.*"):
+            f.unlink()
+
+    def jsonl(path: Path):
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    w = SummaryWriter(str(logdir))
+    for log in jsonl(run_folder / "stage1" / "metrics.jsonl"):
+        for k in ("lr", "train_loss", "train_acc", "val_top1", "val_balanced", "img_per_s"):
+            w.add_scalar(f"stage1/{k}", log[k], log["epoch"])
+    for i, log in enumerate(jsonl(run_folder / "agent" / "metrics.jsonl")):
+        for k in ("lr", "loss", "val_glance", "val_final", "img_per_s"):
+            w.add_scalar(f"agent/{k}", log[k], i + 1)
+    for step in jsonl(run_folder / "search" / "trajectories.jsonl"):
+        w.add_scalar("search/mean_reward", step["mean_reward"], step["t"])
+        w.add_scalar("search/best_reward", step["best_reward"], step["t"])
+    w.close()
+    return logdir

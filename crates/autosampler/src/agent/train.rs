@@ -62,6 +62,9 @@ pub struct AgentLog {
 pub struct AgentState {
     pub history: Vec<AgentLog>,
     pub done: bool,
+    /// The build, device and threads of the process that trained last.
+    #[serde(default)]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 impl AgentState {
@@ -219,6 +222,7 @@ pub fn train(
             agent.load_map(&saved, &last)?;
         }
     }
+    state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let normalize = Normalize::default();
     let lc = LoaderConfig {
         batch_size: cfg.batch_size,

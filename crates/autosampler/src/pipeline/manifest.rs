@@ -6,6 +6,7 @@
 //! before it writes anything and writes it last, by one rename: a kill at any instant leaves
 //! either the old complete state or no manifest (the stage reruns).
 use super::rundir::{RunDir, Stage};
+use crate::provenance::Provenance;
 use crate::{fsx, Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,6 +56,12 @@ pub struct Manifest {
     pub inputs: Inputs,
     /// Output path relative to the run folder → its digest.
     pub outputs: BTreeMap<String, FileDigest>,
+    /// Wall time of the stage's work in this process (0 when it only re-committed).
+    #[serde(default)]
+    pub seconds: f64,
+    /// The build, device and threads that did the work.
+    #[serde(default)]
+    pub provenance: Provenance,
 }
 
 impl Manifest {
@@ -119,8 +126,30 @@ pub fn invalidate(run: &RunDir, stage: Stage) -> Result<()> {
     }
 }
 
+/// How a stage's work was done: its wall time and provenance.
+pub struct Work {
+    pub started: std::time::Instant,
+    pub provenance: Provenance,
+}
+
+impl Work {
+    /// Work starting now on `device` with `threads`.
+    pub fn start(device: &str, threads: usize) -> Work {
+        Work {
+            started: std::time::Instant::now(),
+            provenance: Provenance::here(device, threads),
+        }
+    }
+}
+
 /// Commits the stage: hashes its outputs and writes the manifest (one atomic rename, last).
-pub fn commit(run: &RunDir, stage: Stage, inputs: Inputs, outputs: &[PathBuf]) -> Result<Manifest> {
+pub fn commit(
+    run: &RunDir,
+    stage: Stage,
+    inputs: Inputs,
+    outputs: &[PathBuf],
+    work: Work,
+) -> Result<Manifest> {
     let mut map = BTreeMap::new();
     for p in outputs {
         let rel = run.relative(p).to_string_lossy().into_owned();
@@ -131,6 +160,8 @@ pub fn commit(run: &RunDir, stage: Stage, inputs: Inputs, outputs: &[PathBuf]) -
         fingerprint: inputs.fingerprint(),
         inputs,
         outputs: map,
+        seconds: work.started.elapsed().as_secs_f64(),
+        provenance: work.provenance,
     };
     fsx::write_json(&run.manifest(stage), &m)?;
     Ok(m)
@@ -148,7 +179,15 @@ mod tests {
         std::fs::write(&out, b"{\"a\": 1}").unwrap();
         let inputs = Inputs::new().value("config", &[1, 2]);
         assert!(complete(&run, Stage::Eval, &inputs).is_none(), "no manifest yet");
-        let m = commit(&run, Stage::Eval, inputs.clone(), std::slice::from_ref(&out)).unwrap();
+        let m = commit(
+            &run,
+            Stage::Eval,
+            inputs.clone(),
+            std::slice::from_ref(&out),
+            Work::start("cpu", 1),
+        )
+        .unwrap();
+        assert_eq!(m.provenance.version, crate::provenance::VERSION);
         assert_eq!(m.outputs["eval.json"].bytes, 8);
         // sha256 of the 8 bytes above, as `sha256sum` prints it
         assert_eq!(

@@ -143,6 +143,7 @@ pub fn canonical_source(s: &SourceConfig) -> SourceConfig {
 /// were not made with (before anything is written), reuses the split when it was drawn from the
 /// same data config (another is refused), then writes `config.toml` and the class histogram.
 pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset> {
+    let work = manifest::Work::start("cpu", rayon::current_num_threads());
     std::fs::create_dir_all(run.root()).map_err(|e| Error::io(run.root(), e))?;
     hold_lock(run)?;
     if let (Some(m), Some(t)) = (&cfg.model, &cfg.train) {
@@ -169,7 +170,7 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
         ds
     };
     if manifest::read(run, Stage::Split).is_none_or(|m| !manifest::outputs_intact(run, &m)) {
-        manifest::commit(run, Stage::Split, Inputs::new(), &[split_path])?;
+        manifest::commit(run, Stage::Split, Inputs::new(), &[split_path], work)?;
     }
     fsx::write_atomic(&run.config_toml(), cfg.to_toml().as_bytes())?;
     let s = &ds.split;
@@ -301,6 +302,7 @@ pub fn stage1(
         }
     }
     manifest::invalidate(run, Stage::Stage1)?;
+    let work = manifest::Work::start(&train_cfg.device, train_cfg.threads);
     let guide = guide_for(cfg, run, train_cfg)?;
     let locator = guide.as_ref().map(|g| g as &dyn crate::mix::guided::Locator);
     let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, locator)?;
@@ -310,7 +312,7 @@ pub fn stage1(
         state.best_val_top1,
         state.best_epoch.unwrap_or(0)
     ));
-    manifest::commit(run, Stage::Stage1, inputs, &[paths.model(), paths.best()])
+    manifest::commit(run, Stage::Stage1, inputs, &[paths.model(), paths.best()], work)
 }
 
 /// The guide stage 1 needs for `mix = { kind = "agent-cutmix" }`: the stored locations, or the
@@ -345,9 +347,10 @@ pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<EvalReport> 
         return fsx::read_json(&run.eval());
     }
     manifest::invalidate(run, Stage::Eval)?;
+    let work = manifest::Work::start(&t.device, t.threads);
     let report = stage1::evaluate_run(ds, m, t, run.root())?;
     fsx::write_json(&run.eval(), &report)?;
-    manifest::commit(run, Stage::Eval, inputs, &[run.eval()])?;
+    manifest::commit(run, Stage::Eval, inputs, &[run.eval()], work)?;
     Ok(report)
 }
 
@@ -371,6 +374,7 @@ pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
         return Ok(done);
     }
     manifest::invalidate(run, Stage::Features)?;
+    let work = manifest::Work::start(&t.device, t.threads);
     let model = stage1_model(cfg, run, ds)?;
     let start = Instant::now();
     features::extract_all(&model, ds, run.root(), &t.normalize, t.threads)?;
@@ -383,7 +387,7 @@ pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
         .into_iter()
         .map(|p| run.features(p))
         .collect();
-    manifest::commit(run, Stage::Features, inputs, &files)
+    manifest::commit(run, Stage::Features, inputs, &files, work)
 }
 
 /// The stage-1 linear classifier `(fc.weight, fc.bias)` on the CPU, which the search and stage 2
@@ -434,6 +438,7 @@ fn search_or_reuse(
         return fsx::read_json(&run.best_weights());
     }
     manifest::invalidate(run, Stage::Search)?;
+    let work = manifest::Work::start("cpu", 1);
     let model = stage1_model(cfg, run, ds)?;
     let (w0, b0) = linear_head(&model, "the search")?;
     let train = features::load(run.root(), Part::Train)?;
@@ -506,6 +511,7 @@ fn search_or_reuse(
             run.search_reward_curve(),
             run.search_weights_png(),
         ],
+        work,
     )?;
     Ok(best)
 }
@@ -547,6 +553,10 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         return fsx::read_json(&run.stage2_eval());
     }
     manifest::invalidate(run, Stage::Stage2)?;
+    let work = match (fc.path, &cfg.train) {
+        (stage2::Stage2Path::Images, Some(t)) => manifest::Work::start(&t.device, t.threads),
+        _ => manifest::Work::start("cpu", 1),
+    };
     let model = stage1_model(cfg, run, ds)?;
     let (w0, b0) = linear_head(&model, "stage 2")?;
     let (train, val, test) = (
@@ -617,6 +627,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         Stage::Stage2,
         inputs,
         &[run.stage2_eval(), run.stage2_head()],
+        work,
     )?;
     Ok(r)
 }
@@ -652,6 +663,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
                 .value("agent", &agent_train::started_config(ac))
                 .upstream(&split);
             let done = manifest::complete(run, Stage::Agent, &inputs);
+            let work = manifest::Work::start(&ac.device, ac.threads);
             if done.is_none() {
                 manifest::invalidate(run, Stage::Agent)?;
             }
@@ -669,6 +681,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
                     Stage::Agent,
                     inputs,
                     &[out.join("agent.json"), out.join("agent.safetensors")],
+                    work,
                 )?,
             };
             (agent, m.digest())
@@ -708,6 +721,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
         return Ok(());
     }
     manifest::invalidate(run, Stage::Locations)?;
+    let work = manifest::Work::start(&ac.device, ac.threads);
     let t = Instant::now();
     tch::set_num_threads(ac.threads.max(1) as i32);
     let locs = agent_train::locate_view(&agent, &train, &Default::default(), ac.threads)?;
@@ -724,7 +738,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     }
     let mut files = vec![run.locations()];
     files.extend(figs);
-    manifest::commit(run, Stage::Locations, inputs, &files)?;
+    manifest::commit(run, Stage::Locations, inputs, &files, work)?;
     Ok(())
 }
 
@@ -745,6 +759,7 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
         return Ok(run.model());
     }
     manifest::invalidate(run, Stage::Export)?;
+    let work = manifest::Work::start("cpu", 1);
     let model = stage1_model(cfg, run, ds)?;
     let (head, classifier) = if with_stage2 {
         let h: std::collections::HashMap<String, tch::Tensor> =
@@ -775,7 +790,7 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
         run: run.name(),
     };
     crate::export::write(&run.model(), &model, head.as_ref().map(|(w, b)| (w, b)), &card)?;
-    manifest::commit(run, Stage::Export, inputs, &[run.model()])?;
+    manifest::commit(run, Stage::Export, inputs, &[run.model()], work)?;
     Ok(run.model())
 }
 

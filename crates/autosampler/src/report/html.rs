@@ -5,7 +5,7 @@
 use super::plot;
 use crate::agent::train::AgentLog;
 use crate::data::Split;
-use crate::pipeline::{self, RunDir};
+use crate::pipeline::{self, RunDir, Stage};
 use crate::train::stage1::EpochLog;
 use crate::{fsx, Error, Result};
 use base64::Engine;
@@ -272,6 +272,37 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
                 num(test.many, 1),
                 num(test.medium, 1),
                 num(test.few, 1)
+            );
+        }
+        h.push_str("</table>");
+    }
+    let stages: Vec<crate::pipeline::Manifest> = [
+        Stage::Split,
+        Stage::Agent,
+        Stage::Locations,
+        Stage::Stage1,
+        Stage::Eval,
+        Stage::Features,
+        Stage::Search,
+        Stage::Stage2,
+        Stage::Export,
+    ]
+    .into_iter()
+    .filter_map(|st| crate::pipeline::manifest::read(run, st))
+    .collect();
+    if !stages.is_empty() {
+        h.push_str("<h2>Provenance</h2><p>Each stage as its manifest records it: the wall time of its work, the program's version and git commit, the device and the threads.</p><table><tr><th>stage</th><th>seconds</th><th>version</th><th>commit</th><th>device</th><th>threads</th></tr>");
+        for m in &stages {
+            let p = &m.provenance;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&m.stage),
+                m.seconds,
+                esc(&p.version),
+                esc(&p.commit),
+                esc(&p.device),
+                p.threads
             );
         }
         h.push_str("</table>");

@@ -224,6 +224,9 @@ pub struct State {
     pub best_val_top1: f64,
     pub history: Vec<EpochLog>,
     pub done: bool,
+    /// The build, device and threads of the process that trained last.
+    #[serde(default)]
+    pub provenance: Option<crate::provenance::Provenance>,
 }
 
 /// `stage1/config.json`: what a stage 1 was started with.
@@ -448,6 +451,7 @@ pub fn train_guided(
             state = fsx::read_json(&paths.state())?;
         }
     }
+    state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let train_view = ds.view(Part::Train);
     let counts = ds.split.counts.train.clone();
     let loss = Loss::new(&cfg.loss, cfg.drw.as_ref(), &counts)?;
