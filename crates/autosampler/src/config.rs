@@ -48,6 +48,22 @@ impl Config {
     /// The ranges of the sections that say what they accept (NaN, zero and negative values are
     /// refused before any stage runs).
     pub fn check(&self) -> Result<()> {
+        self.data.split.longtail.validate()?;
+        if let Some(s) = self.data.source.image_size {
+            if !(8..=1024).contains(&s) {
+                return Err(crate::invalid!(
+                    "[data.source] image_size must be 8 to 1024, got {s}"
+                ));
+            }
+        }
+        if let Some(crate::model::Head::Causal(c)) = self.model.as_ref().map(|m| m.head) {
+            let r = Ranges("model.head.causal");
+            r.at_least("heads", c.heads.max(0) as usize, 1)?;
+            r.positive("tau", c.tau)?;
+            r.non_negative("gamma", c.gamma)?;
+            r.non_negative("alpha", c.alpha)?;
+            r.unit_open("momentum", c.momentum)?;
+        }
         if let Some(t) = &self.train {
             t.check()?;
             if t.method == crate::train::stage1::Method::Bbn

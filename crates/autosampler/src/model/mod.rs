@@ -37,43 +37,34 @@ pub enum Head {
     Causal(Causal),
 }
 
-fn d_heads() -> i64 {
-    2
-}
-fn d_tau() -> f64 {
-    16.0
-}
-fn d_gamma() -> f64 {
-    1.0 / 32.0
-}
-fn d_alpha() -> f64 {
-    1.0
-}
-fn d_mu() -> f64 {
-    0.9
-}
-
 /// `head = { causal = { … } }`: TDE's multi-head causal normalised classifier. Defaults are its
 /// CIFAR-10 settings (2 heads, τ 16, γ 1/32, α 1; CIFAR-100 uses α 1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Causal {
     /// Heads: the feature vector is split into this many equal parts, each normalised alone.
-    #[serde(default = "d_heads")]
     pub heads: i64,
     /// Logit scale: each head's cosine is multiplied by τ / heads.
-    #[serde(default = "d_tau")]
     pub tau: f64,
     /// The weight norm is `‖w‖ + γ` (causal normalisation).
-    #[serde(default = "d_gamma")]
     pub gamma: f64,
     /// TDE strength at inference: the feature's projection on the mean direction, × α, is removed.
     /// 0 gives the plain causal-norm classifier.
-    #[serde(default = "d_alpha")]
     pub alpha: f64,
     /// Moving-average factor of the feature mean: `embed ← μ·embed + mean(batch features)`.
-    #[serde(default = "d_mu")]
     pub momentum: f64,
+}
+
+impl Default for Causal {
+    fn default() -> Self {
+        Causal {
+            heads: 2,
+            tau: 16.0,
+            gamma: 1.0 / 32.0,
+            alpha: 1.0,
+            momentum: 0.9,
+        }
+    }
 }
 
 impl Causal {
