@@ -116,8 +116,9 @@ def test_run_returns_the_run_folders_results(tiny_run, tmp_path):
     cfg, out = tiny_run
     r = asp.run(cfg, out=out)  # every stage complete: reused
     best = json.loads((out / "search/best_weights.json").read_text())
-    assert r["search"]["weights"] == best["weights"] and r["classes"] == ["a", "b", "c"]
-    assert r["eval"]["last"]["test"]["n"] == 3 and Path(r["model"]).is_file()
+    assert r.search.weights == best["weights"] and r.classes == ["a", "b", "c"]
+    assert r.eval["last"]["test"]["n"] == 3 and r.model.is_file() and r.report.is_file()
+    assert r.stage2["weights"] == best["weights"] and r.train_counts == [5, 3, 1]  # one per class held out
     with pytest.raises(ValueError, match=r"\[train\] lr must be a finite number > 0"):
         asp.run(cfg, out=tmp_path / "bad", overrides=["train.lr=-1"])
 

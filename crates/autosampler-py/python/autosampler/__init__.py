@@ -36,6 +36,7 @@ __all__ = [
     "train_agent",
     "guided_cutmix",
     "run",
+    "RunResult",
     "tensorboard",
     "load_model",
     "build_model",
@@ -163,11 +164,33 @@ def guided_cutmix(images: torch.Tensor, labels: torch.Tensor, rects: torch.Tenso
     return torch.from_numpy(mixed).to(images.device), labels, labels[perm], keep
 
 
-def run(config, out=None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Runs every stage of a config (as `autosampler run`, reusing complete stages) and returns
-    the run's results: run folder, classes, training counts, eval (stage 1), search, stage2,
-    model (the exported model.safetensors) and report."""
-    return json.loads(_native.run(str(config), None if out is None else str(out), list(overrides)))
+@dataclass
+class RunResult:
+    """What a run folder holds after `run`: `eval` is eval.json (last and best-on-val models, val
+    and test metrics), `search` the chosen class weights (or None without `[search]`), `stage2`
+    stage2/eval.json (or None), `model` the exported model.safetensors."""
+
+    run: Path
+    classes: list[str]
+    train_counts: list[int]
+    eval: Optional[dict]
+    search: Optional[SearchResult]
+    stage2: Optional[dict]
+    model: Optional[Path]
+    report: Optional[Path]
+
+
+def run(config, out=None, overrides: Sequence[str] = ()) -> RunResult:
+    """Runs every stage of a config (as `autosampler run`, reusing complete stages; `overrides`
+    as `--set`) and returns the run's results."""
+    r = json.loads(_native.run(str(config), None if out is None else str(out), list(overrides)))
+    b = r["search"]
+    search = None if b is None else SearchResult(
+        weights=b["weights"], source=b["source"], reward=b["reward"], candidates=b["candidates"],
+        gain_over_fixed=b.get("gain_over_fixed"), gain_se=b.get("gain_se"), best=b, log=[])
+    path = lambda p: None if p is None else Path(p)  # noqa: E731
+    return RunResult(run=Path(r["run"]), classes=r["classes"], train_counts=r["train_counts"], eval=r["eval"],
+                     search=search, stage2=r["stage2"], model=path(r["model"]), report=path(r["report"]))
 
 
 def tensorboard(run_folder, logdir=None) -> Path:
