@@ -8,21 +8,14 @@ use crate::{fsx, invalid, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-fn default_val_per_class() -> usize {
-    20
-}
-
 /// How to draw the split (`[data]` in a config, beside `source`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SplitConfig {
-    #[serde(default)]
     pub longtail: Profile,
     /// Images per class held out for validation before the long-tailed subset is drawn (ignored
     /// when the source brings its own validation list).
-    #[serde(default = "default_val_per_class")]
     pub val_per_class: usize,
-    #[serde(default)]
     pub seed: u32,
 }
 
@@ -30,7 +23,7 @@ impl Default for SplitConfig {
     fn default() -> Self {
         SplitConfig {
             longtail: Profile::None,
-            val_per_class: default_val_per_class(),
+            val_per_class: 20,
             seed: 0,
         }
     }
