@@ -21,8 +21,12 @@ fn git_commit() {
             println!("cargo:rerun-if-changed={}", g.join("HEAD").display());
             let head = std::fs::read_to_string(g.join("HEAD")).ok()?;
             if let Some(r) = head.trim().strip_prefix("ref: ") {
-                println!("cargo:rerun-if-changed={}", g.join(r).display());
-                println!("cargo:rerun-if-changed={}", g.join("packed-refs").display());
+                // only files that exist: cargo reruns a build script whose watched file is missing
+                for f in [g.join(r), g.join("packed-refs")] {
+                    if f.is_file() {
+                        println!("cargo:rerun-if-changed={}", f.display());
+                    }
+                }
             }
             let out = std::process::Command::new("git")
                 .args(["rev-parse", "--short=12", "HEAD"])
