@@ -335,14 +335,21 @@ fn guide_for(cfg: &Config, run: &RunDir, t: &TrainConfig) -> Result<Option<Guide
     }))
 }
 
-/// `eval.json` of a finished stage 1 (last and best-on-val models on val and test).
-pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<EvalReport> {
+/// The inputs of a stage that reads the stage-1 model: `[model]`, the normalisation, the split and
+/// stage 1 (eval, features, export).
+fn model_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
     let (m, t) = training_config(cfg)?;
-    let inputs = Inputs::new()
+    Ok(Inputs::new()
         .value("model", m)
         .value("normalize", &t.normalize)
         .upstream(&upstream(run, Stage::Split)?)
-        .upstream(&upstream(run, Stage::Stage1)?);
+        .upstream(&upstream(run, Stage::Stage1)?))
+}
+
+/// `eval.json` of a finished stage 1 (last and best-on-val models on val and test).
+pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<EvalReport> {
+    let (m, t) = training_config(cfg)?;
+    let inputs = model_inputs(cfg, run)?;
     if manifest::complete(run, Stage::Eval, &inputs).is_some() {
         return fsx::read_json(&run.eval());
     }
@@ -364,12 +371,8 @@ pub fn stage1_model(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<Model> {
 
 /// Frozen-backbone features of every part, written once per stage-1 model.
 pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Manifest> {
-    let (m, t) = training_config(cfg)?;
-    let inputs = Inputs::new()
-        .value("model", m)
-        .value("normalize", &t.normalize)
-        .upstream(&upstream(run, Stage::Split)?)
-        .upstream(&upstream(run, Stage::Stage1)?);
+    let (_, t) = training_config(cfg)?;
+    let inputs = model_inputs(cfg, run)?;
     if let Some(done) = manifest::complete(run, Stage::Features, &inputs) {
         return Ok(done);
     }
@@ -747,11 +750,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
 pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
     let (m, t) = training_config(cfg)?;
     let with_stage2 = cfg.stage2.is_some() && manifest::read(run, Stage::Stage2).is_some();
-    let mut inputs = Inputs::new()
-        .value("model", m)
-        .value("normalize", &t.normalize)
-        .upstream(&upstream(run, Stage::Split)?)
-        .upstream(&upstream(run, Stage::Stage1)?);
+    let mut inputs = model_inputs(cfg, run)?;
     if with_stage2 {
         inputs = inputs.upstream(&upstream(run, Stage::Stage2)?);
     }
