@@ -88,12 +88,7 @@ fn verify_cmd(a: &SourceArgs) -> Result<()> {
 /// The data stage, with its summary printed.
 fn prepared(cfg: &Config, run: &RunDir, bars: &Bars) -> Result<autosampler::data::Dataset> {
     let ds = pipeline::prepare(cfg, run, bars)?;
-    print!("{}", text::data_summary(&ds));
-    println!(
-        "\nsplit:     {}\nhistogram: {}",
-        run.split().display(),
-        run.class_histogram().display()
-    );
+    print!("{}", text::prepared(run, &ds));
     Ok(ds)
 }
 
@@ -112,10 +107,9 @@ fn run_cmd(a: &RunArgs) -> Result<()> {
 
 fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
     let t = Instant::now();
-    let bars = Bars::new();
-    let ds = prepared(cfg, run, &bars)?;
-    if pipeline::training_config(cfg).is_err() {
-        let train = ds.view(Part::Train);
+    let out = pipeline::run(cfg, run, &Bars::new())?;
+    let (Some(model), Some(report)) = (out.eval.as_ref().map(|_| run.model()), &out.report) else {
+        let train = out.dataset.view(Part::Train);
         println!(
             "\nrun folder {} ready in {:.1}s ({} training images of {} px; no [model]/[train]: data stage only)",
             run.root().display(),
@@ -124,20 +118,7 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
             train.size
         );
         return Ok(());
-    }
-    pipeline::agent(cfg, run, &ds, true, &bars)?;
-    pipeline::stage1(cfg, run, &ds, true, &bars)?;
-    print!("{}", text::eval_table(&pipeline::evaluate(cfg, run, &ds)?));
-    if let Some(sc) = &cfg.search {
-        let best = pipeline::search(cfg, run, &ds, &bars)?;
-        print!("{}", text::search_table(&best, sc, &ds.split.classes, run));
-    }
-    if cfg.stage2.is_some() {
-        print!("{}", text::stage2_table(&pipeline::stage2(cfg, run, &ds, &bars)?));
-    }
-    let model = pipeline::export(cfg, run, &ds)?;
-    let report = autosampler::report::html::write(run)?;
-    print!("{}", text::run_summary(run, &ds));
+    };
     println!(
         "model    {} (backbone + chosen classifier + card; `autosampler predict --run {}`)",
         model.display(),
@@ -276,7 +257,11 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let m = autosampler::export::open(&path, device)
         .with_context(|| format!("{}: run `autosampler run` to write it", path.display()))?;
     let files = autosampler::export::image_files(&a.images)?;
-    let (preds, logits) = autosampler::export::predict(&m, &files, a.topk, 256)?;
+    let autosampler::export::Predicted {
+        top: preds,
+        inputs,
+        logits,
+    } = autosampler::export::predict(&m, &files, a.topk, 256)?;
     for p in &preds {
         let top: Vec<String> = p.top.iter().map(|(c, q)| format!("{c} {:.3}", q)).collect();
         println!("{}\t{}", p.file.display(), top.join("  "));
@@ -296,8 +281,7 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         autosampler::fsx::write_atomic(csv, out.as_bytes())?;
     }
     if let Some(io) = &a.save_io {
-        let x = autosampler::export::inputs(&m.card, &files)?;
-        autosampler::model::save_tensors(io, &[("input".into(), x), ("logits".into(), logits)])?;
+        autosampler::model::save_tensors(io, &[("input".into(), inputs), ("logits".into(), logits)])?;
     }
     eprintln!(
         "{} images, model {} ({}; {})",

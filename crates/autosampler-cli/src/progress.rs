@@ -73,6 +73,9 @@ impl Observer for Bars {
     fn task_done(&self) {
         self.bar.finish_and_clear();
     }
+    fn show(&self, text: &str) {
+        print!("{text}");
+    }
 }
 
 impl Drop for Bars {

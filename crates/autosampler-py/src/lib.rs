@@ -208,8 +208,7 @@ fn guided_cutmix<'py>(
     fixed_lambda: Option<f64>,
     seed: u64,
 ) -> PyResult<Option<Mixed<'py>>> {
-    use autosampler::mix::guided::paste_shuffled;
-    use rand::Rng;
+    use autosampler::mix::guided::{mixes, paste_shuffled};
     let s = images.shape().to_vec();
     if rects.shape() != [s[0], 4] {
         return Err(err(format!(
@@ -219,7 +218,7 @@ fn guided_cutmix<'py>(
         )));
     }
     let mut rng = autosampler::rng::chacha(seed, &[2]);
-    if rng.random::<f64>() >= prob {
+    if !mixes(prob, &mut rng) {
         return Ok(None);
     }
     let x =

@@ -169,8 +169,17 @@ pub struct Prediction {
     pub top: Vec<(String, f64)>,
 }
 
+/// What [`predict`] returns: the top-k per image, the model's inputs and its logits.
+pub struct Predicted {
+    pub top: Vec<Prediction>,
+    /// `[N, 3, S, S]`, normalised.
+    pub inputs: Tensor,
+    /// `[N, C]`.
+    pub logits: Tensor,
+}
+
 /// Top-`k` predictions of the model for image files.
-pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<(Vec<Prediction>, Tensor)> {
+pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<Predicted> {
     let x = inputs(&m.card, files)?;
     let logits = logits(m, &x, batch);
     let probs = logits.softmax(-1, Kind::Double);
@@ -178,7 +187,7 @@ pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<
     let (p, idx) = probs.topk(k as i64, -1, true, true);
     let p: Vec<f64> = Vec::try_from(p.flatten(0, -1))?;
     let idx: Vec<i64> = Vec::try_from(idx.flatten(0, -1))?;
-    let preds = files
+    let top = files
         .iter()
         .enumerate()
         .map(|(i, f)| Prediction {
@@ -188,5 +197,9 @@ pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<
                 .collect(),
         })
         .collect();
-    Ok((preds, logits))
+    Ok(Predicted {
+        top,
+        inputs: x,
+        logits,
+    })
 }

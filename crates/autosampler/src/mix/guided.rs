@@ -32,7 +32,7 @@ pub fn guided_cutmix(
     x: &Tensor,
     rng: &mut impl Rng,
 ) -> Result<Option<Mixed>> {
-    if rng.random::<f64>() >= prob {
+    if !mixes(prob, rng) {
         return Ok(None);
     }
     let rects = locator.rects(batch, x)?;
@@ -44,6 +44,11 @@ pub fn guided_cutmix(
         x,
         rng,
     )))
+}
+
+/// Whether a batch is mixed, with probability `prob` (one uniform from `rng`).
+pub fn mixes(prob: f64, rng: &mut impl Rng) -> bool {
+    rng.random::<f64>() < prob
 }
 
 /// Guided CutMix of `x` (`[B, C, S, S]`) with each image's salient patch given (`rects`, pixels of

@@ -23,7 +23,7 @@ use crate::mix::MixConfig;
 use crate::model::{Model, ModelConfig};
 use crate::report::plot;
 use crate::search::{self, Best};
-use crate::train::stage1::{self, EvalReport, Progress, State, TrainConfig};
+use crate::train::stage1::{self, EvalReport, Progress, TrainConfig};
 use crate::train::stage2::{self, Stage2Config};
 use crate::{features, fsx, invalid, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,8 @@ pub trait Observer: Progress + Sync {
     fn advance(&self, _n: u64, _info: &str) {}
     /// The task is over: clear its bar.
     fn task_done(&self) {}
+    /// A stage's results as text ([`text`]), for [`run`] to show as each stage ends.
+    fn show(&self, _text: &str) {}
 }
 
 /// Shows nothing (tests, library use).
@@ -184,9 +186,11 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
     Ok(ds)
 }
 
-/// Every stage the config has, in order, into `run`; complete stages are reused.
+/// Every stage the config has, in order, into `run`; complete stages are reused. Each stage's
+/// results go to [`Observer::show`] as it ends, the run summary last.
 pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
     let ds = prepare(cfg, run, obs)?;
+    obs.show(&text::prepared(run, &ds));
     let mut out = Outcome {
         dataset: ds,
         eval: None,
@@ -200,15 +204,22 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
     let ds = &out.dataset;
     agent(cfg, run, ds, true, obs)?;
     stage1(cfg, run, ds, true, obs)?;
-    out.eval = Some(evaluate(cfg, run, ds)?);
-    if cfg.search.is_some() {
-        out.search = Some(search(cfg, run, ds, obs)?);
+    let eval = evaluate(cfg, run, ds)?;
+    obs.show(&text::eval_table(&eval));
+    out.eval = Some(eval);
+    if let Some(sc) = &cfg.search {
+        let best = search(cfg, run, ds, obs)?;
+        obs.show(&text::search_table(&best, sc, &ds.split.classes, run));
+        out.search = Some(best);
     }
     if cfg.stage2.is_some() {
-        out.stage2 = Some(stage2(cfg, run, ds, obs)?);
+        let r = stage2(cfg, run, ds, obs)?;
+        obs.show(&text::stage2_table(&r));
+        out.stage2 = Some(r);
     }
     export(cfg, run, ds)?;
     out.report = Some(crate::report::html::write(run)?);
+    obs.show(&text::run_summary(run, ds));
     Ok(out)
 }
 
@@ -379,12 +390,11 @@ pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
     manifest::invalidate(run, Stage::Features)?;
     let work = manifest::Work::start(&t.device, t.threads);
     let model = stage1_model(cfg, run, ds)?;
-    let start = Instant::now();
     features::extract_all(&model, ds, run.root(), &t.normalize, t.threads)?;
     obs.note(&format!(
         "features  {} ({:.1}s)",
         run.features_dir().display(),
-        start.elapsed().as_secs_f64()
+        work.started.elapsed().as_secs_f64()
     ));
     let files: Vec<PathBuf> = [Part::Train, Part::Val, Part::Test]
         .into_iter()
@@ -412,25 +422,27 @@ fn linear_head(model: &Model, who: &str) -> Result<(tch::Tensor, tch::Tensor)> {
 /// The coarse auto-sampler: the class-weight search on the stage-1 features, with its plots and
 /// `best_weights.csv`.
 pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Best> {
-    search_or_reuse(cfg, run, ds, obs, true)
+    let feats = features(cfg, run, ds, obs)?;
+    search_or_reuse(cfg, run, ds, obs, &feats, true)
 }
 
+/// The search on the features of `feats` (the features stage's manifest, complete).
 fn search_or_reuse(
     cfg: &Config,
     run: &RunDir,
     ds: &Dataset,
     obs: &dyn Observer,
+    feats: &Manifest,
     say_reused: bool,
 ) -> Result<Best> {
     let Some(sc) = &cfg.search else {
         return Err(invalid!("the config has no [search] section"));
     };
     let stage2 = cfg.stage2.clone().unwrap_or_default().recipe();
-    let feats = features(cfg, run, ds, obs)?;
     let inputs = Inputs::new()
         .value("search", sc)
         .value("recipe", &sc.recipe(&stage2))
-        .upstream(&feats);
+        .upstream(feats);
     if manifest::complete(run, Stage::Search, &inputs).is_some() {
         if say_reused {
             obs.note(&format!(
@@ -450,7 +462,6 @@ fn search_or_reuse(
     // machine, stall: 93 s instead of 5 s for the same search here).
     tch::set_num_threads(1);
     obs.task("search", sc.trajectories as u64);
-    let start = Instant::now();
     let result = search::run(&train, &val, (&w0, &b0), &stage2, sc, |s| {
         obs.advance(
             1,
@@ -474,7 +485,7 @@ fn search_or_reuse(
         sc.trajectories,
         sc.samples,
         sc.reward_seeds,
-        start.elapsed().as_secs_f64()
+        work.started.elapsed().as_secs_f64()
     ));
     plot::reward_curve(
         &run.search_reward_curve(),
@@ -526,6 +537,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         return Err(invalid!("the config has no [stage2] section"));
     };
     let counts = &ds.split.counts.train;
+    let feats = features(cfg, run, ds, obs)?;
     let weights = match &fc.sampler {
         Some(s) => s.weights(counts, fc.epochs, fc.epochs)?,
         None => {
@@ -534,10 +546,9 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
                     "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
                 ));
             }
-            search_or_reuse(cfg, run, ds, obs, false)?.weights
+            search_or_reuse(cfg, run, ds, obs, &feats, false)?.weights
         }
     };
-    let feats = features(cfg, run, ds, obs)?;
     let mut inputs = Inputs::new()
         .value("stage2", fc)
         .value("weights", &weights)
@@ -725,14 +736,13 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     }
     manifest::invalidate(run, Stage::Locations)?;
     let work = manifest::Work::start(&ac.device, ac.threads);
-    let t = Instant::now();
     tch::set_num_threads(ac.threads.max(1) as i32);
     let locs = agent_train::locate_view(&agent, &train, &Default::default(), ac.threads)?;
     agent_guide::write_locations(&run.locations(), train.size as f32, &locs)?;
     obs.note(&format!(
         "agent: located {} training images' salient patches in {:.1}s → {}",
         locs.len(),
-        t.elapsed().as_secs_f64(),
+        work.started.elapsed().as_secs_f64(),
         run.locations().display()
     ));
     let figs = crate::agent::figures::write_all(&out, &train, &locs, 8, ac.seed)?;
@@ -823,11 +833,6 @@ pub fn read_agent_last(run: &RunDir) -> Option<AgentLog> {
         .lines()
         .filter_map(|l| serde_json::from_str::<AgentLog>(l).ok())
         .next_back()
-}
-
-/// A run folder's stage-1 state, if any.
-pub fn read_stage1_state(run: &RunDir) -> Option<State> {
-    fsx::read_json(&run.stage1().state()).ok()
 }
 
 /// A run folder's agent state, if any.

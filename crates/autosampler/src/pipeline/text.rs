@@ -60,6 +60,16 @@ pub fn data_summary(ds: &Dataset) -> String {
     out
 }
 
+/// The data stage's text: the data summary and where the split and the histogram are.
+pub fn prepared(run: &RunDir, ds: &Dataset) -> String {
+    format!(
+        "{}\nsplit:     {}\nhistogram: {}\n",
+        data_summary(ds),
+        run.split().display(),
+        run.class_histogram().display()
+    )
+}
+
 /// One stage-1 epoch's line.
 pub fn epoch_line(l: &EpochLog) -> String {
     format!(
