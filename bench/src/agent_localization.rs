@@ -1,17 +1,25 @@
-//! `bench-agent-localization`: how well the trained patch agent of a run finds the object. On the
-//! run's test part (Tiny-ImageNet-200's labelled val set, with boxes), the agent's salient patch
-//! (Section 3.3.3's choice) is scored against the annotated box: the fraction of patches whose
-//! centre lies in the box, and the mean IoU of patch and box; the same for a uniformly random
-//! patch (16 draws per image) and for the centre patch. Also the agent's top-1 after the glance
-//! alone and after all T steps. One JSON line.
+//! `bench-agent-localization`: how well a locator finds the object. On a run's test part
+//! (Tiny-ImageNet-200's labelled val set, with boxes), each locator's salient patch is scored
+//! against the annotated box: the fraction of patches whose centre lies in the box, and the mean
+//! IoU of patch and box. Locators: the run's trained patch agent (Section 3.3.3's choice, when the
+//! run has `agent/`); the class activation map of each `--cam` model (a `model.safetensors`
+//! written by `autosampler run`), the window of largest activation of the predicted class
+//! (`cam_predicted`, no labels, like the agent) and of the true class (`cam_label`, what
+//! `cam-cutmix` uses in training); a uniformly random patch (16 draws per image); the centre
+//! patch. Also the agent's top-1 after the glance alone and after all T steps. One JSON line.
 //!
 //!   autosampler agent train --config configs/bench/agent_tiny.toml --out runs/bench/agent_tiny
-//!   bench-agent-localization --run runs/bench/agent_tiny [--threads 2]
+//!   bench-agent-localization --run runs/bench/agent_tiny [--cam runs/x/model.safetensors]
+//!       [--patch PX] [--threads 2]
+//!
+//! Without an agent the patch side is `--patch` (default: half the image side).
 use anyhow::{Context, Result};
 use autosampler::agent::train::{evaluate, locate_view, AgentLog};
 use autosampler::agent::Agent;
 use autosampler::data::augment::Normalize;
+use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::{Dataset, Part, Split};
+use autosampler::mix::cam::{Cam, ClassChoice};
 use rand::Rng;
 use std::path::PathBuf;
 
@@ -30,9 +38,28 @@ fn score(x: f32, y: f32, p: f32, b: [f32; 4]) -> (bool, f64) {
     (inside, inter / union)
 }
 
+/// Share of patches (top-left corners, side `p`) whose centre is in the box, and mean IoU, over
+/// the images with boxes.
+fn scores(corners: &[(f32, f32)], p: f32, boxes: &[Option<[f32; 4]>]) -> (f64, f64, usize) {
+    let (mut n, mut hit, mut iou) = (0usize, 0.0, 0.0);
+    for (&(x, y), b) in corners.iter().zip(boxes) {
+        let Some(b) = b else { continue };
+        let (h, u) = score(x, y, p, *b);
+        n += 1;
+        hit += h as u8 as f64;
+        iou += u;
+    }
+    let d = n.max(1) as f64;
+    (
+        (hit * 1000.0 / d).round() / 10.0,
+        (iou * 1000.0 / d).round() / 1000.0,
+        n,
+    )
+}
+
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();
-    let run = PathBuf::from(arg("--run").context("--run DIR (a run with a trained agent/)")?);
+    let run = PathBuf::from(arg("--run").context("--run DIR (a run whose test part has boxes)")?);
     let threads: usize = arg("--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
     tch::set_num_threads(threads as i32);
     let split = Split::load(&run.join("split.json"))?;
@@ -40,61 +67,110 @@ fn main() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(autosampler::data::cache::default_cache_root);
     let ds = Dataset::open(split, &cache_root, &|_| {})?;
-    let agent = Agent::open(&run.join("agent"), tch::Device::Cpu)?;
     let test = ds.view(Part::Test);
-    let norm = Normalize::default();
-    let t0 = std::time::Instant::now();
-    let locs = locate_view(&agent, &test, &norm, threads)?;
-    let locate_s = t0.elapsed().as_secs_f64();
     let s = test.size as f32;
-    let p = locs.first().map(|l| l.side).unwrap_or(s / 2.0);
-    let mut rng = autosampler::rng::chacha(0, &[77]);
-    let (mut n, mut hit, mut iou) = (0usize, [0f64; 3], [0f64; 3]);
-    for (i, l) in locs.iter().enumerate() {
-        let Some(b) = test.bbox(i) else { continue };
-        n += 1;
-        let (h, u) = score(l.col, l.row, p, b);
-        hit[0] += h as u8 as f64;
-        iou[0] += u;
-        let draws = 16;
-        let (mut rh, mut ru) = (0.0, 0.0);
-        for _ in 0..draws {
-            let (x, y) = (rng.random_range(0.0..=s - p), rng.random_range(0.0..=s - p));
-            let (h, u) = score(x.floor(), y.floor(), p, b);
-            rh += h as u8 as f64;
-            ru += u;
-        }
-        hit[1] += rh / draws as f64;
-        iou[1] += ru / draws as f64;
-        let c = ((s - p) / 2.0).floor();
-        let (h, u) = score(c, c, p, b);
-        hit[2] += h as u8 as f64;
-        iou[2] += u;
-    }
-    let (glance, all) = evaluate(&agent, &test, &norm, threads)?;
-    let logs: Vec<AgentLog> = std::fs::read_to_string(run.join("agent/metrics.jsonl"))?
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let per_stage = [1, 2, 3].map(|st| logs.iter().filter(|l| l.stage == st).count());
-    let pct = |x: f64| (x * 1000.0 / n.max(1) as f64).round() / 10.0;
-    let r3 = |x: f64| (x * 1000.0 / n.max(1) as f64).round() / 1000.0;
-    let out = serde_json::json!({
+    let boxes: Vec<Option<[f32; 4]>> = (0..test.len()).map(|i| test.bbox(i)).collect();
+    let has_agent = run.join("agent/agent.json").is_file();
+    let agent = has_agent
+        .then(|| Agent::open(&run.join("agent"), tch::Device::Cpu))
+        .transpose()?;
+    let p: f32 = match (&agent, arg("--patch")) {
+        (_, Some(v)) => v.parse()?,
+        (Some(a), None) => a.spec.patch_size as f32 * s / a.spec.image_size as f32,
+        (None, None) => (s / 2.0).floor(),
+    };
+    let mut out = serde_json::json!({
         "bench": "agent_localization",
         "run": run.display().to_string(),
         "train_images": ds.view(Part::Train).len(),
         "classes": ds.split.num_classes(),
-        "image_px": test.size, "patch_px": p, "steps": agent.spec.steps, "arch": agent.spec.arch,
-        "agent_epochs_per_stage": per_stage,
-        "agent_train_s": (logs.iter().map(|l| l.seconds).sum::<f64>()).round(),
-        "scored_images": n,
-        "centre_in_box_pct": {"agent": pct(hit[0]), "random": pct(hit[1]), "centre": pct(hit[2])},
-        "mean_iou": {"agent": r3(iou[0]), "random": r3(iou[1]), "centre": r3(iou[2])},
-        "top1_glance": (glance * 100.0).round() / 100.0,
-        "top1_all_steps": (all * 100.0).round() / 100.0,
-        "locate_s": (locate_s * 100.0).round() / 100.0,
+        "image_px": test.size, "patch_px": p,
         "threads": threads,
     });
+    let (mut hit, mut iou) = (serde_json::Map::new(), serde_json::Map::new());
+    let mut put = |name: &str, (h, u, n): (f64, f64, usize)| {
+        hit.insert(name.into(), h.into());
+        iou.insert(name.into(), u.into());
+        n
+    };
+    if let Some(agent) = &agent {
+        let norm = Normalize::default();
+        let t0 = std::time::Instant::now();
+        let locs = locate_view(agent, &test, &norm, threads)?;
+        out["locate_s"] = ((t0.elapsed().as_secs_f64() * 100.0).round() / 100.0).into();
+        anyhow::ensure!(
+            locs.first().is_none_or(|l| (l.side - p).abs() < 0.5),
+            "--patch {p} differs from the agent's patch {}",
+            locs[0].side
+        );
+        let corners: Vec<(f32, f32)> = locs.iter().map(|l| (l.col, l.row)).collect();
+        put("agent", scores(&corners, p, &boxes));
+        let (glance, all) = evaluate(agent, &test, &norm, threads)?;
+        let logs: Vec<AgentLog> = std::fs::read_to_string(run.join("agent/metrics.jsonl"))?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        out["steps"] = agent.spec.steps.into();
+        out["arch"] = serde_json::to_value(agent.spec.arch)?;
+        out["agent_epochs_per_stage"] = [1, 2, 3]
+            .map(|st| logs.iter().filter(|l| l.stage == st).count())
+            .into();
+        out["agent_train_s"] = (logs.iter().map(|l| l.seconds).sum::<f64>()).round().into();
+        out["top1_glance"] = ((glance * 100.0).round() / 100.0).into();
+        out["top1_all_steps"] = ((all * 100.0).round() / 100.0).into();
+    }
+    if let Some(model) = arg("--cam") {
+        let cam = Cam::open(
+            &PathBuf::from(&model),
+            p as i64,
+            test.size as i64,
+            Some(&ds.split.classes),
+            tch::Device::Cpu,
+        )?;
+        anyhow::ensure!(
+            cam.choice == ClassChoice::Label,
+            "{model}: its classes are not the run's; cam_label needs the same classes"
+        );
+        let norm = cam.model.card.normalize.clone();
+        let plan: Vec<usize> = (0..test.len()).collect();
+        let (mut pred, mut label) = (Vec::new(), Vec::new());
+        let t0 = std::time::Instant::now();
+        for_each_batch(&test, &plan, &LoaderConfig::evaluation(&norm, threads), 0, |b| {
+            let as_f = |v: Vec<(i64, i64)>| v.into_iter().map(|(r, c)| (c as f32, r as f32));
+            pred.extend(as_f(cam.corners(&b.images, None)));
+            label.extend(as_f(cam.corners(&b.images, Some(&b.labels))));
+            Ok(())
+        })?;
+        out["cam_model"] = model.into();
+        out["cam_arch"] = serde_json::to_value(cam.model.card.model.arch)?;
+        out["cam_locate_s"] = ((t0.elapsed().as_secs_f64() * 100.0).round() / 100.0).into();
+        put("cam_predicted", scores(&pred, p, &boxes));
+        put("cam_label", scores(&label, p, &boxes));
+    }
+    // the random patch (16 draws per image, averaged) and the centre patch
+    let mut rng = autosampler::rng::chacha(0, &[77]);
+    let draws = 16;
+    let mut random: Vec<Vec<(f32, f32)>> = vec![Vec::new(); draws];
+    for _ in 0..test.len() {
+        for r in random.iter_mut() {
+            let (x, y) = (rng.random_range(0.0..=s - p), rng.random_range(0.0..=s - p));
+            r.push((x.floor(), y.floor()));
+        }
+    }
+    let (mut rh, mut ru, mut n) = (0.0, 0.0, 0);
+    for r in &random {
+        let (h, u, m) = scores(r, p, &boxes);
+        (rh, ru, n) = (rh + h / draws as f64, ru + u / draws as f64, m);
+    }
+    put(
+        "random",
+        ((rh * 10.0).round() / 10.0, (ru * 1000.0).round() / 1000.0, n),
+    );
+    let c = ((s - p) / 2.0).floor();
+    let n = put("centre", scores(&vec![(c, c); test.len()], p, &boxes));
+    out["scored_images"] = n.into();
+    out["centre_in_box_pct"] = hit.into();
+    out["mean_iou"] = iou.into();
     println!("{out}");
     Ok(())
 }

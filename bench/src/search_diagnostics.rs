@@ -8,11 +8,16 @@
 //! - (b) **reward noise**: for 6 weight vectors, the std of the reward over 8 proxy seeds (one seed
 //!   per reward), against the std of the rewards over all the weight vectors;
 //! - (c) **learning**: the mean reward of the M samples over the first and the last 10 trajectories
-//!   of the default search (seed 0), and the same for the paper's.
+//!   of the default search (seed 0), and the same for the paper's;
+//! - (d) with `--ceiling`, **how much any class weights can give** over class-balanced cRT, chosen
+//!   with the test labels (an upper bound no honest choice reaches in expectation): stage 2 with
+//!   power weights n_c^q for q from 1 (instance) through 0 (class-balanced) to −1 (tail
+//!   over-weighted), mean of 3 stage-2 seeds; and the default search run *on the test set* (top-1
+//!   reward, the best single draw), its weights' stage-2 test top-1.
 //!
 //! One JSON line.
 //!
-//!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50]
+//!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50] [--ceiling | --ceiling-only]
 use anyhow::{Context, Result};
 use autosampler::linear::Score;
 use autosampler::sampler::power_weights;
@@ -72,6 +77,17 @@ fn main() -> Result<()> {
     let dir = PathBuf::from(arg("--run").context("--run DIR (a finished run with features)")?);
     let draws: usize = arg("--draws").map(|s| s.parse()).transpose()?.unwrap_or(50);
     let r = open_run(&dir)?;
+    if std::env::args().any(|a| a == "--ceiling-only") {
+        let parts = Parts {
+            train: &r.train,
+            val: &r.val,
+            test: &r.test,
+        };
+        let out = json!({"bench": "search_diagnostics", "run": dir.display().to_string(),
+                         "stage2": r.stage2, "search": r.search, "ceiling": ceiling(&r, &parts)?});
+        println!("{out}");
+        return Ok(());
+    }
     let (w0, b0, counts, ft) = (&r.w0, &r.b0, &r.counts, &r.stage2);
     let parts = Parts {
         train: &r.train,
@@ -174,14 +190,60 @@ fn main() -> Result<()> {
                    "mu_moved": r3(log.last().unwrap().mu.iter().zip(&log[0].mu).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt())}),
         );
     }
+    let ceiling = if std::env::args().any(|a| a == "--ceiling") {
+        ceiling(&r, &parts)?
+    } else {
+        serde_json::Value::Null
+    };
     let out = json!({
-        "bench": "search_diagnostics", "run": dir.display().to_string(), "vectors": ws.len(),
+        "bench": "search_diagnostics", "ceiling": ceiling, "run": dir.display().to_string(), "vectors": ws.len(),
         "stage2": ft, "search": d,
         "stage2_test_top1_range": [r3(s2_test.iter().cloned().fold(f64::MAX, f64::min)), r3(s2_test.iter().cloned().fold(f64::MIN, f64::max))],
         "fidelity": fidelity, "stage2_val_test": fixed_rho, "noise": noise, "learning": learning,
     });
     println!("{out}");
     Ok(())
+}
+
+/// (d): the test-selected ceiling of class weights over class-balanced cRT.
+fn ceiling(r: &common::Run, parts: &Parts) -> Result<serde_json::Value> {
+    let head = (&r.w0, &r.b0);
+    let stage2_test = |w: &[f64]| -> Result<(f64, f64)> {
+        let (mut v, mut t) = (0.0, 0.0);
+        for seed in 0..3 {
+            let ft = stage2::Stage2Config {
+                seed,
+                ..r.stage2.clone()
+            };
+            let f = stage2::finetune(parts, head, w, &r.counts, &ft)?;
+            v += f.val.top1 / 3.0;
+            t += f.test.top1 / 3.0;
+        }
+        Ok((r3(v), r3(t)))
+    };
+    let mut power = Vec::new();
+    let mut best = f64::MIN;
+    for q in [1.0, 0.5, 0.0, -0.25, -0.5, -0.75, -1.0] {
+        let (v, t) = stage2_test(&power_weights(&r.counts, q))?;
+        best = best.max(t);
+        power.push(json!({"q": q, "val_top1": v, "test_top1": t}));
+    }
+    let cb = stage2_test(&power_weights(&r.counts, 0.0))?.1;
+    let cfg = SearchConfig {
+        select: search::Select::BestDraw,
+        holdout: 0.0,
+        reward: Score::Top1,
+        ..r.search.clone()
+    };
+    let t = std::time::Instant::now();
+    let (found, _) = search::run(&r.train, &r.test, head, &r.stage2.recipe(), &cfg, |_| {})?;
+    let oracle = stage2_test(&found.weights)?.1;
+    best = best.max(oracle);
+    Ok(json!({
+        "power_weights": power, "class_balanced_test_top1": cb,
+        "search_on_test_test_top1": oracle, "search_on_test_seconds": r3(t.elapsed().as_secs_f64()),
+        "best_test_selected_top1": r3(best), "headroom_over_class_balanced": r3(best - cb),
+    }))
 }
 
 #[cfg(test)]

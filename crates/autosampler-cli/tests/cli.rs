@@ -1229,4 +1229,40 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         want.split_whitespace().nth(2),
         "{got}"
     );
+    // the exported model guides CutMix in another run (`cam-cutmix`): it trains, and its
+    // stage-1 weights differ from the same config without mixing
+    let cam_dir = dir.path().join("cam");
+    std::fs::create_dir_all(&cam_dir).unwrap();
+    let cam_cfg = write_config(
+        &cam_dir,
+        &format!(
+            "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+             mix = {{ kind = \"cam-cutmix\", model = \"{}\", prob = 1.0, patch = 8 }}\n",
+            model.display()
+        ),
+    );
+    let o = stage("train", &cam_cfg, &cam_dir.join("run"), &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        std::fs::read(cam_dir.join("run/stage1/model.safetensors")).unwrap()
+            != std::fs::read(out.join("stage1/model.safetensors")).unwrap()
+    );
+    // a missing model is refused at load, naming the key and the path, before any work
+    let missing = cam_dir.join("missing.safetensors");
+    let bad = write_config(
+        &dir.path().join("cam"),
+        &format!(
+            "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nmix = {{ kind = \"cam-cutmix\", model = \"{}\" }}\n",
+            missing.display()
+        ),
+    );
+    let o = stage("train", &bad, &cam_dir.join("bad"), &cache);
+    let t = text(&o);
+    assert!(
+        o.status.code() == Some(1)
+            && t.contains("[train.mix] model")
+            && t.contains("missing.safetensors")
+            && !cam_dir.join("bad").exists(),
+        "{t}"
+    );
 }

@@ -73,6 +73,14 @@ impl Config {
                     "[train] method = \"bbn\" trains two branches: set bilateral = true in [model]"
                 ));
             }
+            if let crate::mix::MixConfig::CamCutmix { model, .. } = &t.mix {
+                if !model.is_file() {
+                    return Err(crate::invalid!(
+                        "[train.mix] model = {:?}: no such file (kind = \"cam-cutmix\" takes a model.safetensors written by `autosampler run`)",
+                        model.display().to_string()
+                    ));
+                }
+            }
             if matches!(t.mix, crate::mix::MixConfig::AgentCutmix { .. }) && self.agent.is_none() {
                 return Err(crate::invalid!(
                     "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
@@ -152,9 +160,14 @@ impl Config {
     /// Makes the config's relative paths relative to `base` (the config file's folder).
     fn resolve_paths(&mut self, base: &Path) {
         self.data.source.resolve_paths(base);
+        let cam_model = match self.train.as_mut().map(|t| &mut t.mix) {
+            Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
+            _ => None,
+        };
         for p in [
             self.agent.as_mut().and_then(|a| a.from.as_mut()),
             self.cache_dir.as_mut(),
+            cam_model,
         ]
         .into_iter()
         .flatten()
@@ -197,8 +210,9 @@ impl Config {
 }
 
 /// The keys that hold paths, resolved against the folder of the file that sets them.
-const PATH_KEYS: [&[&str]; 7] = [
+const PATH_KEYS: [&[&str]; 8] = [
     &["data", "source", "root"],
+    &["train", "mix", "model"],
     &["data", "source", "train_list"],
     &["data", "source", "test_list"],
     &["data", "source", "val_list"],

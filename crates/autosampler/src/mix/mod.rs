@@ -1,5 +1,6 @@
 //! Batch mixing: mixup (Zhang et al.) and random-box CutMix (Yun et al.), applied with probability
 //! `prob` per batch. The loss of a mixed batch is λ·L(y) + (1 − λ)·L(y[perm]).
+pub mod cam;
 pub mod guided;
 
 use crate::Result;
@@ -48,6 +49,22 @@ pub enum MixConfig {
         #[serde(default)]
         per_batch: bool,
     },
+    /// CAM-guided CutMix: as `agent-cutmix`, with the patches taken from the class activation
+    /// map of a trained model (`model`: a `model.safetensors` written by `autosampler run`), the
+    /// `patch` px window (default: half the image side) of largest mean activation of the
+    /// image's label (or, when the model has other classes, of its prediction), located on every
+    /// augmented batch.
+    CamCutmix {
+        model: std::path::PathBuf,
+        #[serde(default = "one")]
+        prob: f64,
+        #[serde(default = "d_tau")]
+        tau: f64,
+        #[serde(default)]
+        fixed_lambda: Option<f64>,
+        #[serde(default)]
+        patch: Option<i64>,
+    },
 }
 
 fn d_tau() -> f64 {
@@ -85,6 +102,12 @@ impl MixConfig {
                 tau,
                 fixed_lambda,
                 ..
+            }
+            | MixConfig::CamCutmix {
+                prob,
+                tau,
+                fixed_lambda,
+                ..
             } => (*tau, *prob, *fixed_lambda),
             MixConfig::Mixup { alpha, prob } => (*alpha, *prob, None),
             MixConfig::Cutmix {
@@ -94,11 +117,10 @@ impl MixConfig {
             } => (*alpha, *prob, *fixed_lambda),
         };
         let r = crate::config::Ranges("train.mix");
-        let key = if matches!(self, MixConfig::AgentCutmix { .. }) {
-            "tau"
-        } else {
-            "alpha"
-        };
+        if let MixConfig::CamCutmix { patch: Some(p), .. } = self {
+            r.positive("patch", *p as f64)?;
+        }
+        let key = if self.is_guided() { "tau" } else { "alpha" };
         r.positive(key, alpha)?;
         r.unit("prob", prob)?;
         if let Some(l) = fixed {
@@ -107,11 +129,17 @@ impl MixConfig {
         Ok(())
     }
 
+    /// Whether the mix pastes located patches (agent or CAM), which stage 1 applies through a
+    /// [`guided::Locator`].
+    pub fn is_guided(&self) -> bool {
+        matches!(self, MixConfig::AgentCutmix { .. } | MixConfig::CamCutmix { .. })
+    }
+
     /// Mixes `images` (`[B, 3, H, W]`) or returns `None` (no mixing for this batch; always for
     /// guided CutMix, which stage 1 applies through a [`guided::Locator`]).
     pub fn apply(&self, images: &Tensor, rng: &mut impl Rng) -> Option<Mixed> {
         let (alpha, prob) = match self {
-            MixConfig::None | MixConfig::AgentCutmix { .. } => return None,
+            MixConfig::None | MixConfig::AgentCutmix { .. } | MixConfig::CamCutmix { .. } => return None,
             MixConfig::Mixup { alpha, prob } | MixConfig::Cutmix { alpha, prob, .. } => (*alpha, *prob),
         };
         if rng.random::<f64>() >= prob {

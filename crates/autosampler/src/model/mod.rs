@@ -258,6 +258,22 @@ impl Model {
         self.body.forward_map(xs, train)
     }
 
+    /// Class activation maps (Zhou et al., 2016): the classifier applied at every position of the
+    /// last feature map, `[B, 3, H, W]` → `[B, C, h, w]` (inference mode). For the linear head the
+    /// spatial mean of a class's map is that class's logit; the cosine and causal heads score each
+    /// position's feature as they score the pooled one.
+    pub fn class_maps(&self, xs: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let map = self.forward_map(xs, false).to_kind(Kind::Float);
+            let (b, d, h, w) = map.size4().expect("a [B, D, h, w] feature map");
+            let f = map.permute([0, 2, 3, 1]).reshape([b * h * w, d]);
+            self.head
+                .forward(&f)
+                .view([b, h, w, self.num_classes])
+                .permute([0, 3, 1, 2])
+        })
+    }
+
     /// # Shapes
     /// - `features`: `[B, D]` → logits `[B, C]`
     pub fn forward_head(&self, features: &Tensor) -> Tensor {

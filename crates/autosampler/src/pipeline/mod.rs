@@ -232,6 +232,11 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
         .value("model", m)
         .value("train", &stage1::started_config(t))
         .upstream(&upstream(run, Stage::Split)?);
+    if let MixConfig::CamCutmix { model, .. } = &t.mix {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+        inputs = inputs.value("cam_model", &hex::encode(Sha256::digest(bytes)));
+    }
     if let MixConfig::AgentCutmix { per_batch, .. } = t.mix {
         inputs = if per_batch {
             inputs.value("agent", &agent_fingerprint(cfg, run)?)
@@ -314,8 +319,8 @@ pub fn stage1(
     }
     manifest::invalidate(run, Stage::Stage1)?;
     let work = manifest::Work::start(&train_cfg.device, train_cfg.threads);
-    let guide = guide_for(cfg, run, train_cfg)?;
-    let locator = guide.as_ref().map(|g| g as &dyn crate::mix::guided::Locator);
+    let guide = guide_for(cfg, run, ds, train_cfg)?;
+    let locator = guide.as_deref();
     let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, locator)?;
     obs.note(&format!(
         "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
@@ -326,9 +331,25 @@ pub fn stage1(
     manifest::commit(run, Stage::Stage1, inputs, &[paths.model(), paths.best()], work)
 }
 
-/// The guide stage 1 needs for `mix = { kind = "agent-cutmix" }`: the stored locations, or the
-/// agent itself on the training device for `per_batch`.
-fn guide_for(cfg: &Config, run: &RunDir, t: &TrainConfig) -> Result<Option<Guide>> {
+/// The locator stage 1 needs for guided CutMix: for `agent-cutmix` the stored locations, or the
+/// agent itself on the training device for `per_batch`; for `cam-cutmix` the CAM model.
+fn guide_for(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    t: &TrainConfig,
+) -> Result<Option<Box<dyn crate::mix::guided::Locator>>> {
+    if let MixConfig::CamCutmix { model, patch, .. } = &t.mix {
+        let image = ds.view(crate::data::Part::Train).size as i64;
+        let cam = crate::mix::cam::Cam::open(
+            model,
+            patch.unwrap_or(image / 2),
+            image,
+            Some(&ds.split.classes),
+            t.device()?,
+        )?;
+        return Ok(Some(Box::new(cam)));
+    }
     let MixConfig::AgentCutmix { per_batch, .. } = t.mix else {
         return Ok(None);
     };
@@ -337,13 +358,13 @@ fn guide_for(cfg: &Config, run: &RunDir, t: &TrainConfig) -> Result<Option<Guide
             "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
         ));
     };
-    Ok(Some(if per_batch {
+    Ok(Some(Box::new(if per_batch {
         let from = ac.from.clone().unwrap_or_else(|| run.agent_dir());
         Guide::PerBatch(Box::new(Agent::open(&from, t.device()?)?))
     } else {
         let (size, locs) = agent_guide::read_locations(&run.locations())?;
         Guide::Stored { size, locs }
-    }))
+    })))
 }
 
 /// The inputs of a stage that reads the stage-1 model: `[model]`, the normalisation, the split and

@@ -399,6 +399,11 @@ pub fn train_guided(
             "mix kind \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
         ));
     }
+    if matches!(cfg.mix, MixConfig::CamCutmix { .. }) && guide.is_none() {
+        return Err(invalid!(
+            "mix kind \"cam-cutmix\" needs its model opened as the locator (mix::cam::Cam)"
+        ));
+    }
     if cfg.method == Method::Bbn && !model_cfg.bilateral {
         return Err(invalid!(
             "method = \"bbn\" trains two branches: set bilateral = true in [model]"
@@ -516,6 +521,12 @@ pub fn train_guided(
                 let mixed = match (&cfg.mix, guide) {
                     (
                         MixConfig::AgentCutmix {
+                            prob,
+                            tau,
+                            fixed_lambda,
+                            ..
+                        }
+                        | MixConfig::CamCutmix {
                             prob,
                             tau,
                             fixed_lambda,
