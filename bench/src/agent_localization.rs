@@ -2,9 +2,10 @@
 //! (Tiny-ImageNet-200's labelled val set, with boxes), each locator's salient patch is scored
 //! against the annotated box: the fraction of patches whose centre lies in the box, and the mean
 //! IoU of patch and box. Locators: the run's trained patch agent (Section 3.3.3's choice, when the
-//! run has `agent/`); the class activation map of each `--cam` model (a `model.safetensors`
-//! written by `autosampler run`), the window of largest activation of the predicted class
-//! (`cam_predicted`, no labels, like the agent) and of the true class (`cam_label`, what
+//! run has `agent/`); the class activation map of the `--cam` model (a `model.safetensors`
+//! written by `autosampler run`) read two ways, the window of largest mean activation
+//! (`cam_peak_*`) and the patch centred on the CAM paper's box (`cam_box_*`), each for the
+//! predicted class (`*_predicted`, no labels, like the agent) and the true class (`*_label`, what
 //! `cam-cutmix` uses in training); a uniformly random patch (16 draws per image); the centre
 //! patch. Also the agent's top-1 after the glance alone and after all T steps. One JSON line.
 //!
@@ -19,7 +20,7 @@ use autosampler::agent::Agent;
 use autosampler::data::augment::Normalize;
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::{Dataset, Part, Split};
-use autosampler::mix::cam::{Cam, ClassChoice};
+use autosampler::mix::cam::{Cam, ClassChoice, Pick};
 use rand::Rng;
 use std::path::PathBuf;
 
@@ -120,7 +121,7 @@ fn main() -> Result<()> {
         out["top1_all_steps"] = ((all * 100.0).round() / 100.0).into();
     }
     if let Some(model) = arg("--cam") {
-        let cam = Cam::open(
+        let mut cam = Cam::open(
             &PathBuf::from(&model),
             p as i64,
             test.size as i64,
@@ -133,19 +134,25 @@ fn main() -> Result<()> {
         );
         let norm = cam.model.card.normalize.clone();
         let plan: Vec<usize> = (0..test.len()).collect();
-        let (mut pred, mut label) = (Vec::new(), Vec::new());
+        let picks = [Pick::Peak, Pick::Box];
+        let mut found: Vec<[Vec<(f32, f32)>; 2]> = vec![Default::default(), Default::default()];
         let t0 = std::time::Instant::now();
         for_each_batch(&test, &plan, &LoaderConfig::evaluation(&norm, threads), 0, |b| {
-            let as_f = |v: Vec<(i64, i64)>| v.into_iter().map(|(r, c)| (c as f32, r as f32));
-            pred.extend(as_f(cam.corners(&b.images, None)));
-            label.extend(as_f(cam.corners(&b.images, Some(&b.labels))));
+            for (k, &pick) in picks.iter().enumerate() {
+                cam.pick = pick;
+                let as_f = |v: Vec<(i64, i64)>| v.into_iter().map(|(r, c)| (c as f32, r as f32));
+                found[k][0].extend(as_f(cam.corners(&b.images, None)));
+                found[k][1].extend(as_f(cam.corners(&b.images, Some(&b.labels))));
+            }
             Ok(())
         })?;
         out["cam_model"] = model.into();
         out["cam_arch"] = serde_json::to_value(cam.model.card.model.arch)?;
         out["cam_locate_s"] = ((t0.elapsed().as_secs_f64() * 100.0).round() / 100.0).into();
-        put("cam_predicted", scores(&pred, p, &boxes));
-        put("cam_label", scores(&label, p, &boxes));
+        for (k, name) in ["cam_peak", "cam_box"].iter().enumerate() {
+            put(&format!("{name}_predicted"), scores(&found[k][0], p, &boxes));
+            put(&format!("{name}_label"), scores(&found[k][1], p, &boxes));
+        }
     }
     // the random patch (16 draws per image, averaged) and the centre patch
     let mut rng = autosampler::rng::chacha(0, &[77]);

@@ -50,10 +50,10 @@ pub enum MixConfig {
         per_batch: bool,
     },
     /// CAM-guided CutMix: as `agent-cutmix`, with the patches taken from the class activation
-    /// map of a trained model (`model`: a `model.safetensors` written by `autosampler run`), the
-    /// `patch` px window (default: half the image side) of largest mean activation of the
-    /// image's label (or, when the model has other classes, of its prediction), located on every
-    /// augmented batch.
+    /// map of a trained model (`model`: a `model.safetensors` written by `autosampler run`) for
+    /// the image's label (or, when the model has other classes, its prediction), located on every
+    /// augmented batch: the `patch` px window (default: half the image side) of largest mean
+    /// activation (`pick = "peak"`) or centred on the CAM paper's object box (`pick = "box"`).
     CamCutmix {
         model: std::path::PathBuf,
         #[serde(default = "one")]
@@ -64,6 +64,8 @@ pub enum MixConfig {
         fixed_lambda: Option<f64>,
         #[serde(default)]
         patch: Option<i64>,
+        #[serde(default)]
+        pick: cam::Pick,
     },
 }
 

@@ -339,15 +339,19 @@ fn guide_for(
     ds: &Dataset,
     t: &TrainConfig,
 ) -> Result<Option<Box<dyn crate::mix::guided::Locator>>> {
-    if let MixConfig::CamCutmix { model, patch, .. } = &t.mix {
+    if let MixConfig::CamCutmix {
+        model, patch, pick, ..
+    } = &t.mix
+    {
         let image = ds.view(crate::data::Part::Train).size as i64;
-        let cam = crate::mix::cam::Cam::open(
+        let mut cam = crate::mix::cam::Cam::open(
             model,
             patch.unwrap_or(image / 2),
             image,
             Some(&ds.split.classes),
             t.device()?,
         )?;
+        cam.pick = *pick;
         return Ok(Some(Box::new(cam)));
     }
     let MixConfig::AgentCutmix { per_batch, .. } = t.mix else {
