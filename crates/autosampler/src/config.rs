@@ -164,13 +164,10 @@ impl Config {
             Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
             _ => None,
         };
-        for p in [
-            self.agent.as_mut().and_then(|a| a.from.as_mut()),
-            self.cache_dir.as_mut(),
-            cam_model,
-        ]
-        .into_iter()
-        .flatten()
+        let agent_init = self.agent.as_mut().and_then(|a| a.init.as_mut());
+        for p in [agent_init, self.cache_dir.as_mut(), cam_model]
+            .into_iter()
+            .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -210,7 +207,8 @@ impl Config {
 }
 
 /// The keys that hold paths, resolved against the folder of the file that sets them.
-const PATH_KEYS: [&[&str]; 8] = [
+const PATH_KEYS: [&[&str]; 9] = [
+    &["agent", "init"],
     &["data", "source", "root"],
     &["train", "mix", "model"],
     &["data", "source", "train_list"],

@@ -34,6 +34,10 @@ pub struct AgentConfig {
     /// Use a trained agent instead of training one: the `agent/` folder of another run (any
     /// dataset; its class set need not match this one's).
     pub from: Option<PathBuf>,
+    /// Start both encoders from a trained classifier: a `model.safetensors` written by
+    /// `autosampler run` with the agent's `arch` (its backbone, and its linear classifier as the
+    /// encoders' deep-supervision heads when it has the dataset's classes). Default: random.
+    pub init: Option<PathBuf>,
     /// Architecture of both encoders (small stem for ResNet-18/50).
     pub arch: Arch,
     /// Side of the images the agent sees; the dataset's images are resized to it. Default: the
@@ -80,6 +84,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             from: Default::default(),
+            init: Default::default(),
             arch: Arch::Resnet8,
             image_size: Default::default(),
             patch_size: Default::default(),
@@ -153,6 +158,14 @@ impl AgentConfig {
         r.non_negative("dsn_ratio", self.dsn_ratio)?;
         r.non_negative("entropy_coef", self.entropy_coef)?;
         r.non_negative("value_coef", self.value_coef)?;
+        if let Some(p) = &self.init {
+            if !p.is_file() {
+                return Err(invalid!(
+                    "[agent] init = {:?}: no such file (a model.safetensors written by `autosampler run`)",
+                    p.display().to_string()
+                ));
+            }
+        }
         r.device("device", &self.device)
     }
 
@@ -338,6 +351,60 @@ impl Agent {
             h.update(std::fs::read(&p).map_err(|e| Error::io(&p, e))?);
         }
         Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Copies a trained classifier (a `model.safetensors` written by `autosampler run`) into both
+    /// encoders: every backbone tensor, and the linear classifier too when the model's classes
+    /// are the agent's (same names, same order). Returns whether the classifier was copied. The
+    /// model's architecture and stem must be the encoders'.
+    pub fn init_encoders(&mut self, path: &Path) -> Result<bool> {
+        let m = crate::export::open(path, Device::Cpu)?;
+        let want = &self.global.config;
+        if m.card.model.arch != want.arch || m.card.model.stem != want.stem || m.card.model.bilateral {
+            return Err(invalid!(
+                "agent.init = {}: a {:?} ({:?} stem{}) cannot start the agent's {:?} ({:?} stem) encoders",
+                path.display(),
+                m.card.model.arch,
+                m.card.model.stem,
+                if m.card.model.bilateral { ", bilateral" } else { "" },
+                want.arch,
+                want.stem
+            ));
+        }
+        let with_head = m.card.classes == self.spec.classes && m.card.model.head == Head::Linear;
+        let src: std::collections::HashMap<String, Tensor> = m
+            .model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| with_head || !n.starts_with("fc."))
+            .collect();
+        for enc in [&mut self.global, &mut self.local] {
+            tch::no_grad(|| -> Result<()> {
+                for (name, mut var) in enc.vs.variables() {
+                    if let Some(t) = src.get(&name) {
+                        if t.size() != var.size() {
+                            return Err(crate::Error::format(
+                                path.display(),
+                                format!(
+                                    "tensor `{name}` has shape {:?}: the encoder's is {:?}",
+                                    t.size(),
+                                    var.size()
+                                ),
+                            ));
+                        }
+                        var.copy_(&t.to_device(var.device()));
+                    } else if with_head || !name.starts_with("fc.") {
+                        return Err(crate::Error::format(
+                            path.display(),
+                            format!("missing tensor `{name}`"),
+                        ));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(with_head)
     }
 
     /// Writes `agent.json` and `agent.safetensors` into `dir`, atomically.
@@ -581,6 +648,66 @@ mod tests {
             action_std: 0.1,
             classes: vec!["a".into(), "b".into(), "c".into()],
         }
+    }
+
+    /// A trained classifier (here: a seeded random one, exported with its card) starts both
+    /// encoders: the backbone always, the classifier only when the classes match; another
+    /// architecture is refused.
+    #[test]
+    fn encoders_start_from_an_exported_classifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let export = |arch: Arch, classes: &[&str], name: &str| {
+            tch::manual_seed(7);
+            let mc = ModelConfig {
+                arch,
+                head: Head::Linear,
+                stem: Stem::Small,
+                bilateral: false,
+            };
+            let m = Model::new(&mc, classes.len() as i64, Device::Cpu).unwrap();
+            let card = crate::export::ModelCard {
+                format: crate::export::FORMAT.into(),
+                model: mc,
+                classes: classes.iter().map(|c| c.to_string()).collect(),
+                input_size: 32,
+                resize: Default::default(),
+                normalize: Default::default(),
+                classifier: "stage 1".into(),
+                run: "test".into(),
+            };
+            let path = dir.path().join(name);
+            crate::export::write(&path, &m, None, &card).unwrap();
+            (m, path)
+        };
+        let same = |a: &Model, b: &Model, prefix: &str| {
+            let bv: HashMap<String, Tensor> = b.vs.variables().into_iter().collect();
+            a.vs.variables()
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix))
+                .all(|(n, t)| t.equal(&bv[n]))
+        };
+        let (m, path) = export(Arch::Resnet8, &["a", "b", "c"], "same.safetensors");
+        let mut agent = Agent::new(&tiny_spec(), Device::Cpu).unwrap();
+        assert!(!same(&agent.global, &m, "") && !same(&agent.local, &m, ""));
+        assert!(
+            agent.init_encoders(&path).unwrap(),
+            "same classes: the classifier is copied"
+        );
+        assert!(same(&agent.global, &m, "") && same(&agent.local, &m, ""));
+        // other classes: the backbone only
+        let (m, path) = export(Arch::Resnet8, &["x", "y"], "other.safetensors");
+        let mut agent = Agent::new(&tiny_spec(), Device::Cpu).unwrap();
+        assert!(!agent.init_encoders(&path).unwrap());
+        assert!(same(&agent.global, &m, "layer") && same(&agent.local, &m, "bn1"));
+        assert!(agent.global.vs.variables()["fc.weight"].size() == [3, 64]);
+        // another architecture is refused, naming both
+        let (_, path) = export(Arch::Resnet20, &["a", "b", "c"], "r20.safetensors");
+        let e = Agent::new(&tiny_spec(), Device::Cpu)
+            .unwrap()
+            .init_encoders(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Resnet20") && e.contains("Resnet8"), "{e}");
     }
 
     #[test]

@@ -194,6 +194,10 @@ pub fn train(
     }
     tch::manual_seed(cfg.seed as i64);
     let mut agent = Agent::new(&spec, device)?;
+    if let Some(init) = &cfg.init {
+        // a fresh agent starts here; a resumed one loads its checkpoint over it below
+        agent.init_encoders(init)?;
+    }
     let state_path = dir.join("state.json");
     let last = dir.join("last.safetensors");
     let mut state = AgentState::default();

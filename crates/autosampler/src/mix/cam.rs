@@ -126,7 +126,9 @@ pub fn box_centred(cam: &Tensor, s: i64, p: i64) -> Vec<(i64, i64)> {
     (0..b as usize)
         .map(|i| {
             let m = &all[i * su * su..(i + 1) * su * su];
-            let (lo, hi) = m.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let (lo, hi) = m
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             let peak = m.iter().position(|&v| v == hi).unwrap_or(0);
             let thr = lo + 0.2 * (hi - lo);
             // flood fill from the peak

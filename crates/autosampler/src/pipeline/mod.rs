@@ -233,9 +233,7 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
         .value("train", &stage1::started_config(t))
         .upstream(&upstream(run, Stage::Split)?);
     if let MixConfig::CamCutmix { model, .. } = &t.mix {
-        use sha2::{Digest, Sha256};
-        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-        inputs = inputs.value("cam_model", &hex::encode(Sha256::digest(bytes)));
+        inputs = inputs.value("cam_model", &file_sha256(model)?);
     }
     if let MixConfig::AgentCutmix { per_batch, .. } = t.mix {
         inputs = if per_batch {
@@ -245,6 +243,13 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
         };
     }
     Ok(inputs)
+}
+
+/// The SHA-256 of a file's bytes, in hex (a model a stage reads, as one of its inputs).
+fn file_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// Refuses, before anything is written, a finished stage 1 whose recorded inputs other than the
@@ -698,9 +703,13 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
             (agent, Agent::fingerprint(from)?)
         }
         None => {
-            let inputs = Inputs::new()
+            let mut inputs = Inputs::new()
                 .value("agent", &agent_train::started_config(ac))
                 .upstream(&split);
+            if let Some(init) = &ac.init {
+                inputs = inputs.value("init_model", &file_sha256(init)?);
+                obs.note(&format!("agent     encoders start from {}", init.display()));
+            }
             let done = manifest::complete(run, Stage::Agent, &inputs);
             let work = manifest::Work::start(&ac.device, ac.threads);
             if done.is_none() {
