@@ -673,6 +673,7 @@ fn agent_trains_locates_and_drives_cutmix() {
         "patches.png",
         "cutmix_compare.png",
         "triples.png",
+        "centres.png",
     ] {
         assert!(out.join("agent").join(f).is_file(), "{f} missing");
     }

@@ -5,7 +5,10 @@
 //! - `cutmix_compare.png` — per row: target, source, random-box CutMix (one box for the whole
 //!   batch, as CutMix draws it), agent-guided CutMix: Fig. 3;
 //! - `triples.png` — per row: source with its patch, target with its patch, the mix with the
-//!   pasted region (yellow): Fig. 4.
+//!   pasted region (yellow): Fig. 4;
+//! - `centres.png` — where the patches sit: a heat map of the located patches' centres over every
+//!   located image, beside one of the object boxes' centres where the data has boxes (a policy
+//!   stuck at one place shows as one hot spot).
 use super::guide::{paste, Rect};
 use super::Located;
 use crate::data::View;
@@ -104,7 +107,44 @@ fn to_bytes(x: &Tensor) -> Vec<u8> {
     Vec::<u8>::try_from(t.reshape([-1])).expect("u8 image")
 }
 
-/// Writes the three figures for images of `view` and their located patches `locs` (view order)
+/// A heat map of `points` (pixel coordinates (x, y) in a `side`×`side` image): counts per pixel,
+/// blurred by a 3×3 box, scaled to the largest, white (none) to dark red (most).
+pub fn heat_tile(points: &[(f32, f32)], side: usize) -> Tile {
+    let mut counts = vec![0f64; side * side];
+    for &(x, y) in points {
+        let (c, r) = (
+            x.floor().clamp(0.0, side as f32 - 1.0) as usize,
+            y.floor().clamp(0.0, side as f32 - 1.0) as usize,
+        );
+        counts[r * side + c] += 1.0;
+    }
+    let mut blur = vec![0f64; side * side];
+    for r in 0..side {
+        for c in 0..side {
+            let mut s = 0.0;
+            for rr in r.saturating_sub(1)..(r + 2).min(side) {
+                for cc in c.saturating_sub(1)..(c + 2).min(side) {
+                    s += counts[rr * side + cc];
+                }
+            }
+            blur[r * side + c] = s;
+        }
+    }
+    let max = blur.iter().cloned().fold(0.0, f64::max).max(1e-12);
+    let mut rgb = Vec::with_capacity(side * side * 3);
+    for v in blur {
+        let t = (v / max).sqrt(); // square root: faint mass stays visible
+        let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+        rgb.extend([lerp(255.0, 150.0), lerp(255.0, 0.0), lerp(255.0, 0.0)]);
+    }
+    Tile {
+        rgb,
+        side,
+        rects: Vec::new(),
+    }
+}
+
+/// Writes the four figures for images of `view` and their located patches `locs` (view order)
 /// into `dir`; `rows` pairs are drawn from a seeded shuffle.
 pub fn write_all(dir: &Path, view: &View, locs: &[Located], rows: usize, seed: u64) -> Result<Vec<PathBuf>> {
     let side = view.size as usize;
@@ -204,5 +244,46 @@ pub fn write_all(dir: &Path, view: &View, locs: &[Located], rows: usize, seed: u
     let p = dir.join("triples.png");
     grid(&p, &triples, 3, 3)?;
     out.push(p);
+
+    // centres.png: located patch centres, and object box centres where there are boxes
+    let n = view.len().min(locs.len());
+    let patch_centres: Vec<(f32, f32)> = locs[..n]
+        .iter()
+        .map(|l| (l.col + l.side / 2.0, l.row + l.side / 2.0))
+        .collect();
+    let mut tiles = vec![heat_tile(&patch_centres, side)];
+    let box_centres: Vec<(f32, f32)> = (0..n)
+        .filter_map(|i| view.bbox(i))
+        .map(|b| {
+            let r = object_rect(b);
+            ((r[0] + r[2]) / 2.0, (r[1] + r[3]) / 2.0)
+        })
+        .collect();
+    if !box_centres.is_empty() {
+        tiles.push(heat_tile(&box_centres, side));
+    }
+    let p = dir.join("centres.png");
+    grid(&p, &tiles, 2, 4)?;
+    out.push(p);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heat_tile;
+
+    #[test]
+    fn the_heat_map_is_hottest_where_the_points_are() {
+        // 8 px: five points at (2, 5), one at (6, 1)
+        let mut pts = vec![(2.5f32, 5.5f32); 5];
+        pts.push((6.0, 1.0));
+        let t = heat_tile(&pts, 8);
+        let px = |x: usize, y: usize| t.rgb[(y * 8 + x) * 3..(y * 8 + x) * 3 + 3].to_vec();
+        assert_eq!(px(2, 5), [150, 0, 0], "the densest pixel is the darkest");
+        assert_eq!(px(6, 6), [255, 255, 255], "no points nearby: white");
+        assert!(
+            px(6, 1)[1] > 0 && px(6, 1)[1] < 255,
+            "a single point: a lighter red"
+        );
+    }
 }

@@ -111,6 +111,10 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
                 "triples.png",
                 "source with its patch, target with its patch, the mix",
             ),
+            (
+                "centres.png",
+                "where the patches sit: located patch centres (left) and object box centres (right, where the data has boxes)",
+            ),
         ] {
             if agent.join(f).is_file() {
                 let _ = write!(h, "<p>{}</p>", esc(alt));
