@@ -132,7 +132,7 @@ fn main() -> Result<()> {
             cam.choice == ClassChoice::Label,
             "{model}: its classes are not the run's; cam_label needs the same classes"
         );
-        let norm = cam.model.card.normalize.clone();
+        let norm = cam.model.card.normalize;
         let plan: Vec<usize> = (0..test.len()).collect();
         let picks = [Pick::Peak, Pick::Box];
         let mut found: Vec<[Vec<(f32, f32)>; 2]> = vec![Default::default(), Default::default()];
