@@ -73,14 +73,6 @@ impl Config {
                     "[train] method = \"bbn\" trains two branches: set bilateral = true in [model]"
                 ));
             }
-            if let crate::mix::MixConfig::CamCutmix { model, .. } = &t.mix {
-                if !model.is_file() {
-                    return Err(crate::invalid!(
-                        "[train.mix] model = {:?}: no such file (kind = \"cam-cutmix\" takes a model.safetensors written by `autosampler run`)",
-                        model.display().to_string()
-                    ));
-                }
-            }
             if matches!(t.mix, crate::mix::MixConfig::AgentCutmix { .. }) && self.agent.is_none() {
                 return Err(crate::invalid!(
                     "[train.mix] kind = \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
@@ -104,6 +96,29 @@ impl Config {
         Ok(())
     }
 
+    /// The model files the config reads exist (`[train.mix] model` of `cam-cutmix`, `[agent]
+    /// init`): checked once relative paths are resolved, before any work.
+    pub fn check_files(&self) -> Result<()> {
+        let cam = match self.train.as_ref().map(|t| &t.mix) {
+            Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(("[train.mix] model", model)),
+            _ => None,
+        };
+        let init = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.init.as_ref())
+            .map(|p| ("[agent] init", p));
+        for (key, p) in cam.into_iter().chain(init) {
+            if !p.is_file() {
+                return Err(crate::invalid!(
+                    "{key} = {:?}: no such file (a model.safetensors written by `autosampler run`)",
+                    p.display().to_string()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads a config file; relative paths inside are taken from the folder of the file that sets
     /// them. `base = "other.toml"` (relative to the file) inherits another config: the file's
     /// keys override its base's, tables merge key by key (a table whose `kind` differs replaces
@@ -116,6 +131,10 @@ impl Config {
             // one file: deserialised from its text, so errors give the line and column
             let mut cfg = Config::parse(&text, &file)?;
             cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            cfg.check_files().map_err(|e| Error::Config {
+                file: file.clone(),
+                what: e.to_string(),
+            })?;
             return Ok(cfg);
         }
         let mut chain = Vec::new();
@@ -150,10 +169,12 @@ impl Config {
                 file: what.to_string(),
                 what: format!("at `{}`: {}", e.path(), e.inner().message().trim()),
             })?;
-        cfg.check().map_err(|e| Error::Config {
-            file: what.to_string(),
-            what: e.to_string(),
-        })?;
+        cfg.check()
+            .and_then(|()| cfg.check_files())
+            .map_err(|e| Error::Config {
+                file: what.to_string(),
+                what: e.to_string(),
+            })?;
         Ok(cfg)
     }
 
@@ -164,8 +185,11 @@ impl Config {
             Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
             _ => None,
         };
-        let agent_init = self.agent.as_mut().and_then(|a| a.init.as_mut());
-        for p in [agent_init, self.cache_dir.as_mut(), cam_model]
+        let (agent_from, agent_init) = match self.agent.as_mut() {
+            Some(a) => (a.from.as_mut(), a.init.as_mut()),
+            None => (None, None),
+        };
+        for p in [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
             .into_iter()
             .flatten()
         {
@@ -494,6 +518,49 @@ imbalance_ratio = 100
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
+    }
+
+    #[test]
+    fn model_paths_of_one_file_are_taken_from_its_folder_and_checked() {
+        // one file (no base): agent.from, agent.init and the CAM model relative to the file
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cfg/m")).unwrap();
+        std::fs::write(dir.path().join("cfg/m/model.safetensors"), b"x").unwrap();
+        let text = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"d\"\n[model]\narch = \"resnet8\"\n\
+                    [train]\nmix = { kind = \"cam-cutmix\", model = \"m/model.safetensors\" }\n\
+                    [agent]\nfrom = \"other/agent\"\ninit = \"m/model.safetensors\"\n";
+        let f = dir.path().join("cfg/c.toml");
+        std::fs::write(&f, text).unwrap();
+        let c = Config::load(&f).unwrap();
+        let a = c.agent.as_ref().unwrap();
+        assert_eq!(
+            a.from.as_deref(),
+            Some(dir.path().join("cfg/other/agent").as_path())
+        );
+        assert_eq!(
+            a.init.as_deref(),
+            Some(dir.path().join("cfg/m/model.safetensors").as_path())
+        );
+        match &c.train.as_ref().unwrap().mix {
+            crate::mix::MixConfig::CamCutmix { model, .. } => {
+                assert_eq!(model, &dir.path().join("cfg/m/model.safetensors"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // a missing model file is named with its key, whichever way the config is read
+        std::fs::write(&f, text.replace("init = \"m/", "init = \"gone/")).unwrap();
+        let e = Config::load(&f).unwrap_err().to_string();
+        assert!(
+            e.contains("[agent] init") && e.contains("gone/model.safetensors"),
+            "{e}"
+        );
+        let child = dir.path().join("cfg/child.toml");
+        std::fs::write(&child, "base = \"c.toml\"\n").unwrap();
+        let e = Config::load(&child).unwrap_err().to_string();
+        assert!(
+            e.contains("[agent] init") && e.contains("gone/model.safetensors"),
+            "{e}"
+        );
     }
 
     #[test]

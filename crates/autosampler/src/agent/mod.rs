@@ -158,14 +158,6 @@ impl AgentConfig {
         r.non_negative("dsn_ratio", self.dsn_ratio)?;
         r.non_negative("entropy_coef", self.entropy_coef)?;
         r.non_negative("value_coef", self.value_coef)?;
-        if let Some(p) = &self.init {
-            if !p.is_file() {
-                return Err(invalid!(
-                    "[agent] init = {:?}: no such file (a model.safetensors written by `autosampler run`)",
-                    p.display().to_string()
-                ));
-            }
-        }
         r.device("device", &self.device)
     }
 

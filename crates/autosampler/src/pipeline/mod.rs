@@ -357,6 +357,14 @@ fn guide_for(
             t.device()?,
         )?;
         cam.pick = *pick;
+        if cam.model.card.normalize != t.normalize {
+            return Err(invalid!(
+                "[train.mix] model = {}: it was trained on images normalised with {:?}, this run normalises with {:?}: its class activation maps would read other inputs",
+                model.display(),
+                cam.model.card.normalize,
+                t.normalize
+            ));
+        }
         return Ok(Some(Box::new(cam)));
     }
     let MixConfig::AgentCutmix { per_batch, .. } = t.mix else {
