@@ -57,6 +57,15 @@ fn summary(rows: &[Value]) -> Value {
     })
 }
 
+/// Means that differ by less than this are equal (float summation order only).
+const TIE: f64 = 1e-9;
+
+/// The mean test top-1 of rows, unrounded (NaN for none).
+fn unrounded_mean(rows: &[Value]) -> f64 {
+    let v: Vec<f64> = rows.iter().filter_map(|r| r["test_top1"].as_f64()).collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();
     tch::set_num_threads(1);
@@ -184,22 +193,43 @@ fn main() -> Result<()> {
     for (k, v) in &rows {
         out[*k] = summary(v);
     }
+    // The goals compare unrounded means (the printed ones are rounded to 0.01: 6 searches that all
+    // returned class-balanced's weights once printed 69.59 against class-balanced's 69.60).
     let means: std::collections::HashMap<&str, f64> = rows
-        .keys()
-        .map(|k| (*k, out[*k]["test_top1"]["mean"].as_f64().unwrap_or(f64::NAN)))
+        .iter()
+        .map(|(k, v)| (*k, unrounded_mean(v)))
         .collect();
     let mean = |k: &str| means[k];
     let best_fixed = ["crt_instance", "crt_square_root", "crt_class_balanced"]
         .iter()
         .map(|k| mean(k))
         .fold(f64::MIN, f64::max);
-    out["searched_mean_test_top1"] = mean("searched").into();
-    out["best_fixed_crt_test_top1"] = best_fixed.into();
+    out["searched_mean_test_top1"] = r2(mean("searched")).into();
+    out["best_fixed_crt_test_top1"] = r2(best_fixed).into();
     out["searched_minus_class_balanced"] = r2(mean("searched") - mean("crt_class_balanced")).into();
-    out["goal_searched_ge_best_fixed"] = (mean("searched") >= best_fixed).into();
+    out["goal_searched_ge_best_fixed"] = (mean("searched") >= best_fixed - TIE).into();
     out["goal_searched_ge_class_balanced_plus_1"] =
-        (mean("searched") >= mean("crt_class_balanced") + 1.0).into();
+        (mean("searched") >= mean("crt_class_balanced") + 1.0 - TIE).into();
     out["learning"] = learning.into();
     println!("{out}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_results_meet_the_goal_whatever_the_rounding() {
+        // 6 searches that all returned class-balanced's weights on 2 stage-1 runs, against
+        // class-balanced's 2 runs: the same numbers, averaged over different counts
+        let rows = |v: &[f64]| v.iter().map(|t| json!({ "test_top1": t })).collect::<Vec<_>>();
+        let six = rows(&[69.78, 69.78, 69.78, 69.41, 69.41, 69.41]);
+        let two = rows(&[69.78, 69.41]);
+        // the rounded means differ (what the goal used to compare) ...
+        assert_ne!(summary(&six)["test_top1"]["mean"], summary(&two)["test_top1"]["mean"]);
+        // ... the unrounded ones are a tie
+        assert!(unrounded_mean(&six) >= unrounded_mean(&two) - TIE);
+        assert!(unrounded_mean(&rows(&[69.0])) < unrounded_mean(&two) - TIE);
+    }
 }
