@@ -195,10 +195,8 @@ fn main() -> Result<()> {
     }
     // The goals compare unrounded means (the printed ones are rounded to 0.01: 6 searches that all
     // returned class-balanced's weights once printed 69.59 against class-balanced's 69.60).
-    let means: std::collections::HashMap<&str, f64> = rows
-        .iter()
-        .map(|(k, v)| (*k, unrounded_mean(v)))
-        .collect();
+    let means: std::collections::HashMap<&str, f64> =
+        rows.iter().map(|(k, v)| (*k, unrounded_mean(v))).collect();
     let mean = |k: &str| means[k];
     let best_fixed = ["crt_instance", "crt_square_root", "crt_class_balanced"]
         .iter()
@@ -227,7 +225,10 @@ mod tests {
         let six = rows(&[69.78, 69.78, 69.78, 69.41, 69.41, 69.41]);
         let two = rows(&[69.78, 69.41]);
         // the rounded means differ (what the goal used to compare) ...
-        assert_ne!(summary(&six)["test_top1"]["mean"], summary(&two)["test_top1"]["mean"]);
+        assert_ne!(
+            summary(&six)["test_top1"]["mean"],
+            summary(&two)["test_top1"]["mean"]
+        );
         // ... the unrounded ones are a tie
         assert!(unrounded_mean(&six) >= unrounded_mean(&two) - TIE);
         assert!(unrounded_mean(&rows(&[69.0])) < unrounded_mean(&two) - TIE);
