@@ -364,7 +364,7 @@ impl Agent {
             ));
         }
         let with_head = m.card.classes == self.spec.classes && m.card.model.head == Head::Linear;
-        let src: std::collections::HashMap<String, Tensor> = m
+        let src: HashMap<String, Tensor> = m
             .model
             .vs
             .variables()
@@ -372,29 +372,18 @@ impl Agent {
             .filter(|(n, _)| with_head || !n.starts_with("fc."))
             .collect();
         for enc in [&mut self.global, &mut self.local] {
-            tch::no_grad(|| -> Result<()> {
-                for (name, mut var) in enc.vs.variables() {
-                    if let Some(t) = src.get(&name) {
-                        if t.size() != var.size() {
-                            return Err(crate::Error::format(
-                                path.display(),
-                                format!(
-                                    "tensor `{name}` has shape {:?}: the encoder's is {:?}",
-                                    t.size(),
-                                    var.size()
-                                ),
-                            ));
-                        }
-                        var.copy_(&t.to_device(var.device()));
-                    } else if with_head || !name.starts_with("fc.") {
-                        return Err(crate::Error::format(
-                            path.display(),
-                            format!("missing tensor `{name}`"),
-                        ));
-                    }
-                }
-                Ok(())
-            })?;
+            let mut map: HashMap<String, Tensor> =
+                src.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+            if !with_head {
+                // the encoder keeps its own classifier
+                map.extend(
+                    enc.vs
+                        .variables()
+                        .into_iter()
+                        .filter(|(n, _)| n.starts_with("fc.")),
+                );
+            }
+            enc.load_map(&map, path)?;
         }
         Ok(with_head)
     }

@@ -233,7 +233,7 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
         .value("train", &stage1::started_config(t))
         .upstream(&upstream(run, Stage::Split)?);
     if let MixConfig::CamCutmix { model, .. } = &t.mix {
-        inputs = inputs.value("cam_model", &file_sha256(model)?);
+        inputs = inputs.value("cam_model", &manifest::file_digest(model)?.sha256);
     }
     if let MixConfig::AgentCutmix { per_batch, .. } = t.mix {
         inputs = if per_batch {
@@ -243,13 +243,6 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
         };
     }
     Ok(inputs)
-}
-
-/// The SHA-256 of a file's bytes, in hex (a model a stage reads, as one of its inputs).
-fn file_sha256(path: &std::path::Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// Refuses, before anything is written, a finished stage 1 whose recorded inputs other than the
@@ -715,7 +708,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
                 .value("agent", &agent_train::started_config(ac))
                 .upstream(&split);
             if let Some(init) = &ac.init {
-                inputs = inputs.value("init_model", &file_sha256(init)?);
+                inputs = inputs.value("init_model", &manifest::file_digest(init)?.sha256);
                 obs.note(&format!("agent     encoders start from {}", init.display()));
             }
             let done = manifest::complete(run, Stage::Agent, &inputs);
