@@ -124,6 +124,17 @@ impl Config {
     /// keys override its base's, tables merge key by key (a table whose `kind` differs replaces
     /// the base's whole), and bases may have bases (a cycle is an error).
     pub fn load(path: &Path) -> Result<Config> {
+        Config::load_inner(path, true)
+    }
+
+    /// [`Config::load`] without [`Config::check_files`]: for configs that read a model another
+    /// run has yet to write (a shipped config naming `runs/<other>/model.safetensors`).
+    /// Everything else is checked as `load` does; the caller checks the files before any work.
+    pub fn load_unchecked(path: &Path) -> Result<Config> {
+        Config::load_inner(path, false)
+    }
+
+    fn load_inner(path: &Path, files: bool) -> Result<Config> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let has_base = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("base"));
@@ -131,16 +142,18 @@ impl Config {
             // one file: deserialised from its text, so errors give the line and column
             let mut cfg = Config::parse(&text, &file)?;
             cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-            cfg.check_files().map_err(|e| Error::Config {
-                file: file.clone(),
-                what: e.to_string(),
-            })?;
+            if files {
+                cfg.check_files().map_err(|e| Error::Config {
+                    file: file.clone(),
+                    what: e.to_string(),
+                })?;
+            }
             return Ok(cfg);
         }
         let mut chain = Vec::new();
         let table = read_table(path, &mut chain)?;
         let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
-        Config::from_table(table, &names.join(" over "))
+        Config::from_table_checked(table, &names.join(" over "), files)
     }
 
     /// [`Config::load`], then `overrides` (`--set section.key=value`) applied.
@@ -164,13 +177,18 @@ impl Config {
 
     /// Deserialises and checks a merged table; `what` names where it came from.
     fn from_table(table: toml::Table, what: &str) -> Result<Config> {
+        Config::from_table_checked(table, what, true)
+    }
+
+    /// [`Config::from_table`]; the model files are checked when `files` is true.
+    fn from_table_checked(table: toml::Table, what: &str, files: bool) -> Result<Config> {
         let cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
                 file: what.to_string(),
                 what: format!("at `{}`: {}", e.path(), e.inner().message().trim()),
             })?;
         cfg.check()
-            .and_then(|()| cfg.check_files())
+            .and_then(|()| if files { cfg.check_files() } else { Ok(()) })
             .map_err(|e| Error::Config {
                 file: what.to_string(),
                 what: e.to_string(),
@@ -561,6 +579,13 @@ imbalance_ratio = 100
             e.contains("[agent] init") && e.contains("gone/model.safetensors"),
             "{e}"
         );
+        // load_unchecked reads both, the path still resolved, and leaves the file to the caller
+        for p in [&f, &child] {
+            let c = Config::load_unchecked(p).unwrap();
+            let init = c.agent.as_ref().unwrap().init.clone().unwrap();
+            assert_eq!(init, dir.path().join("cfg/gone/model.safetensors"));
+            assert!(c.check_files().is_err());
+        }
     }
 
     #[test]

@@ -744,7 +744,19 @@ fn every_shipped_config_parses() {
     );
     assert!(files.len() >= 80, "{} configs", files.len());
     for f in files {
-        let c = autosampler::config::Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        // a config may read a model another shipped config's run writes under runs/ (absent on
+        // a clean checkout): only that error is let through, and the rest is still checked
+        let c = match autosampler::config::Config::load(&f) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("no such file (a model.safetensors") && e.contains("/runs/"),
+                    "{e}"
+                );
+                autosampler::config::Config::load_unchecked(&f).unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
         c.data
             .split
             .longtail
