@@ -981,6 +981,61 @@ fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
     );
 }
 
+/// `[agent] group` and `reward` reach PPO and nothing else: from one seed, stage 1 (the
+/// encoders) gives the same bytes whatever they are, and each changes the policy PPO learns. The
+/// `alone` reward is a confidence (in [0, 1]); GFNet's gain is a difference of two.
+#[test]
+fn agent_group_and_reward_change_only_the_policy() {
+    use autosampler::agent::train as agent_train;
+    use autosampler::agent::{Agent, AgentConfig, Reward};
+    use autosampler::train::stage1::Silent;
+    let (_caches, ds) = folder_dataset(1);
+    let base = AgentConfig {
+        image_size: Some(16),
+        patch_size: Some(8),
+        epochs: [1, 1, 0],
+        batch_size: 2,
+        hidden: 8,
+        threads: 1,
+        ..Default::default()
+    };
+    let train = |cfg: &AgentConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = std::cell::RefCell::new(Vec::new());
+        let keep = |l: &agent_train::AgentLog| logs.borrow_mut().push(l.clone());
+        let agent = agent_train::train(&ds, cfg, dir.path(), false, &Silent, &keep).unwrap();
+        (agent, logs.into_inner())
+    };
+    let group = |a: &Agent, g: &str| -> Vec<Vec<f32>> {
+        a.state_dict()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(g))
+            .map(|(_, t)| t.reshape([-1]).try_into().unwrap())
+            .collect()
+    };
+    let (plain, _) = train(&base);
+    let (grouped, _) = train(&AgentConfig {
+        group: 3,
+        ..base.clone()
+    });
+    let (alone, logs) = train(&AgentConfig {
+        reward: Reward::Alone,
+        ..base.clone()
+    });
+    for other in [&grouped, &alone] {
+        assert_eq!(group(&plain, "global."), group(other, "global."));
+        assert_eq!(group(&plain, "clf."), group(other, "clf."));
+        assert_ne!(group(&plain, "policy."), group(other, "policy."));
+    }
+    let ppo = logs.iter().find(|l| l.stage == 2).unwrap();
+    assert_eq!(ppo.reward.len(), 2);
+    assert!(
+        ppo.reward.iter().all(|r| (0.0..=1.0).contains(r)),
+        "{:?}",
+        ppo.reward
+    );
+}
+
 /// Defect "a full disk prints a Debug-formatted `IoError(Os {…})`": tensors are serialised in
 /// memory and written by the atomic writer, whose errors name the file and the OS's reason. The
 /// bytes are those tch writes, and a failed write leaves nothing behind.

@@ -73,6 +73,15 @@ pub struct AgentConfig {
     pub value_coef: f64,
     /// PPO epochs per batch.
     pub ppo_epochs: usize,
+    /// What a focus step earns in PPO: `gain` (GFNet's: the recurrent classifier's confidence in
+    /// the label after the step minus before it) or `alone` (the local encoder's confidence in
+    /// the label from the patch by itself: what a patch pasted into another image carries).
+    pub reward: Reward,
+    /// Placements drawn per image in PPO. 1: GFNet's advantage, the normalised return minus the
+    /// critic's value. G ≥ 2: each image is rolled out G times and the advantage is the return
+    /// minus the mean of the image's G returns (normalised over the batch), so the image's
+    /// difficulty, which the critic's pooled state explains poorly, drops out of the advantage.
+    pub group: usize,
     /// Training augmentation. Default: pad-crop-flip with padding size/8.
     pub augment: Option<crate::data::augment::Augment>,
     pub threads: usize,
@@ -104,12 +113,25 @@ impl Default for AgentConfig {
             entropy_coef: 0.01,
             value_coef: 0.5,
             ppo_epochs: 1,
+            reward: Reward::Gain,
+            group: 1,
             augment: Default::default(),
             threads: 2,
             device: "cpu".into(),
             seed: Default::default(),
         }
     }
+}
+
+/// `[agent] reward`: what a focus step earns in PPO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reward {
+    /// `p_t(y) − p_{t−1}(y)` of the recurrent classifier (GFNet).
+    #[default]
+    Gain,
+    /// `p(y | patch)` of the local encoder's own classifier.
+    Alone,
 }
 
 /// What fixes an agent's shapes; saved beside its weights (`agent/agent.json`) so another run can
@@ -137,6 +159,7 @@ impl AgentConfig {
         r.at_least("state_grid", self.state_grid.max(0) as usize, 1)?;
         r.at_least("batch_size", self.batch_size, 2)?;
         r.at_least("ppo_epochs", self.ppo_epochs, 1)?;
+        r.at_least("group", self.group, 1)?;
         r.at_least("threads", self.threads, 1)?;
         if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
             return Err(invalid!(
@@ -600,6 +623,57 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The patch origins of a `grid` × `grid` scan: top-lefts `(row, col)` in pixels of the
+    /// agent's input, evenly spaced from 0 to `S − P` (row-major).
+    pub fn scan_origins(&self, grid: usize) -> Vec<(i64, i64)> {
+        let room = (self.spec.image_size - self.spec.patch_size) as f64;
+        let at = |i: usize| {
+            if grid < 2 {
+                (room / 2.0).floor() as i64
+            } else {
+                (room * i as f64 / (grid - 1) as f64).round() as i64
+            }
+        };
+        (0..grid * grid).map(|k| (at(k / grid), at(k % grid))).collect()
+    }
+
+    /// The confidences for a patch at each origin of [`Agent::scan_origins`]: the recurrent
+    /// classifier's after the glance and that patch (what the first focus step's reward would
+    /// be for every placement), and the local encoder's own classifier's on the patch alone.
+    /// A diagnostic of the reward landscape (does the best placement by the reward lie on the
+    /// object?), not a policy.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, 3, S, S]` at the agent's size → two `[K, B, C]` softmaxes (K = grid²)
+    pub fn scan(&self, x: &Tensor, grid: usize) -> (Tensor, Tensor) {
+        let p = self.spec.patch_size;
+        tch::no_grad(|| {
+            let map = self.global.forward_map(&self.glance(x), false);
+            let f0 = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+            let ch = self.clf_gru.step(&f0, &self.clf_gru.zero_state(x.size()[0]));
+            let (after_glance, alone): (Vec<Tensor>, Vec<Tensor>) = self
+                .scan_origins(grid)
+                .into_iter()
+                .map(|(r, c)| {
+                    let patch = x.narrow(2, r, p).narrow(3, c, p);
+                    let f = self
+                        .local
+                        .forward_map(&patch, false)
+                        .adaptive_avg_pool2d([1, 1])
+                        .flatten(1, -1);
+                    let h = self.clf_gru.step(&f, &ch);
+                    (
+                        self.clf_fc.forward(&h.value().get(0)).softmax(-1, Kind::Float),
+                        self.local.forward_head(&f).softmax(-1, Kind::Float),
+                    )
+                })
+                .unzip();
+            (Tensor::stack(&after_glance, 0), Tensor::stack(&alone, 0))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,6 +763,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Resnet20") && e.contains("Resnet8"), "{e}");
+    }
+
+    /// The scan's origins span the room evenly, and its confidences are the rollout's after
+    /// the first focus step at the same placement.
+    #[test]
+    fn scan_matches_a_rollout_at_each_origin() {
+        let agent = Agent::new(&tiny_spec(), Device::Cpu).unwrap();
+        assert_eq!(
+            agent.scan_origins(3),
+            [
+                (0, 0),
+                (0, 8),
+                (0, 16),
+                (8, 0),
+                (8, 8),
+                (8, 16),
+                (16, 0),
+                (16, 8),
+                (16, 16)
+            ]
+        );
+        assert_eq!(agent.scan_origins(1), [(8, 8)]);
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let (probs, alone) = agent.scan(&x, 3);
+        assert_eq!(probs.size(), [9, 2, 3]);
+        assert_eq!(alone.size(), [9, 2, 3]);
+        for (k, (r, c)) in agent.scan_origins(3).into_iter().enumerate() {
+            let a = [r as f32 / 16.0, c as f32 / 16.0];
+            let given = vec![vec![a; 2]; 2];
+            let roll = tch::no_grad(|| agent.rollout(&x, Placement::Given(&given), false));
+            let want = roll.logits[1].softmax(-1, Kind::Float);
+            assert!(
+                probs.get(k as i64).allclose(&want, 1e-5, 1e-6, false),
+                "origin {k}"
+            );
+            let want = roll.dsn[1].softmax(-1, Kind::Float);
+            assert!(
+                alone.get(k as i64).allclose(&want, 1e-5, 1e-6, false),
+                "origin {k}"
+            );
+        }
     }
 
     #[test]

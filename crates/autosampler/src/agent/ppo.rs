@@ -26,6 +26,20 @@ pub fn normalise(x: &Tensor) -> Tensor {
     (x - m) / (s + 1e-5)
 }
 
+/// Group-relative advantages: the returns of `g` rollouts of each image, laid out image-major
+/// within each copy (`[S, g·B]`, column `j·B + i` is copy `j` of image `i`), minus the mean over
+/// the image's `g` copies at each step, then divided by their std over every element (+1e-5).
+///
+/// # Shapes
+/// - `returns`: `[S, g·B]` → `[S, g·B]`
+pub fn group_advantages(returns: &Tensor, g: i64) -> Tensor {
+    let s = returns.size();
+    let grouped = returns.view([s[0], g, s[1] / g]);
+    let a = (&grouped - grouped.mean_dim(1, true, Kind::Float)).view([s[0], s[1]]);
+    let sd = a.std(true);
+    a / (sd + 1e-5)
+}
+
 /// Log-density of `a` under `N(mean, σ²·I)` in 2 dimensions: `−‖a−μ‖²/(2σ²) − 2·ln σ − ln 2π`.
 ///
 /// # Shapes
@@ -51,20 +65,25 @@ pub struct PpoCoefs {
 }
 
 /// GFNet's PPO loss: `mean(−min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)) + c_v·mean((V − R)²) − c_e·mean(H)`
-/// with `ρ = exp(log π − log π_old)` and `A = R − V` (V detached in the advantage).
+/// with `ρ = exp(log π − log π_old)`; the advantage `A` is GFNet's `R − V` (V detached) when
+/// `adv` is `None`, else the given one (e.g. [`group_advantages`]).
 ///
 /// # Shapes
-/// - `logp`, `logp_old`, `values`, `returns`, `entropy`: the same shape, e.g. `[S, B]` → `[]`
+/// - `logp`, `logp_old`, `values`, `returns`, `adv`, `entropy`: the same shape, e.g. `[S, B]` → `[]`
 pub fn ppo_loss(
     logp: &Tensor,
     logp_old: &Tensor,
     values: &Tensor,
     returns: &Tensor,
+    adv: Option<&Tensor>,
     entropy: &Tensor,
     c: PpoCoefs,
 ) -> Tensor {
     let ratio = (logp - logp_old.detach()).exp();
-    let adv = returns - values.detach();
+    let adv = match adv {
+        Some(a) => a.detach(),
+        None => returns - values.detach(),
+    };
     let s1 = &ratio * &adv;
     let s2 = ratio.clamp(1.0 - c.clip, 1.0 + c.clip) * &adv;
     let policy = -s1.minimum(&s2).mean(Kind::Float);
@@ -104,6 +123,28 @@ mod tests {
         }
     }
 
+    /// Two copies of two images, one step: image 0's returns 1 and 3 (mean 2), image 1's 5 and
+    /// 5 → deviations [−1, 0, 1, 0], unbiased std sqrt(2/3).
+    #[test]
+    fn group_advantages_drop_the_image_mean() {
+        let r = t(&[1.0, 5.0, 3.0, 5.0], &[1, 4]);
+        let got: Vec<f32> = group_advantages(&r, 2).reshape([-1]).try_into().unwrap();
+        let sd = (2.0f32 / 3.0).sqrt() + 1e-5;
+        for (g, e) in got.iter().zip([-1.0 / sd, 0.0, 1.0 / sd, 0.0]) {
+            assert!((g - e).abs() < 1e-6, "{got:?}");
+        }
+        // a given advantage replaces R − V in the loss: with A = 0 only value and entropy remain
+        let z = t(&[0.0, 0.0], &[2]);
+        let h = Tensor::full([2], gaussian_entropy(0.1), (Kind::Float, tch::Device::Cpu));
+        let c = PpoCoefs {
+            clip: 0.2,
+            value: 0.5,
+            entropy: 0.01,
+        };
+        let l = ppo_loss(&z, &z, &z, &t(&[1.0, -1.0], &[2]), Some(&z), &h, c);
+        assert!((val(&l) - (0.5 + 0.017_672_932)).abs() < 1e-5, "{}", val(&l));
+    }
+
     #[test]
     fn log_prob_and_entropy_match_the_formula() {
         // a = (0.5, 0.2), μ = (0.4, 0.4), σ = 0.1: −(0.01 + 0.04)/0.02 − 2 ln 0.1 − ln 2π
@@ -131,7 +172,7 @@ mod tests {
             value: 0.5,
             entropy: 0.01,
         };
-        let l = ppo_loss(&logp, &old, &values, &returns, &h, c);
+        let l = ppo_loss(&logp, &old, &values, &returns, None, &h, c);
         assert!(
             (val(&l) - (0.1 + 0.3125 + 0.017_672_932)).abs() < 1e-5,
             "{}",
@@ -140,7 +181,7 @@ mod tests {
         // The gradient of the policy term: sample 1 is clipped (ρ = 1.65 > 1.2 with A > 0: none);
         // sample 2 at log π = −0.1 has ρ = 0.905 inside the range: −ρ·A/N = ρ/2 (A = −1, N = 2).
         let logp = t(&[0.5, -0.1], &[2]).set_requires_grad(true);
-        let l = ppo_loss(&logp, &old, &values, &returns, &h, c);
+        let l = ppo_loss(&logp, &old, &values, &returns, None, &h, c);
         let g = Tensor::run_backward(&[l], &[&logp], false, false);
         let g: Vec<f32> = g[0].shallow_clone().try_into().unwrap();
         let rho2 = (-0.1f32).exp();

@@ -2,8 +2,10 @@
 //!
 //! 1. encoders + recurrent classifier with uniformly random patches (SGD, cosine);
 //! 2. PPO on the policy with the encoders and the classifier frozen: reward
-//!    `r_t = p_t(y) − p_{t−1}(y)`, discounted returns normalised over the batch, clipped
-//!    surrogate, value loss, entropy bonus (Adam);
+//!    `r_t = p_t(y) − p_{t−1}(y)` (`reward = "gain"`; `"alone"`: the local encoder's `p(y | patch)`),
+//!    discounted returns normalised over the batch, clipped surrogate with the advantage `R − V`
+//!    (or, with `group = G ≥ 2`, each image rolled out G times and its mean return subtracted),
+//!    value loss, entropy bonus (Adam);
 //! 3. classifier (and encoders) fine-tuning at a tenth of the learning rate, with the policy fixed
 //!    and placing the patches.
 //!
@@ -304,38 +306,45 @@ pub fn train(
                         l.double_value(&[])
                     }
                     1 => {
-                        let z = draws(spec.steps - 1, n, || brng.sample::<f32, _>(StandardNormal));
+                        // G copies of the batch (copy j of image i at j·n + i)
+                        let g = cfg.group.max(1);
+                        let (x, y) = if g > 1 {
+                            (x.repeat([g as i64, 1, 1, 1]), y.repeat([g as i64]))
+                        } else {
+                            (x, y)
+                        };
+                        let z = draws(spec.steps - 1, n * g, || brng.sample::<f32, _>(StandardNormal));
                         let r = tch::no_grad(|| agent.rollout(&x, Placement::Sample(&z), false));
-                        let conf: Vec<Tensor> = r
-                            .logits
-                            .iter()
-                            .map(|l| {
-                                l.softmax(-1, Kind::Float)
-                                    .gather(1, &y.unsqueeze(1), false)
-                                    .squeeze_dim(1)
-                            })
-                            .collect();
-                        let rw = Tensor::stack(
-                            &(1..conf.len())
-                                .map(|t| &conf[t] - &conf[t - 1])
-                                .collect::<Vec<_>>(),
-                            0,
-                        );
+                        let label_conf = |l: &Tensor| {
+                            l.softmax(-1, Kind::Float)
+                                .gather(1, &y.unsqueeze(1), false)
+                                .squeeze_dim(1)
+                        };
+                        let steps: Vec<Tensor> = match cfg.reward {
+                            super::Reward::Gain => {
+                                let conf: Vec<Tensor> = r.logits.iter().map(label_conf).collect();
+                                (1..conf.len()).map(|t| &conf[t] - &conf[t - 1]).collect()
+                            }
+                            super::Reward::Alone => r.dsn[1..].iter().map(label_conf).collect(),
+                        };
+                        let rw = Tensor::stack(&steps, 0);
                         for (t, acc) in rewards.iter_mut().enumerate() {
-                            *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]);
+                            *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]) / g as f64;
                         }
                         trace.push(
                             rw.sum_dim_intlist(0, false, Kind::Float)
                                 .mean(Kind::Float)
                                 .double_value(&[]),
                         );
-                        let returns = ppo::normalise(&ppo::discounted_returns(&rw, cfg.discount));
+                        let raw = ppo::discounted_returns(&rw, cfg.discount);
+                        let returns = ppo::normalise(&raw);
+                        let adv = (g > 1).then(|| ppo::group_advantages(&raw, g as i64));
                         let old = Tensor::stack(&r.logprobs, 0);
                         let entropy = returns.full_like(ppo::gaussian_entropy(cfg.action_std));
                         let mut lv = 0.0;
                         for _ in 0..cfg.ppo_epochs.max(1) {
                             let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
-                            let l = ppo::ppo_loss(&lp, &old, &v, &returns, &entropy, coefs);
+                            let l = ppo::ppo_loss(&lp, &old, &v, &returns, adv.as_ref(), &entropy, coefs);
                             adam.as_mut().expect("stage 2 has Adam").backward_step(&l);
                             lv = l.double_value(&[]);
                         }
