@@ -9,11 +9,12 @@
 //! `cam-cutmix` uses in training); a uniformly random patch (16 draws per image); the centre
 //! patch. Also the agent's top-1 after the glance alone and after all T steps, and its reward
 //! landscape: the classifier's confidence after the glance and one patch at each of a
-//! `--scan G` × G grid of placements (default 5), and the local encoder's on the patch alone.
+//! `--scan G` × G grid of placements (default 5; 0: none), and the local encoder's on the patch alone.
 //! Each one's best placement for the label (`scan_*_label`) or the predicted class
 //! (`scan_*_predicted`) is scored like a locator, beside every grid placement averaged
 //! (`scan_grid_mean`), with the spread of p(label) within an image (the placement's signal) and
-//! between images (what the critic must explain). One JSON line.
+//! between images (what the critic must explain); and the mean and spread of the agent's patch
+//! centres beside the boxes' (a policy stuck in one place has spread 0). One JSON line.
 //!
 //!   autosampler agent train --config configs/bench/agent_tiny.toml --out runs/bench/agent_tiny
 //!   bench-agent-localization --run runs/bench/agent_tiny [--cam runs/x/model.safetensors]
@@ -112,6 +113,30 @@ fn main() -> Result<()> {
         );
         let corners: Vec<(f32, f32)> = locs.iter().map(|l| (l.col, l.row)).collect();
         put("agent", scores(&corners, p, &boxes));
+        // does the policy move? the mean and the spread over images of its patches' centres
+        // (px; a policy stuck in one place has spread 0), beside the boxes' centres
+        let spread = |v: &[(f32, f32)]| {
+            let n = v.len().max(1) as f64;
+            let m = |f: &dyn Fn(&(f32, f32)) -> f32| v.iter().map(|x| f(x) as f64).sum::<f64>() / n;
+            let (mr, mc) = (m(&|x| x.1), m(&|x| x.0));
+            let sd = |f: &dyn Fn(&(f32, f32)) -> f32, mean: f64| {
+                (v.iter().map(|x| (f(x) as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+            };
+            let r2 = |x: f64| (x * 100.0).round() / 100.0;
+            serde_json::json!({
+                "mean_row_col": [r2(mr), r2(mc)],
+                "std_row_col": [r2(sd(&|x| x.1, mr)), r2(sd(&|x| x.0, mc))],
+            })
+        };
+        let half = p / 2.0;
+        let centres: Vec<(f32, f32)> = corners.iter().map(|&(x, y)| (x + half, y + half)).collect();
+        out["agent_patch_centres_px"] = spread(&centres);
+        let box_centres: Vec<(f32, f32)> = boxes
+            .iter()
+            .flatten()
+            .map(|b| ((b[0] + b[2] + 1.0) / 2.0, (b[1] + b[3] + 1.0) / 2.0))
+            .collect();
+        out["box_centres_px"] = spread(&box_centres);
         let (glance, all) = evaluate(agent, &test, &norm, threads)?;
         let logs: Vec<AgentLog> = std::fs::read_to_string(run.join("agent/metrics.jsonl"))?
             .lines()
@@ -128,82 +153,84 @@ fn main() -> Result<()> {
         // the reward landscape: every placement of a grid × grid scan after the glance, read by
         // the recurrent classifier (the reward's) and by the local encoder on the patch alone
         let grid: usize = arg("--scan").map(|g| g.parse()).transpose()?.unwrap_or(5);
-        let origins = agent.scan_origins(grid);
-        let kk = origins.len();
-        let scale = s / agent.spec.image_size as f32;
-        let at = |k: i64| {
-            let (r, c) = origins[k as usize];
-            (c as f32 * scale, r as f32 * scale)
-        };
-        // [reward, alone] × [label, predicted]: best placements; p(label) per image per placement
-        let mut best: [[Vec<(f32, f32)>; 2]; 2] = Default::default();
-        let mut py: [Vec<Vec<f64>>; 2] = Default::default();
-        let plan: Vec<usize> = (0..test.len()).collect();
-        for_each_batch(&test, &plan, &LoaderConfig::evaluation(&norm, threads), 0, |b| {
-            let x = agent.fit(&b.images);
-            let (reward, alone) = agent.scan(&x, grid); // [K, B, C] each
-            for (j, probs) in [reward, alone].iter().enumerate() {
-                let pick = |cls: &tch::Tensor| {
-                    probs
-                        .gather(2, &cls.view([1, -1, 1]).expand([kk as i64, -1, 1], false), false)
-                        .squeeze_dim(-1) // [K, B]
-                };
-                let k_label = pick(&b.labels);
-                let k_pred = pick(&probs.mean_dim(0, false, tch::Kind::Float).argmax(-1, false));
-                for (m, t) in [&k_label, &k_pred].into_iter().enumerate() {
-                    let ks: Vec<i64> = t.argmax(0, false).try_into()?;
-                    best[j][m].extend(ks.into_iter().map(at));
+        if grid > 0 {
+            let origins = agent.scan_origins(grid);
+            let kk = origins.len();
+            let scale = s / agent.spec.image_size as f32;
+            let at = |k: i64| {
+                let (r, c) = origins[k as usize];
+                (c as f32 * scale, r as f32 * scale)
+            };
+            // [reward, alone] × [label, predicted]: best placements; p(label) per image per placement
+            let mut best: [[Vec<(f32, f32)>; 2]; 2] = Default::default();
+            let mut py: [Vec<Vec<f64>>; 2] = Default::default();
+            let plan: Vec<usize> = (0..test.len()).collect();
+            for_each_batch(&test, &plan, &LoaderConfig::evaluation(&norm, threads), 0, |b| {
+                let x = agent.fit(&b.images);
+                let (reward, alone) = agent.scan(&x, grid); // [K, B, C] each
+                for (j, probs) in [reward, alone].iter().enumerate() {
+                    let pick = |cls: &tch::Tensor| {
+                        probs
+                            .gather(2, &cls.view([1, -1, 1]).expand([kk as i64, -1, 1], false), false)
+                            .squeeze_dim(-1) // [K, B]
+                    };
+                    let k_label = pick(&b.labels);
+                    let k_pred = pick(&probs.mean_dim(0, false, tch::Kind::Float).argmax(-1, false));
+                    for (m, t) in [&k_label, &k_pred].into_iter().enumerate() {
+                        let ks: Vec<i64> = t.argmax(0, false).try_into()?;
+                        best[j][m].extend(ks.into_iter().map(at));
+                    }
+                    let t: Vec<f32> = k_label.transpose(0, 1).contiguous().reshape([-1]).try_into()?;
+                    py[j].extend(t.chunks(kk).map(|c| c.iter().map(|&v| v as f64).collect()));
                 }
-                let t: Vec<f32> = k_label.transpose(0, 1).contiguous().reshape([-1]).try_into()?;
-                py[j].extend(t.chunks(kk).map(|c| c.iter().map(|&v| v as f64).collect()));
+                Ok(())
+            })?;
+            for (j, name) in ["scan_reward", "scan_alone"].iter().enumerate() {
+                put(&format!("{name}_label"), scores(&best[j][0], p, &boxes));
+                put(&format!("{name}_predicted"), scores(&best[j][1], p, &boxes));
             }
-            Ok(())
-        })?;
-        for (j, name) in ["scan_reward", "scan_alone"].iter().enumerate() {
-            put(&format!("{name}_label"), scores(&best[j][0], p, &boxes));
-            put(&format!("{name}_predicted"), scores(&best[j][1], p, &boxes));
+            // every grid placement equally likely: the baseline the scans' arg-max must beat
+            let (mut gh, mut gu, mut gn) = (0.0, 0.0, 0);
+            for k in 0..kk {
+                let (h, u, m) = scores(&vec![at(k as i64); test.len()], p, &boxes);
+                (gh, gu, gn) = (gh + h / kk as f64, gu + u / kk as f64, m);
+            }
+            put(
+                "scan_grid_mean",
+                ((gh * 10.0).round() / 10.0, (gu * 1000.0).round() / 1000.0, gn),
+            );
+            // how much of p(label)'s variance is the placement's (within an image) and how much the
+            // image's (between images): PPO's signal against what the critic must explain
+            let spread = |py: &[Vec<f64>]| {
+                let k = kk as f64;
+                let n = py.len().max(1) as f64;
+                let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
+                let grand = py.iter().map(|v| mean(v)).sum::<f64>() / n;
+                let within = py
+                    .iter()
+                    .map(|v| v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / k)
+                    .sum::<f64>()
+                    / n;
+                let between = py.iter().map(|v| (mean(v) - grand).powi(2)).sum::<f64>() / n;
+                let gain = py
+                    .iter()
+                    .map(|v| v.iter().cloned().fold(f64::MIN, f64::max) - mean(v))
+                    .sum::<f64>()
+                    / n;
+                let r4 = |x: f64| (x * 1e4).round() / 1e4;
+                serde_json::json!({
+                    "mean_p_label": r4(grand),
+                    "within_image_std": r4(within.sqrt()),
+                    "between_image_std": r4(between.sqrt()),
+                    "best_minus_mean": r4(gain),
+                })
+            };
+            out["scan"] = serde_json::json!({
+                "grid": grid,
+                "reward": spread(&py[0]),
+                "alone": spread(&py[1]),
+            });
         }
-        // every grid placement equally likely: the baseline the scans' arg-max must beat
-        let (mut gh, mut gu, mut gn) = (0.0, 0.0, 0);
-        for k in 0..kk {
-            let (h, u, m) = scores(&vec![at(k as i64); test.len()], p, &boxes);
-            (gh, gu, gn) = (gh + h / kk as f64, gu + u / kk as f64, m);
-        }
-        put(
-            "scan_grid_mean",
-            ((gh * 10.0).round() / 10.0, (gu * 1000.0).round() / 1000.0, gn),
-        );
-        // how much of p(label)'s variance is the placement's (within an image) and how much the
-        // image's (between images): PPO's signal against what the critic must explain
-        let spread = |py: &[Vec<f64>]| {
-            let k = kk as f64;
-            let n = py.len().max(1) as f64;
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
-            let grand = py.iter().map(|v| mean(v)).sum::<f64>() / n;
-            let within = py
-                .iter()
-                .map(|v| v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / k)
-                .sum::<f64>()
-                / n;
-            let between = py.iter().map(|v| (mean(v) - grand).powi(2)).sum::<f64>() / n;
-            let gain = py
-                .iter()
-                .map(|v| v.iter().cloned().fold(f64::MIN, f64::max) - mean(v))
-                .sum::<f64>()
-                / n;
-            let r4 = |x: f64| (x * 1e4).round() / 1e4;
-            serde_json::json!({
-                "mean_p_label": r4(grand),
-                "within_image_std": r4(within.sqrt()),
-                "between_image_std": r4(between.sqrt()),
-                "best_minus_mean": r4(gain),
-            })
-        };
-        out["scan"] = serde_json::json!({
-            "grid": grid,
-            "reward": spread(&py[0]),
-            "alone": spread(&py[1]),
-        });
     }
     if let Some(model) = arg("--cam") {
         let mut cam = Cam::open(
