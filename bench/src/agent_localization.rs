@@ -65,6 +65,13 @@ fn scores(corners: &[(f32, f32)], p: f32, boxes: &[Option<[f32; 4]>]) -> (f64, f
     )
 }
 
+/// Mean and population standard deviation (0, 0 for none).
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
+}
+
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();
     let run = PathBuf::from(arg("--run").context("--run DIR (a run whose test part has boxes)")?);
@@ -116,16 +123,12 @@ fn main() -> Result<()> {
         // does the policy move? the mean and the spread over images of its patches' centres
         // (px; a policy stuck in one place has spread 0), beside the boxes' centres
         let spread = |v: &[(f32, f32)]| {
-            let n = v.len().max(1) as f64;
-            let m = |f: &dyn Fn(&(f32, f32)) -> f32| v.iter().map(|x| f(x) as f64).sum::<f64>() / n;
-            let (mr, mc) = (m(&|x| x.1), m(&|x| x.0));
-            let sd = |f: &dyn Fn(&(f32, f32)) -> f32, mean: f64| {
-                (v.iter().map(|x| (f(x) as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
-            };
+            let (mr, sr) = mean_sd(&v.iter().map(|x| x.1 as f64).collect::<Vec<_>>());
+            let (mc, sc) = mean_sd(&v.iter().map(|x| x.0 as f64).collect::<Vec<_>>());
             let r2 = |x: f64| (x * 100.0).round() / 100.0;
             serde_json::json!({
                 "mean_row_col": [r2(mr), r2(mc)],
-                "std_row_col": [r2(sd(&|x| x.1, mr)), r2(sd(&|x| x.0, mc))],
+                "std_row_col": [r2(sr), r2(sc)],
             })
         };
         let half = p / 2.0;
@@ -201,34 +204,29 @@ fn main() -> Result<()> {
             );
             // how much of p(label)'s variance is the placement's (within an image) and how much the
             // image's (between images): PPO's signal against what the critic must explain
-            let spread = |py: &[Vec<f64>]| {
-                let k = kk as f64;
+            let landscape = |py: &[Vec<f64>]| {
+                let per_image: Vec<(f64, f64)> = py.iter().map(|v| mean_sd(v)).collect();
+                let (grand, between) = mean_sd(&per_image.iter().map(|m| m.0).collect::<Vec<_>>());
                 let n = py.len().max(1) as f64;
-                let mean = |v: &[f64]| v.iter().sum::<f64>() / k;
-                let grand = py.iter().map(|v| mean(v)).sum::<f64>() / n;
-                let within = py
-                    .iter()
-                    .map(|v| v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / k)
-                    .sum::<f64>()
-                    / n;
-                let between = py.iter().map(|v| (mean(v) - grand).powi(2)).sum::<f64>() / n;
+                let within = (per_image.iter().map(|m| m.1 * m.1).sum::<f64>() / n).sqrt();
                 let gain = py
                     .iter()
-                    .map(|v| v.iter().cloned().fold(f64::MIN, f64::max) - mean(v))
+                    .zip(&per_image)
+                    .map(|(v, m)| v.iter().cloned().fold(f64::MIN, f64::max) - m.0)
                     .sum::<f64>()
                     / n;
                 let r4 = |x: f64| (x * 1e4).round() / 1e4;
                 serde_json::json!({
                     "mean_p_label": r4(grand),
-                    "within_image_std": r4(within.sqrt()),
-                    "between_image_std": r4(between.sqrt()),
+                    "within_image_std": r4(within),
+                    "between_image_std": r4(between),
                     "best_minus_mean": r4(gain),
                 })
             };
             out["scan"] = serde_json::json!({
                 "grid": grid,
-                "reward": spread(&py[0]),
-                "alone": spread(&py[1]),
+                "reward": landscape(&py[0]),
+                "alone": landscape(&py[1]),
             });
         }
     }

@@ -153,7 +153,7 @@ impl Config {
         let mut chain = Vec::new();
         let table = read_table(path, &mut chain)?;
         let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
-        Config::from_table_checked(table, &names.join(" over "), files)
+        Config::from_table(table, &names.join(" over "), files)
     }
 
     /// [`Config::load`], then `overrides` (`--set section.key=value`) applied.
@@ -172,16 +172,16 @@ impl Config {
         for o in overrides {
             set_key(&mut table, o)?;
         }
-        Config::from_table(table, &format!("{file} with --set {}", overrides.join(" --set ")))
+        Config::from_table(
+            table,
+            &format!("{file} with --set {}", overrides.join(" --set ")),
+            true,
+        )
     }
 
-    /// Deserialises and checks a merged table; `what` names where it came from.
-    fn from_table(table: toml::Table, what: &str) -> Result<Config> {
-        Config::from_table_checked(table, what, true)
-    }
-
-    /// [`Config::from_table`]; the model files are checked when `files` is true.
-    fn from_table_checked(table: toml::Table, what: &str, files: bool) -> Result<Config> {
+    /// Deserialises and checks a merged table (the model files too when `files`); `what` names
+    /// where it came from.
+    fn from_table(table: toml::Table, what: &str, files: bool) -> Result<Config> {
         let cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| Error::Config {
                 file: what.to_string(),

@@ -922,24 +922,28 @@ fn flipped_pixels_are_found_by_verify() {
     );
 }
 
+/// A patch agent small enough for the 16 px fixture: 8 px patches, batch 2, GRUs of width 8.
+fn tiny_agent_config(epochs: [usize; 3]) -> autosampler::agent::AgentConfig {
+    autosampler::agent::AgentConfig {
+        image_size: Some(16),
+        patch_size: Some(8),
+        epochs,
+        batch_size: 2,
+        hidden: 8,
+        threads: 1,
+        ..Default::default()
+    }
+}
+
 /// Defect "the agent's checkpoints have the same window": epoch 2's agent checkpoint beside
 /// epoch 1's state.json (a kill after the checkpoint's rename) resumed epoch 2's weights as epoch 1
 /// and trained an epoch twice. The agent's checkpoint now carries its own state.
 #[test]
 fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
     use autosampler::agent::train::{self as agent_train, AgentLog};
-    use autosampler::agent::AgentConfig;
     use autosampler::train::stage1::Silent;
     let (_caches, ds) = folder_dataset(1);
-    let cfg = AgentConfig {
-        image_size: Some(16),
-        patch_size: Some(8),
-        epochs: [1, 1, 1],
-        batch_size: 2,
-        hidden: 8,
-        threads: 1,
-        ..Default::default()
-    };
+    let cfg = tiny_agent_config([1, 1, 1]);
     let full = tempfile::tempdir().unwrap();
     let snaps = tempfile::tempdir().unwrap();
     let n = std::cell::Cell::new(0);
@@ -990,15 +994,7 @@ fn agent_group_and_reward_change_only_the_policy() {
     use autosampler::agent::{Agent, AgentConfig, Reward};
     use autosampler::train::stage1::Silent;
     let (_caches, ds) = folder_dataset(1);
-    let base = AgentConfig {
-        image_size: Some(16),
-        patch_size: Some(8),
-        epochs: [1, 1, 0],
-        batch_size: 2,
-        hidden: 8,
-        threads: 1,
-        ..Default::default()
-    };
+    let base = tiny_agent_config([1, 1, 0]);
     let train = |cfg: &AgentConfig| {
         let dir = tempfile::tempdir().unwrap();
         let logs = std::cell::RefCell::new(Vec::new());

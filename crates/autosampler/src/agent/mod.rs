@@ -480,11 +480,7 @@ impl Agent {
     pub fn rollout(&self, x: &Tensor, placement: Placement, train_encoders: bool) -> Rollout {
         let b = x.size()[0];
         let dev = x.device();
-        let enc = |m: &Model, input: &Tensor| {
-            let map = m.forward_map(input, train_encoders);
-            let f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-            (m.forward_head(&f), f, map)
-        };
+        let enc = |m: &Model, input: &Tensor| encode(m, input, train_encoders);
         let (dsn0, f0, mut map) = enc(&self.global, &self.glance(x));
         let mut ch = self.clf_gru.zero_state(b);
         ch = self.clf_gru.step(&f0, &ch);
@@ -540,6 +536,14 @@ impl Agent {
         }
         (Tensor::stack(&lps, 0), Tensor::stack(&vs, 0))
     }
+}
+
+/// One encoder on its input: its own classifier's logits, the pooled features and the feature
+/// map (`train`: batch statistics and gradients).
+fn encode(m: &Model, input: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
+    let map = m.forward_map(input, train);
+    let f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+    (m.forward_head(&f), f, map)
 }
 
 fn prefixed(prefix: &str, vs: &nn::VarStore) -> Vec<(String, Tensor)> {
@@ -649,23 +653,17 @@ impl Agent {
     pub fn scan(&self, x: &Tensor, grid: usize) -> (Tensor, Tensor) {
         let p = self.spec.patch_size;
         tch::no_grad(|| {
-            let map = self.global.forward_map(&self.glance(x), false);
-            let f0 = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+            let (_, f0, _) = encode(&self.global, &self.glance(x), false);
             let ch = self.clf_gru.step(&f0, &self.clf_gru.zero_state(x.size()[0]));
             let (after_glance, alone): (Vec<Tensor>, Vec<Tensor>) = self
                 .scan_origins(grid)
                 .into_iter()
                 .map(|(r, c)| {
-                    let patch = x.narrow(2, r, p).narrow(3, c, p);
-                    let f = self
-                        .local
-                        .forward_map(&patch, false)
-                        .adaptive_avg_pool2d([1, 1])
-                        .flatten(1, -1);
+                    let (dsn, f, _) = encode(&self.local, &x.narrow(2, r, p).narrow(3, c, p), false);
                     let h = self.clf_gru.step(&f, &ch);
                     (
                         self.clf_fc.forward(&h.value().get(0)).softmax(-1, Kind::Float),
-                        self.local.forward_head(&f).softmax(-1, Kind::Float),
+                        dsn.softmax(-1, Kind::Float),
                     )
                 })
                 .unzip();
