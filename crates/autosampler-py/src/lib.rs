@@ -288,6 +288,148 @@ fn train_agent(py: Python<'_>, config: PathBuf, out: PathBuf, overrides: Vec<Str
     Ok(run.agent_dir())
 }
 
+/// The process group of `torch.distributed`, seen from the Rust training loop: each collective
+/// calls the Python object's method of the same name with the tensor's address, element count,
+/// dtype and device, and the Python side wraps that memory in a `torch.Tensor` view (no copy)
+/// for `torch.distributed` (`autosampler/distributed.py`).
+struct PyCollective {
+    obj: Py<PyAny>,
+    rank: usize,
+    world: usize,
+}
+
+impl PyCollective {
+    fn call(&self, method: &str, t: &Tensor, root: Option<usize>) -> autosampler::Result<()> {
+        if !t.is_contiguous() {
+            return Err(autosampler::invalid!("{method}: the tensor is not contiguous"));
+        }
+        let kind = match t.kind() {
+            tch::Kind::Float => "float32",
+            tch::Kind::Double => "float64",
+            tch::Kind::Int64 => "int64",
+            k => {
+                return Err(autosampler::invalid!(
+                    "{method}: tensors of kind {k:?} are not sent"
+                ))
+            }
+        };
+        let device = match t.device() {
+            Device::Cpu => "cpu".to_string(),
+            Device::Cuda(i) => format!("cuda:{i}"),
+            d => return Err(autosampler::invalid!("{method}: device {d:?} is not supported")),
+        };
+        if let Device::Cuda(i) = t.device() {
+            // the Python side's collective runs on torch's current stream, after our kernels
+            tch::Cuda::synchronize(i as i64);
+        }
+        let (ptr, n) = (t.data_ptr() as usize, t.numel());
+        Python::with_gil(|py| {
+            let r = match root {
+                Some(root) => self.obj.call_method1(py, method, (ptr, n, kind, device, root)),
+                None => self.obj.call_method1(py, method, (ptr, n, kind, device)),
+            };
+            r.map(|_| ()).map_err(|e| {
+                autosampler::invalid!(
+                    "rank {} of {}: torch.distributed {method} failed: {e}",
+                    self.rank,
+                    self.world
+                )
+            })
+        })
+    }
+}
+
+impl autosampler::distributed::Collective for PyCollective {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.world
+    }
+    fn all_reduce_sum(&self, t: &Tensor) -> autosampler::Result<()> {
+        self.call("all_reduce", t, None)
+    }
+    fn broadcast(&self, t: &Tensor, root: usize) -> autosampler::Result<()> {
+        self.call("broadcast", t, Some(root))
+    }
+    fn barrier(&self) -> autosampler::Result<()> {
+        Python::with_gil(|py| self.obj.call_method0(py, "barrier").map(|_| ()))
+            .map_err(|e| autosampler::invalid!("torch.distributed barrier failed: {e}"))
+    }
+}
+
+/// Rank 0's progress: the pipeline's notes and stage results, and one line per epoch, on stderr.
+struct Printer;
+
+impl autosampler::train::stage1::Progress for Printer {
+    fn epoch_start(&self, _: usize, _: usize, _: usize) {}
+    fn batch(&self, _: f64) {}
+    fn epoch_end(&self, l: &autosampler::train::stage1::EpochLog) {
+        eprintln!(
+            "epoch {:>3}  lr {:.4}  loss {:.4}  train {:5.1}%  val {:5.1}%  {:>7.0} img/s  {:6.1}s",
+            l.epoch, l.lr, l.train_loss, l.train_acc, l.val_top1, l.img_per_s, l.seconds
+        );
+    }
+}
+
+impl pipeline::Observer for Printer {
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+    fn show(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
+/// The resolved `[train] device` of a config (after overrides), or None without `[train]`.
+#[pyfunction]
+#[pyo3(signature = (config, overrides = Vec::new()))]
+fn train_device(config: PathBuf, overrides: Vec<String>) -> PyResult<Option<String>> {
+    let cfg = Config::load_with(&config, &overrides).map_err(err)?;
+    Ok(cfg.train.map(|t| t.device))
+}
+
+/// [`run`] as rank `rank` of `world` in a data-parallel group: `comm` has `all_reduce`,
+/// `broadcast` and `barrier` over `torch.distributed` (see `autosampler.distributed`). Rank 0
+/// prints progress and returns the run's results as JSON; the other ranks return None.
+#[pyfunction]
+#[pyo3(signature = (config, out, comm, rank, world, overrides = Vec::new()))]
+fn run_distributed(
+    py: Python<'_>,
+    config: PathBuf,
+    out: PathBuf,
+    comm: Py<PyAny>,
+    rank: usize,
+    world: usize,
+    overrides: Vec<String>,
+) -> PyResult<Option<String>> {
+    let cfg = Config::load_with(&config, &overrides).map_err(err)?;
+    let run = RunDir::new(&out);
+    let comm = PyCollective {
+        obj: comm,
+        rank,
+        world,
+    };
+    let o = py
+        .allow_threads(|| {
+            if rank == 0 {
+                pipeline::run_parallel(&cfg, &run, &Printer, &comm)
+            } else {
+                pipeline::run_parallel(&cfg, &run, &Silent, &comm)
+            }
+        })
+        .map_err(err)?;
+    Ok(o.map(|o| {
+        serde_json::json!({
+            "run": run.root(),
+            "eval": o.eval,
+            "stage2": o.stage2,
+            "report": o.report,
+        })
+        .to_string()
+    }))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(longtail_split, m)?)?;
@@ -296,6 +438,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(guided_cutmix, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(train_agent, m)?)?;
+    m.add_function(wrap_pyfunction!(train_device, m)?)?;
+    m.add_function(wrap_pyfunction!(run_distributed, m)?)?;
     m.add_class::<Agent>()?;
     Ok(())
 }

@@ -39,6 +39,35 @@ impl LoaderConfig {
     }
 }
 
+/// A contiguous run of a batch's equal shares: shares `from..to` of `of`. Share `s` of a batch of
+/// `n` images is its images `n·s/of .. n·(s+1)/of` — how data-parallel ranks (and micro-batches)
+/// divide the same global batch, so that the union over ranks is the single-process batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    pub from: usize,
+    pub to: usize,
+    pub of: usize,
+}
+
+impl Shares {
+    /// The whole batch.
+    pub const ALL: Shares = Shares {
+        from: 0,
+        to: 1,
+        of: 1,
+    };
+
+    /// The image range of share `s` in a batch of `n`.
+    pub fn range(n: usize, s: usize, of: usize) -> std::ops::Range<usize> {
+        n * s / of..n * (s + 1) / of
+    }
+
+    /// The image range of these shares in a batch of `n`.
+    pub fn images(&self, n: usize) -> std::ops::Range<usize> {
+        n * self.from / self.of..n * self.to / self.of
+    }
+}
+
 /// One batch.
 pub struct Batch {
     /// `[batch, 3, H, W]` f32, normalised.
@@ -49,6 +78,9 @@ pub struct Batch {
     pub index: Vec<usize>,
     /// The augmentation window of each image (to map boxes and patches through it).
     pub windows: Vec<Window>,
+    /// Images in the whole batch of the plan (more than `labels` holds when only shares of it
+    /// were assembled).
+    pub whole: usize,
 }
 
 struct Assembled {
@@ -56,6 +88,7 @@ struct Assembled {
     labels: Vec<i64>,
     index: Vec<usize>,
     windows: Vec<Window>,
+    whole: usize,
 }
 
 /// Runs `f` on every batch of `plan` (positions into `view`) for `epoch`, in order. Stops at the
@@ -65,8 +98,29 @@ pub fn for_each_batch(
     plan: &[usize],
     cfg: &LoaderConfig,
     epoch: usize,
+    f: impl FnMut(Batch) -> Result<()>,
+) -> Result<()> {
+    for_each_batch_shares(view, plan, cfg, epoch, Shares::ALL, f)
+}
+
+/// [`for_each_batch`] assembling only `shares` of each batch (a data-parallel rank's part). An
+/// image is augmented exactly as in the whole batch: its generator is keyed by its plan position.
+pub fn for_each_batch_shares(
+    view: &View,
+    plan: &[usize],
+    cfg: &LoaderConfig,
+    epoch: usize,
+    shares: Shares,
     mut f: impl FnMut(Batch) -> Result<()>,
 ) -> Result<()> {
+    if shares.of == 0 || shares.from >= shares.to || shares.to > shares.of {
+        return Err(crate::invalid!(
+            "loader shares {}..{} of {}: need from < to <= of",
+            shares.from,
+            shares.to,
+            shares.of
+        ));
+    }
     if cfg.batch_size == 0 {
         return Err(crate::invalid!("batch_size must be at least 1"));
     }
@@ -80,8 +134,10 @@ pub fn for_each_batch(
     let threads = cfg.threads.max(1);
     let stop = AtomicBool::new(false);
     let assemble = |b: usize| -> Assembled {
-        let start = starts[b];
-        let idx = &plan[start..(start + cfg.batch_size).min(plan.len())];
+        let whole = &plan[starts[b]..(starts[b] + cfg.batch_size).min(plan.len())];
+        let part = shares.images(whole.len());
+        let start = starts[b] + part.start;
+        let idx = &whole[part];
         let mut pixels = vec![0f32; idx.len() * 3 * o * o];
         let mut windows = Vec::with_capacity(idx.len());
         for (j, (&i, out)) in idx.iter().zip(pixels.chunks_mut(3 * o * o)).enumerate() {
@@ -93,6 +149,7 @@ pub fn for_each_batch(
             labels: idx.iter().map(|&i| view.labels[i] as i64).collect(),
             index: idx.to_vec(),
             windows,
+            whole: whole.len(),
         }
     };
     std::thread::scope(|scope| {
@@ -123,6 +180,7 @@ pub fn for_each_batch(
                         labels,
                         index: a.index,
                         windows: a.windows,
+                        whole: a.whole,
                     })?;
                     next += 1;
                 }

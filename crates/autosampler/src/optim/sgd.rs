@@ -84,8 +84,15 @@ impl Sgd {
     /// Gradients are returned by the autograd engine, not accumulated into `.grad`, so there is
     /// nothing to zero.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) {
+        let g = self.gradient(loss);
+        self.update(g, lr);
+    }
+
+    /// Back-propagates `loss` to the parameters: their gradient as one flat tensor, in the flat
+    /// buffer's order (what [`Sgd::step`] takes; gradients of micro-batches or ranks add up here).
+    pub fn gradient(&self, loss: &Tensor) -> Tensor {
         let grads = Tensor::run_backward(&[loss], &self.params, false, false);
-        let g = tch::no_grad(|| {
+        tch::no_grad(|| {
             let parts: Vec<Tensor> = grads
                 .iter()
                 .zip(&self.params)
@@ -99,8 +106,30 @@ impl Sgd {
                 })
                 .collect();
             Tensor::cat(&parts, 0)
-        });
+        })
+    }
+
+    /// A zero flat gradient (a rank with no images in a batch still joins its all-reduce).
+    pub fn zero_gradient(&self) -> Tensor {
+        self.flat.zeros_like()
+    }
+
+    /// One update with the flat gradient `g` (from [`Sgd::gradient`]) and learning rate `lr`.
+    pub fn step(&mut self, g: Tensor, lr: f64) {
         self.update(g, lr);
+    }
+
+    /// Makes every rank's parameters and momentum buffer rank 0's (a data-parallel start or
+    /// resume). The flat buffer holds every parameter, so this is one or two broadcasts.
+    pub fn broadcast(&mut self, c: &dyn crate::distributed::Collective) -> crate::Result<()> {
+        c.broadcast(&self.flat, 0)?;
+        if crate::distributed::broadcast_usize(c, self.buf.is_some() as usize)? == 1 {
+            let b = self.buf.get_or_insert_with(|| self.flat.zeros_like());
+            c.broadcast(b, 0)?;
+        } else {
+            self.buf = None;
+        }
+        Ok(())
     }
 
     /// The update for the flat gradient `g`.

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::data::cache::Cache;
 use crate::data::source::Catalog;
 use crate::data::{self, Dataset, Part, SourceConfig, Split};
+use crate::distributed::{self, Collective};
 use crate::mix::MixConfig;
 use crate::model::{Model, ModelConfig};
 use crate::report::plot;
@@ -189,6 +190,42 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
 /// Every stage the config has, in order, into `run`; complete stages are reused. Each stage's
 /// results go to [`Observer::show`] as it ends, the run summary last.
 pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
+    let out = run_parallel(cfg, run, obs, &distributed::Alone)?;
+    Ok(out.expect("a single process is rank 0"))
+}
+
+/// [`run`] as one rank of a data-parallel group (`comm`, see [`crate::distributed`]). Rank 0 does
+/// every stage, as [`run`] does, and returns the outcome; stage 1 is trained by all ranks together
+/// (the others wait for rank 0's data stage, train, and return `None`). The config's
+/// `micro_batches` is multiplied by the number of ranks: the batch is divided into that many
+/// shares, and that is what stage 1 records (a resume needs the same product).
+pub fn run_parallel(
+    cfg: &Config,
+    run: &RunDir,
+    obs: &dyn Observer,
+    comm: &dyn Collective,
+) -> Result<Option<Outcome>> {
+    let mut scaled;
+    let cfg = if comm.world() > 1 {
+        scaled = cfg.clone();
+        if let Some(t) = &mut scaled.train {
+            t.micro_batches *= comm.world();
+        }
+        if let Some(t) = &scaled.train {
+            t.check()?;
+        }
+        &scaled
+    } else {
+        cfg
+    };
+    if comm.rank() != 0 {
+        if cfg.model.is_none() || cfg.train.is_none() {
+            return Ok(None);
+        }
+        // The data stage is rank 0's: stage1_with's first broadcast waits for it.
+        stage1_rank(cfg, run, comm)?;
+        return Ok(None);
+    }
     let ds = prepare(cfg, run, obs)?;
     obs.show(&text::prepared(run, &ds));
     let mut out = Outcome {
@@ -199,11 +236,11 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
         report: None,
     };
     if cfg.model.is_none() || cfg.train.is_none() {
-        return Ok(out);
+        return Ok(Some(out));
     }
     let ds = &out.dataset;
     agent(cfg, run, ds, true, obs)?;
-    stage1(cfg, run, ds, true, obs)?;
+    stage1_with(cfg, run, ds, true, obs, comm)?;
     let eval = evaluate(cfg, run, ds)?;
     obs.show(&text::eval_table(&eval));
     out.eval = Some(eval);
@@ -220,7 +257,26 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
     export(cfg, run, ds)?;
     out.report = Some(crate::report::html::write(run)?);
     obs.show(&text::run_summary(run, ds));
-    Ok(out)
+    Ok(Some(out))
+}
+
+/// Stage 1 on a rank other than 0: waits for rank 0 to say whether stage 1 is to be trained (after
+/// its data and agent stages), then opens the split rank 0 wrote and trains its shares. Writes
+/// nothing.
+fn stage1_rank(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
+    if distributed::broadcast_usize(comm, 0)? == 0 {
+        return Ok(());
+    }
+    let (model_cfg, train_cfg) = training_config(cfg)?;
+    let split = Split::load(&run.split())?;
+    let ds = Dataset::open(split, &cfg.cache_root(), &|_| {})?;
+    let guide = guide_for(cfg, run, &ds, train_cfg)?;
+    let with = stage1::With {
+        guide: guide.as_deref(),
+        comm,
+    };
+    stage1::train_with(&ds, model_cfg, train_cfg, run.root(), true, &stage1::Silent, with)?;
+    Ok(())
 }
 
 /// The stage-1 manifest's inputs: `[model]`, `[train]` (without the device and the thread count,
@@ -299,10 +355,24 @@ pub fn stage1(
     resume: bool,
     obs: &dyn Observer,
 ) -> Result<Manifest> {
+    stage1_with(cfg, run, ds, resume, obs, &distributed::Alone)
+}
+
+/// [`stage1`] on rank 0 of a data-parallel group: it tells the other ranks (waiting in
+/// `stage1_rank`) whether stage 1 is to be trained, then trains with them.
+fn stage1_with(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    resume: bool,
+    obs: &dyn Observer,
+    comm: &dyn Collective,
+) -> Result<Manifest> {
     let (model_cfg, train_cfg) = training_config(cfg)?;
     let inputs = stage1_inputs(cfg, run)?;
     let paths = run.stage1();
     if let Some(m) = manifest::complete(run, Stage::Stage1, &inputs) {
+        distributed::broadcast_usize(comm, 0)?;
         obs.note(&format!("stage 1   {} (complete, reused)", paths.dir.display()));
         return Ok(m);
     }
@@ -318,8 +388,12 @@ pub fn stage1(
     manifest::invalidate(run, Stage::Stage1)?;
     let work = manifest::Work::start(&train_cfg.device, train_cfg.threads);
     let guide = guide_for(cfg, run, ds, train_cfg)?;
-    let locator = guide.as_deref();
-    let (_, state) = stage1::train_guided(ds, model_cfg, train_cfg, run.root(), resume, obs, locator)?;
+    distributed::broadcast_usize(comm, 1)?;
+    let with = stage1::With {
+        guide: guide.as_deref(),
+        comm,
+    };
+    let (_, state) = stage1::train_with(ds, model_cfg, train_cfg, run.root(), resume, obs, with)?;
     obs.note(&format!(
         "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
         state.epochs_done,

@@ -13,8 +13,9 @@
 //! ```
 use super::schedule::{lr_at, Schedule};
 use crate::data::augment::{Augment, Normalize};
-use crate::data::loader::{for_each_batch, LoaderConfig};
+use crate::data::loader::{for_each_batch_shares, Batch, LoaderConfig, Shares};
 use crate::data::{Dataset, Part, View};
+use crate::distributed::{self, Collective};
 use crate::eval::{metrics, Metrics};
 use crate::loss::{Drw, Loss, LossConfig};
 use crate::mix::guided::{guided_cutmix, Locator};
@@ -71,6 +72,12 @@ pub struct TrainConfig {
     /// Default: pad-4 crop + flip for images up to 32 px, random-resized-crop above.
     pub augment: Option<Augment>,
     pub normalize: Normalize,
+    /// Each batch is computed in this many equal shares (ghost batches: batch norm normalises each
+    /// share alone), whose gradients add up to the batch's. A data-parallel run of N ranks divides
+    /// the shares among them, and its started config records `micro_batches × N`: N ranks give
+    /// the weights of one process with `micro_batches = N` (up to float summation order).
+    #[serde(skip_serializing_if = "is_one")]
+    pub micro_batches: usize,
     /// libtorch intra-op threads (and batch-assembly threads).
     pub threads: usize,
     /// "cpu", "cuda" or "cuda:N".
@@ -101,6 +108,7 @@ impl Default for TrainConfig {
             mix: Default::default(),
             augment: Default::default(),
             normalize: Default::default(),
+            micro_batches: 1,
             threads: 2,
             device: "cpu".into(),
             channels_last: Default::default(),
@@ -123,6 +131,20 @@ impl TrainConfig {
         r.at_least("epochs", self.epochs, 1)?;
         r.at_least("batch_size", self.batch_size, 1)?;
         r.at_least("threads", self.threads, 1)?;
+        r.at_least("micro_batches", self.micro_batches, 1)?;
+        if self.micro_batches > self.batch_size {
+            return Err(invalid!(
+                "[train] micro_batches must be at most batch_size ({}), got {}",
+                self.batch_size,
+                self.micro_batches
+            ));
+        }
+        if self.micro_batches > 1 && self.method == Method::Bbn {
+            return Err(invalid!(
+                "[train] micro_batches = {} (or data-parallel ranks) with method = \"bbn\": BBN's paired batches are not divided into shares; use one process and micro_batches = 1",
+                self.micro_batches
+            ));
+        }
         r.positive("lr", self.lr)?;
         r.unit_open("momentum", self.momentum)?;
         r.non_negative("weight_decay", self.weight_decay)?;
@@ -243,6 +265,10 @@ fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
     }
 }
 
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 /// `[train]` as far as it decides the result: the device and the thread count blanked.
 pub fn started_config(cfg: &TrainConfig) -> TrainConfig {
     TrainConfig {
@@ -259,7 +285,26 @@ pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) 
     let path = paths.dir.join("config.json");
     if path.is_file() {
         let before: Started = fsx::read_json(&path)?;
-        if before != started(model_cfg, cfg) {
+        let now = started(model_cfg, cfg);
+        if before != now {
+            if before.train.micro_batches != now.train.micro_batches
+                && before
+                    == started(
+                        model_cfg,
+                        &TrainConfig {
+                            micro_batches: before.train.micro_batches,
+                            ..cfg.clone()
+                        },
+                    )
+            {
+                return Err(invalid!(
+                    "{} was started with its batches in {} shares (ranks × micro_batches of a data-parallel run), this run cuts them in {}: resume with the same product (e.g. --set train.micro_batches={} in one process)",
+                    paths.dir.display(),
+                    before.train.micro_batches,
+                    now.train.micro_batches,
+                    before.train.micro_batches
+                ));
+            }
             return Err(invalid!(
                 "{} was started with another [model] or [train] config: use another run folder, or delete it",
                 paths.dir.display()
@@ -393,7 +438,89 @@ pub fn train_guided(
     progress: &dyn Progress,
     guide: Option<&dyn Locator>,
 ) -> Result<(Model, State)> {
+    let with = With {
+        guide,
+        comm: &distributed::Alone,
+    };
+    train_with(ds, model_cfg, cfg, run, resume, progress, with)
+}
+
+/// The logits and the (mixed) loss of one batch, or one share of it: the mixing draws from
+/// `chacha(seed, key)`.
+#[allow(clippy::too_many_arguments)]
+fn forward_loss(
+    model: &Model,
+    loss: &Loss,
+    cfg: &TrainConfig,
+    guide: Option<&dyn Locator>,
+    b: &Batch,
+    x: &Tensor,
+    y: &Tensor,
+    epoch: usize,
+    key: &[u64],
+) -> Result<(Tensor, Tensor)> {
+    let mut mrng = chacha(cfg.seed, key);
+    let mixed = match (&cfg.mix, guide) {
+        (
+            MixConfig::AgentCutmix {
+                prob,
+                tau,
+                fixed_lambda,
+                ..
+            }
+            | MixConfig::CamCutmix {
+                prob,
+                tau,
+                fixed_lambda,
+                ..
+            },
+            Some(g),
+        ) => guided_cutmix(g, *prob, *tau, *fixed_lambda, b, x, &mut mrng)?,
+        _ => cfg.mix.apply(x, &mut mrng),
+    };
+    let input = mixed.as_ref().map(|m| &m.images).unwrap_or(x);
+    let logits = tch::autocast(cfg.bf16 && x.device().is_cuda(), || {
+        let f = model.forward_features(input, true);
+        model.observe_features(&f);
+        model.forward_head(&f)
+    })
+    .to_kind(Kind::Float);
+    let l = match &mixed {
+        Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), y, m),
+        None => loss.forward(&logits, y, epoch),
+    };
+    Ok((logits, l))
+}
+
+/// What stage 1 trains with besides its config: the guide of guided CutMix, and the process
+/// group of a data-parallel run ([`distributed::Alone`] for one process).
+#[derive(Clone, Copy)]
+pub struct With<'a> {
+    pub guide: Option<&'a dyn Locator>,
+    pub comm: &'a dyn Collective,
+}
+
+/// [`train_guided`] as one rank of a data-parallel group (`with.comm`): this rank computes its
+/// shares of every batch (`cfg.micro_batches` shares in all, divided among the ranks), the flat
+/// gradient is summed over ranks, and rank 0 alone evaluates and writes (see [`crate::distributed`]).
+pub fn train_with(
+    ds: &Dataset,
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    run: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    with: With,
+) -> Result<(Model, State)> {
+    let (guide, comm) = (with.guide, with.comm);
+    let (rank, world) = (comm.rank(), comm.world());
     cfg.validate()?;
+    if !cfg.micro_batches.is_multiple_of(world) {
+        return Err(invalid!(
+            "[train] micro_batches = {} is not divided among {world} ranks (a data-parallel run records micro_batches × ranks)",
+            cfg.micro_batches
+        ));
+    }
     if matches!(cfg.mix, MixConfig::AgentCutmix { .. }) && guide.is_none() {
         return Err(invalid!(
             "mix kind \"agent-cutmix\" needs the patch agent: add an [agent] section (or agent.from)"
@@ -456,6 +583,20 @@ pub fn train_guided(
             state = fsx::read_json(&paths.state())?;
         }
     }
+    if world > 1 {
+        // Rank 0's checkpoint is the run's: every rank starts from its epoch, weights, momentum
+        // and batch-norm buffers.
+        state.epochs_done = distributed::broadcast_usize(comm, state.epochs_done)?;
+        opt.broadcast(comm)?;
+        let mut buffers: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        buffers.sort_by(|a, b| a.0.cmp(&b.0)); // the same order on every rank
+        for (name, t) in buffers {
+            if !t.requires_grad() {
+                distributed::broadcast_into(comm, &t)
+                    .map_err(|e| invalid!("broadcasting buffer {name}: {e}"))?;
+            }
+        }
+    }
     state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let train_view = ds.view(Part::Train);
     let counts = ds.split.counts.train.clone();
@@ -489,7 +630,17 @@ pub fn train_guided(
         progress.epoch_start(epoch, cfg.epochs, plan.len().div_ceil(lc.batch_size));
         let (mut sum_loss, mut correct, mut seen, mut batch_i) = (0f64, 0f64, 0usize, 0usize);
         let mut lr = cfg.lr;
-        for_each_batch(&train_view, &plan, &lc, epoch, |b| {
+        let per = cfg.micro_batches / world;
+        let mine = if bbn {
+            Shares::ALL
+        } else {
+            Shares {
+                from: rank * per,
+                to: (rank + 1) * per,
+                of: cfg.micro_batches,
+            }
+        };
+        for_each_batch_shares(&train_view, &plan, &lc, epoch, mine, |b| {
             lr = lr_at(
                 cfg.lr,
                 cfg.warmup_epochs,
@@ -503,8 +654,16 @@ pub fn train_guided(
                 x = channels_last(&x);
             }
             let y = b.labels.to_device(device);
-            // `targets`: the labels the accuracy counts, with their weights (BBN: both batches').
-            let (logits, y, l, targets) = if bbn {
+            let at = |share: Option<usize>| {
+                format!(
+                    "epoch {}, batch {}{} (the checkpoint holds {} epochs)",
+                    epoch + 1,
+                    batch_i + 1,
+                    share.map(|s| format!(", share {s}")).unwrap_or_default(),
+                    state.epochs_done
+                )
+            };
+            if bbn {
                 let half = y.size()[0] / 2;
                 let (xa, xb) = (x.narrow(0, 0, half), x.narrow(0, half, half));
                 let (ya, yb) = (y.narrow(0, 0, half), y.narrow(0, half, half));
@@ -514,66 +673,91 @@ pub fn train_guided(
                 .to_kind(Kind::Float);
                 let l = loss.forward(&logits, &ya, epoch) * alpha
                     + loss.forward(&logits, &yb, epoch) * (1.0 - alpha);
-                let targets = vec![(ya.shallow_clone(), alpha), (yb, 1.0 - alpha)];
-                (logits, ya, l, targets)
-            } else {
-                let mut mrng = chacha(cfg.seed, &[2, epoch as u64, batch_i as u64]);
-                let mixed = match (&cfg.mix, guide) {
-                    (
-                        MixConfig::AgentCutmix {
-                            prob,
-                            tau,
-                            fixed_lambda,
-                            ..
-                        }
-                        | MixConfig::CamCutmix {
-                            prob,
-                            tau,
-                            fixed_lambda,
-                            ..
-                        },
-                        Some(g),
-                    ) => guided_cutmix(g, *prob, *tau, *fixed_lambda, &b, &x, &mut mrng)?,
-                    _ => cfg.mix.apply(&x, &mut mrng),
-                };
-                let input = mixed.as_ref().map(|m| &m.images).unwrap_or(&x);
-                let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || {
-                    let f = model.forward_features(input, true);
-                    model.observe_features(&f);
-                    model.forward_head(&f)
-                })
-                .to_kind(Kind::Float);
-                let l = match &mixed {
-                    Some(m) => mixed_loss(|t| loss.forward(&logits, t, epoch), &y, m),
-                    None => loss.forward(&logits, &y, epoch),
-                };
-                let targets = vec![(y.shallow_clone(), 1.0)];
-                (logits, y, l, targets)
-            };
-            let lv = l.double_value(&[]);
-            super::checkpoint::check_loss(
-                lv,
-                "the loss",
-                &format!(
-                    "epoch {}, batch {} (the checkpoint holds {} epochs)",
-                    epoch + 1,
-                    batch_i + 1,
-                    state.epochs_done
-                ),
-                &paths.dir,
-            )?;
-            opt.backward_step(&l, lr);
-            let n = y.size()[0] as usize;
-            sum_loss += lv * n as f64;
-            let pred = logits.argmax(-1, false);
-            for (t, w) in &targets {
-                correct += w * pred.eq_tensor(t).sum(Kind::Int64).int64_value(&[]) as f64;
+                let lv = l.double_value(&[]);
+                super::checkpoint::check_loss(lv, "the loss", &at(None), &paths.dir)?;
+                opt.backward_step(&l, lr);
+                let pred = logits.argmax(-1, false);
+                for (t, w) in [(&ya, alpha), (&yb, 1.0 - alpha)] {
+                    correct += w * pred.eq_tensor(t).sum(Kind::Int64).int64_value(&[]) as f64;
+                }
+                sum_loss += lv * half as f64;
+                seen += half as usize;
+                batch_i += 1;
+                progress.batch(lv);
+                return Ok(());
             }
-            seen += n;
+            if cfg.micro_batches == 1 {
+                let key = [2, epoch as u64, batch_i as u64];
+                let (logits, l) = forward_loss(&model, &loss, cfg, guide, &b, &x, &y, epoch, &key)?;
+                let lv = l.double_value(&[]);
+                super::checkpoint::check_loss(lv, "the loss", &at(None), &paths.dir)?;
+                let g = opt.gradient(&l);
+                opt.step(g, lr);
+                let n = y.size()[0] as usize;
+                sum_loss += lv * n as f64;
+                correct += logits
+                    .argmax(-1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]) as f64;
+                seen += n;
+                batch_i += 1;
+                progress.batch(lv);
+                return Ok(());
+            }
+            // Shares: this rank's images are shares `mine` of the whole batch of `b.whole`; each
+            // share's mean loss is weighted by its part of the batch, so the gradients summed
+            // over shares and ranks are the gradient of the whole batch's mean loss.
+            let offset = mine.images(b.whole).start;
+            let mut g: Option<Tensor> = None;
+            let mut last = 0.0;
+            for s in mine.from..mine.to {
+                let r = Shares::range(b.whole, s, cfg.micro_batches);
+                if r.is_empty() {
+                    continue;
+                }
+                let (lo, len) = ((r.start - offset) as i64, r.len() as i64);
+                let part = Batch {
+                    images: b.images.narrow(0, lo, len),
+                    labels: b.labels.narrow(0, lo, len),
+                    index: b.index[r.start - offset..r.end - offset].to_vec(),
+                    windows: b.windows[r.start - offset..r.end - offset].to_vec(),
+                    whole: b.whole,
+                };
+                let (xs, ys) = (x.narrow(0, lo, len), y.narrow(0, lo, len));
+                let key = [2, epoch as u64, batch_i as u64, s as u64];
+                let (logits, l) = forward_loss(&model, &loss, cfg, guide, &part, &xs, &ys, epoch, &key)?;
+                let lv = l.double_value(&[]);
+                super::checkpoint::check_loss(lv, "the loss", &at(Some(s)), &paths.dir)?;
+                let gs = opt.gradient(&(l * (r.len() as f64 / b.whole as f64)));
+                g = Some(match g {
+                    Some(acc) => acc + gs,
+                    None => gs,
+                });
+                sum_loss += lv * r.len() as f64;
+                correct += logits
+                    .argmax(-1, false)
+                    .eq_tensor(&ys)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]) as f64;
+                seen += r.len();
+                last = lv;
+            }
+            let g = g.unwrap_or_else(|| opt.zero_gradient());
+            comm.all_reduce_sum(&g)?;
+            opt.step(g, lr);
             batch_i += 1;
-            progress.batch(lv);
+            progress.batch(last);
             Ok(())
         })?;
+        if world > 1 {
+            let t = distributed::sum_f64(comm, &[sum_loss, correct, seen as f64])?;
+            (sum_loss, correct, seen) = (t[0], t[1], t[2] as usize);
+        }
+        if rank != 0 {
+            state.epochs_done = epoch + 1;
+            continue;
+        }
         let train_s = t0.elapsed().as_secs_f64();
         let val = evaluate(&model, ds, Part::Val, cfg)?;
         let log = EpochLog {
@@ -609,7 +793,7 @@ pub fn train_guided(
         )?;
         progress.epoch_end(&log);
     }
-    if !state.done || !paths.model().is_file() {
+    if rank == 0 && (!state.done || !paths.model().is_file()) {
         model.save(&paths.model())?;
         state.done = true;
         fsx::write_json(&paths.state(), &state)?;
