@@ -3,7 +3,7 @@
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::{self, Cache};
 use autosampler::data::cifar::{write_records, PIXELS};
-use autosampler::data::loader::{for_each_batch, LoaderConfig};
+use autosampler::data::loader::{for_each_batch, for_each_batch_shares, LoaderConfig, Shares};
 use autosampler::data::source::{Catalog, Cifar100Label};
 use autosampler::data::{
     DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
@@ -441,6 +441,76 @@ fn loader_is_deterministic_across_thread_counts() {
     for c in 0..3 {
         assert_eq!(labels.iter().filter(|&&l| l == c).count(), 4);
     }
+}
+
+#[test]
+fn loader_shares_cut_the_whole_batch_into_parts() {
+    // what data-parallel ranks assemble: each image exactly as in the whole batch, the union over
+    // shares the whole batch, in order, also for a last batch smaller than the number of shares
+    let (_caches, ds) = folder_dataset(0);
+    let view = ds.view(Part::Train);
+    let plan: Vec<usize> = (0..view.len()).chain(0..view.len()).take(21).collect();
+    let lc = LoaderConfig {
+        batch_size: 8,
+        threads: 2,
+        augment: Augment::cifar(),
+        normalize: Normalize::CIFAR10,
+        drop_last: false,
+        seed: 4,
+    };
+    let collect = |shares: Shares| {
+        let mut out = Vec::new();
+        for_each_batch_shares(&view, &plan, &lc, 2, shares, |b| {
+            out.push((
+                b.whole,
+                Vec::<f32>::try_from(b.images.flatten(0, -1)).unwrap(),
+                b.index,
+            ));
+            Ok(())
+        })
+        .unwrap();
+        out
+    };
+    let whole = collect(Shares::ALL);
+    assert_eq!(whole.iter().map(|b| b.0).collect::<Vec<_>>(), [8, 8, 5]);
+    let parts = [
+        collect(Shares {
+            from: 0,
+            to: 1,
+            of: 6,
+        }),
+        collect(Shares {
+            from: 1,
+            to: 4,
+            of: 6,
+        }),
+        collect(Shares {
+            from: 4,
+            to: 6,
+            of: 6,
+        }),
+    ];
+    for (i, (n, pixels, index)) in whole.iter().enumerate() {
+        let cat_px: Vec<f32> = parts.iter().flat_map(|p| p[i].1.clone()).collect();
+        let cat_ix: Vec<usize> = parts.iter().flat_map(|p| p[i].2.clone()).collect();
+        assert_eq!((&cat_px, &cat_ix), (pixels, index), "batch {i}");
+        assert!(parts.iter().all(|p| p[i].0 == *n));
+    }
+    // shares 0..1 of 6 of the last batch of 5 images hold none (5·1/6 = 0)
+    assert!(parts[0][2].2.is_empty() && Shares::range(5, 0, 6).is_empty());
+    let bad = for_each_batch_shares(
+        &view,
+        &plan,
+        &lc,
+        0,
+        Shares {
+            from: 2,
+            to: 2,
+            of: 4,
+        },
+        |_| Ok(()),
+    );
+    assert!(bad.unwrap_err().to_string().contains("loader shares 2..2 of 4"));
 }
 
 #[test]

@@ -53,23 +53,26 @@ def view(ptr: int, numel: int, dtype: str, device: str) -> torch.Tensor:
 
 
 class TorchComm:
-    """The collectives the Rust training loop calls (see `autosampler::distributed::Collective`)."""
+    """The collectives the Rust training loop calls (see `autosampler::distributed::Collective`);
+    without a process group (no torchrun) a group of one, where each is the identity."""
 
     def all_reduce(self, ptr: int, numel: int, dtype: str, device: str) -> None:
-        if numel:
+        if numel and dist.is_initialized():
             dist.all_reduce(view(ptr, numel, dtype, device), op=dist.ReduceOp.SUM)
 
     def broadcast(self, ptr: int, numel: int, dtype: str, device: str, root: int) -> None:
-        if numel:
+        if numel and dist.is_initialized():
             dist.broadcast(view(ptr, numel, dtype, device), src=root)
 
     def barrier(self) -> None:
-        dist.barrier()
+        if dist.is_initialized():
+            dist.barrier()
 
 
 def run(config: str, out: str, overrides: list[str] | None = None) -> dict | None:
     """One rank of a data-parallel run of `config` into `out` (a process group is started from the
-    environment when none is). Returns the run's results on rank 0, None on the others."""
+    environment when none is; without WORLD_SIZE in the environment, e.g. not under torchrun, the
+    run is one process). Returns the run's results on rank 0, None on the others."""
     overrides = list(overrides or [])
     device = _native.train_device(config, overrides) or "cpu"
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -77,6 +80,9 @@ def run(config: str, out: str, overrides: list[str] | None = None) -> dict | Non
         # one GPU per rank on a machine: cuda:LOCAL_RANK
         device = f"cuda:{local}"
         overrides.append(f"train.device={device}")
+    if not dist.is_initialized() and "WORLD_SIZE" not in os.environ:
+        res = _native.run_distributed(config, out, TorchComm(), 0, 1, overrides)
+        return json.loads(res)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("AUTOSAMPLER_DIST_TIMEOUT", "1800")))
         backend = "nccl" if device.startswith("cuda") else "gloo"
