@@ -23,8 +23,9 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path_factory):
+def _env(tmp_path_factory):
     os.environ.setdefault("AUTOSAMPLER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the host name resolves to
 
 
 def config(d: Path, root: Path, epochs: int, batch: int, val: int, ir: int = 0) -> Path:
@@ -107,8 +108,12 @@ def test_a_killed_two_rank_run_resumes_to_the_same_weights(tmp_path):
     p = subprocess.Popen([*TORCHRUN, "--config", str(cfg), "--out", str(out)], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_epochs(out, 1, p)
-    os.killpg(p.pid, signal.SIGKILL)  # the launcher and both ranks, at once
+    # the launcher and both ranks at once (torchrun starts its workers in their own process
+    # groups, so they are found by their command line)
+    for pid in procs_of(out):
+        os.kill(pid, signal.SIGKILL)
     p.wait()
+    wait_gone(out)
     assert not (out / "stage1/model.safetensors").exists()
     again = torchrun(cfg, out)
     assert again.returncode == 0, again.stderr
@@ -135,6 +140,29 @@ def test_a_dead_rank_stops_the_other(tmp_path):
     assert p.returncode != 0
     assert "rank      : 1" in log and "SIGKILL" in log, log[-3000:]
     assert len((out / "stage1/metrics.jsonl").read_text().splitlines()) < 30
+
+
+def procs_of(out: Path) -> list[int]:
+    """Live processes (launcher and ranks) of the run into `out`."""
+    return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if str(out) in _cmdline(pid) and _state(pid) not in ("Z", "X", "")]
+
+
+def wait_gone(out: Path, limit=60):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        live = procs_of(out)
+        if not live:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of {out} still alive {limit} s after SIGKILL: {live}")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _env(pid: int) -> dict:
