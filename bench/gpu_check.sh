@@ -23,11 +23,11 @@ cp /tmp/run/stage1/metrics.jsonl "$OUT/" 2>/dev/null
 cp /tmp/run/eval.json "$OUT/" 2>/dev/null
 true
 # 3. data-parallel code path on NCCL: one rank (one GPU cannot host two NCCL ranks), 2 epochs,
-# through torchrun and autosampler.distributed. Needs the Python package in .gpu/autosampler
+# through torchrun and autosampler.distributed. Needs the Python package in .gpu/py/autosampler
 # (crates/autosampler-py/python/autosampler with its _native*.so, built here by ./x python: the same
 # torch 2.11.0, so the extension resolves libtorch from the torch that Python imported first).
-if [ -d .gpu/autosampler ]; then
-  PYTHONPATH=.gpu timeout "${DDP_LIMIT:-300}" $PY -m torch.distributed.run --standalone --nproc-per-node 1 \
+if [ -d .gpu/py/autosampler ]; then
+  PYTHONPATH=.gpu/py timeout "${DDP_LIMIT:-300}" $PY -m torch.distributed.run --standalone --nproc-per-node 1 \
     -m autosampler.distributed --config configs/gpu/c10lt_ir100_ce_ldam_recipe.toml --out /tmp/ddp \
     --set data.source.root="$PWD/.gpu/cifar10-jpeg.tar.gz" --set train.epochs=2 2>&1 | tail -n 12
   cp /tmp/ddp/stage1/metrics.jsonl "$OUT/ddp_nccl_metrics.jsonl" 2>/dev/null

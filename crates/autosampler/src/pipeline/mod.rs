@@ -212,7 +212,13 @@ pub fn run_parallel(
             t.micro_batches *= comm.world();
         }
         if let Some(t) = &scaled.train {
-            t.check()?;
+            t.check().map_err(|e| {
+                invalid!(
+                    "{} ranks, each batch cut in micro_batches × ranks = {} shares: {e}",
+                    comm.world(),
+                    t.micro_batches
+                )
+            })?;
         }
         &scaled
     } else {

@@ -557,7 +557,11 @@ pub fn train_with(
         v
     };
     let mut opt = Sgd::new(params, cfg.momentum, cfg.nesterov, cfg.weight_decay);
-    check_started(model_cfg, cfg, run)?;
+    if rank == 0 {
+        check_started(model_cfg, cfg, run)?;
+    } else {
+        check_compatible(model_cfg, cfg, run)?; // rank 0 records it: the others write nothing
+    }
     let mut state = State::default();
     if paths.state().is_file() || paths.last().is_file() {
         if !resume {

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Issue 15 on the device machine in one go: the 200-epoch parity pair and Table 1's full-length
+# CIFAR-10-LT IR 100 rows, run side by side (one H200 and 16 cores hold five ResNet-32 runs; each
+# alone leaves the GPU mostly idle). Rows:
+#   ours      CE stage 1 with the LDAM recipe, then the search and stage 2: its eval.json is the
+#             vanilla row and the autosampler side of parity, its stage2/eval.json the cRT rows
+#             (class-balanced, square-root), LWS, τ-norm, logit adjustment and the searched row
+#   ldam_drw, bbn, tde   their _gpu configs
+#   torch_reference.py train --epochs 200 --schedule step (same data, split, seed, recipe)
+# Expects stripped `autosampler`, cifar10-jpeg.tar.gz and torch_reference.py in .gpu/ (see
+# bench/README.md). Writes to $OUT: each run's log and run folder, table1_c10lt_ir100.md (the
+# output of `autosampler table`), and parity_c10lt_ir100_e200.json (one JSON line).
+# A CPU dry run of the script's plumbing: DEVICE=cpu EPOCHS=1 PY=python3 THREADS=1 bash bench/gpu_issue15.sh
+set -u
+PY=${PY:-/opt/torch/.venv/bin/python}
+export LD_LIBRARY_PATH=$($PY -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
+export AUTOSAMPLER_CACHE=${AUTOSAMPLER_CACHE:-/tmp/ascache}
+OUT=${OUT:-/tmp/out}
+EPOCHS=${EPOCHS:-200}
+DEVICE=${DEVICE:-cuda}
+THREADS=${THREADS:-3}
+LIMIT=${LIMIT:-540}
+ROOT=${ROOT:-/tmp/t1}
+data="$PWD/.gpu/cifar10-jpeg.tar.gz"
+mkdir -p "$OUT" /tmp/cifar
+[ -n "$(command -v nvidia-smi)" ] && nvidia-smi -L
+tar xzf "$data" -C /tmp/cifar
+set_args=(--set "data.source.root=$data" --set "train.epochs=$EPOCHS" --set "train.device=$DEVICE" --set "train.threads=$THREADS")
+# the packed cache once, before the runs share it
+.gpu/autosampler data prepare --config configs/table1/cifar10_lt_ir100_vanilla_gpu.toml --root "$data" --out /tmp/prep >/dev/null
+start=$(date +%s)
+for row in ours ldam_drw bbn tde; do
+  timeout "$LIMIT" .gpu/autosampler sweep "configs/table1/cifar10_lt_ir100_${row}_gpu.toml" --root "$ROOT" \
+    "${set_args[@]}" >"$OUT/$row.log" 2>&1 &
+done
+timeout "$LIMIT" $PY .gpu/torch_reference.py train --data /tmp/cifar/cifar10 --ir 100 --epochs "$EPOCHS" \
+  --schedule step --seed 0 --device "$DEVICE" --threads 4 --out "$OUT/ref_c10lt_ir100_e${EPOCHS}_s0.json" \
+  >"$OUT/ref.log" 2>&1 &
+wait
+echo "wall: $(( $(date +%s) - start )) s"
+# whole run folders (checkpoints included: a run the limit cut short resumes from them when carried
+# back), and the end of each log
+mkdir -p "$OUT/runs" && cp -r "$ROOT"/* "$OUT/runs/" 2>/dev/null
+for row in ours ldam_drw bbn tde ref; do echo "== $row"; tail -n 4 "$OUT/$row.log"; done
+.gpu/autosampler table "$ROOT"/* >"$OUT/table1_c10lt_ir100.md" 2>&1
+cat "$OUT/table1_c10lt_ir100.md"
+$PY - "$ROOT/cifar10_lt_ir100_ours_gpu_s0/eval.json" "$OUT/ref_c10lt_ir100_e${EPOCHS}_s0.json" "$EPOCHS" <<'EOF' | tee "$OUT/parity_c10lt_ir100_e$EPOCHS.json"
+import json, sys
+ours, ref, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+row = {"bench": "parity_c10lt_ir100", "epochs": epochs,
+       "protocol": "CIFAR-10-LT IR 100 (JPEG copy), val 20/class, ResNet-32, CE, LDAM-DRW recipe (warm-up 5, "
+                   "lr 0.1, x0.01 at 160, x0.0001 at 180, batch 128, wd 2e-4), seed 0, last epoch"}
+try:
+    e = json.load(open(ours))["last"]
+    row.update(autosampler_test_top1=round(e["test"]["top1"], 2), autosampler_test_many=round(e["test"]["many"], 2),
+               autosampler_test_medium=round(e["test"]["medium"], 2))
+except (OSError, KeyError) as err:
+    row["autosampler_error"] = str(err)
+try:
+    r = json.load(open(ref))
+    row.update(torch_test_top1=round(r["test"]["top1"], 2), torch_test_many=round(r["test"]["many"], 2),
+               torch_test_medium=round(r["test"]["medium"], 2), torch_train_wall_s=r["train_wall_s"])
+except (OSError, KeyError) as err:
+    row["torch_error"] = str(err)
+if "autosampler_test_top1" in row and "torch_test_top1" in row:
+    row["difference"] = round(row["autosampler_test_top1"] - row["torch_test_top1"], 2)
+    row["goal_within_1_point"] = abs(row["difference"]) <= 1.0
+print(json.dumps(row))
+EOF
+true
