@@ -96,9 +96,9 @@ pub fn cutmix_box(h: i64, w: i64, lambda: f64, rng: &mut impl Rng) -> (i64, i64,
 }
 
 impl MixConfig {
-    pub fn validate(&self) -> Result<()> {
-        let (alpha, prob, fixed) = match self {
-            MixConfig::None => return Ok(()),
+    /// `(prob, tau, fixed_lambda)` of a guided CutMix (agent or CAM), `None` for other mixings.
+    pub fn guided(&self) -> Option<(f64, f64, Option<f64>)> {
+        match self {
             MixConfig::AgentCutmix {
                 prob,
                 tau,
@@ -110,13 +110,24 @@ impl MixConfig {
                 tau,
                 fixed_lambda,
                 ..
-            } => (*tau, *prob, *fixed_lambda),
-            MixConfig::Mixup { alpha, prob } => (*alpha, *prob, None),
-            MixConfig::Cutmix {
-                alpha,
-                prob,
-                fixed_lambda,
-            } => (*alpha, *prob, *fixed_lambda),
+            } => Some((*prob, *tau, *fixed_lambda)),
+            _ => None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let (alpha, prob, fixed) = match (self, self.guided()) {
+            (_, Some((prob, tau, fixed_lambda))) => (tau, prob, fixed_lambda),
+            (MixConfig::Mixup { alpha, prob }, _) => (*alpha, *prob, None),
+            (
+                MixConfig::Cutmix {
+                    alpha,
+                    prob,
+                    fixed_lambda,
+                },
+                _,
+            ) => (*alpha, *prob, *fixed_lambda),
+            _ => return Ok(()), // MixConfig::None
         };
         let r = crate::config::Ranges("train.mix");
         if let MixConfig::CamCutmix { patch: Some(p), .. } = self {
@@ -134,7 +145,7 @@ impl MixConfig {
     /// Whether the mix pastes located patches (agent or CAM), which stage 1 applies through a
     /// [`guided::Locator`].
     pub fn is_guided(&self) -> bool {
-        matches!(self, MixConfig::AgentCutmix { .. } | MixConfig::CamCutmix { .. })
+        self.guided().is_some()
     }
 
     /// Mixes `images` (`[B, 3, H, W]`) or returns `None` (no mixing for this batch; always for

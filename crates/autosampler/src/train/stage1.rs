@@ -460,22 +460,10 @@ fn forward_loss(
     key: &[u64],
 ) -> Result<(Tensor, Tensor)> {
     let mut mrng = chacha(cfg.seed, key);
-    let mixed = match (&cfg.mix, guide) {
-        (
-            MixConfig::AgentCutmix {
-                prob,
-                tau,
-                fixed_lambda,
-                ..
-            }
-            | MixConfig::CamCutmix {
-                prob,
-                tau,
-                fixed_lambda,
-                ..
-            },
-            Some(g),
-        ) => guided_cutmix(g, *prob, *tau, *fixed_lambda, b, x, &mut mrng)?,
+    let mixed = match (cfg.mix.guided(), guide) {
+        (Some((prob, tau, fixed_lambda)), Some(g)) => {
+            guided_cutmix(g, prob, tau, fixed_lambda, b, x, &mut mrng)?
+        }
         _ => cfg.mix.apply(x, &mut mrng),
     };
     let input = mixed.as_ref().map(|m| &m.images).unwrap_or(x);
@@ -690,28 +678,12 @@ pub fn train_with(
                 progress.batch(lv);
                 return Ok(());
             }
-            if cfg.micro_batches == 1 {
-                let key = [2, epoch as u64, batch_i as u64];
-                let (logits, l) = forward_loss(&model, &loss, cfg, guide, &b, &x, &y, epoch, &key)?;
-                let lv = l.double_value(&[]);
-                super::checkpoint::check_loss(lv, "the loss", &at(None), &paths.dir)?;
-                let g = opt.gradient(&l);
-                opt.step(g, lr);
-                let n = y.size()[0] as usize;
-                sum_loss += lv * n as f64;
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&y)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]) as f64;
-                seen += n;
-                batch_i += 1;
-                progress.batch(lv);
-                return Ok(());
-            }
             // Shares: this rank's images are shares `mine` of the whole batch of `b.whole`; each
             // share's mean loss is weighted by its part of the batch, so the gradients summed
-            // over shares and ranks are the gradient of the whole batch's mean loss.
+            // over shares and ranks are the gradient of the whole batch's mean loss. One share
+            // (one process, micro_batches = 1) is the whole batch, its loss and mixing key as
+            // they always were.
+            let whole = cfg.micro_batches == 1;
             let offset = mine.images(b.whole).start;
             let mut g: Option<Tensor> = None;
             let mut last = 0.0;
@@ -721,19 +693,32 @@ pub fn train_with(
                     continue;
                 }
                 let (lo, len) = ((r.start - offset) as i64, r.len() as i64);
-                let part = Batch {
+                let part = (!whole).then(|| Batch {
                     images: b.images.narrow(0, lo, len),
                     labels: b.labels.narrow(0, lo, len),
                     index: b.index[r.start - offset..r.end - offset].to_vec(),
                     windows: b.windows[r.start - offset..r.end - offset].to_vec(),
                     whole: b.whole,
+                });
+                let (xs, ys) = if whole {
+                    (x.shallow_clone(), y.shallow_clone())
+                } else {
+                    (x.narrow(0, lo, len), y.narrow(0, lo, len))
                 };
-                let (xs, ys) = (x.narrow(0, lo, len), y.narrow(0, lo, len));
-                let key = [2, epoch as u64, batch_i as u64, s as u64];
-                let (logits, l) = forward_loss(&model, &loss, cfg, guide, &part, &xs, &ys, epoch, &key)?;
+                let key: &[u64] = if whole {
+                    &[2, epoch as u64, batch_i as u64]
+                } else {
+                    &[2, epoch as u64, batch_i as u64, s as u64]
+                };
+                let batch = part.as_ref().unwrap_or(&b);
+                let (logits, l) = forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key)?;
                 let lv = l.double_value(&[]);
-                super::checkpoint::check_loss(lv, "the loss", &at(Some(s)), &paths.dir)?;
-                let gs = opt.gradient(&(l * (r.len() as f64 / b.whole as f64)));
+                super::checkpoint::check_loss(lv, "the loss", &at((!whole).then_some(s)), &paths.dir)?;
+                let gs = if whole {
+                    opt.gradient(&l)
+                } else {
+                    opt.gradient(&(l * (r.len() as f64 / b.whole as f64)))
+                };
                 g = Some(match g {
                     Some(acc) => acc + gs,
                     None => gs,
