@@ -187,6 +187,7 @@ fn main() -> Result<()> {
             &ds.view(Part::Val),
             &Normalize::CIFAR10,
             images_threads as usize,
+            &autosampler::distributed::Alone,
         )?;
         let _ = fv.x.mm(&w).argmax(-1, false);
         let img_s = t.elapsed().as_secs_f64();

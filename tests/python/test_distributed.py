@@ -3,7 +3,9 @@
 Two ranks must give the parameters of one process whose batches are cut into the same two shares
 (`train.micro_batches = 2`), resume after a kill, and stop when a rank dies instead of hanging.
 """
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +81,32 @@ def test_two_ranks_give_one_process_with_two_shares(tmp_path):
     assert res.eval is not None
     with pytest.raises(ValueError, match=r"started with its batches in 2 shares .* this run cuts them in 1"):
         asp.run(cfg, out=tmp_path / "two")
+
+
+def test_two_ranks_shard_evaluation_and_features(tmp_path):
+    cfg = config(tmp_path, ROOT / "data/cifar10-mini.tar.gz", epochs=2, batch=64, val=20, ir=50)
+    cfg.write_text(cfg.read_text() + "[search]\ntrajectories = 2\nsamples = 2\n[stage2]\nepochs = 1\n")
+    two = tmp_path / "two"
+    r = torchrun(cfg, two)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the same stage-1 models evaluated and their features extracted again by one process
+    one = tmp_path / "one"
+    shutil.copytree(two, one)
+    for p in ["eval.json", "manifests/eval.json", "features", "manifests/features.json"]:
+        (shutil.rmtree if (one / p).is_dir() else os.remove)(one / p)
+    asp.run(cfg, out=one, overrides=["train.micro_batches=2"])
+    ev = json.loads((two / "eval.json").read_text())
+    assert ev == json.loads((one / "eval.json").read_text())
+    for part in ["train", "val", "test"]:
+        a, b = load_file(two / f"features/{part}.safetensors"), load_file(one / f"features/{part}.safetensors")
+        assert torch.equal(a["labels"], b["labels"])
+        assert a["features"].shape == b["features"].shape and a["features"].abs().sum() > 0
+        assert (a["features"] - b["features"]).abs().max().item() <= 1e-5
+    # each epoch's validation (sharded, on rank 0's batch-norm statistics) scored the model that
+    # eval.json scores again in one process
+    state = json.loads((two / "stage1/state.json").read_text())
+    assert state["best_val_top1"] == ev["best"]["val"]["top1"]
+    assert (two / "stage2/eval.json").is_file()  # rank 0 went on with the features
 
 
 def test_a_bad_config_stops_every_rank_before_any_work(tmp_path):

@@ -172,7 +172,8 @@ fn eval_cmd(a: &EvalArgs) -> Result<()> {
         let ds = pipeline::open_data(&cfg, &Bars::new())?;
         let mut model = autosampler::model::Model::new(m, ds.split.num_classes() as i64, t.device()?)?;
         model.load(ck)?;
-        let part = |p| autosampler::train::stage1::evaluate(&model, &ds, p, t);
+        let part =
+            |p| autosampler::train::stage1::evaluate(&model, &ds, p, t, &autosampler::distributed::Alone);
         let (val, test) = (part(Part::Val)?, part(Part::Test)?);
         print!(
             "{}",

@@ -18,10 +18,15 @@
 //! - batch-norm statistics are each rank's own, as DistributedDataParallel's default; rank 0's
 //!   running statistics are the ones evaluated and saved (DDP broadcasts rank 0's to the others
 //!   each step, which leaves rank 0's unchanged). SyncBN is not offered;
-//! - rank 0 alone evaluates, chooses the best epoch and writes checkpoints and metrics; a resumed
-//!   run starts from rank 0's checkpoint, broadcast to all ranks.
+//! - rank 0 alone chooses the best epoch and writes checkpoints and metrics; a resumed run starts
+//!   from rank 0's checkpoint, broadcast to all ranks.
+//!
+//! Evaluation and feature extraction are sharded: each rank runs the model on its contiguous
+//! [`block`] of the images and the rows are gathered on every rank ([`gather_rows`]). Rank 0's
+//! batch-norm buffers are broadcast first, so that what is evaluated is rank 0's model.
 use crate::Result;
-use tch::{Kind, Tensor};
+use std::ops::Range;
+use tch::{Device, Kind, Tensor};
 
 /// The collectives of a process group of `world()` ranks. Every rank must call them in the same
 /// order with tensors of the same size, kind and device; the tensors are contiguous.
@@ -67,6 +72,40 @@ pub fn sum_f64(c: &dyn Collective, v: &[f64]) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(&t)?)
 }
 
+/// The rows of `0..n` that rank `rank` of `world` computes in a sharded pass: contiguous blocks
+/// in rank order, their sizes differing by at most one (an empty block when `n < world`).
+pub fn block(n: usize, rank: usize, world: usize) -> Range<usize> {
+    n * rank / world..n * (rank + 1) / world
+}
+
+/// Every rank's rows of an `[n, …]` f32 CPU tensor, in order: `mine` is this rank's
+/// [`block`] of them, and the whole tensor is returned on every rank. (A sum over ranks of
+/// zero-filled copies: every row has one non-zero contributor, so the sum is exact.)
+pub fn gather_rows(c: &dyn Collective, mine: &Tensor, n: usize) -> Result<Tensor> {
+    let rows = block(n, c.rank(), c.world());
+    if c.world() == 1 {
+        return Ok(mine.shallow_clone());
+    }
+    let mut shape = mine.size();
+    if shape.first() != Some(&(rows.len() as i64)) {
+        return Err(crate::invalid!(
+            "rank {} gathers {:?} rows for its block {}..{} of {n}",
+            c.rank(),
+            shape.first(),
+            rows.start,
+            rows.end
+        ));
+    }
+    shape[0] = n as i64;
+    let all = Tensor::zeros(&shape, (Kind::Float, Device::Cpu));
+    if !rows.is_empty() {
+        let mut dst = all.narrow(0, rows.start as i64, rows.len() as i64);
+        dst.copy_(&mine.to_kind(Kind::Float).to_device(Device::Cpu));
+    }
+    c.all_reduce_sum(&all)?;
+    Ok(all)
+}
+
 /// A group of one: every collective is the identity. What a single process is.
 pub struct Alone;
 
@@ -85,5 +124,27 @@ impl Collective for Alone {
     }
     fn barrier(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_the_rows_in_rank_order() {
+        assert_eq!(block(10, 0, 3), 0..3);
+        assert_eq!(block(10, 1, 3), 3..6);
+        assert_eq!(block(10, 2, 3), 6..10);
+        assert_eq!(block(1, 0, 2), 0..0); // fewer rows than ranks: an empty block
+        assert_eq!(block(1, 1, 2), 0..1);
+        assert_eq!(block(7, 0, 1), 0..7);
+    }
+
+    #[test]
+    fn one_rank_gathers_its_own_rows() {
+        let t = Tensor::from_slice(&[1f32, 2., 3., 4.]).reshape([2, 2]);
+        let g = gather_rows(&Alone, &t, 2).unwrap();
+        assert_eq!(Vec::<f32>::try_from(g.reshape([-1])).unwrap(), [1., 2., 3., 4.]);
     }
 }

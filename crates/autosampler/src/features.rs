@@ -4,6 +4,7 @@
 use crate::data::augment::Normalize;
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
+use crate::distributed::{self, Collective};
 use crate::model::{save_tensors, Model};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -28,18 +29,21 @@ pub fn path(run: &Path, part: Part) -> PathBuf {
 }
 
 /// Applies `f` to every image of `view` in batches (no augmentation, no gradients) on the
-/// model's device and concatenates the results on the CPU (`[N, …]`; `[0, width]` when empty).
+/// model's device and concatenates the results on the CPU (`[N, width]` f32). Sharded over the
+/// ranks of `comm`: each runs its [`distributed::block`] of the images, and every rank gets all
+/// the rows ([`distributed::Alone`]: one process runs them all).
 pub fn map_view(
     model: &Model,
     view: &View,
     normalize: &Normalize,
     threads: usize,
     width: i64,
+    comm: &dyn Collective,
     f: impl Fn(&Tensor) -> Tensor,
 ) -> Result<Tensor> {
     let device = model.vs.device();
     let lc = LoaderConfig::evaluation(normalize, threads);
-    let plan: Vec<usize> = (0..view.len()).collect();
+    let plan: Vec<usize> = distributed::block(view.len(), comm.rank(), comm.world()).collect();
     let mut out = Vec::new();
     tch::no_grad(|| {
         for_each_batch(view, &plan, &lc, 0, |b| {
@@ -51,16 +55,24 @@ pub fn map_view(
             Ok(())
         })
     })?;
-    Ok(if out.is_empty() {
+    let mine = if out.is_empty() {
         Tensor::zeros([0, width], (Kind::Float, Device::Cpu))
     } else {
         Tensor::cat(&out, 0)
-    })
+    };
+    distributed::gather_rows(comm, &mine, view.len())
 }
 
-/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation).
-pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize) -> Result<Features> {
-    let x = map_view(model, view, normalize, threads, model.feature_dim(), |x| {
+/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation), sharded
+/// over the ranks of `comm` (every rank gets every row).
+pub fn extract(
+    model: &Model,
+    view: &View,
+    normalize: &Normalize,
+    threads: usize,
+    comm: &dyn Collective,
+) -> Result<Features> {
+    let x = map_view(model, view, normalize, threads, model.feature_dim(), comm, |x| {
         model.forward_features(x, false)
     })?;
     let labels: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
@@ -71,36 +83,50 @@ pub fn extract(model: &Model, view: &View, normalize: &Normalize, threads: usize
 }
 
 /// Extracts and writes the features of every part (each file atomically); parts already written
-/// are kept when they read back whole, with the part's labels in order (a truncated or foreign
-/// file is redone, not trusted because it exists).
+/// are kept when they read back whole ([`whole`]). Sharded over the ranks of `comm`: rank 0
+/// decides which parts to redo and writes them; the others compute their blocks.
 pub fn extract_all(
     model: &Model,
     ds: &Dataset,
     run: &Path,
     normalize: &Normalize,
     threads: usize,
+    comm: &dyn Collective,
 ) -> Result<()> {
     for part in [Part::Train, Part::Val, Part::Test] {
         let p = path(run, part);
         let view = ds.view(part);
-        if p.is_file() {
-            let want: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
-            let whole = load(run, part).is_ok_and(|f| {
-                f.x.size() == [want.len() as i64, model.feature_dim()]
-                    && Vec::<i64>::try_from(&f.y).is_ok_and(|y| y == want)
-            });
-            if whole {
-                continue;
-            }
-            tracing::warn!(
-                "{} is not whole (truncated, or of other data): extracting again",
-                p.display()
-            );
+        let redo = comm.rank() == 0 && !whole(model, &view, run, part);
+        if distributed::broadcast_usize(comm, redo as usize)? == 0 {
+            continue;
         }
-        let f = extract(model, &view, normalize, threads)?;
-        save_tensors(&p, &[("features".into(), f.x), ("labels".into(), f.y)])?;
+        let f = extract(model, &view, normalize, threads, comm)?;
+        if comm.rank() == 0 {
+            save_tensors(&p, &[("features".into(), f.x), ("labels".into(), f.y)])?;
+        }
     }
     Ok(())
+}
+
+/// Whether `part`'s features file exists and reads back whole: `[N, D]` with the view's labels in
+/// order (a truncated or foreign file is redone, not trusted because it exists).
+fn whole(model: &Model, view: &View, run: &Path, part: Part) -> bool {
+    let p = path(run, part);
+    if !p.is_file() {
+        return false;
+    }
+    let want: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
+    let whole = load(run, part).is_ok_and(|f| {
+        f.x.size() == [want.len() as i64, model.feature_dim()]
+            && Vec::<i64>::try_from(&f.y).is_ok_and(|y| y == want)
+    });
+    if !whole {
+        tracing::warn!(
+            "{} is not whole (truncated, or of other data): extracting again",
+            p.display()
+        );
+    }
+    whole
 }
 
 /// Reads the features of `part`.

@@ -644,6 +644,7 @@ fn real_tiny_imagenet_catalog_has_every_box() {
 
 // ---------------------------------------------------------------- models and training
 
+use autosampler::distributed::Alone;
 use autosampler::model::{save_tensors, Arch, Head, Model, ModelConfig, Stem};
 use autosampler::train::stage1::{self, Silent, TrainConfig};
 
@@ -757,7 +758,7 @@ fn training_learns_the_fixture_and_evaluates() {
     let last = state.history.last().unwrap();
     // 12 synthetic images whose colours identify the class: memorised after 30 epochs
     assert!(last.train_loss < state.history[0].train_loss);
-    let r = stage1::evaluate_run(&ds, &m, &t, run.path()).unwrap();
+    let r = stage1::evaluate_run(&ds, &m, &t, run.path(), &Alone).unwrap();
     assert_eq!(r.last.test.n, 3);
     let lines = std::fs::read_to_string(run.path().join("stage1/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
@@ -924,12 +925,12 @@ fn truncated_features_are_extracted_again() {
     let run = tempfile::tempdir().unwrap();
     let model =
         autosampler::model::Model::new(&resnet8(), ds.split.num_classes() as i64, tch::Device::Cpu).unwrap();
-    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1).unwrap();
+    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1, &Alone).unwrap();
     let p = features::path(run.path(), Part::Train);
     let whole = std::fs::read(&p).unwrap();
     std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
     assert!(features::load(run.path(), Part::Train).is_err());
-    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1).unwrap();
+    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1, &Alone).unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), whole);
 }
 

@@ -7,13 +7,15 @@ any PyTorch job:
 Every rank runs the Rust pipeline (`autosampler._native.run_distributed`); stage 1 is trained by
 all ranks together: each computes its shares of every batch of the same seeded epoch plan, and
 the flat gradient buffer is summed over ranks with `torch.distributed.all_reduce` (the buffer is
-wrapped in a `torch.Tensor` view, not copied). Rank 0 does the data stage and every stage after
-stage 1, writes every file and prints progress. N ranks give the weights of one process with
+wrapped in a `torch.Tensor` view, not copied). Evaluation and feature extraction are sharded the
+same way (each rank runs its block of the images; the rows are gathered). Rank 0 does the data
+stage and the stages that follow on features, writes every file and prints progress. N ranks give the weights of one process with
 `--set train.micro_batches=N` (same batch shares, batch norm per share), up to float summation
 order. A killed run resumes with the same command and the same number of ranks.
 
 The process group comes from the usual environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT: torchrun, or a scheduler, sets them). AUTOSAMPLER_DIST_TIMEOUT (seconds, default
+MASTER_PORT: torchrun, or a scheduler, sets them); on CUDA the group is NCCL for tensors on the
+GPU and Gloo for those on the CPU. AUTOSAMPLER_DIST_TIMEOUT (seconds, default
 1800) bounds how long a rank waits in a collective for a rank that died or hangs.
 """
 from __future__ import annotations
@@ -85,7 +87,9 @@ def run(config: str, out: str, overrides: list[str] | None = None) -> dict | Non
         return json.loads(res)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("AUTOSAMPLER_DIST_TIMEOUT", "1800")))
-        backend = "nccl" if device.startswith("cuda") else "gloo"
+        # NCCL carries CUDA tensors only: on GPUs the small CPU ones (an epoch count, a stage's
+        # go-ahead, loss totals, gathered features) go through Gloo in the same group
+        backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
         dist.init_process_group(backend=backend, timeout=timeout)

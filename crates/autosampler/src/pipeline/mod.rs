@@ -229,7 +229,7 @@ pub fn run_parallel(
             return Ok(None);
         }
         // The data stage is rank 0's: stage1_with's first broadcast waits for it.
-        stage1_rank(cfg, run, comm)?;
+        follow(cfg, run, comm)?;
         return Ok(None);
     }
     let ds = prepare(cfg, run, obs)?;
@@ -247,9 +247,12 @@ pub fn run_parallel(
     let ds = &out.dataset;
     agent(cfg, run, ds, true, obs)?;
     stage1_with(cfg, run, ds, true, obs, comm)?;
-    let eval = evaluate(cfg, run, ds)?;
+    let eval = evaluate_with(cfg, run, ds, comm)?;
     obs.show(&text::eval_table(&eval));
     out.eval = Some(eval);
+    if needs_features(cfg) {
+        features_with(cfg, run, ds, obs, comm)?;
+    }
     if let Some(sc) = &cfg.search {
         let best = search(cfg, run, ds, obs)?;
         obs.show(&text::search_table(&best, sc, &ds.split.classes, run));
@@ -266,23 +269,44 @@ pub fn run_parallel(
     Ok(Some(out))
 }
 
-/// Stage 1 on a rank other than 0: waits for rank 0 to say whether stage 1 is to be trained (after
-/// its data and agent stages), then opens the split rank 0 wrote and trains its shares. Writes
-/// nothing.
-fn stage1_rank(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
-    if distributed::broadcast_usize(comm, 0)? == 0 {
-        return Ok(());
-    }
+/// A rank other than 0 follows rank 0 through the stages it shares: stage 1 (trained together),
+/// then the evaluation and, when the config searches or re-trains, the feature extraction (each
+/// rank runs its block of the images). Before each, rank 0 says whether it is to be done (1) or
+/// was reused (0), after its own stages before it (data, agent). Writes nothing: it opens the
+/// split and the models rank 0 wrote.
+fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
+    let train_now = distributed::broadcast_usize(comm, 0)? == 1;
     let (model_cfg, train_cfg) = training_config(cfg)?;
     let split = Split::load(&run.split())?;
     let ds = Dataset::open(split, &cfg.cache_root(), &|_| {})?;
-    let guide = guide_for(cfg, run, &ds, train_cfg)?;
-    let with = stage1::With {
-        guide: guide.as_deref(),
-        comm,
-    };
-    stage1::train_with(&ds, model_cfg, train_cfg, run.root(), true, &stage1::Silent, with)?;
+    if train_now {
+        let guide = guide_for(cfg, run, &ds, train_cfg)?;
+        let with = stage1::With {
+            guide: guide.as_deref(),
+            comm,
+        };
+        stage1::train_with(&ds, model_cfg, train_cfg, run.root(), true, &stage1::Silent, with)?;
+    }
+    if distributed::broadcast_usize(comm, 0)? == 1 {
+        stage1::evaluate_run(&ds, model_cfg, train_cfg, run.root(), comm)?;
+    }
+    if needs_features(cfg) && distributed::broadcast_usize(comm, 0)? == 1 {
+        let model = stage1_model(cfg, run, &ds)?;
+        features::extract_all(
+            &model,
+            &ds,
+            run.root(),
+            &train_cfg.normalize,
+            train_cfg.threads,
+            comm,
+        )?;
+    }
     Ok(())
+}
+
+/// Whether a run extracts stage-1 features (its search and stage 2 read them).
+fn needs_features(cfg: &Config) -> bool {
+    cfg.search.is_some() || cfg.stage2.is_some()
 }
 
 /// The stage-1 manifest's inputs: `[model]`, `[train]` (without the device and the thread count,
@@ -365,7 +389,7 @@ pub fn stage1(
 }
 
 /// [`stage1`] on rank 0 of a data-parallel group: it tells the other ranks (waiting in
-/// `stage1_rank`) whether stage 1 is to be trained, then trains with them.
+/// `follow`) whether stage 1 is to be trained, then trains with them.
 fn stage1_with(
     cfg: &Config,
     run: &RunDir,
@@ -470,14 +494,22 @@ fn model_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
 
 /// `eval.json` of a finished stage 1 (last and best-on-val models on val and test).
 pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<EvalReport> {
+    evaluate_with(cfg, run, ds, &distributed::Alone)
+}
+
+/// [`evaluate`] on rank 0 of a data-parallel group: it tells the other ranks (in `follow`)
+/// whether to evaluate, then evaluates with them.
+fn evaluate_with(cfg: &Config, run: &RunDir, ds: &Dataset, comm: &dyn Collective) -> Result<EvalReport> {
     let (m, t) = training_config(cfg)?;
     let inputs = model_inputs(cfg, run)?;
     if manifest::complete(run, Stage::Eval, &inputs).is_some() {
+        distributed::broadcast_usize(comm, 0)?;
         return fsx::read_json(&run.eval());
     }
     manifest::invalidate(run, Stage::Eval)?;
     let work = manifest::Work::start(&t.device, t.threads);
-    let report = stage1::evaluate_run(ds, m, t, run.root())?;
+    distributed::broadcast_usize(comm, 1)?;
+    let report = stage1::evaluate_run(ds, m, t, run.root(), comm)?;
     fsx::write_json(&run.eval(), &report)?;
     manifest::commit(run, Stage::Eval, inputs, &[run.eval()], work)?;
     Ok(report)
@@ -493,15 +525,29 @@ pub fn stage1_model(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<Model> {
 
 /// Frozen-backbone features of every part, written once per stage-1 model.
 pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Manifest> {
+    features_with(cfg, run, ds, obs, &distributed::Alone)
+}
+
+/// [`features`] on rank 0 of a data-parallel group: it tells the other ranks (in `follow`)
+/// whether to extract, then extracts with them (each rank its block of every part).
+fn features_with(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    obs: &dyn Observer,
+    comm: &dyn Collective,
+) -> Result<Manifest> {
     let (_, t) = training_config(cfg)?;
     let inputs = model_inputs(cfg, run)?;
     if let Some(done) = manifest::complete(run, Stage::Features, &inputs) {
+        distributed::broadcast_usize(comm, 0)?;
         return Ok(done);
     }
     manifest::invalidate(run, Stage::Features)?;
     let work = manifest::Work::start(&t.device, t.threads);
     let model = stage1_model(cfg, run, ds)?;
-    features::extract_all(&model, ds, run.root(), &t.normalize, t.threads)?;
+    distributed::broadcast_usize(comm, 1)?;
+    features::extract_all(&model, ds, run.root(), &t.normalize, t.threads, comm)?;
     obs.note(&format!(
         "features  {} ({:.1}s)",
         run.features_dir().display(),

@@ -373,15 +373,17 @@ fn set_threads(n: usize) {
     tch::set_num_threads(n.max(1) as i32);
 }
 
-/// Logits of `model` on every image of `view` (no augmentation), on the CPU.
+/// Logits of `model` on every image of `view` (no augmentation), on the CPU; sharded over the
+/// ranks of `comm` (every rank gets every row).
 pub fn predict(
     model: &Model,
     view: &View,
     normalize: &Normalize,
     threads: usize,
     cl: bool,
+    comm: &dyn Collective,
 ) -> Result<Tensor> {
-    crate::features::map_view(model, view, normalize, threads, model.num_classes, |x| {
+    crate::features::map_view(model, view, normalize, threads, model.num_classes, comm, |x| {
         if cl {
             model.forward(&channels_last(x), false)
         } else {
@@ -390,10 +392,16 @@ pub fn predict(
     })
 }
 
-/// Evaluates `model` on a part of `ds`.
-pub fn evaluate(model: &Model, ds: &Dataset, part: Part, cfg: &TrainConfig) -> Result<Metrics> {
+/// Evaluates `model` on a part of `ds`, sharded over the ranks of `comm` (each has the metrics).
+pub fn evaluate(
+    model: &Model,
+    ds: &Dataset,
+    part: Part,
+    cfg: &TrainConfig,
+    comm: &dyn Collective,
+) -> Result<Metrics> {
     let view = ds.view(part);
-    let logits = predict(model, &view, &cfg.normalize, cfg.threads, cfg.channels_last)?;
+    let logits = predict(model, &view, &cfg.normalize, cfg.threads, cfg.channels_last, comm)?;
     Ok(metrics(&logits, &view.labels, &ds.split.counts.train))
 }
 
@@ -412,6 +420,19 @@ fn to_channels_last(model: &Model) {
             }
         }
     });
+}
+
+/// Rank 0's batch-norm buffers (every variable without a gradient) into every rank's `model`, in
+/// name order (the same on every rank).
+fn broadcast_buffers(model: &Model, comm: &dyn Collective) -> Result<()> {
+    let mut buffers: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    buffers.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in buffers {
+        if !t.requires_grad() {
+            distributed::broadcast_into(comm, &t).map_err(|e| invalid!("broadcasting buffer {name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Trains stage 1 into `<run>/stage1`, resuming from its checkpoint when `resume` is set and one
@@ -580,14 +601,7 @@ pub fn train_with(
         // and batch-norm buffers.
         state.epochs_done = distributed::broadcast_usize(comm, state.epochs_done)?;
         opt.broadcast(comm)?;
-        let mut buffers: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-        buffers.sort_by(|a, b| a.0.cmp(&b.0)); // the same order on every rank
-        for (name, t) in buffers {
-            if !t.requires_grad() {
-                distributed::broadcast_into(comm, &t)
-                    .map_err(|e| invalid!("broadcasting buffer {name}: {e}"))?;
-            }
-        }
+        broadcast_buffers(&model, comm)?;
     }
     state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let train_view = ds.view(Part::Train);
@@ -743,12 +757,16 @@ pub fn train_with(
             let t = distributed::sum_f64(comm, &[sum_loss, correct, seen as f64])?;
             (sum_loss, correct, seen) = (t[0], t[1], t[2] as usize);
         }
+        let train_s = t0.elapsed().as_secs_f64();
+        if world > 1 {
+            // rank 0's model is the one evaluated (and saved): its batch-norm statistics
+            broadcast_buffers(&model, comm)?;
+        }
+        let val = evaluate(&model, ds, Part::Val, cfg, comm)?;
         if rank != 0 {
             state.epochs_done = epoch + 1;
             continue;
         }
-        let train_s = t0.elapsed().as_secs_f64();
-        let val = evaluate(&model, ds, Part::Val, cfg)?;
         let log = EpochLog {
             epoch: epoch + 1,
             lr,
@@ -842,12 +860,13 @@ pub struct ModelEval {
 }
 
 /// Evaluates the final and the best-on-val models of a finished stage 1 (the pipeline writes
-/// them to `eval.json`).
+/// them to `eval.json`), sharded over the ranks of `comm` (every rank reads both models).
 pub fn evaluate_run(
     ds: &Dataset,
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
     run: &Path,
+    comm: &dyn Collective,
 ) -> Result<EvalReport> {
     let paths = Stage1Paths::new(run);
     let state: State = fsx::read_json(&paths.state())?;
@@ -863,8 +882,8 @@ pub fn evaluate_run(
         model.load(path)?;
         Ok(ModelEval {
             epoch,
-            val: evaluate(&model, ds, Part::Val, cfg)?,
-            test: evaluate(&model, ds, Part::Test, cfg)?,
+            val: evaluate(&model, ds, Part::Val, cfg, comm)?,
+            test: evaluate(&model, ds, Part::Test, cfg, comm)?,
         })
     };
     let last = one(&paths.model(), state.epochs_done)?;

@@ -2,6 +2,7 @@
 //! classifier is re-trained from the stage-1 one (or re-initialised) with class-weighted sampling
 //! — instance, class-balanced, square-root, progressive's end point, or given (searched) weights —
 //! and evaluated on val and test.
+use crate::distributed::Alone;
 use crate::eval::{metrics, Metrics};
 use crate::features::Features;
 use crate::linear::{Recipe, Run, Trainer};
@@ -104,8 +105,8 @@ pub fn finetune_images(
         })?;
     }
     Ok(Scored {
-        val: super::stage1::evaluate(model, ds, Part::Val, train)?,
-        test: super::stage1::evaluate(model, ds, Part::Test, train)?,
+        val: super::stage1::evaluate(model, ds, Part::Val, train, &Alone)?,
+        test: super::stage1::evaluate(model, ds, Part::Test, train, &Alone)?,
     })
 }
 
