@@ -111,7 +111,7 @@ fn main() -> Result<()> {
     if let Some(agent) = &agent {
         let norm = Normalize::default();
         let t0 = std::time::Instant::now();
-        let locs = locate_view(agent, &test, &norm, threads)?;
+        let locs = locate_view(agent, &test, &norm, threads, &autosampler::distributed::Alone)?;
         out["locate_s"] = ((t0.elapsed().as_secs_f64() * 100.0).round() / 100.0).into();
         anyhow::ensure!(
             locs.first().is_none_or(|l| (l.side - p).abs() < 0.5),
@@ -140,7 +140,7 @@ fn main() -> Result<()> {
             .map(|b| ((b[0] + b[2] + 1.0) / 2.0, (b[1] + b[3] + 1.0) / 2.0))
             .collect();
         out["box_centres_px"] = spread(&box_centres);
-        let (glance, all) = evaluate(agent, &test, &norm, threads)?;
+        let (glance, all) = evaluate(agent, &test, &norm, threads, &autosampler::distributed::Alone)?;
         let logs: Vec<AgentLog> = std::fs::read_to_string(run.join("agent/metrics.jsonl"))?
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())

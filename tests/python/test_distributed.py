@@ -109,6 +109,36 @@ def test_two_ranks_shard_evaluation_and_features(tmp_path):
     assert (two / "stage2/eval.json").is_file()  # rank 0 went on with the features
 
 
+def test_two_ranks_train_the_agents_encoders_as_one_process_with_two_shares(tmp_path):
+    # the encoder stages (1 and 3) only: PPO (stage 2) reads the encoders' batch-norm statistics,
+    # which are rank 0's (its shares) in a data-parallel run and every share's in one process
+    cfg = config(tmp_path, FIXTURES / "folder", epochs=1, batch=4, val=1)
+    cfg.write_text(cfg.read_text() + "[agent]\nimage_size = 16\npatch_size = 8\nepochs = [2, 0, 1]\nbatch_size = 4\nthreads = 1\nseed = 2\n")
+    r = torchrun(cfg, tmp_path / "two")
+    assert r.returncode == 0, r.stdout + r.stderr
+    asp.run(cfg, out=tmp_path / "shares", overrides=["agent.micro_batches=2", "train.micro_batches=2"])
+    asp.run(cfg, out=tmp_path / "whole")
+    agent = lambda run: params(tmp_path / run / "agent/agent.safetensors")
+    assert max_diff(agent("two"), agent("shares")) <= 1e-6
+    assert max_diff(agent("two"), agent("whole")) > 1e-3
+    loss = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "agent/metrics.jsonl").read_text().splitlines()]
+    assert loss("two") == pytest.approx(loss("shares"), abs=1e-6) and len(loss("two")) == 3
+    # with PPO: rank 0 trains the policy and the ranks go on from it to stage 3 and stage 1
+    cfg.write_text(cfg.read_text().replace("epochs = [2, 0, 1]", "epochs = [1, 1, 1]"))
+    r = torchrun(cfg, tmp_path / "ppo")
+    assert r.returncode == 0, r.stdout + r.stderr
+    logs = [json.loads(l) for l in (tmp_path / "ppo/agent/metrics.jsonl").read_text().splitlines()]
+    assert [l["stage"] for l in logs] == [1, 2, 3] and len(logs[1]["reward"]) == 2
+    assert (tmp_path / "ppo/stage1/model.safetensors").is_file()
+    # the training images' patches, located by the 2 ranks (a block each), as one process locates them
+    one = tmp_path / "ppo_one"
+    shutil.copytree(tmp_path / "ppo", one)
+    os.remove(one / "agent/locations.bin")
+    os.remove(one / "manifests/locations.json")
+    asp.run(cfg, out=one, overrides=["agent.micro_batches=2", "train.micro_batches=2"])
+    assert (one / "agent/locations.bin").read_bytes() == (tmp_path / "ppo/agent/locations.bin").read_bytes()
+
+
 def test_a_bad_config_stops_every_rank_before_any_work(tmp_path):
     cfg = config(tmp_path, FIXTURES / "folder", epochs=1, batch=4, val=1)
     r = torchrun(cfg, tmp_path / "bad", "train.lr=-1")

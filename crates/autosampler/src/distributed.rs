@@ -58,6 +58,16 @@ pub fn broadcast_into(c: &dyn Collective, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Broadcasts rank 0's tensors into every rank's, in name order (the same on every rank, whatever
+/// order they come in); an error names the tensor.
+pub fn broadcast_named(c: &dyn Collective, mut named: Vec<(String, Tensor)>) -> Result<()> {
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in named {
+        broadcast_into(c, &t).map_err(|e| crate::invalid!("broadcasting {name}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Rank 0's value of a count (an epoch number, a flag) on every rank.
 pub fn broadcast_usize(c: &dyn Collective, v: usize) -> Result<usize> {
     let t = Tensor::from_slice(&[v as i64]);

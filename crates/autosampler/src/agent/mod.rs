@@ -84,6 +84,12 @@ pub struct AgentConfig {
     pub group: usize,
     /// Training augmentation. Default: pad-crop-flip with padding size/8.
     pub augment: Option<crate::data::augment::Augment>,
+    /// The encoder stages (1 and 3) compute each batch in this many equal shares (batch norm
+    /// normalises each share alone), whose gradients add up to the batch's; a data-parallel run
+    /// of N ranks divides the shares among them and records `micro_batches × N`, as stage 1's
+    /// `[train] micro_batches`. PPO (stage 2) takes the whole batch.
+    #[serde(skip_serializing_if = "crate::train::stage1::is_one")]
+    pub micro_batches: usize,
     pub threads: usize,
     pub device: String,
     pub seed: u64,
@@ -116,6 +122,7 @@ impl Default for AgentConfig {
             reward: Reward::Gain,
             group: 1,
             augment: Default::default(),
+            micro_batches: 1,
             threads: 2,
             device: "cpu".into(),
             seed: Default::default(),
@@ -161,6 +168,14 @@ impl AgentConfig {
         r.at_least("ppo_epochs", self.ppo_epochs, 1)?;
         r.at_least("group", self.group, 1)?;
         r.at_least("threads", self.threads, 1)?;
+        r.at_least("micro_batches", self.micro_batches, 1)?;
+        if self.micro_batches > self.batch_size {
+            return Err(invalid!(
+                "[agent] micro_batches must be at most batch_size ({}), got {}",
+                self.batch_size,
+                self.micro_batches
+            ));
+        }
         if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
             return Err(invalid!(
                 "[agent] epochs must train at least one epoch, got [0, 0, 0]"
@@ -308,6 +323,15 @@ impl Agent {
                 .collect(),
         };
         v.retain(|(_, t)| t.requires_grad());
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The encoders' batch-norm buffers (the tensors without a gradient), named, in name order.
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = prefixed("global.", &self.global.vs);
+        v.extend(prefixed("local.", &self.local.vs));
+        v.retain(|(_, t)| !t.requires_grad());
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

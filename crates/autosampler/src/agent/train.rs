@@ -20,8 +20,9 @@
 use super::ppo::{self, PpoCoefs};
 use super::{Agent, AgentConfig, Located, Placement};
 use crate::data::augment::{Augment, Normalize};
-use crate::data::loader::{for_each_batch, LoaderConfig};
+use crate::data::loader::{for_each_batch, for_each_batch_shares, LoaderConfig, Shares};
 use crate::data::{Dataset, Part, View};
+use crate::distributed::{self, Collective};
 use crate::optim::{Adam, Sgd};
 use crate::rng::chacha;
 use crate::sampler::Sampler;
@@ -106,11 +107,18 @@ fn classification_loss(r: &super::Rollout, y: &Tensor, dsn_ratio: f64) -> Tensor
     (a + d * dsn_ratio) / t
 }
 
-/// Top-1 (%) after the glance and after all steps, policy mean, on `view`.
-pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usize) -> Result<(f64, f64)> {
+/// Top-1 (%) after the glance and after all steps, policy mean, on `view`; sharded over the ranks
+/// of `comm` (each runs its block of the images; every rank gets the totals).
+pub fn evaluate(
+    agent: &Agent,
+    view: &View,
+    normalize: &Normalize,
+    threads: usize,
+    comm: &dyn Collective,
+) -> Result<(f64, f64)> {
     let (mut g, mut f, mut n) = (0i64, 0i64, 0i64);
     let lc = LoaderConfig::evaluation(normalize, threads);
-    let plan: Vec<usize> = (0..view.len()).collect();
+    let plan: Vec<usize> = distributed::block(view.len(), comm.rank(), comm.world()).collect();
     tch::no_grad(|| {
         for_each_batch(view, &plan, &lc, 0, |b| {
             let x = agent.fit(&b.images.to_device(agent.device()));
@@ -128,31 +136,53 @@ pub fn evaluate(agent: &Agent, view: &View, normalize: &Normalize, threads: usiz
             Ok(())
         })
     })?;
-    let pct = |k: i64| 100.0 * k as f64 / n.max(1) as f64;
-    Ok((pct(g), pct(f)))
+    let t = distributed::sum_f64(comm, &[g as f64, f as f64, n as f64])?;
+    let pct = |k: f64| 100.0 * k / t[2].max(1.0);
+    Ok((pct(t[0]), pct(t[1])))
 }
 
 /// The salient patch of every image of `view` (no augmentation), in view order, in pixels of
-/// the stored images.
+/// the stored images; sharded over the ranks of `comm` (each locates its block of the images;
+/// every rank gets them all).
 pub fn locate_view(
     agent: &Agent,
     view: &View,
     normalize: &Normalize,
     threads: usize,
+    comm: &dyn Collective,
 ) -> Result<Vec<Located>> {
-    let mut out = Vec::with_capacity(view.len());
-    let plan: Vec<usize> = (0..view.len()).collect();
+    let mut mine = Vec::new();
+    let plan: Vec<usize> = distributed::block(view.len(), comm.rank(), comm.world()).collect();
     for_each_batch(
         view,
         &plan,
         &LoaderConfig::evaluation(normalize, threads),
         0,
         |b| {
-            out.extend(agent.locate(&b.images.to_device(agent.device())));
+            mine.extend(agent.locate(&b.images.to_device(agent.device())));
             Ok(())
         },
     )?;
-    Ok(out)
+    if comm.world() == 1 {
+        return Ok(mine);
+    }
+    // rows of (row, col, side, class): f32 holds every class index below 2^24 exactly
+    let flat: Vec<f32> = mine
+        .iter()
+        .flat_map(|l| [l.row, l.col, l.side, l.class as f32])
+        .collect();
+    let rows = Tensor::from_slice(&flat).reshape([mine.len() as i64, 4]);
+    let all = distributed::gather_rows(comm, &rows, view.len())?;
+    let all = Vec::<f32>::try_from(all.reshape([-1]))?;
+    Ok(all
+        .chunks_exact(4)
+        .map(|r| Located {
+            row: r[0],
+            col: r[1],
+            side: r[2],
+            class: r[3] as i64,
+        })
+        .collect())
 }
 
 /// `[agent]` as far as it decides the result: the device and the thread count blanked.
@@ -174,6 +204,32 @@ pub fn train(
     progress: &dyn Progress,
     on_epoch: &dyn Fn(&AgentLog),
 ) -> Result<Agent> {
+    train_with(ds, cfg, dir, resume, progress, on_epoch, &distributed::Alone)
+}
+
+/// [`train`] as one rank of a data-parallel group (see [`crate::distributed`]). The encoder
+/// stages (1 and 3) are data-parallel as stage 1 of the pipeline is: this rank computes its shares
+/// of every batch (`cfg.micro_batches` in all, divided among the ranks) and the flat gradient is
+/// summed over ranks. PPO (stage 2) is rank 0's alone, on whole batches (it is a small policy on
+/// frozen encoders); its policy is broadcast after every epoch. Validation is sharded on rank 0's
+/// batch-norm buffers. Rank 0 alone writes; every rank resumes from the checkpoint rank 0 wrote
+/// (the run folder is shared).
+pub fn train_with(
+    ds: &Dataset,
+    cfg: &AgentConfig,
+    dir: &Path,
+    resume: bool,
+    progress: &dyn Progress,
+    on_epoch: &dyn Fn(&AgentLog),
+    comm: &dyn Collective,
+) -> Result<Agent> {
+    let (rank, world) = (comm.rank(), comm.world());
+    if !cfg.micro_batches.is_multiple_of(world) {
+        return Err(invalid!(
+            "[agent] micro_batches = {} is not divided among {world} ranks (a data-parallel run records micro_batches × ranks)",
+            cfg.micro_batches
+        ));
+    }
     let device: Device = parse_device(&cfg.device)?;
     tch::set_num_threads(cfg.threads.max(1) as i32);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -191,7 +247,7 @@ pub fn train(
                 dir.display()
             ));
         }
-    } else {
+    } else if rank == 0 {
         fsx::write_json(&started_path, &started)?;
     }
     tch::manual_seed(cfg.seed as i64);
@@ -227,6 +283,12 @@ pub fn train(
         if !state.history.is_empty() {
             agent.load_map(&saved, &last)?;
         }
+    }
+    if world > 1 {
+        // every rank starts from rank 0's weights and buffers (each rank read the same checkpoint;
+        // a fresh agent's initialisation is seeded, but need not be bitwise the same on every
+        // device)
+        distributed::broadcast_named(comm, agent.state_dict())?;
     }
     state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let normalize = Normalize::default();
@@ -284,7 +346,16 @@ pub fn train(
             let mut rewards = vec![0f64; spec.steps - 1];
             let mut trace = Vec::new();
             let mut lr = base_lr;
-            for_each_batch(&view, &plan, &lc, global_epoch, |b| {
+            let per = cfg.micro_batches / world;
+            let mine = Shares {
+                from: rank * per,
+                to: (rank + 1) * per,
+                of: cfg.micro_batches,
+            };
+            // PPO is rank 0's, on whole batches: the other ranks wait for its policy below
+            let shares = if stage == 1 { Shares::ALL } else { mine };
+            let plan: &[usize] = if stage == 1 && rank != 0 { &[] } else { &plan };
+            for_each_batch_shares(&view, plan, &lc, global_epoch, shares, |b| {
                 lr = lr_at(
                     base_lr,
                     0,
@@ -295,83 +366,151 @@ pub fn train(
                 );
                 let x = agent.fit(&b.images.to_device(device));
                 let y = b.labels.to_device(device);
-                let n = y.size()[0] as usize;
                 let mut brng = chacha(cfg.seed, &[21, stage as u64, epoch as u64, batch_i as u64]);
-                let loss = match stage {
-                    0 => {
-                        let u = draws(spec.steps - 1, n, || brng.random::<f32>());
-                        let r = agent.rollout(&x, Placement::Given(&u), true);
-                        let l = classification_loss(&r, &y, cfg.dsn_ratio);
-                        sgd.as_mut().expect("stage 1 has SGD").backward_step(&l, lr);
-                        l.double_value(&[])
-                    }
-                    1 => {
-                        // G copies of the batch (copy j of image i at j·n + i)
-                        let g = cfg.group.max(1);
-                        let (x, y) = if g > 1 {
-                            (x.repeat([g as i64, 1, 1, 1]), y.repeat([g as i64]))
-                        } else {
-                            (x, y)
-                        };
-                        let z = draws(spec.steps - 1, n * g, || brng.sample::<f32, _>(StandardNormal));
-                        let r = tch::no_grad(|| agent.rollout(&x, Placement::Sample(&z), false));
-                        let label_conf = |l: &Tensor| {
-                            l.softmax(-1, Kind::Float)
-                                .gather(1, &y.unsqueeze(1), false)
-                                .squeeze_dim(1)
-                        };
-                        let steps: Vec<Tensor> = match cfg.reward {
-                            super::Reward::Gain => {
-                                let conf: Vec<Tensor> = r.logits.iter().map(label_conf).collect();
-                                (1..conf.len()).map(|t| &conf[t] - &conf[t - 1]).collect()
-                            }
-                            super::Reward::Alone => r.dsn[1..].iter().map(label_conf).collect(),
-                        };
-                        let rw = Tensor::stack(&steps, 0);
-                        for (t, acc) in rewards.iter_mut().enumerate() {
-                            *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]) / g as f64;
-                        }
-                        trace.push(
-                            rw.sum_dim_intlist(0, false, Kind::Float)
-                                .mean(Kind::Float)
-                                .double_value(&[]),
-                        );
-                        let raw = ppo::discounted_returns(&rw, cfg.discount);
-                        let returns = ppo::normalise(&raw);
-                        let adv = (g > 1).then(|| ppo::group_advantages(&raw, g as i64));
-                        let old = Tensor::stack(&r.logprobs, 0);
-                        let entropy = returns.full_like(ppo::gaussian_entropy(cfg.action_std));
-                        let mut lv = 0.0;
-                        for _ in 0..cfg.ppo_epochs.max(1) {
-                            let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
-                            let l = ppo::ppo_loss(&lp, &old, &v, &returns, adv.as_ref(), &entropy, coefs);
-                            adam.as_mut().expect("stage 2 has Adam").backward_step(&l);
-                            lv = l.double_value(&[]);
-                        }
-                        lv
-                    }
-                    _ => {
-                        let z = draws(spec.steps - 1, n, || brng.sample::<f32, _>(StandardNormal));
-                        let r = agent.rollout(&x, Placement::Sample(&z), true);
-                        let l = classification_loss(&r, &y, cfg.dsn_ratio);
-                        sgd.as_mut().expect("stage 3 has SGD").backward_step(&l, lr);
-                        l.double_value(&[])
-                    }
+                let at = |share: Option<usize>| {
+                    format!(
+                        "stage {}, epoch {}, batch {}{}",
+                        stage + 1,
+                        epoch + 1,
+                        batch_i + 1,
+                        share.map(|s| format!(", share {s}")).unwrap_or_default()
+                    )
                 };
-                checkpoint::check_loss(
-                    loss,
-                    "the agent's loss",
-                    &format!("stage {}, epoch {}, batch {}", stage + 1, epoch + 1, batch_i + 1),
-                    dir,
-                )?;
-                sum_loss += loss * n as f64;
-                seen += n;
+                let loss = if stage == 1 {
+                    let n = y.size()[0] as usize;
+                    // G copies of the batch (copy j of image i at j·n + i)
+                    let g = cfg.group.max(1);
+                    let (x, y) = if g > 1 {
+                        (x.repeat([g as i64, 1, 1, 1]), y.repeat([g as i64]))
+                    } else {
+                        (x, y)
+                    };
+                    let z = draws(spec.steps - 1, n * g, || brng.sample::<f32, _>(StandardNormal));
+                    let r = tch::no_grad(|| agent.rollout(&x, Placement::Sample(&z), false));
+                    let label_conf = |l: &Tensor| {
+                        l.softmax(-1, Kind::Float)
+                            .gather(1, &y.unsqueeze(1), false)
+                            .squeeze_dim(1)
+                    };
+                    let steps: Vec<Tensor> = match cfg.reward {
+                        super::Reward::Gain => {
+                            let conf: Vec<Tensor> = r.logits.iter().map(label_conf).collect();
+                            (1..conf.len()).map(|t| &conf[t] - &conf[t - 1]).collect()
+                        }
+                        super::Reward::Alone => r.dsn[1..].iter().map(label_conf).collect(),
+                    };
+                    let rw = Tensor::stack(&steps, 0);
+                    for (t, acc) in rewards.iter_mut().enumerate() {
+                        *acc += rw.get(t as i64).sum(Kind::Float).double_value(&[]) / g as f64;
+                    }
+                    trace.push(
+                        rw.sum_dim_intlist(0, false, Kind::Float)
+                            .mean(Kind::Float)
+                            .double_value(&[]),
+                    );
+                    let raw = ppo::discounted_returns(&rw, cfg.discount);
+                    let returns = ppo::normalise(&raw);
+                    let adv = (g > 1).then(|| ppo::group_advantages(&raw, g as i64));
+                    let old = Tensor::stack(&r.logprobs, 0);
+                    let entropy = returns.full_like(ppo::gaussian_entropy(cfg.action_std));
+                    let mut lv = 0.0;
+                    for _ in 0..cfg.ppo_epochs.max(1) {
+                        let (lp, v) = agent.evaluate_policy(&r.states, &r.actions);
+                        let l = ppo::ppo_loss(&lp, &old, &v, &returns, adv.as_ref(), &entropy, coefs);
+                        adam.as_mut().expect("stage 2 has Adam").backward_step(&l);
+                        lv = l.double_value(&[]);
+                    }
+                    checkpoint::check_loss(lv, "the agent's loss", &at(None), dir)?;
+                    sum_loss += lv * n as f64;
+                    seen += n;
+                    lv
+                } else {
+                    // Encoders and classifier (SGD), on this rank's shares of the batch: the
+                    // placements are drawn for the whole batch, each share takes its images',
+                    // and each share's loss is weighted by its part of the batch.
+                    let whole = cfg.micro_batches == 1;
+                    let u = if stage == 0 {
+                        draws(spec.steps - 1, b.whole, || brng.random::<f32>())
+                    } else {
+                        draws(spec.steps - 1, b.whole, || brng.sample::<f32, _>(StandardNormal))
+                    };
+                    let offset = mine.images(b.whole).start;
+                    let sgd = sgd.as_mut().expect("stages 1 and 3 have SGD");
+                    let mut grad: Option<Tensor> = None;
+                    let mut last = 0.0;
+                    for s in mine.from..mine.to {
+                        let r = Shares::range(b.whole, s, cfg.micro_batches);
+                        if r.is_empty() {
+                            continue;
+                        }
+                        let (lo, len) = ((r.start - offset) as i64, r.len() as i64);
+                        let (xs, ys) = if whole {
+                            (x.shallow_clone(), y.shallow_clone())
+                        } else {
+                            (x.narrow(0, lo, len), y.narrow(0, lo, len))
+                        };
+                        let us: Vec<Vec<[f32; 2]>> = u.iter().map(|v| v[r.clone()].to_vec()).collect();
+                        let placement = if stage == 0 {
+                            Placement::Given(&us)
+                        } else {
+                            Placement::Sample(&us)
+                        };
+                        let roll = agent.rollout(&xs, placement, true);
+                        let l = classification_loss(&roll, &ys, cfg.dsn_ratio);
+                        let lv = l.double_value(&[]);
+                        checkpoint::check_loss(lv, "the agent's loss", &at((!whole).then_some(s)), dir)?;
+                        let gs = if whole {
+                            sgd.gradient(&l)
+                        } else {
+                            sgd.gradient(&(l * (r.len() as f64 / b.whole as f64)))
+                        };
+                        grad = Some(match grad {
+                            Some(acc) => acc + gs,
+                            None => gs,
+                        });
+                        sum_loss += lv * r.len() as f64;
+                        seen += r.len();
+                        last = lv;
+                    }
+                    let g = grad.unwrap_or_else(|| sgd.zero_gradient());
+                    comm.all_reduce_sum(&g)?;
+                    sgd.step(g, lr);
+                    last
+                };
                 batch_i += 1;
                 progress.batch(loss);
                 Ok(())
             })?;
+            if world > 1 {
+                if stage == 1 {
+                    distributed::broadcast_named(comm, agent.params("policy"))?;
+                } else {
+                    let t = distributed::sum_f64(comm, &[sum_loss, seen as f64])?;
+                    (sum_loss, seen) = (t[0], t[1] as usize);
+                    // rank 0's batch-norm statistics are the agent's (validated and saved)
+                    distributed::broadcast_named(comm, agent.buffers())?;
+                }
+            }
             let train_s = t0.elapsed().as_secs_f64();
-            let (val_glance, val_final) = evaluate(&agent, &val, &normalize, cfg.threads)?;
+            let (val_glance, val_final) = evaluate(&agent, &val, &normalize, cfg.threads, comm)?;
+            if rank != 0 {
+                // the other ranks write nothing, but count the epochs as rank 0 does (the
+                // loader keys each epoch's augmentation by that count)
+                state.history.push(AgentLog {
+                    stage: stage + 1,
+                    epoch: epoch + 1,
+                    lr,
+                    loss: 0.0,
+                    val_glance,
+                    val_final,
+                    reward: Vec::new(),
+                    reward_trace: Vec::new(),
+                    seconds: 0.0,
+                    img_per_s: 0.0,
+                });
+                epoch += 1;
+                continue;
+            }
             let log = AgentLog {
                 stage: stage + 1,
                 epoch: epoch + 1,
@@ -412,7 +551,7 @@ pub fn train(
         stage += 1;
         epoch = 0;
     }
-    if !state.done || !dir.join("agent.safetensors").is_file() {
+    if rank == 0 && (!state.done || !dir.join("agent.safetensors").is_file()) {
         agent.save(dir)?;
         state.done = true;
         fsx::write_json(&state_path, &state)?;

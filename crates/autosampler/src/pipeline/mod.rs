@@ -211,6 +211,16 @@ pub fn run_parallel(
         if let Some(t) = &mut scaled.train {
             t.micro_batches *= comm.world();
         }
+        if let Some(a) = scaled.agent.as_mut().filter(|a| a.from.is_none()) {
+            a.micro_batches *= comm.world();
+            a.check().map_err(|e| {
+                invalid!(
+                    "{} ranks, each agent batch cut in micro_batches × ranks = {} shares: {e}",
+                    comm.world(),
+                    a.micro_batches
+                )
+            })?;
+        }
         if let Some(t) = &scaled.train {
             t.check().map_err(|e| {
                 invalid!(
@@ -245,7 +255,7 @@ pub fn run_parallel(
         return Ok(Some(out));
     }
     let ds = &out.dataset;
-    agent(cfg, run, ds, true, obs)?;
+    agent_with(cfg, run, ds, true, obs, comm)?;
     stage1_with(cfg, run, ds, true, obs, comm)?;
     let eval = evaluate_with(cfg, run, ds, comm)?;
     obs.show(&text::eval_table(&eval));
@@ -269,16 +279,50 @@ pub fn run_parallel(
     Ok(Some(out))
 }
 
-/// A rank other than 0 follows rank 0 through the stages it shares: stage 1 (trained together),
+/// A rank other than 0 follows rank 0 through the stages it shares: the patch agent's training
+/// (its encoder stages together) and its locations, stage 1 (trained together),
 /// then the evaluation and, when the config searches or re-trains, the feature extraction (each
 /// rank runs its block of the images). Before each, rank 0 says whether it is to be done (1) or
 /// was reused (0), after its own stages before it (data, agent). Writes nothing: it opens the
 /// split and the models rank 0 wrote.
 fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
-    let train_now = distributed::broadcast_usize(comm, 0)? == 1;
-    let (model_cfg, train_cfg) = training_config(cfg)?;
+    let go = || distributed::broadcast_usize(comm, 0).map(|v| v == 1);
+    // the first go-ahead comes after rank 0's data stage: the agent's with an [agent], else
+    // stage 1's
+    let first = go()?;
     let split = Split::load(&run.split())?;
     let ds = Dataset::open(split, &cfg.cache_root(), &|_| {})?;
+    if let Some(ac) = &cfg.agent {
+        let trained = if first {
+            let quiet = |_: &AgentLog| {};
+            let dir = run.agent_dir();
+            Some(agent_train::train_with(
+                &ds,
+                ac,
+                &dir,
+                true,
+                &stage1::Silent,
+                &quiet,
+                comm,
+            )?)
+        } else {
+            None
+        };
+        if go()? {
+            let agent = match trained {
+                Some(a) => a,
+                None => {
+                    let from = ac.from.clone().unwrap_or_else(|| run.agent_dir());
+                    Agent::open(&from, stage1::parse_device(&ac.device)?)?
+                }
+            };
+            tch::set_num_threads(ac.threads.max(1) as i32);
+            let train = ds.view(Part::Train);
+            agent_train::locate_view(&agent, &train, &Default::default(), ac.threads, comm)?;
+        }
+    }
+    let train_now = if cfg.agent.is_some() { go()? } else { first };
+    let (model_cfg, train_cfg) = training_config(cfg)?;
     if train_now {
         let guide = guide_for(cfg, run, &ds, train_cfg)?;
         let with = stage1::With {
@@ -287,10 +331,10 @@ fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
         };
         stage1::train_with(&ds, model_cfg, train_cfg, run.root(), true, &stage1::Silent, with)?;
     }
-    if distributed::broadcast_usize(comm, 0)? == 1 {
+    if go()? {
         stage1::evaluate_run(&ds, model_cfg, train_cfg, run.root(), comm)?;
     }
-    if needs_features(cfg) && distributed::broadcast_usize(comm, 0)? == 1 {
+    if needs_features(cfg) && go()? {
         let model = stage1_model(cfg, run, &ds)?;
         features::extract_all(
             &model,
@@ -807,6 +851,19 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
 /// opened `from` another run; then the training images' salient patches (`locations.bin`), the
 /// reward curve and the figures. Nothing when the config has no `[agent]`.
 pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<()> {
+    agent_with(cfg, run, ds, resume, obs, &distributed::Alone)
+}
+
+/// [`agent`] on rank 0 of a data-parallel group: it tells the other ranks (in `follow`) whether
+/// the agent is to be trained, then trains its encoder stages with them.
+fn agent_with(
+    cfg: &Config,
+    run: &RunDir,
+    ds: &Dataset,
+    resume: bool,
+    obs: &dyn Observer,
+    comm: &dyn Collective,
+) -> Result<()> {
     let Some(ac) = &cfg.agent else { return Ok(()) };
     let out = run.agent_dir();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
@@ -827,6 +884,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
                 agent.spec.image_size,
                 agent.spec.patch_size
             ));
+            distributed::broadcast_usize(comm, 0)?;
             (agent, Agent::fingerprint(from)?)
         }
         None => {
@@ -845,7 +903,8 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
             let finished =
                 run.agent_state().is_file() && fsx::read_json::<AgentState>(&run.agent_state())?.done;
             let print = |l: &AgentLog| obs.note(&text::agent_epoch(l));
-            let agent = agent_train::train(ds, ac, &out, resume || finished, obs, &print)?;
+            distributed::broadcast_usize(comm, !finished as usize)?;
+            let agent = agent_train::train_with(ds, ac, &out, resume || finished, obs, &print, comm)?;
             let m = match done {
                 Some(m) => {
                     obs.note(&format!("agent     {} (complete, reused)", out.display()));
@@ -889,6 +948,7 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     let train = ds.view(Part::Train);
     let inputs = Inputs::new().value("agent", &agent_id).upstream(&split);
     if manifest::complete(run, Stage::Locations, &inputs).is_some() {
+        distributed::broadcast_usize(comm, 0)?;
         obs.note(&format!(
             "locations {} (complete, reused)",
             run.locations().display()
@@ -898,7 +958,8 @@ pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn O
     manifest::invalidate(run, Stage::Locations)?;
     let work = manifest::Work::start(&ac.device, ac.threads);
     tch::set_num_threads(ac.threads.max(1) as i32);
-    let locs = agent_train::locate_view(&agent, &train, &Default::default(), ac.threads)?;
+    distributed::broadcast_usize(comm, 1)?;
+    let locs = agent_train::locate_view(&agent, &train, &Default::default(), ac.threads, comm)?;
     agent_guide::write_locations(&run.locations(), train.size as f32, &locs)?;
     obs.note(&format!(
         "agent: located {} training images' salient patches in {:.1}s → {}",

@@ -265,7 +265,7 @@ fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
     }
 }
 
-fn is_one(v: &usize) -> bool {
+pub(crate) fn is_one(v: &usize) -> bool {
     *v == 1
 }
 
