@@ -80,7 +80,7 @@ def test_two_ranks_give_one_process_with_two_shares(tmp_path):
     res = asp.run(cfg, out=tmp_path / "two", overrides=["train.micro_batches=2"])
     assert res.eval is not None
     with pytest.raises(ValueError, match=r"started with its batches in 2 shares .* this run cuts them in 1"):
-        asp.run(cfg, out=tmp_path / "two")
+        asp.run(cfg, out=tmp_path / "two", overrides=["train.micro_batches=2"])
 
 
 def test_two_ranks_shard_evaluation_and_features(tmp_path):
@@ -123,6 +123,10 @@ def test_two_ranks_train_the_agents_encoders_as_one_process_with_two_shares(tmp_
     assert max_diff(agent("two"), agent("whole")) > 1e-3
     loss = lambda run: [json.loads(l)["loss"] for l in (tmp_path / run / "agent/metrics.jsonl").read_text().splitlines()]
     assert loss("two") == pytest.approx(loss("shares"), abs=1e-6) and len(loss("two")) == 3
+    # a resume must cut the agent's batches as the run did
+    shutil.rmtree(tmp_path / "two/manifests")
+    with pytest.raises(ValueError, match=r"agent was started with its batches in 2 shares .* this run cuts them in 1"):
+        asp.run(cfg, out=tmp_path / "two", overrides=["train.micro_batches=2"])
     # with PPO: rank 0 trains the policy and the ranks go on from it to stage 3 and stage 1
     cfg.write_text(cfg.read_text().replace("epochs = [2, 0, 1]", "epochs = [1, 1, 1]"))
     r = torchrun(cfg, tmp_path / "ppo")

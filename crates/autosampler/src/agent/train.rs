@@ -241,6 +241,19 @@ pub fn train_with(
     let started_path = dir.join("config.json");
     if started_path.is_file() {
         let before: AgentConfig = fsx::read_json(&started_path)?;
+        let shares_only = AgentConfig {
+            micro_batches: started.micro_batches,
+            ..before.clone()
+        } == started;
+        if before != started && shares_only {
+            return Err(invalid!(
+                "{} was started with its batches in {} shares (ranks × micro_batches of a data-parallel run), this run cuts them in {}: resume with the same product (e.g. --set agent.micro_batches={} in one process)",
+                dir.display(),
+                before.micro_batches,
+                started.micro_batches,
+                before.micro_batches
+            ));
+        }
         if before != started {
             return Err(invalid!(
                 "{} was started with another [agent] config: use another run folder, or delete it",
