@@ -80,7 +80,7 @@ def test_two_ranks_give_one_process_with_two_shares(tmp_path):
     res = asp.run(cfg, out=tmp_path / "two", overrides=["train.micro_batches=2"])
     assert res.eval is not None
     with pytest.raises(ValueError, match=r"started with its batches in 2 shares .* this run cuts them in 1"):
-        asp.run(cfg, out=tmp_path / "two", overrides=["train.micro_batches=2"])
+        asp.run(cfg, out=tmp_path / "two")
 
 
 def test_two_ranks_shard_evaluation_and_features(tmp_path):
