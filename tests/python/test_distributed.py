@@ -143,6 +143,14 @@ def test_two_ranks_train_the_agents_encoders_as_one_process_with_two_shares(tmp_
     assert (one / "agent/locations.bin").read_bytes() == (tmp_path / "ppo/agent/locations.bin").read_bytes()
 
 
+def test_each_rank_takes_its_own_gpu_for_training_and_the_agent():
+    from autosampler.distributed import place
+    assert place("cuda", "cuda", 1) == (["train.device=cuda:1", "agent.device=cuda:1"], ["cuda:1", "cuda:1"])
+    assert place("cuda:3", None, 1) == ([], ["cuda:3"])  # a device the config names is kept
+    assert place("cpu", "cuda", 2) == (["agent.device=cuda:2"], ["cuda:2"])
+    assert place("cpu", "cpu", 0) == ([], [])  # Gloo alone
+
+
 def test_a_bad_config_stops_every_rank_before_any_work(tmp_path):
     cfg = config(tmp_path, FIXTURES / "folder", epochs=1, batch=4, val=1)
     r = torchrun(cfg, tmp_path / "bad", "train.lr=-1")

@@ -381,12 +381,14 @@ impl pipeline::Observer for Printer {
     }
 }
 
-/// The resolved `[train] device` of a config (after overrides), or None without `[train]`.
+/// The resolved devices of a config (after overrides): `[train] device` (None without `[train]`)
+/// and `[agent] device` (None without an agent to train).
 #[pyfunction]
 #[pyo3(signature = (config, overrides = Vec::new()))]
-fn train_device(config: PathBuf, overrides: Vec<String>) -> PyResult<Option<String>> {
+fn devices(config: PathBuf, overrides: Vec<String>) -> PyResult<(Option<String>, Option<String>)> {
     let cfg = Config::load_with(&config, &overrides).map_err(err)?;
-    Ok(cfg.train.map(|t| t.device))
+    let agent = cfg.agent.filter(|a| a.from.is_none()).map(|a| a.device);
+    Ok((cfg.train.map(|t| t.device), agent))
 }
 
 /// [`run`] as rank `rank` of `world` in a data-parallel group: `comm` has `all_reduce`,
@@ -438,7 +440,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(guided_cutmix, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(train_agent, m)?)?;
-    m.add_function(wrap_pyfunction!(train_device, m)?)?;
+    m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(run_distributed, m)?)?;
     m.add_class::<Agent>()?;
     Ok(())

@@ -71,27 +71,36 @@ class TorchComm:
             dist.barrier()
 
 
+def place(train_device: str | None, agent_device: str | None, local_rank: int) -> tuple[list[str], list[str]]:
+    """One GPU per rank on a machine: a plain "cuda" becomes cuda:LOCAL_RANK, for stage 1 and the
+    agent alike. Returns the overrides that say so and the CUDA devices the rank uses."""
+    overrides, on_gpu = [], []
+    for key, device in [("train", train_device), ("agent", agent_device)]:
+        if device == "cuda":
+            device = f"cuda:{local_rank}"
+            overrides.append(f"{key}.device={device}")
+        if device and device.startswith("cuda"):
+            on_gpu.append(device)
+    return overrides, on_gpu
+
+
 def run(config: str, out: str, overrides: list[str] | None = None) -> dict | None:
     """One rank of a data-parallel run of `config` into `out` (a process group is started from the
     environment when none is; without WORLD_SIZE in the environment, e.g. not under torchrun, the
     run is one process). Returns the run's results on rank 0, None on the others."""
     overrides = list(overrides or [])
-    device = _native.train_device(config, overrides) or "cpu"
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        # one GPU per rank on a machine: cuda:LOCAL_RANK
-        device = f"cuda:{local}"
-        overrides.append(f"train.device={device}")
+    placed, on_gpu = place(*_native.devices(config, overrides), int(os.environ.get("LOCAL_RANK", "0")))
+    overrides += placed
     if not dist.is_initialized() and "WORLD_SIZE" not in os.environ:
         res = _native.run_distributed(config, out, TorchComm(), 0, 1, overrides)
         return json.loads(res)
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=float(os.environ.get("AUTOSAMPLER_DIST_TIMEOUT", "1800")))
         # NCCL carries CUDA tensors only: on GPUs the small CPU ones (an epoch count, a stage's
-        # go-ahead, loss totals, gathered features) go through Gloo in the same group
-        backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
+        # go-ahead, loss totals, gathered rows) go through Gloo in the same group
+        backend = "cpu:gloo,cuda:nccl" if on_gpu else "gloo"
+        if on_gpu:
+            torch.cuda.set_device(torch.device(on_gpu[0]))
         dist.init_process_group(backend=backend, timeout=timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     res = _native.run_distributed(config, out, TorchComm(), rank, world, overrides)

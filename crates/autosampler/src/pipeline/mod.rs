@@ -195,10 +195,11 @@ pub fn run(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Outcome> {
 }
 
 /// [`run`] as one rank of a data-parallel group (`comm`, see [`crate::distributed`]). Rank 0 does
-/// every stage, as [`run`] does, and returns the outcome; stage 1 is trained by all ranks together
-/// (the others wait for rank 0's data stage, train, and return `None`). The config's
-/// `micro_batches` is multiplied by the number of ranks: the batch is divided into that many
-/// shares, and that is what stage 1 records (a resume needs the same product).
+/// every stage, as [`run`] does, and returns the outcome; the others `follow` it through the
+/// stages the ranks share (the agent's training and locations, stage 1, eval, features) and
+/// return `None`. `[train]` and `[agent]` `micro_batches` are multiplied by the number of ranks:
+/// each batch is divided into that many shares, and that is what a run records (a resume needs
+/// the same product).
 pub fn run_parallel(
     cfg: &Config,
     run: &RunDir,
