@@ -7,16 +7,17 @@ any PyTorch job:
 Every rank runs the Rust pipeline (`autosampler._native.run_distributed`); stage 1 is trained by
 all ranks together: each computes its shares of every batch of the same seeded epoch plan, and
 the flat gradient buffer is summed over ranks with `torch.distributed.all_reduce` (the buffer is
-wrapped in a `torch.Tensor` view, not copied). Evaluation and feature extraction are sharded the
-same way (each rank runs its block of the images; the rows are gathered). Rank 0 does the data
-stage and the stages that follow on features, writes every file and prints progress. N ranks give the weights of one process with
-`--set train.micro_batches=N` (same batch shares, batch norm per share), up to float summation
-order. A killed run resumes with the same command and the same number of ranks.
+wrapped in a `torch.Tensor` view, not copied). The patch agent's encoder stages are divided the
+same way; evaluation, feature extraction and the agent's locations are sharded (each rank runs
+its block of the images; the rows are gathered). Rank 0 does the data stage, the agent's PPO and
+the stages that work on features, writes every file and prints progress. N ranks give the weights
+of one process with `--set train.micro_batches=N` (same batch shares, batch norm per share), up to
+float summation order. A killed run resumes with the same command and the same number of ranks.
 
 The process group comes from the usual environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
 MASTER_PORT: torchrun, or a scheduler, sets them); on CUDA the group is NCCL for tensors on the
-GPU and Gloo for those on the CPU. AUTOSAMPLER_DIST_TIMEOUT (seconds, default
-1800) bounds how long a rank waits in a collective for a rank that died or hangs.
+GPU and Gloo for those on the CPU. AUTOSAMPLER_DIST_TIMEOUT (seconds, default 1800) bounds how
+long a rank waits in a collective for a rank that died or hangs.
 """
 from __future__ import annotations
 

@@ -425,14 +425,12 @@ fn to_channels_last(model: &Model) {
 /// Rank 0's batch-norm buffers (every variable without a gradient) into every rank's `model`, in
 /// name order (the same on every rank).
 fn broadcast_buffers(model: &Model, comm: &dyn Collective) -> Result<()> {
-    let mut buffers: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
-    buffers.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, t) in buffers {
-        if !t.requires_grad() {
-            distributed::broadcast_into(comm, &t).map_err(|e| invalid!("broadcasting buffer {name}: {e}"))?;
-        }
-    }
-    Ok(())
+    let buffers = model
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !t.requires_grad());
+    distributed::broadcast_named(comm, buffers.collect())
 }
 
 /// Trains stage 1 into `<run>/stage1`, resuming from its checkpoint when `resume` is set and one
