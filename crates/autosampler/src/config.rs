@@ -460,6 +460,17 @@ impl Ranges {
             Err(crate::invalid!("[{}] {key} must be ≥ {min}, got {v}", self.0))
         }
     }
+    /// `micro_batches`: the shares each batch is cut into, from 1 to `batch_size`.
+    pub fn micro_batches(&self, v: usize, batch_size: usize) -> Result<()> {
+        self.at_least("micro_batches", v, 1)?;
+        if v > batch_size {
+            return Err(crate::invalid!(
+                "[{}] micro_batches must be at most batch_size ({batch_size}), got {v}",
+                self.0
+            ));
+        }
+        Ok(())
+    }
     /// "cpu", "cuda" or "cuda:N" (whether the device exists is checked when a stage starts).
     pub fn device(&self, key: &str, v: &str) -> Result<()> {
         let ok =

@@ -168,14 +168,7 @@ impl AgentConfig {
         r.at_least("ppo_epochs", self.ppo_epochs, 1)?;
         r.at_least("group", self.group, 1)?;
         r.at_least("threads", self.threads, 1)?;
-        r.at_least("micro_batches", self.micro_batches, 1)?;
-        if self.micro_batches > self.batch_size {
-            return Err(invalid!(
-                "[agent] micro_batches must be at most batch_size ({}), got {}",
-                self.batch_size,
-                self.micro_batches
-            ));
-        }
+        r.micro_batches(self.micro_batches, self.batch_size)?;
         if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
             return Err(invalid!(
                 "[agent] epochs must train at least one epoch, got [0, 0, 0]"

@@ -472,22 +472,12 @@ pub fn train_with(
                         let l = classification_loss(&roll, &ys, cfg.dsn_ratio);
                         let lv = l.double_value(&[]);
                         checkpoint::check_loss(lv, "the agent's loss", &at((!whole).then_some(s)), dir)?;
-                        let gs = if whole {
-                            sgd.gradient(&l)
-                        } else {
-                            sgd.gradient(&(l * (r.len() as f64 / b.whole as f64)))
-                        };
-                        grad = Some(match grad {
-                            Some(acc) => acc + gs,
-                            None => gs,
-                        });
+                        sgd.add_share_gradient(&mut grad, &l, r.len(), b.whole);
                         sum_loss += lv * r.len() as f64;
                         seen += r.len();
                         last = lv;
                     }
-                    let g = grad.unwrap_or_else(|| sgd.zero_gradient());
-                    comm.all_reduce_sum(&g)?;
-                    sgd.step(g, lr);
+                    sgd.step_summed(grad, comm, lr)?;
                     last
                 };
                 batch_i += 1;

@@ -89,7 +89,7 @@ impl Sgd {
     }
 
     /// Back-propagates `loss` to the parameters: their gradient as one flat tensor, in the flat
-    /// buffer's order (what [`Sgd::step`] takes; gradients of micro-batches or ranks add up here).
+    /// buffer's order (what [`Sgd::step_summed`] sums; gradients of micro-batches or ranks add up here).
     pub fn gradient(&self, loss: &Tensor) -> Tensor {
         let grads = Tensor::run_backward(&[loss], &self.params, false, false);
         tch::no_grad(|| {
@@ -110,13 +110,38 @@ impl Sgd {
     }
 
     /// A zero flat gradient (a rank with no images in a batch still joins its all-reduce).
-    pub fn zero_gradient(&self) -> Tensor {
+    fn zero_gradient(&self) -> Tensor {
         self.flat.zeros_like()
     }
 
-    /// One update with the flat gradient `g` (from [`Sgd::gradient`]) and learning rate `lr`.
-    pub fn step(&mut self, g: Tensor, lr: f64) {
+    /// Adds to `acc` the gradient of `loss`, the mean loss of a share of `part` images of a batch
+    /// of `whole`, weighted by `part / whole`: summed over the batch's shares (and ranks), these
+    /// are the gradient of the whole batch's mean loss. The whole batch's own loss is taken as it
+    /// is.
+    pub fn add_share_gradient(&self, acc: &mut Option<Tensor>, loss: &Tensor, part: usize, whole: usize) {
+        let g = if part == whole {
+            self.gradient(loss)
+        } else {
+            self.gradient(&(loss * (part as f64 / whole as f64)))
+        };
+        *acc = Some(match acc.take() {
+            Some(a) => a + g,
+            None => g,
+        });
+    }
+
+    /// One update with the gradients `acc` of this rank's shares summed over the ranks of `comm`
+    /// (a rank without images in the batch adds zeros).
+    pub fn step_summed(
+        &mut self,
+        acc: Option<Tensor>,
+        comm: &dyn crate::distributed::Collective,
+        lr: f64,
+    ) -> crate::Result<()> {
+        let g = acc.unwrap_or_else(|| self.zero_gradient());
+        comm.all_reduce_sum(&g)?;
         self.update(g, lr);
+        Ok(())
     }
 
     /// Makes every rank's parameters and momentum buffer rank 0's (a data-parallel start or

@@ -131,14 +131,7 @@ impl TrainConfig {
         r.at_least("epochs", self.epochs, 1)?;
         r.at_least("batch_size", self.batch_size, 1)?;
         r.at_least("threads", self.threads, 1)?;
-        r.at_least("micro_batches", self.micro_batches, 1)?;
-        if self.micro_batches > self.batch_size {
-            return Err(invalid!(
-                "[train] micro_batches must be at most batch_size ({}), got {}",
-                self.batch_size,
-                self.micro_batches
-            ));
-        }
+        r.micro_batches(self.micro_batches, self.batch_size)?;
         if self.micro_batches > 1 && self.method == Method::Bbn {
             return Err(invalid!(
                 "[train] micro_batches = {} (or data-parallel ranks) with method = \"bbn\": BBN's paired batches are not divided into shares; use one process and micro_batches = 1",
@@ -726,15 +719,7 @@ pub fn train_with(
                 let (logits, l) = forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key)?;
                 let lv = l.double_value(&[]);
                 super::checkpoint::check_loss(lv, "the loss", &at((!whole).then_some(s)), &paths.dir)?;
-                let gs = if whole {
-                    opt.gradient(&l)
-                } else {
-                    opt.gradient(&(l * (r.len() as f64 / b.whole as f64)))
-                };
-                g = Some(match g {
-                    Some(acc) => acc + gs,
-                    None => gs,
-                });
+                opt.add_share_gradient(&mut g, &l, r.len(), b.whole);
                 sum_loss += lv * r.len() as f64;
                 correct += logits
                     .argmax(-1, false)
@@ -744,9 +729,7 @@ pub fn train_with(
                 seen += r.len();
                 last = lv;
             }
-            let g = g.unwrap_or_else(|| opt.zero_gradient());
-            comm.all_reduce_sum(&g)?;
-            opt.step(g, lr);
+            opt.step_summed(g, comm, lr)?;
             batch_i += 1;
             progress.batch(last);
             Ok(())
