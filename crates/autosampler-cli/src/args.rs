@@ -257,7 +257,8 @@ impl SourceArgs {
     /// The config: from the file if given, with flags applied on top.
     pub(crate) fn config(&self) -> Result<Config> {
         let mut cfg = match &self.config {
-            Some(p) => Config::load(p)?,
+            // the model files are checked by with_overrides below, once --set is applied
+            Some(p) => Config::load_unchecked(p)?,
             None => {
                 let (Some(format), Some(root)) = (self.format, &self.root) else {
                     bail!("give --config FILE, or --format and --root");

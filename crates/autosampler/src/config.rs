@@ -156,16 +156,22 @@ impl Config {
         Config::from_table(table, &names.join(" over "), files)
     }
 
-    /// [`Config::load`], then `overrides` (`--set section.key=value`) applied.
+    /// [`Config::load`], then `overrides` (`--set section.key=value`) applied. The model files
+    /// are checked once the overrides are in, so `--set agent.init=...` can name another file.
     pub fn load_with(path: &Path, overrides: &[String]) -> Result<Config> {
-        Config::load(path)?.with_overrides(overrides, &path.display().to_string())
+        Config::load_unchecked(path)?.with_overrides(overrides, &path.display().to_string())
     }
 
     /// The config with `section.key=value` overrides applied (the value read as TOML — a number,
     /// a boolean, a quoted string, an array or an inline table — and as a plain string when it is
-    /// not TOML), then checked again. `file` names the config in errors.
+    /// not TOML), then checked again, the model files ([`Config::check_files`]) included, with
+    /// no overrides too. `file` names the config in errors.
     pub fn with_overrides(self, overrides: &[String], file: &str) -> Result<Config> {
         if overrides.is_empty() {
+            self.check_files().map_err(|e| Error::Config {
+                file: file.to_string(),
+                what: e.to_string(),
+            })?;
             return Ok(self);
         }
         let mut table = toml::Table::try_from(&self).expect("a config serialises to a table");
@@ -596,6 +602,30 @@ imbalance_ratio = 100
             let init = c.agent.as_ref().unwrap().init.clone().unwrap();
             assert_eq!(init, dir.path().join("cfg/gone/model.safetensors"));
             assert!(c.check_files().is_err());
+        }
+        // an override that names an existing file is taken; the missing one is not checked first
+        // (it used to be, at load, before the overrides: `--set agent.init=...` could not help)
+        let set = format!(
+            "agent.init={:?}",
+            dir.path().join("cfg/m/model.safetensors").display().to_string()
+        );
+        for p in [&f, &child] {
+            let c = Config::load_with(p, std::slice::from_ref(&set)).unwrap();
+            let init = c.agent.as_ref().unwrap().init.clone().unwrap();
+            assert_eq!(init, dir.path().join("cfg/m/model.safetensors"));
+            // without the override the missing file is still an error, naming key and file
+            let e = Config::load_with(p, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("[agent] init") && e.contains("gone/model.safetensors"),
+                "{e}"
+            );
+            let e = Config::load_with(p, &["train.epochs=3".into()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("[agent] init") && e.contains("gone/model.safetensors"),
+                "{e}"
+            );
         }
     }
 
