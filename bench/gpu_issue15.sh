@@ -45,7 +45,7 @@ echo "wall: $(( $(date +%s) - start )) s"
 # back), and the end of each log
 mkdir -p "$OUT/runs" && cp -r "$ROOT"/* "$OUT/runs/" 2>/dev/null
 for row in ours ldam_drw bbn tde ref; do echo "== $row"; tail -n 4 "$OUT/$row.log"; done
-.gpu/autosampler table "$ROOT"/* >"$OUT/table1_c10lt_ir100.md" 2>&1
+.gpu/autosampler table "$ROOT"/* --stage2-rows >"$OUT/table1_c10lt_ir100.md" 2>&1
 cat "$OUT/table1_c10lt_ir100.md"
 $PY - "$ROOT/cifar10_lt_ir100_ours_gpu_s0/eval.json" "$OUT/ref_c10lt_ir100_e${EPOCHS}_s0.json" "$EPOCHS" <<'EOF' | tee "$OUT/parity_c10lt_ir100_e$EPOCHS.json"
 import json, sys

@@ -100,6 +100,9 @@ pub(crate) struct SweepArgs {
     /// Override one value of every config (`section.key=value`, as `run --set`). Repeatable.
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub(crate) set: Vec<String>,
+    /// The table's rows include each run's stage-2 classifiers (as `table --stage2-rows`).
+    #[arg(long)]
+    pub(crate) stage2_rows: bool,
 }
 
 #[derive(Args)]
@@ -113,6 +116,11 @@ pub(crate) struct TableArgs {
     /// Also write a comparison page (HTML, self-contained, linking each run's report).
     #[arg(long)]
     pub(crate) html: Option<PathBuf>,
+    /// After each run's row, a row per stage-2 classifier on its backbone (cRT class-balanced /
+    /// square-root, LWS, τ-normalised, logit-adjusted, and its own stage 2 with the searched or
+    /// sampler weights), test top-1 in the first column: Table 1's decoupled rows.
+    #[arg(long)]
+    pub(crate) stage2_rows: bool,
 }
 
 #[derive(Args)]

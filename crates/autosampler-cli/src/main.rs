@@ -222,7 +222,8 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
     let run = match (&a.out, &a.config) {
         (Some(o), _) => RunDir::new(o),
         (None, Some(c)) => {
-            let cfg = Config::load(c)?;
+            // only the run folder's name is read: a model file the config names need not exist
+            let cfg = Config::load_unchecked(c)?;
             let src = SourceArgs {
                 config: Some(c.clone()),
                 format: None,
@@ -295,7 +296,7 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
 }
 
 fn table_cmd(a: &TableArgs) -> Result<()> {
-    let rows = table::rows(&a.runs)?;
+    let rows = table::rows(&a.runs, a.stage2_rows)?;
     print!("{}", table::markdown(&rows));
     if let Some(p) = &a.html {
         autosampler::fsx::write_atomic(p, table::html(&rows).as_bytes())?;
@@ -354,6 +355,7 @@ fn sweep_cmd(a: &SweepArgs) -> Result<()> {
             runs: dirs,
             csv: a.csv.clone(),
             html: None,
+            stage2_rows: a.stage2_rows,
         })?;
     }
     if !failed.is_empty() {

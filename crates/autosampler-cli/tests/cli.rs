@@ -451,7 +451,8 @@ fn table_groups_seeds_with_mean_and_std() {
             &cfg,
             format!(
                 "name = \"fix_s{seed}\"\n[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\nseed = {seed}\n\
-                 [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\nseed = {seed}\n",
+                 [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\nseed = {seed}\n\
+                 [stage2]\nepochs = 1\nbatch_size = 4\nseed = {seed}\nsampler = {{ kind = \"square-root\" }}\n",
                 fixtures().join("folder").display()
             ),
         )
@@ -497,6 +498,72 @@ fn table_groups_seeds_with_mean_and_std() {
         .to_string();
     let mean: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
     assert!((mean - want).abs() < 1e-3, "{line} vs {want}");
+    assert!(!t.contains("fix · "), "no stage-2 rows unless asked: {t}");
+    // --stage2-rows: each stage-2 classifier of the runs is a row of its own after the run's,
+    // over both seeds, with the mean of the two stage2/eval.json values
+    let o = autosampler(
+        &[
+            "table",
+            outs[0].to_str().unwrap(),
+            outs[1].to_str().unwrap(),
+            "--stage2-rows",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    let names: Vec<&str> = csv_text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "fix",
+            "fix · cRT class-balanced",
+            "fix · cRT square-root",
+            "fix · LWS",
+            "fix · τ-normalised",
+            "fix · logit-adjusted",
+            "fix · stage 2 (sampler weights)",
+        ]
+    );
+    let s2 = |r: &PathBuf, key: &str| -> (f64, f64) {
+        let e: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.join("stage2/eval.json")).unwrap()).unwrap();
+        (
+            e[key]["test"]["top1"].as_f64().unwrap(),
+            e[key]["val"]["top1"].as_f64().unwrap(),
+        )
+    };
+    for (line, key) in csv_text.lines().skip(2).zip([
+        "crt_class_balanced",
+        "crt_square_root",
+        "lws",
+        "tau_normalised",
+        "logit_adjusted",
+        "crt",
+    ]) {
+        let cells: Vec<&str> = line.split(',').collect();
+        // run, seeds, then mean/std pairs in COLUMNS order: last test top-1 first, val top-1 sixth
+        assert_eq!(cells[1], "2", "{line}");
+        let (t0, v0) = s2(&outs[0], key);
+        let (t1, v1) = s2(&outs[1], key);
+        let test_mean: f64 = cells[2].parse().unwrap();
+        let val_mean: f64 = cells[12].parse().unwrap();
+        assert!(
+            (test_mean - (t0 + t1) / 2.0).abs() < 1e-4,
+            "{key}: {line} vs {t0}, {t1}"
+        );
+        assert!(
+            (val_mean - (v0 + v1) / 2.0).abs() < 1e-4,
+            "{key}: {line} vs {v0}, {v1}"
+        );
+        assert_eq!(cells[4], "", "no best-on-val for a stage-2 row: {line}");
+    }
 }
 
 #[test]

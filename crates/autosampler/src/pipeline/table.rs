@@ -48,8 +48,33 @@ pub fn seed_group_label(name: &str) -> String {
     }
 }
 
+/// The classifiers of a run's stage 2 that `--stage2-rows` adds as rows of their own (each on
+/// the run's stage-1 backbone): the name's suffix and how to read its val and test metrics.
+type Stage2Pick = fn(&super::Stage2Report) -> (&crate::eval::Metrics, &crate::eval::Metrics);
+const STAGE2_ROWS: [(&str, Stage2Pick); 6] = [
+    ("cRT class-balanced", |r| {
+        (&r.crt_class_balanced.val, &r.crt_class_balanced.test)
+    }),
+    ("cRT square-root", |r| {
+        (&r.crt_square_root.val, &r.crt_square_root.test)
+    }),
+    ("LWS", |r| (&r.lws.val, &r.lws.test)),
+    ("τ-normalised", |r| {
+        (&r.tau_normalised.val, &r.tau_normalised.test)
+    }),
+    ("logit-adjusted", |r| {
+        (&r.logit_adjusted.val, &r.logit_adjusted.test)
+    }),
+    // the run's own stage 2: the searched weights, or its `[stage2] sampler`'s
+    ("stage 2", |r| (&r.crt.val, &r.crt.test)),
+];
+
 /// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
-pub fn rows(runs: &[PathBuf]) -> Result<Vec<Row>> {
+/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows
+/// named `<row> · <classifier>`, their test top-1 in the "last test top-1" column (the stage-2
+/// row's name says `searched` or `sampler` weights): Table 1's vanilla, cRT, LWS and searched rows
+/// from one run folder.
+pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
     let mut rows: Vec<(String, Row)> = Vec::new();
     for path in runs {
         let run = RunDir::new(path);
@@ -81,22 +106,71 @@ pub fn rows(runs: &[PathBuf]) -> Result<Vec<Row>> {
                 rows.len() - 1
             }
         };
+        let stage2 = read_stage2(&run);
         let row = &mut rows[pos].1;
+        let label = row.name.clone();
         row.runs.push(path.clone());
-        let mut put = |col: &'static str, v: Option<f64>| {
-            if let Some(v) = v {
-                row.values.entry(col).or_default().push(v);
-            }
+        put(row, "last test top-1", Some(eval.last.test.top1));
+        put(row, "best-on-val test top-1", Some(eval.best.test.top1));
+        put(row, "many", eval.last.test.many);
+        put(row, "medium", eval.last.test.medium);
+        put(row, "few", eval.last.test.few);
+        put(row, "val top-1", Some(eval.last.val.top1));
+        put(
+            row,
+            "stage 2 test top-1",
+            stage2.as_ref().map(|s| s.crt.test.top1),
+        );
+        let Some(s2) = stage2.filter(|_| stage2_rows) else {
+            continue;
         };
-        put("last test top-1", Some(eval.last.test.top1));
-        put("best-on-val test top-1", Some(eval.best.test.top1));
-        put("many", eval.last.test.many);
-        put("medium", eval.last.test.medium);
-        put("few", eval.last.test.few);
-        put("val top-1", Some(eval.last.val.top1));
-        put("stage 2 test top-1", read_stage2(&run).map(|s| s.crt.test.top1));
+        for (suffix, pick) in STAGE2_ROWS {
+            let suffix = match suffix {
+                "stage 2" if s2.config.sampler.is_some() => "stage 2 (sampler weights)",
+                "stage 2" => "stage 2 (searched weights)",
+                s => s,
+            };
+            let key = format!("{}\n# {suffix}", rows[pos].0);
+            let at = match rows.iter().position(|(k, _)| *k == key) {
+                Some(p) => p,
+                None => {
+                    // after its run's row and the classifiers already there
+                    let mut at = pos + 1;
+                    while at < rows.len() && rows[at].0.starts_with(&format!("{}\n# ", rows[pos].0)) {
+                        at += 1;
+                    }
+                    let name = format!("{label} · {suffix}");
+                    rows.insert(
+                        at,
+                        (
+                            key,
+                            Row {
+                                name,
+                                runs: Vec::new(),
+                                values: Default::default(),
+                            },
+                        ),
+                    );
+                    at
+                }
+            };
+            let (val, test) = pick(&s2);
+            let row = &mut rows[at].1;
+            row.runs.push(path.clone());
+            put(row, "last test top-1", Some(test.top1));
+            put(row, "many", test.many);
+            put(row, "medium", test.medium);
+            put(row, "few", test.few);
+            put(row, "val top-1", Some(val.top1));
+        }
     }
     Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+fn put(row: &mut Row, col: &'static str, v: Option<f64>) {
+    if let Some(v) = v {
+        row.values.entry(col).or_default().push(v);
+    }
 }
 
 fn cell(v: Option<&Vec<f64>>) -> String {
