@@ -111,9 +111,8 @@ def main():
     ref = load_reference(a.reference)
     # the reference's own argument parser, so its defaults and names are the reference's
     argv, sys.argv = sys.argv, [a.reference] + rest
-    captured = {}
     real_train = ref.train
-    ref.train = lambda args: captured.setdefault("res", train(ref, args, a.checkpoint, a.stop_after))
+    ref.train = lambda args: train(ref, args, a.checkpoint, a.stop_after)
     try:
         ref.main()
     finally:

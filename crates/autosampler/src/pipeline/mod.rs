@@ -67,6 +67,18 @@ pub struct Stage2Report {
     pub lws: stage2::Scored,
 }
 
+impl Stage2Report {
+    /// Which weights its own stage 2 (`crt`) re-trained with: `[stage2] sampler`'s, or the
+    /// searched ones.
+    pub fn weights_label(&self) -> &'static str {
+        if self.config.sampler.is_some() {
+            "sampler weights"
+        } else {
+            "searched weights"
+        }
+    }
+}
+
 /// What [`run`] produced.
 pub struct Outcome {
     pub dataset: Dataset,

@@ -48,10 +48,11 @@ pub fn seed_group_label(name: &str) -> String {
     }
 }
 
-/// The classifiers of a run's stage 2 that `--stage2-rows` adds as rows of their own (each on
-/// the run's stage-1 backbone): the name's suffix and how to read its val and test metrics.
+/// The fixed classifiers of a run's stage 2 that `--stage2-rows` adds as rows of their own (each
+/// on the run's stage-1 backbone): the name's suffix and how to read its val and test metrics.
+/// The run's own stage 2 (`crt`) follows them, named by [`super::Stage2Report::weights_label`].
 type Stage2Pick = fn(&super::Stage2Report) -> (&crate::eval::Metrics, &crate::eval::Metrics);
-const STAGE2_ROWS: [(&str, Stage2Pick); 6] = [
+const STAGE2_ROWS: [(&str, Stage2Pick); 5] = [
     ("cRT class-balanced", |r| {
         (&r.crt_class_balanced.val, &r.crt_class_balanced.test)
     }),
@@ -65,17 +66,15 @@ const STAGE2_ROWS: [(&str, Stage2Pick); 6] = [
     ("logit-adjusted", |r| {
         (&r.logit_adjusted.val, &r.logit_adjusted.test)
     }),
-    // the run's own stage 2: the searched weights, or its `[stage2] sampler`'s
-    ("stage 2", |r| (&r.crt.val, &r.crt.test)),
 ];
 
 /// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
-/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows
-/// named `<row> · <classifier>`, their test top-1 in the "last test top-1" column (the stage-2
-/// row's name says `searched` or `sampler` weights): Table 1's vanilla, cRT, LWS and searched rows
-/// from one run folder.
+/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`], then its own stage 2)
+/// follow its row as rows named `<row> · <classifier>`, their test top-1 in the "last test top-1"
+/// column: Table 1's vanilla, cRT, LWS and searched rows from one run folder.
 pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
-    let mut rows: Vec<(String, Row)> = Vec::new();
+    // keyed by the config's grouping key and, for a stage-2 row, its classifier's name
+    let mut rows: Vec<((String, Option<String>), Row)> = Vec::new();
     for path in runs {
         let run = RunDir::new(path);
         let cfg_path = run.config_toml();
@@ -92,11 +91,11 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         let name = cfg.name.take().unwrap_or_else(|| run.name());
         cfg.data.source = canonical_source(&cfg.data.source);
         let key = cfg.with_seed(0).to_toml();
-        let pos = match rows.iter().position(|(k, _)| *k == key) {
+        let pos = match rows.iter().position(|((k, c), _)| c.is_none() && *k == key) {
             Some(p) => p,
             None => {
                 rows.push((
-                    key,
+                    (key.clone(), None),
                     Row {
                         name: seed_group_label(&name),
                         runs: Vec::new(),
@@ -124,37 +123,31 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         let Some(s2) = stage2.filter(|_| stage2_rows) else {
             continue;
         };
-        for (suffix, pick) in STAGE2_ROWS {
-            let suffix = match suffix {
-                "stage 2" if s2.config.sampler.is_some() => "stage 2 (sampler weights)",
-                "stage 2" => "stage 2 (searched weights)",
-                s => s,
-            };
-            let key = format!("{}\n# {suffix}", rows[pos].0);
-            let at = match rows.iter().position(|(k, _)| *k == key) {
+        let own = format!("stage 2 ({})", s2.weights_label());
+        let classifiers = STAGE2_ROWS
+            .iter()
+            .map(|(n, pick)| (n.to_string(), pick(&s2)))
+            .chain([(own, (&s2.crt.val, &s2.crt.test))]);
+        for (classifier, (val, test)) in classifiers {
+            let id = (key.clone(), Some(classifier));
+            let at = match rows.iter().position(|(k, _)| *k == id) {
                 Some(p) => p,
                 None => {
                     // after its run's row and the classifiers already there
                     let mut at = pos + 1;
-                    while at < rows.len() && rows[at].0.starts_with(&format!("{}\n# ", rows[pos].0)) {
+                    while at < rows.len() && rows[at].0 .0 == key && rows[at].0 .1.is_some() {
                         at += 1;
                     }
-                    let name = format!("{label} · {suffix}");
-                    rows.insert(
-                        at,
-                        (
-                            key,
-                            Row {
-                                name,
-                                runs: Vec::new(),
-                                values: Default::default(),
-                            },
-                        ),
-                    );
+                    let name = format!("{label} · {}", id.1.as_deref().unwrap_or_default());
+                    let row = Row {
+                        name,
+                        runs: Vec::new(),
+                        values: Default::default(),
+                    };
+                    rows.insert(at, (id, row));
                     at
                 }
             };
-            let (val, test) = pick(&s2);
             let row = &mut rows[at].1;
             row.runs.push(path.clone());
             put(row, "last test top-1", Some(test.top1));

@@ -197,11 +197,7 @@ pub fn stage2_table(r: &Stage2Report) -> String {
     let fc = &r.config;
     let mut out = format!(
         "\nstage 2 ({}):\n{:<34} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
-        if fc.sampler.is_some() {
-            "sampler weights"
-        } else {
-            "searched weights"
-        },
+        r.weights_label(),
         "classifier",
         "val",
         "test",
@@ -275,11 +271,7 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
         );
     }
     if let Some(s2) = super::read_stage2(run) {
-        let how = if s2.config.sampler.is_some() {
-            "sampler weights"
-        } else {
-            "searched weights"
-        };
+        let how = s2.weights_label();
         line(
             &mut out,
             &format!("stage 2, re-trained ({how}), test"),
