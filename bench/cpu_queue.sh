@@ -7,7 +7,12 @@
 #   1. Table 1's `ours` row at full length (stage 1 = the vanilla row; cRT, LWS, searched rows)
 #   2. the PyTorch reference at full length on the same split (the parity pair of issue 15)
 #   3. the agent of the long CutMix comparison (encoders from row 1's model)
-#   4. the CutMix rows: random p 0.5, agent p 0.5 and 0.7, CAM p 0.5
+#   4. the CutMix rows: random p 0.5, agent p 0.5 and 0.7, CAM p 0.5 (each with every stage-2
+#      classifier: candidates of the best recipe too)
+#   5. the balanced-softmax stage 1 (a best-recipe candidate), then Table 1's LDAM-DRW, BBN and TDE
+#      rows at full length
+# The bash running this file keeps reading the copy it opened: replace the file (write a new one and
+# mv it over), never edit it in place, while the queue runs.
 set -eu
 bin=${1:?usage: cpu_queue.sh AUTOSAMPLER_BINARY}
 cpu=(--set train.device=cpu --set train.threads=2 --set train.channels_last=true)
@@ -32,4 +37,10 @@ echo "== $(date -u +%FT%TZ) agent done"
 for row in cutmix_p0.5 agent_p0.5 cam_p0.5 agent_p0.7; do
   "$bin" sweep "configs/cutmix_long/c10lt_ir100_e200_$row.toml" --root runs/cutmix_long "${cpu[@]}" >> "runs/logs/cutmix_long_$row.log" 2>&1
   echo "== $(date -u +%FT%TZ) $row done"
+done
+"$bin" sweep configs/recipes/c10lt_ir100_e200_balanced_softmax.toml --root runs/recipes "${cpu[@]}" >> runs/logs/recipes_balanced_softmax.log 2>&1
+echo "== $(date -u +%FT%TZ) balanced softmax done"
+for row in ldam_drw bbn tde; do
+  "$bin" sweep "configs/table1/cifar10_lt_ir100_${row}_gpu.toml" --root runs/table1_full "${cpu[@]}" >> "runs/logs/table1_full_$row.log" 2>&1
+  echo "== $(date -u +%FT%TZ) table 1 $row done"
 done

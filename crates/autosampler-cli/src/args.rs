@@ -103,6 +103,9 @@ pub(crate) struct SweepArgs {
     /// The table's rows include each run's stage-2 classifiers (as `table --stage2-rows`).
     #[arg(long)]
     pub(crate) stage2_rows: bool,
+    /// Write the row best on val as one JSON line to this file (as `table --best`).
+    #[arg(long)]
+    pub(crate) best: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -121,6 +124,11 @@ pub(crate) struct TableArgs {
     /// sampler weights), test top-1 in the first column: Table 1's decoupled rows.
     #[arg(long)]
     pub(crate) stage2_rows: bool,
+    /// Pick the row with the highest mean val top-1 (with --stage2-rows, over every run ×
+    /// stage-2 classifier: the best recipe chosen on validation) and write it, its test metrics
+    /// and every candidate as one JSON line to this file.
+    #[arg(long)]
+    pub(crate) best: Option<PathBuf>,
 }
 
 #[derive(Args)]

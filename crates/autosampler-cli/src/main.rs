@@ -304,6 +304,19 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
     if let Some(p) = &a.csv {
         autosampler::fsx::write_atomic(p, table::csv(&rows).as_bytes())?;
     }
+    if let Some(p) = &a.best {
+        let Some(best) = table::best_json(&rows) else {
+            bail!("--best: no row has a val top-1 to choose on");
+        };
+        println!(
+            "\nbest on val: {} (val {}, test {} ± {})",
+            best["recipe"].as_str().unwrap_or_default(),
+            best["val_top1"],
+            best["best_recipe_test_top1"],
+            best["best_recipe_test_top1_std"]
+        );
+        autosampler::fsx::write_atomic(p, format!("{best}\n").as_bytes())?;
+    }
     Ok(())
 }
 
@@ -356,6 +369,7 @@ fn sweep_cmd(a: &SweepArgs) -> Result<()> {
             csv: a.csv.clone(),
             html: None,
             stage2_rows: a.stage2_rows,
+            best: a.best.clone(),
         })?;
     }
     if !failed.is_empty() {

@@ -509,11 +509,45 @@ fn table_groups_seeds_with_mean_and_std() {
             "--stage2-rows",
             "--csv",
             csv.to_str().unwrap(),
+            "--best",
+            dir.path().join("best.json").to_str().unwrap(),
         ],
         &dir.path().join("cache"),
     );
     assert!(o.status.success(), "{}", text(&o));
     let csv_text = std::fs::read_to_string(&csv).unwrap();
+    // --best: the row with the highest mean val top-1 (the first on ties), its test mean, and
+    // the stage-2 classifier that reproduces it
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("best.json")).unwrap()).unwrap();
+    let mut want: Option<(String, f64, f64)> = None;
+    for line in csv_text.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let (val, test): (f64, f64) = (cells[12].parse().unwrap(), cells[2].parse().unwrap());
+        if want.as_ref().is_none_or(|w| val > w.1 + 1e-9) {
+            want = Some((cells[0].to_string(), val, test));
+        }
+    }
+    let (name, val, test) = want.unwrap();
+    assert_eq!(best["recipe"], name.as_str(), "{best}");
+    assert!((best["val_top1"].as_f64().unwrap() - val).abs() < 0.006, "{best}");
+    assert!(
+        (best["best_recipe_test_top1"].as_f64().unwrap() - test).abs() < 0.006,
+        "{best}"
+    );
+    assert_eq!(best["seeds"], 2);
+    assert_eq!(best["candidates"].as_array().unwrap().len(), 7);
+    let classifier = match name.as_str() {
+        "fix" => serde_json::Value::Null,
+        "fix · cRT class-balanced" => "crt-class-balanced".into(),
+        "fix · cRT square-root" => "crt-square-root".into(),
+        "fix · LWS" => "lws".into(),
+        "fix · τ-normalised" => "tau-normalised".into(),
+        "fix · logit-adjusted" => "logit-adjusted".into(),
+        "fix · stage 2 (sampler weights)" => "retrained".into(),
+        n => panic!("unexpected row {n}"),
+    };
+    assert_eq!(best["stage2_classifier"], classifier, "{best}");
     let names: Vec<&str> = csv_text
         .lines()
         .skip(1)
@@ -570,15 +604,19 @@ fn table_groups_seeds_with_mean_and_std() {
 fn sweep_runs_configs_times_seeds_and_skips_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("fix.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n\
-             [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n",
-            fixtures().join("folder").display()
-        ),
-    )
-    .unwrap();
+    let write = |sampler: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n\
+                 [model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n\
+                 [stage2]\nepochs = 1\nbatch_size = 4\nsampler = {{ kind = \"{sampler}\" }}\n",
+                fixtures().join("folder").display()
+            ),
+        )
+        .unwrap()
+    };
+    write("square-root");
     let root = dir.path().join("sweep");
     let args = [
         "sweep",
@@ -604,6 +642,24 @@ fn sweep_runs_configs_times_seeds_and_skips_finished_runs() {
         "{}",
         text(&o)
     );
+    // Defect "sweep keeps stale results": a run folder is finished only for the config it ran;
+    // after an edit to [stage2] the sweep runs again (stage 1 reused) and stage 2 follows the edit
+    write("class-balanced");
+    let o = autosampler(&args, &dir.path().join("cache"));
+    let t = text(&o);
+    assert!(o.status.success() && !t.contains("finished, skipped"), "{t}");
+    for s in [0, 1] {
+        let s2: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("fix_s{s}/stage2/eval.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s2["config"]["sampler"]["kind"], "class-balanced", "seed {s}");
+        let reused = format!(
+            "{} (complete, reused)",
+            root.join(format!("fix_s{s}/stage1")).display()
+        );
+        assert!(t.contains(&reused), "seed {s}: stage 1 is reused: {t}");
+    }
 }
 
 /// The report renders in headless Chromium and its figures are on the page: the screenshot holds
@@ -1256,6 +1312,61 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         let diff: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
         assert!(diff < 1e-4, "max abs logit difference {diff}");
     }
+    // `[stage2] classifier` picks the model's classifier: the logit-adjusted one is the stage-1
+    // weight with the bias b_c − τ·ln(n_c / N), τ the one stage2/eval.json chose on val; stage 2
+    // runs again for it (the key is one of its inputs), and predict's card names it
+    write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         [stage2]\nepochs = 2\nbatch_size = 4\nsampler = { kind = \"class-balanced\" }\n\
+         classifier = \"logit-adjusted\"\n",
+    );
+    let o = stage("run", &cfg, &out, &cache);
+    let t = text(&o);
+    assert!(
+        o.status.success() && !t.contains("stage2 (complete, reused)") && t.contains("*logit-adjusted"),
+        "{t}"
+    );
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+    assert_eq!(s2["classifier"], "logit-adjusted");
+    let tau = s2["logit_adjusted"]["tau"].as_f64().unwrap();
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();
+    let counts: Vec<f64> = split["counts"]["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let n: f64 = counts.iter().sum();
+    let read = |p: &Path| -> std::collections::HashMap<String, Vec<f32>> {
+        tch::Tensor::read_safetensors(p)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap()))
+            .collect()
+    };
+    let (s1, exported) = (read(&out.join("stage1/model.safetensors")), read(&model));
+    assert_eq!(exported["fc.weight"], s1["fc.weight"]);
+    for (c, (&got, &b)) in exported["fc.bias"].iter().zip(&s1["fc.bias"]).enumerate() {
+        let want = b as f64 - tau * (counts[c] / n).ln();
+        assert!((got as f64 - want).abs() < 1e-5, "class {c}: {got} vs {want}");
+    }
+    let o = autosampler(
+        &[
+            "predict",
+            "--run",
+            out.to_str().unwrap(),
+            test_dir.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("logit-adjusted stage-1 classifier, τ = "),
+        "{}",
+        text(&o)
+    );
     // a file without a card is refused with the reason
     let o = autosampler(
         &[

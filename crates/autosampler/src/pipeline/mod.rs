@@ -20,12 +20,13 @@ use crate::data::cache::Cache;
 use crate::data::source::Catalog;
 use crate::data::{self, Dataset, Part, SourceConfig, Split};
 use crate::distributed::{self, Collective};
+use crate::eval::Metrics;
 use crate::mix::MixConfig;
 use crate::model::{Model, ModelConfig};
 use crate::report::plot;
 use crate::search::{self, Best};
 use crate::train::stage1::{self, EvalReport, Progress, TrainConfig};
-use crate::train::stage2::{self, Stage2Config};
+use crate::train::stage2::{self, Classifier, Stage2Config};
 use crate::{features, fsx, invalid, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -65,9 +66,77 @@ pub struct Stage2Report {
     pub logit_adjusted: stage2::PostHoc,
     pub lws_scales: Vec<f64>,
     pub lws: stage2::Scored,
+    /// The classifier in `stage2/head.safetensors` and the run's model (`[stage2] classifier`,
+    /// `best-on-val` resolved); reports written before the key existed held the re-trained one.
+    #[serde(default)]
+    pub classifier: Classifier,
 }
 
 impl Stage2Report {
+    /// A concrete classifier's validation and test metrics.
+    pub fn scored(&self, c: Classifier) -> (&Metrics, &Metrics) {
+        let s = match c {
+            Classifier::Retrained | Classifier::BestOnVal => &self.crt,
+            Classifier::CrtClassBalanced => &self.crt_class_balanced,
+            Classifier::CrtSquareRoot => &self.crt_square_root,
+            Classifier::Lws => &self.lws,
+            Classifier::TauNormalised => return (&self.tau_normalised.val, &self.tau_normalised.test),
+            Classifier::LogitAdjusted => return (&self.logit_adjusted.val, &self.logit_adjusted.test),
+        };
+        (&s.val, &s.test)
+    }
+
+    /// A concrete classifier's name in tables (`logit-adjusted`, `stage 2 (searched weights)`).
+    pub fn label(&self, c: Classifier) -> String {
+        match c {
+            Classifier::Retrained | Classifier::BestOnVal => {
+                format!("stage 2 ({})", self.weights_label())
+            }
+            Classifier::CrtClassBalanced => "cRT class-balanced".into(),
+            Classifier::CrtSquareRoot => "cRT square-root".into(),
+            Classifier::Lws => "LWS".into(),
+            Classifier::TauNormalised => "τ-normalised".into(),
+            Classifier::LogitAdjusted => "logit-adjusted".into(),
+        }
+    }
+
+    /// A concrete classifier described with its parameters (`logit-adjusted stage-1 classifier,
+    /// τ = 1.8 on val`), for the model card and summaries.
+    pub fn describe(&self, c: Classifier) -> String {
+        match c {
+            Classifier::Retrained | Classifier::BestOnVal => match &self.config.sampler {
+                Some(s) => format!("cRT with the {s:?} sampler's weights"),
+                None => "cRT with the searched weights".to_string(),
+            },
+            Classifier::CrtClassBalanced => "cRT with class-balanced sampling".into(),
+            Classifier::CrtSquareRoot => "cRT with square-root sampling".into(),
+            Classifier::Lws => "learnable weight scaling of the stage-1 classifier".into(),
+            Classifier::TauNormalised => format!(
+                "τ-normalised stage-1 classifier, τ = {:.1} on val",
+                self.tau_normalised.tau
+            ),
+            Classifier::LogitAdjusted => format!(
+                "logit-adjusted stage-1 classifier, τ = {:.1} on val",
+                self.logit_adjusted.tau
+            ),
+        }
+    }
+
+    /// `[stage2] classifier` resolved: itself, or for `best-on-val` the concrete classifier with
+    /// the highest validation top-1 (the first of [`Classifier::CONCRETE`] on ties).
+    pub fn resolve(&self, wanted: Classifier) -> Classifier {
+        if wanted != Classifier::BestOnVal {
+            return wanted;
+        }
+        let mut best = Classifier::Retrained;
+        for c in Classifier::CONCRETE {
+            if self.scored(c).0.top1 > self.scored(best).0.top1 {
+                best = c;
+            }
+        }
+        best
+    }
+
     /// Which weights its own stage 2 (`crt`) re-trained with: `[stage2] sampler`'s, or the
     /// searched ones.
     pub fn weights_label(&self) -> &'static str {
@@ -823,32 +892,50 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
             )
         }
     };
-    crate::model::save_tensors(
-        &run.stage2_head(),
-        &[("fc.weight".into(), head_w), ("fc.bias".into(), head_b)],
-    )?;
     tch::set_num_threads(1);
     let (lws_scales, lws) = stage2::learnable_weight_scaling(&parts, (&w0, &b0), counts, fc)?;
-    let fixed = |q: f64| -> Result<stage2::Scored> {
+    let fixed = |q: f64| -> Result<(stage2::Scored, (tch::Tensor, tch::Tensor))> {
         let w = crate::sampler::power_weights(counts, q);
         let f = stage2::finetune(&parts, (&w0, &b0), &w, counts, fc)?;
-        Ok(stage2::Scored {
-            val: f.val,
-            test: f.test,
-        })
+        Ok((
+            stage2::Scored {
+                val: f.val,
+                test: f.test,
+            },
+            (f.weight.tr().contiguous(), f.bias),
+        ))
     };
-    let r = Stage2Report {
+    let (crt_class_balanced, cb_head) = fixed(0.0)?;
+    let (crt_square_root, sqrt_head) = fixed(0.5)?;
+    let mut r = Stage2Report {
         config: fc.clone(),
         weights,
-        crt_class_balanced: fixed(0.0)?,
-        crt_square_root: fixed(0.5)?,
+        crt_class_balanced,
+        crt_square_root,
         stage1: stage2::Scored::of(&parts, &w0, &b0, counts),
         crt,
         tau_normalised: stage2::tau_normalised(&parts, &w0, counts),
         logit_adjusted: stage2::logit_adjusted(&parts, &w0, &b0, counts),
         lws_scales,
         lws,
+        classifier: Classifier::Retrained,
     };
+    r.classifier = r.resolve(fc.classifier);
+    let (head_w, head_b) = match r.classifier {
+        Classifier::Retrained | Classifier::BestOnVal => (head_w, head_b),
+        Classifier::CrtClassBalanced => cb_head,
+        Classifier::CrtSquareRoot => sqrt_head,
+        Classifier::Lws => stage2::lws_head(&w0, &b0, &r.lws_scales),
+        Classifier::TauNormalised => stage2::tau_normalised_head(&w0, r.tau_normalised.tau),
+        Classifier::LogitAdjusted => stage2::logit_adjusted_head(&w0, &b0, counts, r.logit_adjusted.tau),
+    };
+    crate::model::save_tensors(
+        &run.stage2_head(),
+        &[
+            ("fc.weight".into(), head_w.to_device(tch::Device::Cpu)),
+            ("fc.bias".into(), head_b.to_device(tch::Device::Cpu)),
+        ],
+    )?;
     fsx::write_json(&run.stage2_eval(), &r)?;
     manifest::commit(
         run,
@@ -1012,10 +1099,12 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
                 .into_iter()
                 .collect();
         let s2: Stage2Report = fsx::read_json(&run.stage2_eval())?;
-        let how = match &s2.config.sampler {
-            Some(s) => format!("stage 2: cRT with the {s:?} sampler's weights"),
-            None => "stage 2: cRT with the searched weights".to_string(),
+        let picked = if s2.config.classifier == Classifier::BestOnVal {
+            " (the best of stage 2's classifiers on validation)"
+        } else {
+            ""
         };
+        let how = format!("stage 2: {}{picked}", s2.describe(s2.classifier));
         (
             Some((h["fc.weight"].shallow_clone(), h["fc.bias"].shallow_clone())),
             how,
@@ -1038,8 +1127,13 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
     Ok(run.model())
 }
 
-/// Whether a run folder finished every stage its config has (what `sweep` skips).
+/// Whether a run folder finished every stage of this very config (what `sweep` skips): the
+/// folder's config.toml is `cfg`'s, and each stage's outputs are intact. A folder run with another
+/// config is not finished for this one (`run` then reuses the stages whose inputs still match).
 pub fn finished(cfg: &Config, run: &RunDir) -> bool {
+    if std::fs::read_to_string(run.config_toml()).ok() != Some(cfg.to_toml()) {
+        return false;
+    }
     let has = |s: Stage| manifest::read(run, s).is_some_and(|m| manifest::outputs_intact(run, &m));
     has(Stage::Eval)
         && (cfg.search.is_none() || has(Stage::Search))
@@ -1073,4 +1167,35 @@ pub fn read_agent_last(run: &RunDir) -> Option<AgentLog> {
 /// A run folder's agent state, if any.
 pub fn read_agent_state(run: &RunDir) -> Option<AgentState> {
     fsx::read_json(&run.agent_state()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[stage2] classifier = "best-on-val"` on the committed stage 2 of the full-length
+    /// CIFAR-10-LT IR 100 run (written before the key existed: it reads as the re-trained one):
+    /// logit adjustment has the highest val top-1 (75.0); on a tie the first of
+    /// `Classifier::CONCRETE` wins.
+    #[test]
+    fn best_on_val_picks_the_highest_val_top1_first_on_ties() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/results/table1_c10lt_ir100_e200_cpu_s0_stage2.json"
+        );
+        let mut r: Stage2Report = fsx::read_json(std::path::Path::new(path)).unwrap();
+        assert_eq!(r.classifier, Classifier::Retrained);
+        assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::LogitAdjusted);
+        assert_eq!(r.resolve(Classifier::Lws), Classifier::Lws);
+        assert_eq!(r.scored(Classifier::LogitAdjusted).1.top1, 75.07);
+        // re-trained and τ-normalised both have 70.5 on val
+        r.logit_adjusted.val.top1 = 70.5;
+        assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::Retrained);
+        r.crt.val.top1 = 70.0;
+        assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::TauNormalised);
+        assert_eq!(
+            r.describe(Classifier::TauNormalised),
+            "τ-normalised stage-1 classifier, τ = 1.3 on val"
+        );
+    }
 }

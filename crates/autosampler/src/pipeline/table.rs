@@ -2,6 +2,7 @@
 use super::{canonical_source, read_stage2, RunDir};
 use crate::config::Config;
 use crate::train::stage1::EvalReport;
+use crate::train::stage2::Classifier;
 use crate::{fsx, invalid, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ pub const COLUMNS: [&str; 7] = [
 #[derive(Debug, Clone)]
 pub struct Row {
     pub name: String,
+    /// For a stage-2 row (`--stage2-rows`): its classifier, on the runs' stage-1 backbones.
+    pub classifier: Option<Classifier>,
     pub runs: Vec<PathBuf>,
     /// column → one value per run (runs without it are left out of that column)
     pub values: BTreeMap<&'static str, Vec<f64>>,
@@ -48,29 +51,19 @@ pub fn seed_group_label(name: &str) -> String {
     }
 }
 
-/// The fixed classifiers of a run's stage 2 that `--stage2-rows` adds as rows of their own (each
-/// on the run's stage-1 backbone): the name's suffix and how to read its val and test metrics.
-/// The run's own stage 2 (`crt`) follows them, named by [`super::Stage2Report::weights_label`].
-type Stage2Pick = fn(&super::Stage2Report) -> (&crate::eval::Metrics, &crate::eval::Metrics);
-const STAGE2_ROWS: [(&str, Stage2Pick); 5] = [
-    ("cRT class-balanced", |r| {
-        (&r.crt_class_balanced.val, &r.crt_class_balanced.test)
-    }),
-    ("cRT square-root", |r| {
-        (&r.crt_square_root.val, &r.crt_square_root.test)
-    }),
-    ("LWS", |r| (&r.lws.val, &r.lws.test)),
-    ("τ-normalised", |r| {
-        (&r.tau_normalised.val, &r.tau_normalised.test)
-    }),
-    ("logit-adjusted", |r| {
-        (&r.logit_adjusted.val, &r.logit_adjusted.test)
-    }),
+/// The classifiers of a run's stage 2 that `--stage2-rows` adds as rows of their own, in order:
+/// the fixed ones (each on the run's stage-1 backbone), then the run's own re-trained one.
+const STAGE2_ROWS: [Classifier; 6] = [
+    Classifier::CrtClassBalanced,
+    Classifier::CrtSquareRoot,
+    Classifier::Lws,
+    Classifier::TauNormalised,
+    Classifier::LogitAdjusted,
+    Classifier::Retrained,
 ];
 
 /// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
-/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`], then its own stage 2)
-/// follow its row as rows named `<row> · <classifier>`, their test top-1 in the "last test top-1"
+/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows named `<row> · <classifier>`, their test top-1 in the "last test top-1"
 /// column: Table 1's vanilla, cRT, LWS and searched rows from one run folder.
 pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
     // keyed by the config's grouping key and, for a stage-2 row, its classifier's name
@@ -98,6 +91,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
                     (key.clone(), None),
                     Row {
                         name: seed_group_label(&name),
+                        classifier: None,
                         runs: Vec::new(),
                         values: Default::default(),
                     },
@@ -123,12 +117,8 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         let Some(s2) = stage2.filter(|_| stage2_rows) else {
             continue;
         };
-        let own = format!("stage 2 ({})", s2.weights_label());
-        let classifiers = STAGE2_ROWS
-            .iter()
-            .map(|(n, pick)| (n.to_string(), pick(&s2)))
-            .chain([(own, (&s2.crt.val, &s2.crt.test))]);
-        for (classifier, (val, test)) in classifiers {
+        for c in STAGE2_ROWS {
+            let (classifier, (val, test)) = (s2.label(c), s2.scored(c));
             let id = (key.clone(), Some(classifier));
             let at = match rows.iter().position(|(k, _)| *k == id) {
                 Some(p) => p,
@@ -141,6 +131,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
                     let name = format!("{label} · {}", id.1.as_deref().unwrap_or_default());
                     let row = Row {
                         name,
+                        classifier: Some(c),
                         runs: Vec::new(),
                         values: Default::default(),
                     };
@@ -158,6 +149,63 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         }
     }
     Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The row with the highest mean validation top-1 (the first on ties): the recipe to pick when
+/// test is kept for reporting. Rows without a val top-1 are left out.
+pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
+    let val = |r: &Row| {
+        r.values
+            .get("val top-1")
+            .filter(|v| !v.is_empty())
+            .map(|v| mean_std(v).0)
+    };
+    let mut best: Option<(&Row, f64)> = None;
+    for r in rows {
+        if let Some(v) = val(r) {
+            if best.is_none_or(|(_, b)| v > b) {
+                best = Some((r, v));
+            }
+        }
+    }
+    best.map(|(r, _)| r)
+}
+
+/// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean and std over
+/// seeds), what reproduces it (run folders, the stage-2 classifier to set), and every candidate's
+/// val and test top-1 beside it.
+pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
+    let best = best_on_val(rows)?;
+    let mean = |r: &Row, c: &str| r.values.get(c).filter(|v| !v.is_empty()).map(|v| mean_std(v).0);
+    let test = &best.values["last test top-1"];
+    let (m, sd) = mean_std(test);
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let candidates: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "recipe": r.name,
+                "seeds": r.runs.len(),
+                "val_top1": mean(r, "val top-1").map(r2),
+                "test_top1": mean(r, "last test top-1").map(r2),
+            })
+        })
+        .collect();
+    Some(serde_json::json!({
+        "bench": "best_recipe",
+        "selected_on": "val top-1, mean over seeds, among the candidates",
+        "recipe": best.name,
+        "stage2_classifier": best.classifier.map(|c| c.key()),
+        "runs": best.runs,
+        "seeds": test.len(),
+        "val_top1": mean(best, "val top-1").map(r2),
+        "best_recipe_test_top1": r2(m),
+        "best_recipe_test_top1_std": r2(sd),
+        "many": mean(best, "many").map(r2),
+        "medium": mean(best, "medium").map(r2),
+        "few": mean(best, "few").map(r2),
+        "candidates": candidates,
+    }))
 }
 
 fn put(row: &mut Row, col: &'static str, v: Option<f64>) {
@@ -282,6 +330,7 @@ mod tests {
         assert_eq!(seed_group_label("a_s1x"), "a_s1x");
         let row = Row {
             name: "a,b".into(),
+            classifier: None,
             runs: vec![PathBuf::from("x"), PathBuf::from("y")],
             values: [("last test top-1", vec![1.0, 3.0])].into_iter().collect(),
         };

@@ -7,6 +7,7 @@ use crate::eval::Metrics;
 use crate::report::plot;
 use crate::search::{Best, SearchConfig};
 use crate::train::stage1::{EpochLog, EvalReport};
+use crate::train::stage2::Classifier;
 use std::fmt::Write as _;
 
 fn opt(x: Option<f64>) -> String {
@@ -234,10 +235,19 @@ pub fn stage2_table(r: &Stage2Report) -> String {
         ),
         ("learnable weight scaling".to_string(), &r.lws.val, &r.lws.test),
     ];
-    for (name, val, test) in rows {
+    let model_row = match r.classifier {
+        Classifier::Retrained | Classifier::BestOnVal => 1,
+        Classifier::CrtClassBalanced => 2,
+        Classifier::CrtSquareRoot => 3,
+        Classifier::TauNormalised => 4,
+        Classifier::LogitAdjusted => 5,
+        Classifier::Lws => 6,
+    };
+    for (i, (name, val, test)) in rows.into_iter().enumerate() {
+        let mark = if i == model_row { "*" } else { " " };
         let _ = writeln!(
             out,
-            "{:<34} {:6.2} {:6.2} {:>6} {:>6} {:>6}",
+            "{mark}{:<33} {:6.2} {:6.2} {:>6} {:>6} {:>6}",
             name,
             val.top1,
             test.top1,
@@ -246,6 +256,16 @@ pub fn stage2_table(r: &Stage2Report) -> String {
             opt(test.few)
         );
     }
+    let _ = writeln!(
+        out,
+        "* the run's model: {}{}",
+        r.describe(r.classifier),
+        if r.config.classifier == Classifier::BestOnVal {
+            " (best on val)"
+        } else {
+            ""
+        }
+    );
     out
 }
 
@@ -287,6 +307,13 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
             "stage 2, square-root cRT, test",
             &s2.crt_square_root.test,
         );
+        if s2.classifier != Classifier::Retrained {
+            line(
+                &mut out,
+                &format!("model: {}, test", s2.label(s2.classifier)),
+                s2.scored(s2.classifier).1,
+            );
+        }
     }
     if let Some(l) = super::read_agent_last(run) {
         let _ = writeln!(

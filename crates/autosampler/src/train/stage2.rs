@@ -28,6 +28,61 @@ pub struct Stage2Config {
     /// `features`: re-train on the cached features (fast). `images`: on augmented images through
     /// the frozen backbone (exact, as the decoupling paper's cRT).
     pub path: Stage2Path,
+    /// Which of stage 2's classifiers the run's model (`model.safetensors`, `predict`) uses: the
+    /// re-trained one (default), one of the fixed ones, or `best-on-val`, the one with the highest
+    /// validation top-1.
+    #[serde(skip_serializing_if = "Classifier::is_retrained")]
+    pub classifier: Classifier,
+}
+
+/// One of the classifiers stage 2 scores, as `[stage2] classifier` names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Classifier {
+    /// Re-trained with the searched weights, or `[stage2] sampler`'s.
+    #[default]
+    Retrained,
+    /// cRT with class-balanced sampling.
+    CrtClassBalanced,
+    /// cRT with square-root sampling.
+    CrtSquareRoot,
+    /// Learnable weight scaling.
+    Lws,
+    /// τ-normalisation, τ chosen on validation.
+    TauNormalised,
+    /// Post-hoc logit adjustment, τ chosen on validation.
+    LogitAdjusted,
+    /// Whichever of the others has the highest validation top-1 (the first listed on ties).
+    BestOnVal,
+}
+
+impl Classifier {
+    /// The concrete classifiers, in the order `best-on-val` prefers them on ties.
+    pub const CONCRETE: [Classifier; 6] = [
+        Classifier::Retrained,
+        Classifier::CrtClassBalanced,
+        Classifier::CrtSquareRoot,
+        Classifier::Lws,
+        Classifier::TauNormalised,
+        Classifier::LogitAdjusted,
+    ];
+
+    fn is_retrained(&self) -> bool {
+        *self == Classifier::Retrained
+    }
+
+    /// Its name in configs (`logit-adjusted`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Classifier::Retrained => "retrained",
+            Classifier::CrtClassBalanced => "crt-class-balanced",
+            Classifier::CrtSquareRoot => "crt-square-root",
+            Classifier::Lws => "lws",
+            Classifier::TauNormalised => "tau-normalised",
+            Classifier::LogitAdjusted => "logit-adjusted",
+            Classifier::BestOnVal => "best-on-val",
+        }
+    }
 }
 
 /// Where stage 2 reads its training inputs.
@@ -157,6 +212,7 @@ impl Default for Stage2Config {
             seed: Default::default(),
             sampler: Default::default(),
             path: Default::default(),
+            classifier: Default::default(),
         }
     }
 }
@@ -273,13 +329,13 @@ pub fn learnable_weight_scaling(
             });
         }
     }
-    let s = s.detach();
-    let scales: Vec<f64> = Vec::<f32>::try_from(&s)
+    let scales: Vec<f64> = Vec::<f32>::try_from(&s.detach())
         .expect("f32")
         .into_iter()
         .map(f64::from)
         .collect();
-    let scored = Scored::of(parts, &(w0 * s.unsqueeze(1)), &(b0 * &s), train_counts);
+    let (w, b) = lws_head(w0, b0, &scales);
+    let scored = Scored::of(parts, &w, &b, train_counts);
     if scales.iter().any(|x| !x.is_finite()) {
         return Err(invalid!(
             "learnable weight scaling diverged (lr {}): scales {scales:?}",
@@ -297,22 +353,38 @@ pub fn tau_grid() -> Vec<f64> {
 /// τ-normalisation (Kang et al.): each class's weight vector divided by its norm to the power τ,
 /// bias dropped; τ maximising validation top-1 (the smallest on ties).
 pub fn tau_normalised(parts: &Parts, w0: &Tensor, train_counts: &[usize]) -> PostHoc {
+    best_on_val(parts, train_counts, |tau| tau_normalised_head(w0, tau))
+}
+
+/// The τ-normalised classifier `(w0 / ‖w0_c‖^τ, 0)`.
+pub fn tau_normalised_head(w0: &Tensor, tau: f64) -> (Tensor, Tensor) {
     let norms = w0.norm_scalaropt_dim(2, [1], true);
     let zero = Tensor::zeros([w0.size()[0]], (Kind::Float, w0.device()));
-    best_on_val(parts, train_counts, |tau| {
-        (w0 / norms.pow_tensor_scalar(tau), zero.shallow_clone())
-    })
+    (w0 / norms.pow_tensor_scalar(tau), zero)
 }
 
 /// Post-hoc logit adjustment (Menon et al.): logits − τ·log prior, τ chosen on validation.
 pub fn logit_adjusted(parts: &Parts, w0: &Tensor, b0: &Tensor, train_counts: &[usize]) -> PostHoc {
+    best_on_val(parts, train_counts, |tau| {
+        logit_adjusted_head(w0, b0, train_counts, tau)
+    })
+}
+
+/// The logit-adjusted classifier `(w0, b0 − τ·log(n_c / N))`.
+pub fn logit_adjusted_head(w0: &Tensor, b0: &Tensor, train_counts: &[usize], tau: f64) -> (Tensor, Tensor) {
     let n: usize = train_counts.iter().sum();
     let log_prior: Vec<f32> = train_counts
         .iter()
         .map(|&c| (c as f64 / n as f64).ln() as f32)
         .collect();
     let lp = Tensor::from_slice(&log_prior).to_device(b0.device());
-    best_on_val(parts, train_counts, |tau| (w0.shallow_clone(), b0 - &lp * tau))
+    (w0.shallow_clone(), b0 - lp * tau)
+}
+
+/// The classifier of learnable weight scaling with scales `s`: `(s_c·w0_c, s_c·b0_c)`.
+pub fn lws_head(w0: &Tensor, b0: &Tensor, scales: &[f64]) -> (Tensor, Tensor) {
+    let s = Tensor::from_slice(&scales.iter().map(|&x| x as f32).collect::<Vec<_>>()).to_device(w0.device());
+    (w0 * s.unsqueeze(1), b0 * s)
 }
 
 fn best_on_val(parts: &Parts, counts: &[usize], classifier: impl Fn(f64) -> (Tensor, Tensor)) -> PostHoc {
