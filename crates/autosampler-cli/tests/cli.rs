@@ -1330,6 +1330,11 @@ fn exported_model_predicts_and_loads_into_pytorch() {
     let s2: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
     assert_eq!(s2["classifier"], "logit-adjusted");
+    let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
+    assert!(
+        html.contains("<b>logit-adjusted (τ = ") && html.matches("(the run's model)").count() == 1,
+        "the report marks the model's classifier"
+    );
     let tau = s2["logit_adjusted"]["tau"].as_f64().unwrap();
     let split: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();

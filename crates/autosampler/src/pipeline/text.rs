@@ -193,9 +193,37 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-/// stage2/eval.json as a table.
-pub fn stage2_table(r: &Stage2Report) -> String {
+/// stage 2's classifiers in the order its tables list them, after the stage-1 one (`None`), each
+/// with its name there and its val and test metrics: what the printed and the HTML tables show.
+pub fn stage2_rows(r: &Stage2Report) -> Vec<(Option<Classifier>, String, &Metrics, &Metrics)> {
     let fc = &r.config;
+    let name = |c: Classifier| match c {
+        Classifier::Retrained | Classifier::BestOnVal => {
+            format!("re-trained ({} epochs on {:?})", fc.epochs, fc.path)
+        }
+        Classifier::CrtClassBalanced => "cRT, class-balanced".into(),
+        Classifier::CrtSquareRoot => "cRT, square-root".into(),
+        Classifier::TauNormalised => format!("τ-normalised (τ = {:.1} on val)", r.tau_normalised.tau),
+        Classifier::LogitAdjusted => format!("logit-adjusted (τ = {:.1} on val)", r.logit_adjusted.tau),
+        Classifier::Lws => "learnable weight scaling".into(),
+    };
+    let mut rows = vec![(None, "stage 1".to_string(), &r.stage1.val, &r.stage1.test)];
+    for c in [
+        Classifier::Retrained,
+        Classifier::CrtClassBalanced,
+        Classifier::CrtSquareRoot,
+        Classifier::TauNormalised,
+        Classifier::LogitAdjusted,
+        Classifier::Lws,
+    ] {
+        let (val, test) = r.scored(c);
+        rows.push((Some(c), name(c), val, test));
+    }
+    rows
+}
+
+/// stage2/eval.json as a table; `*` marks the classifier of the run's model.
+pub fn stage2_table(r: &Stage2Report) -> String {
     let mut out = format!(
         "\nstage 2 ({}):\n{:<34} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
         r.weights_label(),
@@ -206,45 +234,8 @@ pub fn stage2_table(r: &Stage2Report) -> String {
         "medium",
         "few"
     );
-    let rows = [
-        ("stage 1".to_string(), &r.stage1.val, &r.stage1.test),
-        (
-            format!("re-trained ({} epochs on {:?})", fc.epochs, fc.path),
-            &r.crt.val,
-            &r.crt.test,
-        ),
-        (
-            "cRT, class-balanced".to_string(),
-            &r.crt_class_balanced.val,
-            &r.crt_class_balanced.test,
-        ),
-        (
-            "cRT, square-root".to_string(),
-            &r.crt_square_root.val,
-            &r.crt_square_root.test,
-        ),
-        (
-            format!("τ-normalised (τ = {:.1} on val)", r.tau_normalised.tau),
-            &r.tau_normalised.val,
-            &r.tau_normalised.test,
-        ),
-        (
-            format!("logit-adjusted (τ = {:.1} on val)", r.logit_adjusted.tau),
-            &r.logit_adjusted.val,
-            &r.logit_adjusted.test,
-        ),
-        ("learnable weight scaling".to_string(), &r.lws.val, &r.lws.test),
-    ];
-    let model_row = match r.classifier {
-        Classifier::Retrained | Classifier::BestOnVal => 1,
-        Classifier::CrtClassBalanced => 2,
-        Classifier::CrtSquareRoot => 3,
-        Classifier::TauNormalised => 4,
-        Classifier::LogitAdjusted => 5,
-        Classifier::Lws => 6,
-    };
-    for (i, (name, val, test)) in rows.into_iter().enumerate() {
-        let mark = if i == model_row { "*" } else { " " };
+    for (c, name, val, test) in stage2_rows(r) {
+        let mark = if c == Some(r.classifier) { "*" } else { " " };
         let _ = writeln!(
             out,
             "{mark}{:<33} {:6.2} {:6.2} {:>6} {:>6} {:>6}",

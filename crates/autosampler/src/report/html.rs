@@ -251,23 +251,12 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
     }
     if let Some(s2) = &stage2 {
         h.push_str("<h2>Stage 2</h2><table><tr><th>classifier</th><th>val top-1</th><th>test top-1</th><th>many</th><th>medium</th><th>few</th></tr>");
-        for (label, val, test) in [
-            ("stage 1", &s2.stage1.val, &s2.stage1.test),
-            ("re-trained (chosen weights)", &s2.crt.val, &s2.crt.test),
-            (
-                "cRT, class-balanced",
-                &s2.crt_class_balanced.val,
-                &s2.crt_class_balanced.test,
-            ),
-            (
-                "cRT, square-root",
-                &s2.crt_square_root.val,
-                &s2.crt_square_root.test,
-            ),
-            ("τ-normalised", &s2.tau_normalised.val, &s2.tau_normalised.test),
-            ("logit-adjusted", &s2.logit_adjusted.val, &s2.logit_adjusted.test),
-            ("learnable weight scaling", &s2.lws.val, &s2.lws.test),
-        ] {
+        for (c, label, val, test) in crate::pipeline::text::stage2_rows(s2) {
+            let label = if c == Some(s2.classifier) {
+                format!("<b>{label}</b> (the run's model)")
+            } else {
+                label
+            };
             let _ = write!(
                 h,
                 "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
