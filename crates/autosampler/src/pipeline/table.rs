@@ -63,8 +63,9 @@ const STAGE2_ROWS: [Classifier; 6] = [
 ];
 
 /// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
-/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows named `<row> · <classifier>`, their test top-1 in the "last test top-1"
-/// column: Table 1's vanilla, cRT, LWS and searched rows from one run folder.
+/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows
+/// named `<row> · <classifier>`, their test top-1 in the "last test top-1" column: Table 1's
+/// vanilla, cRT, LWS and searched rows from one run folder.
 pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
     // keyed by the config's grouping key and, for a stage-2 row, its classifier's name
     let mut rows: Vec<((String, Option<String>), Row)> = Vec::new();
@@ -151,21 +152,21 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
     Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
+/// A column's mean over the row's runs, if any run has it.
+fn col_mean(r: &Row, col: &str) -> Option<f64> {
+    r.values.get(col).filter(|v| !v.is_empty()).map(|v| mean_std(v).0)
+}
+
 /// The row with the highest mean validation top-1 (the first on ties): the recipe to pick when
-/// test is kept for reporting. Rows without a val top-1 are left out.
+/// test is kept for reporting. Rows without a val and a test top-1 are left out.
 pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
-    let val = |r: &Row| {
-        r.values
-            .get("val top-1")
-            .filter(|v| !v.is_empty())
-            .map(|v| mean_std(v).0)
-    };
     let mut best: Option<(&Row, f64)> = None;
     for r in rows {
-        if let Some(v) = val(r) {
-            if best.is_none_or(|(_, b)| v > b) {
-                best = Some((r, v));
-            }
+        let (Some(v), Some(_)) = (col_mean(r, "val top-1"), col_mean(r, "last test top-1")) else {
+            continue;
+        };
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((r, v));
         }
     }
     best.map(|(r, _)| r)
@@ -176,7 +177,6 @@ pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
 /// val and test top-1 beside it.
 pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     let best = best_on_val(rows)?;
-    let mean = |r: &Row, c: &str| r.values.get(c).filter(|v| !v.is_empty()).map(|v| mean_std(v).0);
     let test = &best.values["last test top-1"];
     let (m, sd) = mean_std(test);
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -186,8 +186,8 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
             serde_json::json!({
                 "recipe": r.name,
                 "seeds": r.runs.len(),
-                "val_top1": mean(r, "val top-1").map(r2),
-                "test_top1": mean(r, "last test top-1").map(r2),
+                "val_top1": col_mean(r, "val top-1").map(r2),
+                "test_top1": col_mean(r, "last test top-1").map(r2),
             })
         })
         .collect();
@@ -198,12 +198,12 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
         "stage2_classifier": best.classifier.map(|c| c.key()),
         "runs": best.runs,
         "seeds": test.len(),
-        "val_top1": mean(best, "val top-1").map(r2),
+        "val_top1": col_mean(best, "val top-1").map(r2),
         "best_recipe_test_top1": r2(m),
         "best_recipe_test_top1_std": r2(sd),
-        "many": mean(best, "many").map(r2),
-        "medium": mean(best, "medium").map(r2),
-        "few": mean(best, "few").map(r2),
+        "many": col_mean(best, "many").map(r2),
+        "medium": col_mean(best, "medium").map(r2),
+        "few": col_mean(best, "few").map(r2),
         "candidates": candidates,
     }))
 }
