@@ -1287,7 +1287,27 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         &cache,
     );
     let t = text(&o);
-    assert!(o.status.success() && t.contains("stage 2: cRT"), "{t}");
+    assert!(
+        o.status.success()
+            && t.contains("stage 2: ")
+            && t.contains("(the best of stage 2's classifiers on validation)"),
+        "{t}"
+    );
+    // by default the model's classifier is the one of stage 2's with the highest val top-1
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+    let val = |k: &str| s2[k]["val"]["top1"].as_f64().unwrap();
+    let fields = [
+        ("retrained", "crt"),
+        ("crt-class-balanced", "crt_class_balanced"),
+        ("crt-square-root", "crt_square_root"),
+        ("lws", "lws"),
+        ("tau-normalised", "tau_normalised"),
+        ("logit-adjusted", "logit_adjusted"),
+    ];
+    let top = fields.iter().map(|(_, f)| val(f)).fold(f64::MIN, f64::max);
+    let first_top = fields.iter().find(|(_, f)| val(f) == top).unwrap().0;
+    assert_eq!(s2["classifier"], first_top, "{s2}");
     let rows: Vec<String> = std::fs::read_to_string(&csv)
         .unwrap()
         .lines()

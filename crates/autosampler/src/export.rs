@@ -1,6 +1,6 @@
 //! One file for a trained model: `model.safetensors` at a run folder's root holds the stage-1
-//! backbone and the chosen classifier (stage 2's re-trained one when stage 2 ran) under PyTorch's
-//! parameter names, with a [`ModelCard`] in the safetensors header (`__metadata__`, key
+//! backbone and the chosen classifier (the one `[stage2] classifier` picks when stage 2 ran: by
+//! default the best on validation) under PyTorch's parameter names, with a [`ModelCard`] in the safetensors header (`__metadata__`, key
 //! `autosampler`): the architecture, the class names, the input size, the resize policy and the
 //! normalisation. `autosampler predict` and the Python package read it; PyTorch's
 //! `load_state_dict(strict=True)` takes its tensors.

@@ -68,7 +68,7 @@ pub struct Stage2Report {
     pub lws: stage2::Scored,
     /// The classifier in `stage2/head.safetensors` and the run's model (`[stage2] classifier`,
     /// `best-on-val` resolved); reports written before the key existed held the re-trained one.
-    #[serde(default)]
+    #[serde(default = "Classifier::retrained")]
     pub classifier: Classifier,
 }
 
@@ -1077,8 +1077,9 @@ fn agent_with(
     Ok(())
 }
 
-/// `model.safetensors`: the stage-1 backbone with the chosen classifier — stage 2's re-trained one
-/// when stage 2 ran on a linear head, else stage 1's — and its card (see [`crate::export`]).
+/// `model.safetensors`: the stage-1 backbone with the chosen classifier — the one of stage 2's that
+/// `[stage2] classifier` picked (`stage2/head.safetensors`) when stage 2 ran, else stage 1's — and
+/// its card (see [`crate::export`]).
 pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
     let (m, t) = training_config(cfg)?;
     let with_stage2 = cfg.stage2.is_some() && manifest::read(run, Stage::Stage2).is_some();

@@ -28,19 +28,17 @@ pub struct Stage2Config {
     /// `features`: re-train on the cached features (fast). `images`: on augmented images through
     /// the frozen backbone (exact, as the decoupling paper's cRT).
     pub path: Stage2Path,
-    /// Which of stage 2's classifiers the run's model (`model.safetensors`, `predict`) uses: the
-    /// re-trained one (default), one of the fixed ones, or `best-on-val`, the one with the highest
-    /// validation top-1.
-    #[serde(skip_serializing_if = "Classifier::is_retrained")]
+    /// Which of stage 2's classifiers the run's model (`model.safetensors`, `predict`) uses:
+    /// `best-on-val` (default), the one with the highest validation top-1; or one named (the
+    /// re-trained one, one of the fixed ones).
     pub classifier: Classifier,
 }
 
 /// One of the classifiers stage 2 scores, as `[stage2] classifier` names it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Classifier {
     /// Re-trained with the searched weights, or `[stage2] sampler`'s.
-    #[default]
     Retrained,
     /// cRT with class-balanced sampling.
     CrtClassBalanced,
@@ -67,8 +65,9 @@ impl Classifier {
         Classifier::LogitAdjusted,
     ];
 
-    fn is_retrained(&self) -> bool {
-        *self == Classifier::Retrained
+    /// The re-trained classifier: what a stage2/eval.json written before the key existed holds.
+    pub fn retrained() -> Classifier {
+        Classifier::Retrained
     }
 
     /// Its name in configs (`logit-adjusted`).
@@ -212,7 +211,7 @@ impl Default for Stage2Config {
             seed: Default::default(),
             sampler: Default::default(),
             path: Default::default(),
-            classifier: Default::default(),
+            classifier: Classifier::BestOnVal,
         }
     }
 }
