@@ -40,8 +40,9 @@ pub(crate) enum Cmd {
     /// The coarse auto-sampler: PPO search of per-class sampling weights on the feature proxy.
     Search(RunArgs),
     /// Stage 2 ([stage2]): re-train the classifier on the cached features with the searched (or a
-    /// sampler's) class weights; also τ-normalisation and post-hoc logit adjustment. Writes
-    /// stage2/. (`finetune` is the old name, still accepted.)
+    /// sampler's) class weights; also class-balanced and square-root cRT, LWS, τ-normalisation and
+    /// post-hoc logit adjustment. The run's model takes the one `[stage2] classifier` picks (by
+    /// default the best on val). Writes stage2/. (`finetune` is the old name, still accepted.)
     #[command(alias = "finetune")]
     Stage2(RunArgs),
     /// Gather the eval.json of run folders into one table: runs whose configs differ only in
