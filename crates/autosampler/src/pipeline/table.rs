@@ -195,7 +195,7 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
         "bench": "best_recipe",
         "selected_on": "val top-1, mean over seeds, among the candidates",
         "recipe": best.name,
-        "stage2_classifier": best.classifier.map(|c| c.key()),
+        "stage2_classifier": best.classifier,
         "runs": best.runs,
         "seeds": test.len(),
         "val_top1": col_mean(best, "val top-1").map(r2),

@@ -69,19 +69,6 @@ impl Classifier {
     pub fn retrained() -> Classifier {
         Classifier::Retrained
     }
-
-    /// Its name in configs (`logit-adjusted`).
-    pub fn key(&self) -> &'static str {
-        match self {
-            Classifier::Retrained => "retrained",
-            Classifier::CrtClassBalanced => "crt-class-balanced",
-            Classifier::CrtSquareRoot => "crt-square-root",
-            Classifier::Lws => "lws",
-            Classifier::TauNormalised => "tau-normalised",
-            Classifier::LogitAdjusted => "logit-adjusted",
-            Classifier::BestOnVal => "best-on-val",
-        }
-    }
 }
 
 /// Where stage 2 reads its training inputs.
