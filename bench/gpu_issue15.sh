@@ -61,27 +61,6 @@ for row in "${rows[@]}" ref; do echo "== $row"; tail -n 4 "$OUT/$row.log"; done
 done_runs=(); for d in "$ROOT"/*; do [ -f "$d/eval.json" ] && done_runs+=("$d"); done
 .gpu/autosampler table "${done_runs[@]}" --stage2-rows --best "$OUT/best_recipe_c10lt_ir100_e$EPOCHS.json" >"$OUT/table1_c10lt_ir100.md" 2>&1
 cat "$OUT/table1_c10lt_ir100.md"
-$PY - "$ROOT/cifar10_lt_ir100_ours_gpu_s0/eval.json" "$OUT/ref_c10lt_ir100_e${EPOCHS}_s0.json" "$EPOCHS" <<'EOF' | tee "$OUT/parity_c10lt_ir100_e$EPOCHS.json"
-import json, sys
-ours, ref, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-row = {"bench": "parity_c10lt_ir100", "epochs": epochs,
-       "protocol": "CIFAR-10-LT IR 100 (JPEG copy), val 20/class, ResNet-32, CE, LDAM-DRW recipe (warm-up 5, "
-                   "lr 0.1, x0.01 at 160, x0.0001 at 180, batch 128, wd 2e-4), seed 0, last epoch"}
-try:
-    e = json.load(open(ours))["last"]
-    row.update(autosampler_test_top1=round(e["test"]["top1"], 2), autosampler_test_many=round(e["test"]["many"], 2),
-               autosampler_test_medium=round(e["test"]["medium"], 2))
-except (OSError, KeyError) as err:
-    row["autosampler_error"] = str(err)
-try:
-    r = json.load(open(ref))
-    row.update(torch_test_top1=round(r["test"]["top1"], 2), torch_test_many=round(r["test"]["many"], 2),
-               torch_test_medium=round(r["test"]["medium"], 2), torch_train_wall_s=r["train_wall_s"])
-except (OSError, KeyError) as err:
-    row["torch_error"] = str(err)
-if "autosampler_test_top1" in row and "torch_test_top1" in row:
-    row["difference"] = round(row["autosampler_test_top1"] - row["torch_test_top1"], 2)
-    row["goal_within_1_point"] = abs(row["difference"]) <= 1.0
-print(json.dumps(row))
-EOF
+$PY bench/parity.py --ours "$ROOT/cifar10_lt_ir100_ours_gpu_s0/eval.json" \
+  --torch "$OUT/ref_c10lt_ir100_e${EPOCHS}_s0.json" --epochs "$EPOCHS" | tee "$OUT/parity_c10lt_ir100_e$EPOCHS.json"
 true

@@ -22,7 +22,9 @@ ROWS = {
     "focal": ("focal loss, gamma 1 (LDAM-DRW's setting)", {}, 'loss = { kind = "focal", gamma = 1.0 }'),
     "class_balanced_loss": ("class-balanced loss (Cui et al.), softmax, beta 0.9999", {},
                             'loss = { kind = "class-balanced", beta = 0.9999 }'),
-    "ldam_drw": ("LDAM with deferred re-weighting (cosine head)", {"drw": True}, 'loss = { kind = "ldam", max_m = 0.5, s = 30.0 }'),
+    "ldam_drw": ("LDAM with deferred re-weighting (cosine head); the row is stage 1, and its search and stage 2"
+                 " (decoupled classifiers on its features) are candidates of the best recipe",
+                 {"drw": True, "stage2": True}, 'loss = { kind = "ldam", max_m = 0.5, s = 30.0 }'),
     "bbn": ("BBN (Zhou et al. 2020): bilateral branches, uniform + reversed sampler, cumulative learning",
             {"model": ["bilateral = true"], "train": ['method = "bbn"']}, 'loss = { kind = "ce" }'),
     "tde": ("TDE (Tang et al. 2020): causal normalised classifier on BBN's ResNet-32, total-direct-effect inference",
@@ -105,7 +107,7 @@ def main():
                         train.append(f"drw = {{ start_epoch = {s['drw_start']}, beta = 0.9999 }}")
                     if train:
                         lines += ["", "[train]"] + train
-                    if opts.get("ours"):
+                    if opts.get("ours") or opts.get("stage2"):
                         lines += ["", "[search]", "trajectories = 100", "samples = 8", "seed = 0",
                                   "", "[stage2]", "epochs = 10"]
                     with open(os.path.join(out, name + ".toml"), "w") as f:

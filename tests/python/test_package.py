@@ -112,6 +112,29 @@ def test_exported_model_loads_strict_and_predicts_as_the_cli(tiny_run, tmp_path)
     assert torch.allclose(card.normalize(px), t["input"], atol=1e-5)
 
 
+def test_a_cosine_models_export_loads_strict_and_predicts_as_the_cli(tmp_path):
+    """LDAM-DRW's cosine head re-trained by stage 2: the export's head is a linear classifier on
+    normalised features, which the package builds from the card."""
+    cfg = tmp_path / "cos.toml"
+    cfg.write_text(
+        f'name = "cos"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
+        '[data.split]\nval_per_class = 1\n[model]\narch = "resnet8"\nhead = "cosine"\n'
+        '[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\nloss = { kind = "ldam", s = 30.0 }\n'
+        "[stage2]\nepochs = 2\nbatch_size = 4\nsampler = { kind = \"class-balanced\" }\n"
+    )
+    out = tmp_path / "out"
+    os.environ.setdefault("AUTOSAMPLER_CACHE", str(tmp_path / "cache"))
+    cli("run", "--config", cfg, "--out", out)
+    model, card = asp.load_model(out / "model.safetensors")
+    assert card.model["head"] == "linear-on-normalised"
+    io = tmp_path / "io.safetensors"
+    cli("predict", "--run", out, FIXTURES / "folder/test", "--save-io", io)
+    t = load_file(io)
+    with torch.no_grad():
+        diff = (model(t["input"]) - t["logits"]).abs().max().item()
+    assert diff < 1e-4, diff
+
+
 def test_run_returns_the_run_folders_results(tiny_run, tmp_path):
     cfg, out = tiny_run
     r = asp.run(cfg, out=out)  # every stage complete: reused

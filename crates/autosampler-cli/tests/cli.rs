@@ -1470,3 +1470,97 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         "{t}"
     );
 }
+
+/// A cosine-head model (LDAM-DRW's) goes through the search and stage 2 as a linear one does: its
+/// classifier is taken as `s · normalize(W)ᵀ` on normalised features, which ranks the classes as
+/// the cosine head does (stage 2's stage-1 row is stage 1's own evaluation), and the export holds
+/// stage 2's linear classifier on normalised features (card head `linear-on-normalised`), which
+/// `predict` reads. Before, the search refused the head after stage 1 had trained. A config whose
+/// head has no linear form (TDE's causal head) is refused before any work.
+#[test]
+fn a_cosine_model_is_searched_retrained_and_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\nhead = \"cosine\"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n\
+         loss = { kind = \"ldam\", s = 30.0 }\n[search]\ntrajectories = 3\nsamples = 2\n\
+         [stage2]\nepochs = 2\nbatch_size = 4\nclassifier = \"logit-adjusted\"\n",
+    );
+    let out = dir.path().join("run");
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let json = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(p)).unwrap()).unwrap()
+    };
+    let (eval, s2) = (json("eval.json"), json("stage2/eval.json"));
+    for part in ["val", "test"] {
+        let (a, b) = (&s2["stage1"][part], &eval["last"][part]);
+        assert_eq!(a["n"], b["n"], "{part}");
+        assert!(
+            (a["top1"].as_f64().unwrap() - b["top1"].as_f64().unwrap()).abs() < 1e-9,
+            "{part}: stage 2's stage-1 row {a} against stage 1's evaluation {b}"
+        );
+    }
+    assert!(out.join("search/best_weights.json").is_file());
+    // the export: fc.weight = 30 · normalize(W_cos)ᵀ, fc.bias = −τ · ln(n_c / N) (logit adjustment
+    // of a bias-free classifier), and a card that says the head
+    let read = |p: &Path| -> std::collections::HashMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(p).unwrap().into_iter().collect()
+    };
+    let (s1, exported) = (
+        read(&out.join("stage1/model.safetensors")),
+        read(&out.join("model.safetensors")),
+    );
+    let w = &s1["fc.weight"]; // [D, C]
+    let want = (w / w.norm_scalaropt_dim(2, [0], true) * 30.0).tr();
+    assert_eq!(exported["fc.weight"].size(), want.size());
+    assert!(exported["fc.weight"].allclose(&want, 1e-5, 1e-5, false));
+    let tau = s2["logit_adjusted"]["tau"].as_f64().unwrap();
+    let split = json("split.json");
+    let counts: Vec<f64> = split["counts"]["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let n: f64 = counts.iter().sum();
+    let bias = Vec::<f32>::try_from(&exported["fc.bias"]).unwrap();
+    for (c, &got) in bias.iter().enumerate() {
+        let want = -tau * (counts[c] / n).ln();
+        assert!((got as f64 - want).abs() < 1e-5, "class {c}: {got} vs {want}");
+    }
+    let o = autosampler(
+        &[
+            "predict",
+            "--run",
+            out.to_str().unwrap(),
+            fixtures().join("folder/test").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(
+        o.status.success() && text(&o).contains("logit-adjusted stage-1 classifier, τ = "),
+        "{}",
+        text(&o)
+    );
+    let opened = autosampler::export::open(&out.join("model.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(
+        opened.card.model.head,
+        autosampler::model::Head::LinearOnNormalised
+    );
+    // TDE's causal head has no linear form: refused at load, naming the section, before any work
+    let bad = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\nhead = { causal = { heads = 2 } }\n[train]\nepochs = 1\n[stage2]\nepochs = 1\n",
+    );
+    let o = stage("run", &bad, &dir.path().join("tde"), &cache);
+    let t = text(&o);
+    assert!(
+        o.status.code() == Some(1)
+            && t.contains("exp.toml")
+            && t.contains("[stage2] re-trains a linear classifier")
+            && !dir.path().join("tde").exists(),
+        "{t}"
+    );
+}

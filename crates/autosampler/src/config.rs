@@ -93,6 +93,26 @@ impl Config {
         if let Some(f) = &self.stage2 {
             f.check()?;
         }
+        let head = self.model.as_ref().map(|m| m.head).unwrap_or_default();
+        if matches!(head, crate::model::Head::Causal(_)) {
+            for (section, present) in [
+                ("[search]", self.search.is_some()),
+                ("[stage2]", self.stage2.is_some()),
+            ] {
+                if present {
+                    return Err(crate::invalid!(
+                        "{section} re-trains a linear classifier on the stage-1 features, and model.head = causal (TDE) has no linear form: remove {section}, or use head = \"linear\" or \"cosine\""
+                    ));
+                }
+            }
+        }
+        if let Some(f) = &self.stage2 {
+            if f.path == crate::train::stage2::Stage2Path::Images && head != crate::model::Head::Linear {
+                return Err(crate::invalid!(
+                    "stage2.path = \"images\" re-trains the model's own linear classifier, and model.head is {head:?}: use path = \"features\" (the default), which takes every head but TDE's"
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -37,17 +37,15 @@ pub struct ModelCard {
 }
 
 /// Writes `model`'s tensors, with `head` (`fc.weight [C, D]`, `fc.bias [C]`) in place of its
-/// classifier when given, and the card, atomically.
+/// classifier when given (a cosine head's `fc.weight [D, C]` included: the card's `model.head`
+/// then says the head the file holds), and the card, atomically.
 pub fn write(path: &Path, model: &Model, head: Option<(&Tensor, &Tensor)>, card: &ModelCard) -> Result<()> {
     let mut tensors = model.state_dict();
     if let Some((w, b)) = head {
-        for (name, t) in tensors.iter_mut() {
-            match name.as_str() {
-                "fc.weight" => *t = w.shallow_clone(),
-                "fc.bias" => *t = b.shallow_clone(),
-                _ => {}
-            }
-        }
+        tensors.retain(|(name, _)| name != "fc.weight" && name != "fc.bias");
+        tensors.push(("fc.weight".into(), w.shallow_clone()));
+        tensors.push(("fc.bias".into(), b.shallow_clone()));
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
     }
     let meta = HashMap::from([(
         CARD_KEY.to_string(),

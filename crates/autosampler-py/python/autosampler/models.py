@@ -2,7 +2,8 @@
 model written by `autosampler run` (model.safetensors) loads with `load_state_dict(strict=True)`.
 
 Covered: the CIFAR ResNets with option-A shortcuts (resnet8/20/32/56, LDAM-DRW's and
-torch_reference.py's layout) with a linear or cosine (LDAM's NormedLinear) head. Other
+torch_reference.py's layout) with a linear, cosine (LDAM's NormedLinear) or linear-on-normalised
+(stage 2's classifier on a cosine model's features) head. Other
 architectures (ResNet-18/50, BBN's bilateral body, TDE's causal head) raise NotImplementedError
 naming what is missing.
 """
@@ -47,6 +48,14 @@ class NormedLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
 
 
+class LinearOnNormalised(nn.Linear):
+    """A linear classifier on l2-normalised features (`weight [C, D]`, `bias [C]`): what stage 2
+    re-trains on the features of a cosine (LDAM-DRW) model."""
+
+    def forward(self, x):
+        return super().forward(F.normalize(x, dim=1))
+
+
 class ResNetCifar(nn.Module):
     """CIFAR ResNet-(6n+2) with option-A shortcuts; `features(x)` is the pooled 64-d feature."""
 
@@ -67,8 +76,11 @@ class ResNetCifar(nn.Module):
             self.fc = nn.Linear(64, num_classes)
         elif head == "cosine":
             self.fc = NormedLinear(64, num_classes)
+        elif head == "linear-on-normalised":
+            self.fc = LinearOnNormalised(64, num_classes)
         else:
-            raise NotImplementedError(f"head {head!r}: the Python module has linear and cosine heads")
+            raise NotImplementedError(
+                f"head {head!r}: the Python module has the linear, cosine and linear-on-normalised heads")
 
     def features(self, x):
         x = F.relu(self.bn(self.conv(x)))

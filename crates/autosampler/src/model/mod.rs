@@ -32,6 +32,10 @@ pub enum Head {
     Linear,
     /// Cosine classifier (LDAM-DRW's `NormedLinear`): `normalize(x) · normalize(W)`, `fc.weight [D, C]`.
     Cosine,
+    /// A linear classifier on l2-normalised features: `normalize(x) · Wᵀ + b`, `fc.weight [C, D]`,
+    /// `fc.bias [C]`. What stage 2 re-trains on a cosine model's features, and so the head of such
+    /// a model's export.
+    LinearOnNormalised,
     /// TDE's causal normalised classifier (Tang et al. 2020): `fc.weight [C, D]`, a moving
     /// average of the training features `fc.embed [D]`, and total-direct-effect inference.
     Causal(Causal),
@@ -155,6 +159,7 @@ pub struct Model {
 enum HeadLayer {
     Linear(nn::Linear),
     Cosine(Tensor),
+    LinearOnNormalised(nn::Linear),
     Causal {
         cfg: Causal,
         weight: Tensor,
@@ -166,6 +171,9 @@ impl HeadLayer {
     fn new(p: nn::Path, head: Head, dim: i64, classes: i64) -> HeadLayer {
         match head {
             Head::Linear => HeadLayer::Linear(nn::linear(p, dim, classes, Default::default())),
+            Head::LinearOnNormalised => {
+                HeadLayer::LinearOnNormalised(nn::linear(p, dim, classes, Default::default()))
+            }
             Head::Cosine => {
                 // NormedLinear: uniform(-1, 1), each column renormed to norm ≤ 1e-5, × 1e5.
                 let w = p.var("weight", &[dim, classes], nn::Init::Uniform { lo: -1.0, up: 1.0 });
@@ -200,16 +208,72 @@ impl HeadLayer {
         match self {
             HeadLayer::Causal { cfg, weight, .. } => cfg.logits(f, weight),
             HeadLayer::Linear(l) => nn::Module::forward(l, f),
-            HeadLayer::Cosine(w) => {
-                let x = f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-                let w = w / w.norm_scalaropt_dim(2, [0], true).clamp_min(1e-12);
-                x.mm(&w)
-            }
+            HeadLayer::LinearOnNormalised(l) => nn::Module::forward(l, &l2_normalise(f, 1)),
+            HeadLayer::Cosine(w) => l2_normalise(f, 1).mm(&l2_normalise(w, 0)),
+        }
+    }
+}
+
+/// `x` divided by its l2 norm along `dim` (PyTorch's `F.normalize`, eps 1e-12).
+pub fn l2_normalise(x: &Tensor, dim: i64) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [dim], true).clamp_min(1e-12)
+}
+
+/// A classifier written as a linear layer on the backbone's features, l2-normalised first when
+/// `normalised`: what the class-weight search and stage 2 start from and re-train.
+pub struct LinearForm {
+    /// `[C, D]`, on the CPU.
+    pub weight: Tensor,
+    /// `[C]`, on the CPU.
+    pub bias: Tensor,
+    /// The features are l2-normalised before the product.
+    pub normalised: bool,
+}
+
+impl LinearForm {
+    /// The features as this classifier takes them (`[N, D]`: normalised rows, or as they are).
+    pub fn features(&self, x: Tensor) -> Tensor {
+        if self.normalised {
+            l2_normalise(&x, 1)
+        } else {
+            x
+        }
+    }
+}
+
+impl Head {
+    /// The head of a model whose classifier stage 2 re-trained as a linear layer: a linear one,
+    /// on normalised features where this head normalises them.
+    pub fn retrained(self) -> Head {
+        match self {
+            Head::Cosine | Head::LinearOnNormalised => Head::LinearOnNormalised,
+            _ => Head::Linear,
         }
     }
 }
 
 impl Model {
+    /// The classifier as a linear layer ([`LinearForm`]): the linear heads as they are; the cosine
+    /// head as `scale · normalize(W)ᵀ` with a zero bias on normalised features (`scale` is the
+    /// logit scale it was trained with, LDAM's `s`), which ranks the classes as it does. `None`
+    /// for TDE's causal head, whose inference is not a linear layer.
+    pub fn linear_form(&self, scale: f64) -> Option<LinearForm> {
+        let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu);
+        match &self.head {
+            HeadLayer::Linear(l) | HeadLayer::LinearOnNormalised(l) => Some(LinearForm {
+                weight: cpu(&l.ws),
+                bias: cpu(l.bs.as_ref().expect("nn::linear has a bias")),
+                normalised: matches!(self.head, HeadLayer::LinearOnNormalised(_)),
+            }),
+            HeadLayer::Cosine(w) => Some(LinearForm {
+                weight: (l2_normalise(&cpu(w), 0) * scale).tr().contiguous(),
+                bias: Tensor::zeros([self.num_classes], (Kind::Float, Device::Cpu)),
+                normalised: true,
+            }),
+            HeadLayer::Causal { .. } => None,
+        }
+    }
+
     /// Builds a freshly initialised network (initialisation follows `tch::manual_seed`).
     pub fn new(config: &ModelConfig, num_classes: i64, device: Device) -> Result<Model> {
         if num_classes < 1 {

@@ -470,6 +470,43 @@ mod tests {
             .is_err());
     }
 
+    /// Every head but TDE's has a linear form that gives its logits (the cosine head's times its
+    /// scale) from the features; a model built with the linear-on-normalised head and the form's
+    /// tensors gives the same logits again (what an exported cosine model holds after stage 2).
+    #[test]
+    fn linear_forms_give_the_heads_logits() {
+        tch::manual_seed(3);
+        let f = tch::Tensor::randn([6, 64], (tch::Kind::Float, tch::Device::Cpu)) * 3.0;
+        let config = |head| ModelConfig {
+            arch: Arch::Resnet8,
+            head,
+            stem: Stem::Small,
+            bilateral: false,
+        };
+        for (head, scale) in [
+            (Head::Linear, 1.0),
+            (Head::Cosine, 30.0),
+            (Head::LinearOnNormalised, 1.0),
+        ] {
+            let m = Model::new(&config(head), 7, tch::Device::Cpu).unwrap();
+            let form = m.linear_form(scale).unwrap();
+            assert_eq!(form.normalised, head != Head::Linear, "{head:?}");
+            let got = form.features(f.shallow_clone()).mm(&form.weight.tr()) + &form.bias;
+            let want = m.forward_head(&f) * scale;
+            assert!(got.allclose(&want, 1e-5, 1e-5, false), "{head:?}");
+            // the form loaded into a model with the head stage 2 leaves
+            let r = Model::new(&config(head.retrained()), 7, tch::Device::Cpu).unwrap();
+            let vars = r.vs.variables();
+            tch::no_grad(|| {
+                vars["fc.weight"].shallow_clone().copy_(&form.weight);
+                vars["fc.bias"].shallow_clone().copy_(&form.bias);
+            });
+            assert!(r.forward_head(&f).allclose(&want, 1e-5, 1e-5, false), "{head:?}");
+        }
+        let tde = Model::new(&config(Head::Causal(hand_causal())), 7, tch::Device::Cpu).unwrap();
+        assert!(tde.linear_form(1.0).is_none());
+    }
+
     #[test]
     fn shapes_and_head_reset() {
         let mut m = Model::new(

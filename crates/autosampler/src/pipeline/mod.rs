@@ -686,20 +686,31 @@ fn features_with(
     manifest::commit(run, Stage::Features, inputs, &files, work)
 }
 
-/// The stage-1 linear classifier `(fc.weight, fc.bias)` on the CPU, which the search and stage 2
-/// start from; other heads are refused with the reason.
-fn linear_head(model: &Model, who: &str) -> Result<(tch::Tensor, tch::Tensor)> {
-    if model.config.head != crate::model::Head::Linear {
-        return Err(invalid!(
-            "{who} re-trains a linear classifier from the stage-1 one: the stage-1 model needs head = \"linear\" (it has {:?})",
+/// The stage-1 classifier as a linear layer ([`crate::model::LinearForm`]), which the search and
+/// stage 2 start from: a cosine head (LDAM-DRW's) becomes `s · normalize(W)ᵀ` on normalised
+/// features, `s` the logit scale of its LDAM loss (1 with another loss). TDE's causal head has no
+/// such form and is refused (configs with it and `[search]` or `[stage2]` are refused before any
+/// work; this is the last guard).
+fn start_head(cfg: &Config, model: &Model, who: &str) -> Result<crate::model::LinearForm> {
+    let scale = match cfg.train.as_ref().map(|t| &t.loss) {
+        Some(crate::loss::LossConfig::Ldam { s, .. }) => *s,
+        _ => 1.0,
+    };
+    model.linear_form(scale).ok_or_else(|| {
+        invalid!(
+            "{who} re-trains a linear classifier on the stage-1 features: the stage-1 model's head ({:?}) has no linear form",
             model.config.head
-        ));
-    }
-    let vars = model.vs.variables();
-    Ok((
-        vars["fc.weight"].to_device(tch::Device::Cpu),
-        vars["fc.bias"].to_device(tch::Device::Cpu),
-    ))
+        )
+    })
+}
+
+/// A part's stage-1 features as `head` takes them (l2-normalised for a cosine model's).
+fn head_features(run: &RunDir, part: Part, head: &crate::model::LinearForm) -> Result<features::Features> {
+    let f = features::load(run.root(), part)?;
+    Ok(features::Features {
+        x: head.features(f.x),
+        y: f.y,
+    })
 }
 
 /// The coarse auto-sampler: the class-weight search on the stage-1 features, with its plots and
@@ -738,14 +749,15 @@ fn search_or_reuse(
     manifest::invalidate(run, Stage::Search)?;
     let work = manifest::Work::start("cpu", 1);
     let model = stage1_model(cfg, run, ds)?;
-    let (w0, b0) = linear_head(&model, "the search")?;
-    let train = features::load(run.root(), Part::Train)?;
-    let val = features::load(run.root(), Part::Val)?;
+    let head = start_head(cfg, &model, "the search")?;
+    let (w0, b0) = (&head.weight, &head.bias);
+    let train = head_features(run, Part::Train, &head)?;
+    let val = head_features(run, Part::Val, &head)?;
     // The proxy's tensors are small: one intra-op thread beats several (which spin and, on a busy
     // machine, stall: 93 s instead of 5 s for the same search here).
     tch::set_num_threads(1);
     obs.task("search", sc.trajectories as u64);
-    let result = search::run(&train, &val, (&w0, &b0), &stage2, sc, |s| {
+    let result = search::run(&train, &val, (w0, b0), &stage2, sc, |s| {
         obs.advance(
             1,
             &format!(
@@ -855,11 +867,12 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         _ => manifest::Work::start("cpu", 1),
     };
     let model = stage1_model(cfg, run, ds)?;
-    let (w0, b0) = linear_head(&model, "stage 2")?;
+    let head = start_head(cfg, &model, "stage 2")?;
+    let (w0, b0) = (head.weight.shallow_clone(), head.bias.shallow_clone());
     let (train, val, test) = (
-        features::load(run.root(), Part::Train)?,
-        features::load(run.root(), Part::Val)?,
-        features::load(run.root(), Part::Test)?,
+        head_features(run, Part::Train, &head)?,
+        head_features(run, Part::Val, &head)?,
+        head_features(run, Part::Test, &head)?,
     );
     let parts = stage2::Parts {
         train: &train,
@@ -1113,9 +1126,14 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
     } else {
         (None, "stage 1".to_string())
     };
+    let mut exported = m.clone();
+    if head.is_some() {
+        // stage 2's classifier is a linear layer (on normalised features for a cosine model)
+        exported.head = m.head.retrained();
+    }
     let card = crate::export::ModelCard {
         format: crate::export::FORMAT.to_string(),
-        model: m.clone(),
+        model: exported,
         classes: ds.split.classes.clone(),
         input_size: ds.split.image_size,
         resize: ds.split.source.resize,
