@@ -29,6 +29,16 @@ fn shared_data(name: &str) -> Option<PathBuf> {
 
 fn no_progress(_: u64) {}
 
+/// libtorch's random generator is one per process, and `cargo test` runs a file's tests on several
+/// threads: a test that seeds it and compares what two trainings give failed when another test's
+/// draws (a model built, a seed set) landed between its seed and its own draws (seen once:
+/// `agent_group_and_reward_change_only_the_policy`, global encoders differing). Every test here that
+/// builds or trains a network holds this lock for its whole length.
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The default split with `k` validation images per class held out.
 fn holdout(k: usize) -> SplitConfig {
     SplitConfig {
@@ -674,6 +684,7 @@ fn python_with_torch() -> Option<String> {
 
 #[test]
 fn safetensors_checkpoint_loads_into_pytorch_with_the_same_logits() {
+    let _rng = torch_rng();
     let Some(py) = python_with_torch() else { return };
     tch::manual_seed(3);
     let cfg = ModelConfig {
@@ -722,6 +733,7 @@ fn tiny_train_config(epochs: usize, lr: f64) -> TrainConfig {
 
 #[test]
 fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
+    let _rng = torch_rng();
     let (_caches, ds) = folder_dataset(1);
     let run = tempfile::tempdir().unwrap();
     let m = resnet8();
@@ -748,6 +760,7 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
 
 #[test]
 fn training_learns_the_fixture_and_evaluates() {
+    let _rng = torch_rng();
     let (_caches, ds) = folder_dataset(0);
     let run = tempfile::tempdir().unwrap();
     let m = resnet8();
@@ -766,6 +779,7 @@ fn training_learns_the_fixture_and_evaluates() {
 
 #[test]
 fn resume_with_another_training_config_is_refused() {
+    let _rng = torch_rng();
     let caches = tempfile::tempdir().unwrap();
     let c = cfg(
         SourceConfig::new(Format::ImageFolder, fixtures().join("folder")),
@@ -871,6 +885,7 @@ impl autosampler::train::stage1::Progress for Snapshots {
 /// own state: the resumed run ends with the uninterrupted run's bytes.
 #[test]
 fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
+    let _rng = torch_rng();
     use autosampler::train::stage1::{self, Silent};
     let (_caches, ds) = folder_dataset(0);
     let m = resnet8();
@@ -920,6 +935,7 @@ fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
 /// stage until deleted by hand; now it is extracted again.
 #[test]
 fn truncated_features_are_extracted_again() {
+    let _rng = torch_rng();
     use autosampler::features;
     let (_caches, ds) = folder_dataset(1);
     let run = tempfile::tempdir().unwrap();
@@ -1011,6 +1027,7 @@ fn tiny_agent_config(epochs: [usize; 3]) -> autosampler::agent::AgentConfig {
 /// and trained an epoch twice. The agent's checkpoint now carries its own state.
 #[test]
 fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
+    let _rng = torch_rng();
     use autosampler::agent::train::{self as agent_train, AgentLog};
     use autosampler::train::stage1::Silent;
     let (_caches, ds) = folder_dataset(1);
@@ -1061,6 +1078,7 @@ fn an_agent_killed_between_checkpoint_and_state_resumes_to_the_same_bytes() {
 /// `alone` reward is a confidence (in [0, 1]); GFNet's gain is a difference of two.
 #[test]
 fn agent_group_and_reward_change_only_the_policy() {
+    let _rng = torch_rng();
     use autosampler::agent::train as agent_train;
     use autosampler::agent::{Agent, AgentConfig, Reward};
     use autosampler::train::stage1::Silent;
