@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The long CPU jobs of issues 15 and 12, one at a time (two libtorch processes on 2 cores slow each
-# other several-fold), in order, each resumed or skipped when it is already done. A session
-# restarts the queue with the same command; it picks up where the last one was killed:
+# other several-fold), in order, each skipped when its result is already in bench/results/:
 #   nohup nice -n 19 bash bench/cpu_queue.sh runs/bin/autosampler-<commit> >> runs/logs/queue.log 2>&1 &
 # Pause it while timing anything else: kill -STOP / -CONT on the running job's pid.
-#   1. Table 1's `ours` row at full length (stage 1 = the vanilla row; cRT, LWS, searched rows)
-#   2. the PyTorch reference at full length on the same split (the parity pair of issue 15)
-#   3. the agent of the long CutMix comparison (encoders from row 1's model)
-#   4. the CutMix rows: random p 0.5, agent p 0.5 and 0.7, CAM p 0.5 (each with every stage-2
-#      classifier: candidates of the best recipe too)
-#   5. the balanced-softmax stage 1 (a best-recipe candidate), then Table 1's LDAM-DRW, BBN and TDE
-#      rows at full length
+# Run folders (runs/) are not kept from one session to the next on this workplace's machines, so
+# a job resumes after a kill within a session, not across sessions: each row must finish inside
+# one. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
+# about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
+# once (commit them).
+#   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
+#   2. random CutMix p 0.5 (issue 12's row; a best-recipe candidate: needs no other run)
+#   3. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates)
+#   4. balanced softmax (a best-recipe candidate)
+#   5. Table 1's `ours` row (the CE baseline of issue 12, whose model the agent and CAM rows use),
+#      the agent, then agent CutMix p 0.5 / 0.7 and CAM CutMix p 0.5
+#   6. Table 1's BBN and TDE rows
 # The bash running this file keeps reading the copy it opened: replace the file (write a new one and
 # mv it over), never edit it in place, while the queue runs.
 set -eu
@@ -19,8 +23,19 @@ cpu=(--set train.device=cpu --set train.threads=2 --set train.channels_last=true
 mkdir -p runs/logs runs/ref
 eval "$(./x env)"
 echo "== $(date -u +%FT%TZ) queue with $bin"
-"$bin" sweep configs/table1/cifar10_lt_ir100_ours_gpu.toml --root runs/table1_full "${cpu[@]}" >> runs/logs/table1_full_ours_s0.log 2>&1
-echo "== $(date -u +%FT%TZ) table 1 ours row done"
+keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results/
+  local d="$1/$2_s0"
+  [ -f "$d/eval.json" ] && cp "$d/eval.json" "bench/results/$3_eval.json"
+  [ -f "$d/stage2/eval.json" ] && cp "$d/stage2/eval.json" "bench/results/$3_stage2.json"
+  return 0
+}
+row() {  # row CONFIG ROOT TAG
+  local name; name=$(basename "$1" .toml)
+  if [ -f "bench/results/$3_eval.json" ]; then echo "== $3 already in bench/results"; return 0; fi
+  "$bin" sweep "$1" --root "$2" "${cpu[@]}" >> "runs/logs/$3.log" 2>&1
+  keep "$2" "$name" "$3"
+  echo "== $(date -u +%FT%TZ) $3 done"
+}
 if [ ! -f bench/results/ref_c10lt_ir100_e200_step_s0_cpu.json ]; then
   [ -d /tmp/cifar/cifar10 ] || { mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar; }
   python3 bench/torch_reference_resumable.py --checkpoint runs/ref/c10lt_ir100_e200_step_s0.pt -- \
@@ -29,18 +44,21 @@ if [ ! -f bench/results/ref_c10lt_ir100_e200_step_s0_cpu.json ]; then
   cp runs/ref/ref_c10lt_ir100_e200_step_s0_cpu.json bench/results/
 fi
 echo "== $(date -u +%FT%TZ) reference done"
+row configs/cutmix_long/c10lt_ir100_e200_cutmix_p0.5.toml runs/cutmix_long cutmix_long_c10lt_ir100_e200_cutmix_p0.5_cpu
+row configs/table1/cifar10_lt_ir100_ldam_drw_gpu.toml runs/table1_full table1_c10lt_ir100_e200_ldam_drw_cpu
+row configs/recipes/c10lt_ir100_e200_balanced_softmax.toml runs/recipes recipes_c10lt_ir100_e200_balanced_softmax_cpu
+# the agent and CAM rows read this run's model, so it runs whenever its folder is not here
+"$bin" sweep configs/table1/cifar10_lt_ir100_ours_gpu.toml --root runs/table1_full "${cpu[@]}" >> runs/logs/table1_full_ours.log 2>&1
+keep runs/table1_full cifar10_lt_ir100_ours_gpu table1_c10lt_ir100_e200_ours_cpu_rerun
+echo "== $(date -u +%FT%TZ) table 1 ours done"
 if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
   resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
   "$bin" agent train --config configs/cutmix_long/agent.toml --out runs/cutmix_long/agent "${resume[@]}" >> runs/logs/cutmix_long_agent.log 2>&1
 fi
 echo "== $(date -u +%FT%TZ) agent done"
-for row in cutmix_p0.5 agent_p0.5 cam_p0.5 agent_p0.7; do
-  "$bin" sweep "configs/cutmix_long/c10lt_ir100_e200_$row.toml" --root runs/cutmix_long "${cpu[@]}" >> "runs/logs/cutmix_long_$row.log" 2>&1
-  echo "== $(date -u +%FT%TZ) $row done"
+for r in agent_p0.5 cam_p0.5 agent_p0.7; do
+  row "configs/cutmix_long/c10lt_ir100_e200_$r.toml" runs/cutmix_long "cutmix_long_c10lt_ir100_e200_${r}_cpu"
 done
-"$bin" sweep configs/recipes/c10lt_ir100_e200_balanced_softmax.toml --root runs/recipes "${cpu[@]}" >> runs/logs/recipes_balanced_softmax.log 2>&1
-echo "== $(date -u +%FT%TZ) balanced softmax done"
-for row in ldam_drw bbn tde; do
-  "$bin" sweep "configs/table1/cifar10_lt_ir100_${row}_gpu.toml" --root runs/table1_full "${cpu[@]}" >> "runs/logs/table1_full_$row.log" 2>&1
-  echo "== $(date -u +%FT%TZ) table 1 $row done"
+for r in bbn tde; do
+  row "configs/table1/cifar10_lt_ir100_${r}_gpu.toml" runs/table1_full "table1_c10lt_ir100_e200_${r}_cpu"
 done

@@ -103,7 +103,9 @@ def search_weights(train_features, train_labels, val_features, val_labels, fc_we
     classifier (`fc_weight [C, D]`, `fc_bias [C]`) re-trained with candidate class weights, scored
     on the validation features. `config` takes the fields of a config's `[search]` section and
     `stage2` those of `[stage2]` (the proxy's recipe); the same features, config and seed give the
-    CLI's weights."""
+    CLI's weights. For a cosine (LDAM-DRW) model, pass what the CLI searches with: the features
+    l2-normalised (`F.normalize(x, dim=1)`), `fc_weight = s * F.normalize(W, dim=0).T` (`W` the
+    cosine head's `[D, C]` weight, `s` the LDAM loss's scale) and a zero `fc_bias`."""
     best, log = _native.search_weights(
         _f32(train_features), _i64(train_labels), _f32(val_features), _i64(val_labels),
         _f32(fc_weight), _f32(fc_bias), json.dumps(config or {}), json.dumps(stage2 or {}))
