@@ -28,6 +28,21 @@ fn stage(cmd: &str, cfg: &Path, out: &Path, cache: &Path) -> Output {
     )
 }
 
+/// Post-hoc logit adjustment's per-class bias offsets, `−τ · ln(n_c / N)`, from a run folder's
+/// split.json training counts.
+fn logit_adjustment(run: &Path, tau: f64) -> Vec<f64> {
+    let split: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("split.json")).unwrap()).unwrap();
+    let counts: Vec<f64> = split["counts"]["train"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let n: f64 = counts.iter().sum();
+    counts.iter().map(|c| -tau * (c / n).ln()).collect()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -1356,15 +1371,7 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         "the report marks the model's classifier"
     );
     let tau = s2["logit_adjusted"]["tau"].as_f64().unwrap();
-    let split: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();
-    let counts: Vec<f64> = split["counts"]["train"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let n: f64 = counts.iter().sum();
+    let offsets = logit_adjustment(&out, tau);
     let read = |p: &Path| -> std::collections::HashMap<String, Vec<f32>> {
         tch::Tensor::read_safetensors(p)
             .unwrap()
@@ -1375,7 +1382,7 @@ fn exported_model_predicts_and_loads_into_pytorch() {
     let (s1, exported) = (read(&out.join("stage1/model.safetensors")), read(&model));
     assert_eq!(exported["fc.weight"], s1["fc.weight"]);
     for (c, (&got, &b)) in exported["fc.bias"].iter().zip(&s1["fc.bias"]).enumerate() {
-        let want = b as f64 - tau * (counts[c] / n).ln();
+        let want = b as f64 + offsets[c];
         assert!((got as f64 - want).abs() < 1e-5, "class {c}: {got} vs {want}");
     }
     let o = autosampler(
@@ -1517,17 +1524,10 @@ fn a_cosine_model_is_searched_retrained_and_exported() {
     assert_eq!(exported["fc.weight"].size(), want.size());
     assert!(exported["fc.weight"].allclose(&want, 1e-5, 1e-5, false));
     let tau = s2["logit_adjusted"]["tau"].as_f64().unwrap();
-    let split = json("split.json");
-    let counts: Vec<f64> = split["counts"]["train"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let n: f64 = counts.iter().sum();
+    let offsets = logit_adjustment(&out, tau);
     let bias = Vec::<f32>::try_from(&exported["fc.bias"]).unwrap();
     for (c, &got) in bias.iter().enumerate() {
-        let want = -tau * (counts[c] / n).ln();
+        let want = offsets[c];
         assert!((got as f64 - want).abs() < 1e-5, "class {c}: {got} vs {want}");
     }
     let o = autosampler(
