@@ -9,12 +9,13 @@
 # about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
 # once (commit them).
 #   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
-#   2. random CutMix p 0.5 (issue 12's row; a best-recipe candidate: needs no other run)
-#   3. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates)
+#   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
+#      starts the agent's encoders and is the CAM rows' locator)
+#   3. the agent (configs/cutmix_long/agent.toml), then random CutMix p 0.5, agent CutMix p 0.5,
+#      CAM CutMix p 0.5 and agent CutMix p 0.7 (issue 12's rows; candidates of the best recipe)
 #   4. balanced softmax (a best-recipe candidate)
-#   5. Table 1's `ours` row (the CE baseline of issue 12, whose model the agent and CAM rows use),
-#      the agent, then agent CutMix p 0.5 / 0.7 and CAM CutMix p 0.5
-#   6. Table 1's BBN and TDE rows
+#   5. Table 1's BBN and TDE rows
+# AFTER=PID: wait for that process (a sweep of an earlier queue) to end before starting.
 # The bash running this file keeps reading the copy it opened: replace the file (write a new one and
 # mv it over), never edit it in place, while the queue runs.
 set -eu
@@ -23,6 +24,10 @@ cpu=(--set train.device=cpu --set train.threads=2 --set train.channels_last=true
 mkdir -p runs/logs runs/ref
 eval "$(./x env)"
 echo "== $(date -u +%FT%TZ) queue with $bin"
+if [ -n "${AFTER:-}" ]; then
+  while kill -0 "$AFTER" 2>/dev/null; do sleep 60; done
+  echo "== $(date -u +%FT%TZ) process $AFTER ended"
+fi
 keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results/
   local d="$1/$2_s0"
   [ -f "$d/eval.json" ] && cp "$d/eval.json" "bench/results/$3_eval.json"
@@ -44,21 +49,16 @@ if [ ! -f bench/results/ref_c10lt_ir100_e200_step_s0_cpu.json ]; then
   cp runs/ref/ref_c10lt_ir100_e200_step_s0_cpu.json bench/results/
 fi
 echo "== $(date -u +%FT%TZ) reference done"
-row configs/cutmix_long/c10lt_ir100_e200_cutmix_p0.5.toml runs/cutmix_long cutmix_long_c10lt_ir100_e200_cutmix_p0.5_cpu
 row configs/table1/cifar10_lt_ir100_ldam_drw_gpu.toml runs/table1_full table1_c10lt_ir100_e200_ldam_drw_cpu
-row configs/recipes/c10lt_ir100_e200_balanced_softmax.toml runs/recipes recipes_c10lt_ir100_e200_balanced_softmax_cpu
-# the agent and CAM rows read this run's model, so it runs whenever its folder is not here
-"$bin" sweep configs/table1/cifar10_lt_ir100_ours_gpu.toml --root runs/table1_full "${cpu[@]}" >> runs/logs/table1_full_ours.log 2>&1
-keep runs/table1_full cifar10_lt_ir100_ours_gpu table1_c10lt_ir100_e200_ours_cpu_rerun
-echo "== $(date -u +%FT%TZ) table 1 ours done"
 if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
   resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
   "$bin" agent train --config configs/cutmix_long/agent.toml --out runs/cutmix_long/agent "${resume[@]}" >> runs/logs/cutmix_long_agent.log 2>&1
 fi
 echo "== $(date -u +%FT%TZ) agent done"
-for r in agent_p0.5 cam_p0.5 agent_p0.7; do
+for r in cutmix_p0.5 agent_p0.5 cam_p0.5 agent_p0.7; do
   row "configs/cutmix_long/c10lt_ir100_e200_$r.toml" runs/cutmix_long "cutmix_long_c10lt_ir100_e200_${r}_cpu"
 done
+row configs/recipes/c10lt_ir100_e200_balanced_softmax.toml runs/recipes recipes_c10lt_ir100_e200_balanced_softmax_cpu
 for r in bbn tde; do
   row "configs/table1/cifar10_lt_ir100_${r}_gpu.toml" runs/table1_full "table1_c10lt_ir100_e200_${r}_cpu"
 done

@@ -212,6 +212,33 @@ impl HeadLayer {
             HeadLayer::Cosine(w) => l2_normalise(f, 1).mm(&l2_normalise(w, 0)),
         }
     }
+    /// The per-feature factors `[B, D]` by which the head scales the pooled features `f` before
+    /// its (linear) product: 1 for the linear head, `1/‖f‖` for the normalising heads, `1/‖f_h‖`
+    /// on each head's part for the causal one. `forward(f) = product(f ⊙ input_scale(f))`.
+    fn input_scale(&self, f: &Tensor) -> Tensor {
+        let inv_norm = |x: &Tensor| x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12).reciprocal();
+        match self {
+            HeadLayer::Linear(_) => f.ones_like(),
+            HeadLayer::LinearOnNormalised(_) | HeadLayer::Cosine(_) => inv_norm(f).expand_as(f),
+            HeadLayer::Causal { cfg, .. } => {
+                let x = f.reshape([f.size()[0], cfg.heads, -1]);
+                inv_norm(&x).expand_as(&x).reshape(f.size())
+            }
+        }
+    }
+    /// The head's linear product on features already scaled by [`HeadLayer::input_scale`].
+    fn product(&self, v: &Tensor) -> Tensor {
+        match self {
+            HeadLayer::Linear(l) | HeadLayer::LinearOnNormalised(l) => nn::Module::forward(l, v),
+            HeadLayer::Cosine(w) => v.mm(&l2_normalise(w, 0)),
+            HeadLayer::Causal { cfg, weight, .. } => {
+                let c = weight.size()[0];
+                let w = weight.reshape([c, cfg.heads, -1]);
+                let nw = &w / (w.norm_scalaropt_dim(2, [2], true) + cfg.gamma);
+                v.mm(&nw.reshape([c, -1]).tr()) * (cfg.tau / cfg.heads as f64)
+            }
+        }
+    }
 }
 
 /// `x` divided by its l2 norm along `dim` (PyTorch's `F.normalize`, eps 1e-12).
@@ -322,17 +349,22 @@ impl Model {
         self.body.forward_map(xs, train)
     }
 
-    /// Class activation maps (Zhou et al., 2016): the classifier applied at every position of the
-    /// last feature map, `[B, 3, H, W]` → `[B, C, h, w]` (inference mode). For the linear head the
-    /// spatial mean of a class's map is that class's logit; the cosine and causal heads score each
-    /// position's feature as they score the pooled one.
+    /// Class activation maps (Zhou et al., 2016): each position's share of the (training) logits,
+    /// `[B, 3, H, W]` → `[B, C, h, w]` (inference mode), so that a class's map averages to its
+    /// logit for every head. The linear head is applied at every position of the last feature
+    /// map; a normalising head (cosine, linear-on-normalised, causal) first divides every position
+    /// by the *pooled* feature's norm (per causal head part), as its logit does, rather than by
+    /// the position's own norm, which would lift faint background positions to the object's level.
     pub fn class_maps(&self, xs: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let map = self.forward_map(xs, false).to_kind(Kind::Float);
             let (b, d, h, w) = map.size4().expect("a [B, D, h, w] feature map");
-            let f = map.permute([0, 2, 3, 1]).reshape([b * h * w, d]);
+            let scale = self
+                .head
+                .input_scale(&map.mean_dim([2, 3].as_slice(), false, Kind::Float));
+            let f = map.permute([0, 2, 3, 1]).reshape([b, h * w, d]) * scale.unsqueeze(1);
             self.head
-                .forward(&f)
+                .product(&f.reshape([b * h * w, d]))
                 .view([b, h, w, self.num_classes])
                 .permute([0, 3, 1, 2])
         })

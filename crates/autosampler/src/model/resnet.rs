@@ -508,6 +508,36 @@ mod tests {
     }
 
     #[test]
+    fn every_heads_class_maps_average_to_its_logits() {
+        // a map is each position's share of the logit; before, the normalising heads normalised
+        // each position alone, and their maps' means were not their logits
+        tch::manual_seed(5);
+        let x = tch::Tensor::randn([3, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+        for head in [
+            Head::Linear,
+            Head::Cosine,
+            Head::LinearOnNormalised,
+            Head::Causal(hand_causal()),
+        ] {
+            let config = ModelConfig {
+                arch: Arch::Resnet8,
+                head,
+                stem: Stem::Small,
+                bilateral: false,
+            };
+            let m = Model::new(&config, 7, tch::Device::Cpu).unwrap();
+            let maps = m.class_maps(&x);
+            assert_eq!(maps.size(), [3, 7, 8, 8], "{head:?}");
+            let mean = maps.mean_dim([2, 3].as_slice(), false, tch::Kind::Float);
+            let logits = tch::no_grad(|| m.forward_head(&m.forward_features(&x, false)));
+            assert!(
+                mean.allclose(&logits, 1e-4, 1e-5, false),
+                "{head:?}: {mean} vs {logits}"
+            );
+        }
+    }
+
+    #[test]
     fn shapes_and_head_reset() {
         let mut m = Model::new(
             &ModelConfig {
