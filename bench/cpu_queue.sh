@@ -7,7 +7,8 @@
 # a job resumes after a kill within a session, not across sessions: each row must finish inside
 # one. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
 # about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
-# once (commit them).
+# once (commit them), and the table's inputs into bench/results/runs/ (`autosampler table
+# bench/results/runs/*/* --stage2-rows` is Table 1 and the CutMix comparison from the repository).
 #   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
 #   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
 #      starts the agent's encoders and is the CAM rows' locator)
@@ -28,11 +29,17 @@ if [ -n "${AFTER:-}" ]; then
   while kill -0 "$AFTER" 2>/dev/null; do sleep 60; done
   echo "== $(date -u +%FT%TZ) process $AFTER ended"
 fi
-keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results/
-  local d="$1/$2_s0"
-  [ -f "$d/eval.json" ] && cp "$d/eval.json" "bench/results/$3_eval.json"
-  [ -f "$d/stage2/eval.json" ] && cp "$d/stage2/eval.json" "bench/results/$3_stage2.json"
-  return 0
+keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results/, and what
+  # `autosampler table` reads of it (config.toml, eval.json, stage2/eval.json) into
+  # bench/results/runs/<root's name>/<name>_s0/, so the tables are rebuilt from the repository
+  local d="$1/$2_s0" k; k="bench/results/runs/$(basename "$1")/$2_s0"
+  [ -f "$d/eval.json" ] || return 0
+  cp "$d/eval.json" "bench/results/$3_eval.json"
+  mkdir -p "$k" && cp "$d/config.toml" "$d/eval.json" "$k/"
+  if [ -f "$d/stage2/eval.json" ]; then
+    cp "$d/stage2/eval.json" "bench/results/$3_stage2.json"
+    mkdir -p "$k/stage2" && cp "$d/stage2/eval.json" "$k/stage2/"
+  fi
 }
 row() {  # row CONFIG ROOT TAG
   local name; name=$(basename "$1" .toml)
