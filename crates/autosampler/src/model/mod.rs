@@ -101,12 +101,15 @@ impl Causal {
 
     /// `[B, H, D/H]` l2-normalised features and `[C, H, D/H]` causally normalised weights.
     fn normed(&self, x: &Tensor, w: &Tensor) -> (Tensor, Tensor) {
-        let h = self.heads;
-        let x = x.reshape([x.size()[0], h, -1]);
-        let w = w.reshape([w.size()[0], h, -1]);
+        let x = x.reshape([x.size()[0], self.heads, -1]);
         let nx = &x / x.norm_scalaropt_dim(2, [2], true).clamp_min(1e-12);
-        let nw = &w / (w.norm_scalaropt_dim(2, [2], true) + self.gamma);
-        (nx, nw)
+        (nx, self.normed_weight(w))
+    }
+
+    /// `[C, H, D/H]` causally normalised weights: each head's part divided by `‖w_h‖ + γ`.
+    fn normed_weight(&self, w: &Tensor) -> Tensor {
+        let w = w.reshape([w.size()[0], self.heads, -1]);
+        &w / (w.norm_scalaropt_dim(2, [2], true) + self.gamma)
     }
 }
 
@@ -232,10 +235,8 @@ impl HeadLayer {
             HeadLayer::Linear(l) | HeadLayer::LinearOnNormalised(l) => nn::Module::forward(l, v),
             HeadLayer::Cosine(w) => v.mm(&l2_normalise(w, 0)),
             HeadLayer::Causal { cfg, weight, .. } => {
-                let c = weight.size()[0];
-                let w = weight.reshape([c, cfg.heads, -1]);
-                let nw = &w / (w.norm_scalaropt_dim(2, [2], true) + cfg.gamma);
-                v.mm(&nw.reshape([c, -1]).tr()) * (cfg.tau / cfg.heads as f64)
+                let nw = cfg.normed_weight(weight).reshape([weight.size()[0], -1]);
+                v.mm(&nw.tr()) * (cfg.tau / cfg.heads as f64)
             }
         }
     }
