@@ -57,6 +57,12 @@ if [ ! -f bench/results/ref_c10lt_ir100_e200_step_s0_cpu.json ]; then
 fi
 echo "== $(date -u +%FT%TZ) reference done"
 row configs/table1/cifar10_lt_ir100_ldam_drw_gpu.toml runs/table1_full table1_c10lt_ir100_e200_ldam_drw_cpu
+# the locator of the agent and CAM rows, kept in the repository (1.9 MB) so that those rows do not
+# cost a rerun of LDAM-DRW in a session that lost runs/
+ldam=bench/models/c10lt_ir100_e200_ldam_drw_s0_cpu.safetensors
+if [ ! -f "$ldam" ]; then
+  mkdir -p bench/models && cp runs/table1_full/cifar10_lt_ir100_ldam_drw_gpu_s0/model.safetensors "$ldam"
+fi
 if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
   resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
   "$bin" agent train --config configs/cutmix_long/agent.toml --out runs/cutmix_long/agent "${resume[@]}" >> runs/logs/cutmix_long_agent.log 2>&1
