@@ -3,9 +3,9 @@
 # other several-fold), in order, each skipped when its result is already in bench/results/:
 #   nohup nice -n 19 bash bench/cpu_queue.sh runs/bin/autosampler-<commit> >> runs/logs/queue.log 2>&1 &
 # Pause it while timing anything else: kill -STOP / -CONT on the running job's pid.
-# Run folders (runs/) are not kept from one session to the next on this workplace's machines, so
-# a job resumes after a kill within a session, not across sessions: each row must finish inside
-# one. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
+# Run folders (runs/) are sometimes kept from one session to the next on this workplace's machines
+# and sometimes not: a job resumes after a kill, and across sessions only where runs/ was kept, so
+# what a later row needs (results, the LDAM-DRW locator) is copied into the repository. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
 # about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
 # once (commit them), and the table's inputs into bench/results/runs/ (`autosampler table
 # bench/results/runs/*/* --stage2-rows` is Table 1 and the CutMix comparison from the repository).
