@@ -29,17 +29,21 @@ if [ -n "${AFTER:-}" ]; then
   while kill -0 "$AFTER" 2>/dev/null; do sleep 60; done
   echo "== $(date -u +%FT%TZ) process $AFTER ended"
 fi
+put() {  # put FROM TO: copy atomically (a kill leaves the old file or none, never half of one)
+  cp "$1" "$2.part" && mv "$2.part" "$2"
+}
 keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results/, and what
   # `autosampler table` reads of it (config.toml, eval.json, stage2/eval.json) into
   # bench/results/runs/<root's name>/<name>_s0/, so the tables are rebuilt from the repository
+  # bench/results/<tag>_eval.json marks the row done (`row` skips it), so it is written last
   local d="$1/$2_s0" k; k="bench/results/runs/$(basename "$1")/$2_s0"
   [ -f "$d/eval.json" ] || return 0
-  cp "$d/eval.json" "bench/results/$3_eval.json"
-  mkdir -p "$k" && cp "$d/config.toml" "$d/eval.json" "$k/"
+  mkdir -p "$k" && put "$d/config.toml" "$k/config.toml" && put "$d/eval.json" "$k/eval.json"
   if [ -f "$d/stage2/eval.json" ]; then
-    cp "$d/stage2/eval.json" "bench/results/$3_stage2.json"
-    mkdir -p "$k/stage2" && cp "$d/stage2/eval.json" "$k/stage2/"
+    mkdir -p "$k/stage2" && put "$d/stage2/eval.json" "$k/stage2/eval.json"
+    put "$d/stage2/eval.json" "bench/results/$3_stage2.json"
   fi
+  put "$d/eval.json" "bench/results/$3_eval.json"
 }
 row() {  # row CONFIG ROOT TAG
   local name; name=$(basename "$1" .toml)
@@ -61,7 +65,7 @@ row configs/table1/cifar10_lt_ir100_ldam_drw_gpu.toml runs/table1_full table1_c1
 # cost a rerun of LDAM-DRW in a session that lost runs/
 ldam=bench/models/c10lt_ir100_e200_ldam_drw_s0_cpu.safetensors
 if [ ! -f "$ldam" ]; then
-  mkdir -p bench/models && cp runs/table1_full/cifar10_lt_ir100_ldam_drw_gpu_s0/model.safetensors "$ldam"
+  mkdir -p bench/models && put runs/table1_full/cifar10_lt_ir100_ldam_drw_gpu_s0/model.safetensors "$ldam"
 fi
 if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
   resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
