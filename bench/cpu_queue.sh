@@ -4,7 +4,8 @@
 #   nohup nice -n 19 bash bench/cpu_queue.sh runs/bin/autosampler-<commit> >> runs/logs/queue.log 2>&1 &
 # Pause it while timing anything else: kill -STOP / -CONT on the running job's pid.
 # Run folders (runs/) are sometimes kept from one session to the next on this workplace's machines
-# and sometimes not: a job resumes after a kill, and across sessions only where runs/ was kept, so
+# and sometimes not: a job resumes after a kill; across sessions it resumes from the run folder
+# `bash bench/carry.sh save` committed at the earlier session's end (unpacked here first), and
 # what a later row needs (results, the LDAM-DRW locator) is copied into the repository. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
 # about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
 # once (commit them), and the table's inputs into bench/results/runs/ (`autosampler table
@@ -12,8 +13,8 @@
 #   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
 #   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
 #      starts the agent's encoders and is the CAM rows' locator)
-#   3. the agent (configs/cutmix_long/agent.toml), then random CutMix p 0.5, agent CutMix p 0.5,
-#      CAM CutMix p 0.5 and agent CutMix p 0.7 (issue 12's rows; candidates of the best recipe)
+#   3. the agent (configs/cutmix_long/agent.toml), then agent CutMix p 0.5 (also Table 1's "ours +
+#      agent CutMix"), random CutMix p 0.5, CAM CutMix p 0.5 and agent CutMix p 0.7 (issue 12's rows; candidates of the best recipe)
 #   4. balanced softmax (a best-recipe candidate)
 #   5. Table 1's BBN and TDE rows
 # AFTER=PID: wait for that process (a sweep of an earlier queue) to end before starting.
@@ -25,6 +26,8 @@ cpu=(--set train.device=cpu --set train.threads=2 --set train.channels_last=true
 mkdir -p runs/logs runs/ref
 eval "$(./x env)"
 echo "== $(date -u +%FT%TZ) queue with $bin"
+# unfinished runs carried from an earlier session (bench/carry.sh save), where runs/ lacks them
+bash bench/carry.sh restore
 if [ -n "${AFTER:-}" ]; then
   while kill -0 "$AFTER" 2>/dev/null; do sleep 60; done
   echo "== $(date -u +%FT%TZ) process $AFTER ended"
@@ -44,6 +47,7 @@ keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results
     put "$d/stage2/eval.json" "bench/results/$3_stage2.json"
   fi
   put "$d/eval.json" "bench/results/$3_eval.json"
+  bash bench/carry.sh drop "$(basename "$1")" "$2_s0"
 }
 row() {  # row CONFIG ROOT TAG
   local name; name=$(basename "$1" .toml)
@@ -67,12 +71,19 @@ ldam=bench/models/c10lt_ir100_e200_ldam_drw_s0_cpu.safetensors
 if [ ! -f "$ldam" ]; then
   mkdir -p bench/models && put runs/table1_full/cifar10_lt_ir100_ldam_drw_gpu_s0/model.safetensors "$ldam"
 fi
-if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
-  resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
-  "$bin" agent train --config configs/cutmix_long/agent.toml --out runs/cutmix_long/agent "${resume[@]}" >> runs/logs/cutmix_long_agent.log 2>&1
+# the agent of the agent rows, kept in the repository (6.9 MB) so that every agent row mixes with
+# the same agent whichever session runs it
+agent=bench/models/cutmix_long_agent
+if [ ! -f "$agent/agent.safetensors" ]; then
+  if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then
+    resume=(); [ -f runs/cutmix_long/agent/agent/state.json ] && resume=(--resume)
+    "$bin" agent train --config configs/cutmix_long/agent.toml --out runs/cutmix_long/agent "${resume[@]}" >> runs/logs/cutmix_long_agent.log 2>&1
+  fi
+  mkdir -p "$agent" && put runs/cutmix_long/agent/agent/agent.json "$agent/agent.json" &&
+    put runs/cutmix_long/agent/agent/agent.safetensors "$agent/agent.safetensors"
 fi
 echo "== $(date -u +%FT%TZ) agent done"
-for r in cutmix_p0.5 agent_p0.5 cam_p0.5 agent_p0.7; do
+for r in agent_p0.5 cutmix_p0.5 cam_p0.5 agent_p0.7; do
   row "configs/cutmix_long/c10lt_ir100_e200_$r.toml" runs/cutmix_long "cutmix_long_c10lt_ir100_e200_${r}_cpu"
 done
 row configs/recipes/c10lt_ir100_e200_balanced_softmax.toml runs/recipes recipes_c10lt_ir100_e200_balanced_softmax_cpu

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Carries the queue's unfinished long runs (bench/cpu_queue.sh) from one session to the next.
+# A 200-epoch CPU row takes 1.5-3.5 h and a session about 3 h, while runs/ is kept from one
+# session to the next only sometimes: without this, the part of a row done before a session ends
+# is lost whenever runs/ is.
+#   bash bench/carry.sh save      at a session's end (queue paused or stopped): each unfinished
+#                                 run folder of the queue's roots, whole (its checkpoint is an
+#                                 epoch's commit point), into bench/carry/<root>/<run>.tar.gz;
+#                                 commit them
+#   bash bench/carry.sh restore   at the queue's start: unpacks each carried run whose folder
+#                                 runs/ lacks; `sweep` then resumes it from its last epoch
+#   bash bench/carry.sh drop ROOT RUN
+#                                 a run that finished: its carry is no longer needed
+# A run resumed on another machine is not bit-identical to one trained on a single machine (runs
+# are deterministic on one machine only); its log says where it resumed.
+set -eu
+roots=(table1_full cutmix_long recipes)
+case "${1:-}" in
+  save)
+    for root in "${roots[@]}"; do
+      for d in runs/"$root"/*_s[0-9]*/; do
+        d=${d%/}
+        [ -f "$d/stage1/last.safetensors" ] && [ ! -f "$d/eval.json" ] || continue
+        mkdir -p "bench/carry/$root"
+        out="bench/carry/$root/$(basename "$d").tar.gz"
+        tar czf "$out.part" --exclude=.lock -C "runs/$root" "$(basename "$d")" && mv "$out.part" "$out"
+        echo "carried $d ($(python3 -c "import json;print(json.load(open('$d/stage1/state.json'))['epochs_done'])") epochs) -> $out"
+      done
+    done
+    ;;
+  restore)
+    for t in bench/carry/*/*.tar.gz; do
+      [ -f "$t" ] || continue
+      root=$(basename "$(dirname "$t")")
+      run=$(basename "$t" .tar.gz)
+      if [ -d "runs/$root/$run" ]; then
+        echo "carry: runs/$root/$run exists, $t not unpacked"
+      else
+        mkdir -p "runs/$root" && tar xzf "$t" -C "runs/$root"
+        echo "carry: unpacked $t into runs/$root/$run"
+      fi
+    done
+    ;;
+  drop)
+    rm -f "bench/carry/${2:?root}/${3:?run}.tar.gz"
+    ;;
+  *)
+    sed -n '2,15p' "$0"
+    exit 2
+    ;;
+esac
