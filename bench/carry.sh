@@ -23,7 +23,8 @@ case "${1:-}" in
         [ -f "$d/stage1/last.safetensors" ] && [ ! -f "$d/eval.json" ] || continue
         mkdir -p "bench/carry/$root"
         out="bench/carry/$root/$(basename "$d").tar.gz"
-        tar czf "$out.part" --exclude=.lock -C "runs/$root" "$(basename "$d")" && mv "$out.part" "$out"
+        tar czf "$out.part" --exclude=.lock -C "runs/$root" "$(basename "$d")"
+        mv "$out.part" "$out"
         echo "carried $d ($(python3 -c "import json;print(json.load(open('$d/stage1/state.json'))['epochs_done'])") epochs) -> $out"
       done
     done
@@ -36,7 +37,10 @@ case "${1:-}" in
       if [ -d "runs/$root/$run" ]; then
         echo "carry: runs/$root/$run exists, $t not unpacked"
       else
-        mkdir -p "runs/$root" && tar xzf "$t" -C "runs/$root"
+        # unpacked beside, then renamed: a kill mid-unpack leaves no half run folder to resume
+        rm -rf "runs/$root/.carry" && mkdir -p "runs/$root/.carry"
+        tar xzf "$t" -C "runs/$root/.carry"
+        mv "runs/$root/.carry/$run" "runs/$root/$run" && rmdir "runs/$root/.carry"
         echo "carry: unpacked $t into runs/$root/$run"
       fi
     done
