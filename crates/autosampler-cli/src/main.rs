@@ -309,9 +309,10 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
             bail!("--best: no row has a val top-1 to choose on");
         };
         println!(
-            "\nbest on val: {} (val {}, test {} ± {})",
+            "\nbest on val: {} (val {}, compared on {}, test {} ± {})",
             best["recipe"].as_str().unwrap_or_default(),
             best["val_top1"],
+            best["selection_top1"],
             best["best_recipe_test_top1"],
             best["best_recipe_test_top1_std"]
         );

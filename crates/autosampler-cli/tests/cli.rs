@@ -230,6 +230,91 @@ threads = 1
     p
 }
 
+/// Defect "selection bias": best-on-val compared the searched classifier by its top-1 on all of
+/// validation, half of which the search had fitted its weights on. Now every classifier is also
+/// scored on the images the search held out (10 per class of the 20 here), the post-hoc τ chosen
+/// on the other half, and both `[stage2] classifier = "best-on-val"` and `table --best` pick on
+/// those.
+#[test]
+fn best_on_val_compares_classifiers_on_the_images_the_search_held_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 1);
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str("[search]\ntrajectories = 3\nsamples = 2\nrescore_seeds = 2\n[stage2]\nepochs = 2\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = dir.path().join("run");
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let read = |f: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+    };
+    let best = read(&out.join("search/best_weights.json"));
+    let s2 = read(&out.join("stage2/eval.json"));
+    assert_eq!(
+        (best["val_search"].as_u64(), best["val_choice"].as_u64()),
+        (Some(100), Some(100))
+    );
+    let h = &s2["heldout"];
+    assert_eq!(h["n"], 100, "{s2}");
+    let keys = [
+        "retrained",
+        "crt_class_balanced",
+        "crt_square_root",
+        "lws",
+        "tau_normalised",
+        "logit_adjusted",
+    ];
+    let top = keys
+        .iter()
+        .map(|k| h[*k].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let picked = s2["classifier"].as_str().unwrap().replace('-', "_");
+    assert_eq!(
+        h[&picked].as_f64().unwrap(),
+        top,
+        "best-on-val picks the best held-out: {s2}"
+    );
+    // 100 images: whole percentages
+    for k in keys.iter().chain(&["stage1"]) {
+        let v = h[*k].as_f64().unwrap();
+        assert_eq!(v, v.round(), "{k}: {v}");
+    }
+    // table --best: the same held-out scores for the stage-2 rows
+    let o = autosampler(
+        &[
+            "table",
+            out.to_str().unwrap(),
+            "--stage2-rows",
+            "--best",
+            dir.path().join("best.json").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let b = read(&dir.path().join("best.json"));
+    let cands = b["candidates"].as_array().unwrap();
+    let searched = cands
+        .iter()
+        .find(|c| {
+            c["recipe"]
+                .as_str()
+                .unwrap()
+                .ends_with("stage 2 (searched weights)")
+        })
+        .unwrap();
+    assert_eq!(
+        searched["selection_top1"].as_f64(),
+        h["retrained"].as_f64(),
+        "{b}"
+    );
+    let max = cands
+        .iter()
+        .filter_map(|c| c["selection_top1"].as_f64())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(b["selection_top1"].as_f64(), Some(max), "{b}");
+}
+
 /// A run killed with SIGKILL mid-training and resumed ends with the same weights, bit for bit, as
 /// an uninterrupted run (CPU).
 #[test]
@@ -387,6 +472,9 @@ fn run_chains_data_stage1_eval_features_and_search() {
         assert_eq!(s2[k]["test"]["n"], 3, "{k}");
     }
     assert!(html.contains("cRT, class-balanced") && html.contains("held-out"));
+    // one validation image per class: the search holds none out, so no held-out scores
+    assert_eq!(best["val_choice"], 0);
+    assert!(s2.get("heldout").is_none(), "{s2}");
     // the chosen weights are one of the re-scored candidates, the best re-scored one
     let best_r = best["reward"].as_f64().unwrap();
     let cands = best["candidates"].as_array().unwrap();
@@ -419,6 +507,9 @@ fn run_chains_data_stage1_eval_features_and_search() {
     let s2: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
     assert_eq!(s2["weights"], best1["weights"], "stage 2 is stale");
+    // the best single draw holds nothing out: no held-out scores
+    assert_eq!(best1["val_choice"], 0);
+    assert!(s2.get("heldout").is_none(), "{s2}");
     // stage 2 on images (frozen backbone, augmented images) with class-balanced weights
     write_config(
         dir.path(),

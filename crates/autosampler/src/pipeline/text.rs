@@ -222,13 +222,23 @@ pub fn stage2_rows(r: &Stage2Report) -> Vec<(Option<Classifier>, String, &Metric
     rows
 }
 
-/// stage2/eval.json as a table; `*` marks the classifier of the run's model.
+/// stage2/eval.json as a table; `*` marks the classifier of the run's model. With held-out
+/// scores (searched weights), a `held` column: each classifier's top-1 on the validation images
+/// the search held out, which `best-on-val` compares.
 pub fn stage2_table(r: &Stage2Report) -> String {
+    let held = |c: Option<Classifier>| -> String {
+        match (&r.heldout, c) {
+            (None, _) => String::new(),
+            (Some(h), None) => format!(" {:6.2}", h.stage1),
+            (Some(h), Some(c)) => format!(" {:6.2}", h.top1(c)),
+        }
+    };
     let mut out = format!(
-        "\nstage 2 ({}):\n{:<34} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
+        "\nstage 2 ({}):\n{:<34} {:>6}{} {:>6} {:>6} {:>6} {:>6}\n",
         r.weights_label(),
         "classifier",
         "val",
+        if r.heldout.is_some() { "   held" } else { "" },
         "test",
         "many",
         "medium",
@@ -238,25 +248,30 @@ pub fn stage2_table(r: &Stage2Report) -> String {
         let mark = if c == Some(r.classifier) { "*" } else { " " };
         let _ = writeln!(
             out,
-            "{mark}{:<33} {:6.2} {:6.2} {:>6} {:>6} {:>6}",
+            "{mark}{:<33} {:6.2}{} {:6.2} {:>6} {:>6} {:>6}",
             name,
             val.top1,
+            held(c),
             test.top1,
             opt(test.many),
             opt(test.medium),
             opt(test.few)
         );
     }
-    let _ = writeln!(
-        out,
-        "* the run's model: {}{}",
-        r.describe(r.classifier),
-        if r.config.classifier == Classifier::BestOnVal {
-            " (best on val)"
-        } else {
-            ""
-        }
-    );
+    let how = match (&r.heldout, r.config.classifier) {
+        (Some(_), Classifier::BestOnVal) => " (best on the held-out val images)",
+        (None, Classifier::BestOnVal) => " (best on val)",
+        _ => "",
+    };
+    let _ = writeln!(out, "* the run's model: {}{how}", r.describe(r.classifier));
+    if let Some(h) = &r.heldout {
+        let _ = writeln!(
+            out,
+            "held: top-1 on the {} val images the search held out (it fitted its weights on the \
+             others, where the post-hoc τ is re-chosen: τ-normalised {:.1}, logit-adjusted {:.1})",
+            h.n, h.tau_normalised_tau, h.logit_adjusted_tau
+        );
+    }
     out
 }
 

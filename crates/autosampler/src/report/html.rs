@@ -250,16 +250,25 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
         }
     }
     if let Some(s2) = &stage2 {
-        h.push_str("<h2>Stage 2</h2><table><tr><th>classifier</th><th>val top-1</th><th>test top-1</th><th>many</th><th>medium</th><th>few</th></tr>");
+        h.push_str("<h2>Stage 2</h2><table><tr><th>classifier</th><th>val top-1</th>");
+        if let Some(hd) = &s2.heldout {
+            let _ = write!(h, "<th>top-1 on the {} val images the search held out</th>", hd.n);
+        }
+        h.push_str("<th>test top-1</th><th>many</th><th>medium</th><th>few</th></tr>");
         for (c, label, val, test) in crate::pipeline::text::stage2_rows(s2) {
             let label = if c == Some(s2.classifier) {
                 format!("<b>{label}</b> (the run's model)")
             } else {
                 label
             };
+            let held = match (&s2.heldout, c) {
+                (None, _) => String::new(),
+                (Some(hd), None) => format!("<td>{}</td>", num(Some(hd.stage1), 2)),
+                (Some(hd), Some(c)) => format!("<td>{}</td>", num(Some(hd.top1(c)), 2)),
+            };
             let _ = write!(
                 h,
-                "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{label}</td><td>{}</td>{held}<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 num(Some(val.top1), 2),
                 num(Some(test.top1), 2),
                 num(test.many, 1),
