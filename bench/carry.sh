@@ -11,6 +11,15 @@
 #                                 runs/ lacks; `sweep` then resumes it from its last epoch
 #   bash bench/carry.sh drop ROOT RUN
 #                                 a run that finished: its carry is no longer needed
+#   bash bench/carry.sh finish ROOT RUN
+#                                 a run that finished: its folder without the cached features
+#                                 (stage 1's models, manifests, search, stage 2) into
+#                                 bench/finished/<root>/<run>.tar.gz, its carry dropped; commit
+#                                 it. A later build can then redo the stages after stage 1
+#                                 without 1.5-3.5 h of training: `restore` unpacks these too, and
+#                                 the row's own `sweep` command (as in cpu_queue.sh) reuses stage 1
+#                                 and redoes the stages whose inputs changed (features are
+#                                 recomputed in seconds; checked on the demo's run folder)
 # A run resumed on another machine is not bit-identical to one trained on a single machine (runs
 # are deterministic on one machine only); its log says where it resumed.
 set -eu
@@ -30,7 +39,7 @@ case "${1:-}" in
     done
     ;;
   restore)
-    for t in bench/carry/*/*.tar.gz; do
+    for t in bench/carry/*/*.tar.gz bench/finished/*/*.tar.gz; do
       [ -f "$t" ] || continue
       root=$(basename "$(dirname "$t")")
       run=$(basename "$t" .tar.gz)
@@ -48,8 +57,18 @@ case "${1:-}" in
   drop)
     rm -f "bench/carry/${2:?root}/${3:?run}.tar.gz"
     ;;
+  finish)
+    root=${2:?root} run=${3:?run}
+    [ -f "runs/$root/$run/eval.json" ] || { echo "finish: runs/$root/$run has no eval.json" >&2; exit 1; }
+    mkdir -p "bench/finished/$root"
+    out="bench/finished/$root/$run.tar.gz"
+    tar czf "$out.part" --exclude=.lock --exclude="$run/features" -C "runs/$root" "$run"
+    mv "$out.part" "$out"
+    rm -f "bench/carry/$root/$run.tar.gz"
+    echo "kept runs/$root/$run ($(du -h "$out" | cut -f1)) -> $out"
+    ;;
   *)
-    sed -n '2,15p' "$0"
+    sed -n '2,23p' "$0"
     exit 2
     ;;
 esac

@@ -8,7 +8,8 @@
 # `bash bench/carry.sh save` committed at the earlier session's end (unpacked here first), and
 # what a later row needs (results, the LDAM-DRW locator) is copied into the repository. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
 # about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
-# once (commit them), and the table's inputs into bench/results/runs/ (`autosampler table
+# once (commit them), its run folder without features into bench/finished/ (bench/carry.sh finish:
+# the stages after stage 1 can be redone from it; commit it too), and the table's inputs into bench/results/runs/ (`autosampler table
 # bench/results/runs/*/* --stage2-rows` is Table 1 and the CutMix comparison from the repository).
 #   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
 #   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
@@ -47,7 +48,7 @@ keep() {  # keep ROOT NAME TAG: copy a finished run's results into bench/results
     put "$d/stage2/eval.json" "bench/results/$3_stage2.json"
   fi
   put "$d/eval.json" "bench/results/$3_eval.json"
-  bash bench/carry.sh drop "$(basename "$1")" "$2_s0"
+  bash bench/carry.sh finish "$(basename "$1")" "$2_s0"
 }
 row() {  # row CONFIG ROOT TAG
   local name; name=$(basename "$1" .toml)
