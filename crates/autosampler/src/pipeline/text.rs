@@ -260,7 +260,7 @@ pub fn stage2_table(r: &Stage2Report) -> String {
     }
     let how = match (&r.heldout, r.config.classifier) {
         (Some(_), Classifier::BestOnVal) => " (best on the held-out val images)",
-        (None, Classifier::BestOnVal) => " (best on val)",
+        (None, Classifier::BestOnVal) => " (best on val; post-hoc rows by their cross-fitted τ)",
         _ => "",
     };
     let _ = writeln!(out, "* the run's model: {}{how}", r.describe(r.classifier));
