@@ -161,7 +161,8 @@ fn col_mean(r: &Row, col: &str) -> Option<f64> {
 
 /// The column (not printed) that [`best_on_val`] compares: a run's val top-1, a stage-2
 /// classifier's [`super::Stage2Report::selection_top1`] (on the validation images the search held
-/// out, where the run has them; the searched classifier is left out where it has none).
+/// out, where the run has them; else on all of val, post-hoc rows cross-fitted, the searched
+/// classifier left out).
 pub const SELECTION: &str = "selection top-1";
 
 /// The row with the highest mean [`SELECTION`] top-1 (the first on ties): the recipe to pick when
@@ -201,7 +202,7 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
         .collect();
     Some(serde_json::json!({
         "bench": "best_recipe",
-        "selected_on": "validation top-1 (mean over seeds): a run's on all of val; a stage-2 classifier's on the val images its run's search held out where it has them, the searched classifier left out where not",
+        "selected_on": "validation top-1 (mean over seeds): a run's on all of val; a stage-2 classifier's on the val images its run's search held out where it has them, else on all of val (post-hoc rows cross-fitted where the report has it; the searched classifier left out)",
         "recipe": best.name,
         "stage2_classifier": best.classifier,
         "runs": best.runs,
