@@ -15,8 +15,9 @@
 #   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
 #      starts the agent's encoders and is the CAM rows' locator)
 #   3. the agent (configs/cutmix_long/agent.toml), then agent CutMix p 0.5 (also Table 1's "ours +
-#      agent CutMix"), random CutMix p 0.5, CAM CutMix p 0.5 and agent CutMix p 0.7 (issue 12's rows; candidates of the best recipe)
-#   4. balanced softmax (a best-recipe candidate)
+#      agent CutMix"), random CutMix p 0.5 and CAM CutMix p 0.5 (issue 12's rows; candidates of the best recipe)
+#   4. balanced softmax with CutMix p 0.5, then balanced softmax (best-recipe candidates), then
+#      agent CutMix p 0.7
 #   5. Table 1's BBN and TDE rows
 # AFTER=PID: wait for that process (a sweep of an earlier queue) to end before starting.
 # The bash running this file keeps reading the copy it opened: replace the file (write a new one and
@@ -84,10 +85,15 @@ if [ ! -f "$agent/agent.safetensors" ]; then
     put runs/cutmix_long/agent/agent/agent.safetensors "$agent/agent.safetensors"
 fi
 echo "== $(date -u +%FT%TZ) agent done"
-for r in agent_p0.5 cutmix_p0.5 cam_p0.5 agent_p0.7; do
+for r in agent_p0.5 cutmix_p0.5 cam_p0.5; do
   row "configs/cutmix_long/c10lt_ir100_e200_$r.toml" runs/cutmix_long "cutmix_long_c10lt_ir100_e200_${r}_cpu"
 done
-row configs/recipes/c10lt_ir100_e200_balanced_softmax.toml runs/recipes recipes_c10lt_ir100_e200_balanced_softmax_cpu
+# the best recipe's candidates before the last CutMix row: balanced softmax with CutMix (the two
+# parts that each won alone), then balanced softmax alone
+for r in balanced_softmax_cutmix_p0.5 balanced_softmax; do
+  row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
+done
+row configs/cutmix_long/c10lt_ir100_e200_agent_p0.7.toml runs/cutmix_long cutmix_long_c10lt_ir100_e200_agent_p0.7_cpu
 for r in bbn tde; do
   row "configs/table1/cifar10_lt_ir100_${r}_gpu.toml" runs/table1_full "table1_c10lt_ir100_e200_${r}_cpu"
 done

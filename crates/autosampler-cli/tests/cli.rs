@@ -622,20 +622,36 @@ fn table_groups_seeds_with_mean_and_std() {
     );
     assert!(o.status.success(), "{}", text(&o));
     let csv_text = std::fs::read_to_string(&csv).unwrap();
-    // --best: the row with the highest mean val top-1 (the first on ties), its test mean, and
-    // the stage-2 classifier that reproduces it
+    // --best: the row with the highest mean selection top-1 (ties to the lower val ECE), its
+    // test mean, and the stage-2 classifier that reproduces it
     let best: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("best.json")).unwrap()).unwrap();
-    let mut want: Option<(String, f64, f64)> = None;
-    for line in csv_text.lines().skip(1) {
-        let cells: Vec<&str> = line.split(',').collect();
-        let (val, test): (f64, f64) = (cells[12].parse().unwrap(), cells[2].parse().unwrap());
-        if want.as_ref().is_none_or(|w| val > w.1 + 1e-9) {
-            want = Some((cells[0].to_string(), val, test));
-        }
+    let cands = best["candidates"].as_array().unwrap();
+    let top = cands
+        .iter()
+        .filter_map(|c| c["selection_top1"].as_f64())
+        .fold(f64::MIN, f64::max);
+    let at_top: Vec<&serde_json::Value> = cands
+        .iter()
+        .filter(|c| c["selection_top1"].as_f64() == Some(top))
+        .collect();
+    let name = best["recipe"].as_str().unwrap().to_string();
+    assert!(at_top.iter().any(|c| c["recipe"] == name.as_str()), "{best}");
+    let ece = best["val_ece"].as_f64().unwrap();
+    for c in &at_top {
+        assert!(c["val_ece"].as_f64().unwrap() >= ece, "{c} vs {best}");
     }
-    let (name, val, test) = want.unwrap();
-    assert_eq!(best["recipe"], name.as_str(), "{best}");
+    assert_eq!(
+        best["tied_on_selection"].as_array().unwrap().len(),
+        at_top.len() - 1,
+        "{best}"
+    );
+    let line = csv_text
+        .lines()
+        .find(|l| l.split(',').next() == Some(name.as_str()))
+        .unwrap();
+    let cells: Vec<&str> = line.split(',').collect();
+    let (val, test): (f64, f64) = (cells[12].parse().unwrap(), cells[2].parse().unwrap());
     assert!((best["val_top1"].as_f64().unwrap() - val).abs() < 0.006, "{best}");
     assert!(
         (best["best_recipe_test_top1"].as_f64().unwrap() - test).abs() < 0.006,

@@ -111,6 +111,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         put(row, "few", eval.last.test.few);
         put(row, "val top-1", Some(eval.last.val.top1));
         put(row, SELECTION, Some(eval.last.val.top1));
+        put(row, VAL_ECE, Some(eval.last.val.ece));
         put(
             row,
             "stage 2 test top-1",
@@ -149,6 +150,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
             put(row, "few", test.few);
             put(row, "val top-1", Some(val.top1));
             put(row, SELECTION, s2.selection_top1(c));
+            put(row, VAL_ECE, Some(val.ece));
         }
     }
     Ok(rows.into_iter().map(|(_, r)| r).collect())
@@ -165,19 +167,37 @@ fn col_mean(r: &Row, col: &str) -> Option<f64> {
 /// classifier left out).
 pub const SELECTION: &str = "selection top-1";
 
-/// The row with the highest mean [`SELECTION`] top-1 (the first on ties): the recipe to pick when
-/// test is kept for reporting. Rows without a selection and a test top-1 are left out.
+/// The column (not printed) that breaks [`best_on_val`]'s ties: the expected calibration error on
+/// all of val (mean over seeds). Top-1 on a few hundred validation images ties often (a point is a
+/// couple of images); among equally accurate recipes the one whose confidences match its accuracy
+/// better is the one to pick, and the choice no longer depends on the order the runs were given.
+pub const VAL_ECE: &str = "val ECE";
+
+/// The row with the highest mean [`SELECTION`] top-1, ties broken by the lower [`VAL_ECE`] (a row
+/// without it loses a tie), then by order: the recipe to pick when test is kept for reporting.
+/// Rows without a selection and a test top-1 are left out.
 pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
-    let mut best: Option<(&Row, f64)> = None;
+    let mut best: Option<(&Row, f64, f64)> = None;
     for r in rows {
         let (Some(v), Some(_)) = (col_mean(r, SELECTION), col_mean(r, "last test top-1")) else {
             continue;
         };
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((r, v));
+        let ece = col_mean(r, VAL_ECE).unwrap_or(f64::INFINITY);
+        if best.is_none_or(|(_, b, e)| v > b || (v == b && ece < e)) {
+            best = Some((r, v, ece));
         }
     }
-    best.map(|(r, _)| r)
+    best.map(|(r, _, _)| r)
+}
+
+/// The other rows whose mean [`SELECTION`] top-1 equals `best`'s: candidates validation could not
+/// tell apart by accuracy (the pick among them went by [`VAL_ECE`]).
+fn tied_with<'a>(rows: &'a [Row], best: &Row) -> Vec<&'a Row> {
+    let b = col_mean(best, SELECTION);
+    rows.iter()
+        .filter(|r| !std::ptr::eq(*r, best) && b.is_some() && col_mean(r, SELECTION) == b)
+        .filter(|r| col_mean(r, "last test top-1").is_some())
+        .collect()
 }
 
 /// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean and std over
@@ -196,19 +216,23 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
                 "seeds": r.runs.len(),
                 "val_top1": col_mean(r, "val top-1").map(r2),
                 "selection_top1": col_mean(r, SELECTION).map(r2),
+                "val_ece": col_mean(r, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
                 "test_top1": col_mean(r, "last test top-1").map(r2),
             })
         })
         .collect();
+    let tied: Vec<&str> = tied_with(rows, best).iter().map(|r| r.name.as_str()).collect();
     Some(serde_json::json!({
         "bench": "best_recipe",
-        "selected_on": "validation top-1 (mean over seeds): a run's on all of val; a stage-2 classifier's on the val images its run's search held out where it has them, else on all of val (post-hoc rows cross-fitted where the report has it; the searched classifier left out)",
+        "selected_on": "validation top-1 (mean over seeds): a run's on all of val; a stage-2 classifier's on the val images its run's search held out where it has them, else on all of val (post-hoc rows cross-fitted where the report has it; the searched classifier left out); ties broken by the lower val ECE",
         "recipe": best.name,
         "stage2_classifier": best.classifier,
         "runs": best.runs,
         "seeds": test.len(),
         "val_top1": col_mean(best, "val top-1").map(r2),
         "selection_top1": col_mean(best, SELECTION).map(r2),
+        "val_ece": col_mean(best, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
+        "tied_on_selection": tied,
         "best_recipe_test_top1": r2(m),
         "best_recipe_test_top1_std": r2(sd),
         "many": col_mean(best, "many").map(r2),
@@ -348,5 +372,54 @@ mod tests {
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with("\"a,b\",2,2.0000,1.4142,"), "{line}");
         assert_eq!(mean_std(&[1.0, 3.0]), (2.0, std::f64::consts::SQRT_2));
+    }
+
+    /// Defect: `--best` kept the first of the rows tied on validation top-1, so the recipe it
+    /// reported hung on the order the run folders were given (a glob put the CAM CutMix run
+    /// before the random CutMix one; both logit-adjusted rows had val 79.5). Ties now go to the
+    /// lower val ECE, in any order.
+    #[test]
+    fn best_on_val_breaks_ties_by_val_ece_whatever_the_order() {
+        let row = |name: &str, sel: f64, ece: Option<f64>, test: f64| Row {
+            name: name.into(),
+            classifier: None,
+            runs: vec![PathBuf::from(name)],
+            values: [
+                Some((SELECTION, vec![sel])),
+                ece.map(|e| (VAL_ECE, vec![e])),
+                Some(("last test top-1", vec![test])),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        let a = row("a", 79.5, Some(0.0711), 75.96);
+        let b = row("b", 79.5, Some(0.0923), 76.65);
+        let c = row("c", 77.5, Some(0.0100), 76.51);
+        let d = row("d", 79.5, None, 80.0);
+        for rows in [
+            vec![a.clone(), b.clone(), c.clone(), d.clone()],
+            vec![d.clone(), c.clone(), b.clone(), a.clone()],
+            vec![b.clone(), d.clone(), a.clone(), c.clone()],
+        ] {
+            assert_eq!(best_on_val(&rows).unwrap().name, "a");
+            let j = best_json(&rows).unwrap();
+            assert_eq!(j["best_recipe_test_top1"], 75.96);
+            let mut tied: Vec<String> = j["tied_on_selection"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            tied.sort();
+            assert_eq!(tied, ["b", "d"]);
+        }
+        // without ECE on either side, the first of the tied rows stays the pick
+        assert_eq!(
+            best_on_val(&[d.clone(), row("e", 79.5, None, 1.0)]).unwrap().name,
+            "d"
+        );
+        // accuracy first: a lower ECE does not beat a higher selection top-1
+        assert_eq!(best_on_val(&[c, b]).unwrap().name, "b");
     }
 }
