@@ -144,20 +144,22 @@ impl Stage2Report {
     }
 
     /// `[stage2] classifier` resolved: itself, or for `best-on-val` the concrete classifier with
-    /// the highest [`Self::selection_top1`] (the first of [`Classifier::CONCRETE`] on ties).
+    /// the highest [`Self::selection_top1`]; ties go to the lower val ECE (as `table --best`'s),
+    /// then to the first of [`Classifier::CONCRETE`].
     pub fn resolve(&self, wanted: Classifier) -> Classifier {
         if wanted != Classifier::BestOnVal {
             return wanted;
         }
-        let mut best: Option<(Classifier, f64)> = None;
+        let mut best: Option<(Classifier, f64, f64)> = None;
         for c in Classifier::CONCRETE {
             if let Some(v) = self.selection_top1(c) {
-                if best.is_none_or(|(_, b)| v > b) {
-                    best = Some((c, v));
+                let ece = self.scored(c).0.ece;
+                if best.is_none_or(|(_, b, e)| v > b || (v == b && ece < e)) {
+                    best = Some((c, v, ece));
                 }
             }
         }
-        best.map_or(Classifier::CrtClassBalanced, |(c, _)| c)
+        best.map_or(Classifier::CrtClassBalanced, |(c, _, _)| c)
     }
 
     /// Which weights its own stage 2 (`crt`) re-trained with: `[stage2] sampler`'s, or the
@@ -1251,11 +1253,12 @@ mod tests {
 
     /// `[stage2] classifier = "best-on-val"` on the committed stage 2 of the full-length
     /// CIFAR-10-LT IR 100 run (written before the key existed: it reads as the re-trained one):
-    /// logit adjustment has the highest val top-1 (75.0); on a tie the first of
-    /// `Classifier::CONCRETE` wins. That report has no held-out scores, so the classifier
-    /// re-trained with the searched weights is left out.
+    /// logit adjustment has the highest val top-1 (75.0); a tie goes to the lower val ECE (as
+    /// `table --best`'s; before, to the first of `Classifier::CONCRETE`), then to that order. That
+    /// report has no held-out scores, so the classifier re-trained with the searched weights is
+    /// left out.
     #[test]
-    fn best_on_val_picks_the_highest_val_top1_first_on_ties() {
+    fn best_on_val_picks_the_highest_val_top1_ties_by_val_ece() {
         let mut r = committed("table1_c10lt_ir100_e200_cpu_s0");
         assert_eq!(r.classifier, Classifier::Retrained);
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::LogitAdjusted);
@@ -1266,8 +1269,16 @@ mod tests {
         assert_eq!(r.crt.val.top1, 70.5);
         assert_eq!(r.selection_top1(Classifier::Retrained), None);
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::TauNormalised);
-        // with a sampler's weights (nothing fitted on val) the re-trained one competes, first on ties
+        // with a sampler's weights (nothing fitted on val) the re-trained one competes; it ties
+        // τ-normalised at 70.5, whose val ECE is lower (0.142 against 0.203)
         r.config.sampler = Some(crate::sampler::Sampler::ClassBalanced);
+        assert_eq!((r.crt.val.ece * 1e3).round(), 203.0);
+        assert_eq!((r.tau_normalised.val.ece * 1e3).round(), 142.0);
+        assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::TauNormalised);
+        r.crt.val.ece = 0.1;
+        assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::Retrained);
+        // equal ECE too: the first of CONCRETE
+        r.crt.val.ece = r.tau_normalised.val.ece;
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::Retrained);
         r.crt.val.top1 = 70.0;
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::TauNormalised);
@@ -1310,7 +1321,7 @@ mod tests {
         r.heldout = Some(h.clone());
         assert_eq!(r.selection_top1(Classifier::Retrained), Some(74.0));
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::LogitAdjusted);
-        h.retrained = 76.0;
+        h.retrained = 76.5;
         r.heldout = Some(h);
         assert_eq!(r.resolve(Classifier::BestOnVal), Classifier::Retrained);
         // reports without the key read as before; a report with it round-trips

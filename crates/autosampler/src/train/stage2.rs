@@ -50,12 +50,13 @@ pub enum Classifier {
     TauNormalised,
     /// Post-hoc logit adjustment, τ chosen on validation.
     LogitAdjusted,
-    /// Whichever of the others has the highest validation top-1 (the first listed on ties).
+    /// Whichever of the others has the highest validation top-1 (ties to the lower val ECE, then
+    /// the first listed).
     BestOnVal,
 }
 
 impl Classifier {
-    /// The concrete classifiers, in the order `best-on-val` prefers them on ties.
+    /// The concrete classifiers, in the order `best-on-val` prefers them on ties of top-1 and ECE.
     pub const CONCRETE: [Classifier; 6] = [
         Classifier::Retrained,
         Classifier::CrtClassBalanced,
