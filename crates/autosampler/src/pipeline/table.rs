@@ -112,6 +112,15 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         put(row, "val top-1", Some(eval.last.val.top1));
         put(row, SELECTION, Some(eval.last.val.top1));
         put(row, VAL_ECE, Some(eval.last.val.ece));
+        let held = stage2.as_ref().and_then(|s| s.heldout.as_ref());
+        let crossfit = stage2.as_ref().is_none_or(|s| {
+            s.tau_normalised.val_crossfit.is_some() && s.logit_adjusted.val_crossfit.is_some()
+        });
+        put(row, HELD, held.map(|h| h.stage1));
+        put(row, ALL_VAL, Some(eval.last.val.top1));
+        put(row, CROSSFIT, Some(eval.last.val.top1));
+        put(row, HAS_HELD, Some(f64::from(u8::from(held.is_some()))));
+        put(row, HAS_CROSSFIT, Some(f64::from(u8::from(crossfit))));
         put(
             row,
             "stage 2 test top-1",
@@ -151,6 +160,23 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
             put(row, "val top-1", Some(val.top1));
             put(row, SELECTION, s2.selection_top1(c));
             put(row, VAL_ECE, Some(val.ece));
+            // the three bases best_on_val can compare on (see there)
+            let searched = c == Classifier::Retrained && s2.config.sampler.is_none();
+            let post_hoc = match c {
+                Classifier::TauNormalised => Some(&s2.tau_normalised),
+                Classifier::LogitAdjusted => Some(&s2.logit_adjusted),
+                _ => None,
+            };
+            put(row, HELD, s2.heldout.as_ref().map(|h| h.top1(c)));
+            put(row, ALL_VAL, Some(val.top1).filter(|_| !searched));
+            let cf = match post_hoc {
+                Some(p) => p.val_crossfit,
+                None => Some(val.top1).filter(|_| !searched),
+            };
+            put(row, CROSSFIT, cf);
+            let has_cf = s2.tau_normalised.val_crossfit.is_some() && s2.logit_adjusted.val_crossfit.is_some();
+            put(row, HAS_HELD, Some(f64::from(u8::from(s2.heldout.is_some()))));
+            put(row, HAS_CROSSFIT, Some(f64::from(u8::from(has_cf))));
         }
     }
     Ok(rows.into_iter().map(|(_, r)| r).collect())
@@ -173,13 +199,62 @@ pub const SELECTION: &str = "selection top-1";
 /// better is the one to pick, and the choice no longer depends on the order the runs were given.
 pub const VAL_ECE: &str = "val ECE";
 
-/// The row with the highest mean [`SELECTION`] top-1, ties broken by the lower [`VAL_ECE`] (a row
-/// without it loses a tie), then by order: the recipe to pick when test is kept for reporting.
-/// Rows without a selection and a test top-1 are left out.
+/// Unprinted columns: the three bases on which [`best_on_val`] can compare rows, and whether each
+/// run's report has the first two (1) or not (0).
+/// - [`HELD`]: top-1 on the validation images the run's search held out (post-hoc τ re-chosen on
+///   the other half); every classifier of a run on the same 100-odd images, nothing fitted on them.
+/// - [`CROSSFIT`]: top-1 on all of val, the post-hoc rows cross-fitted, the searched classifier
+///   left out (its weights were fitted on half of val).
+/// - [`ALL_VAL`]: top-1 on all of val, the post-hoc τ picked on it (a little optimistic), the
+///   searched classifier left out.
+pub const HELD: &str = "held-out top-1";
+pub const CROSSFIT: &str = "cross-fitted val top-1";
+pub const ALL_VAL: &str = "all-val top-1";
+const HAS_HELD: &str = "has held-out";
+const HAS_CROSSFIT: &str = "has cross-fit";
+
+/// The basis [`best_on_val`] compares `rows` on: the first of [`HELD`], [`CROSSFIT`] and
+/// [`ALL_VAL`] that every candidate's run has, so that no row is compared on other images, or
+/// with a different optimism, than another (a run scored on its held-out half reads a few points
+/// lower than one whose τ was picked on all of val: mixing the two picked the latter).
+pub fn selection_basis(rows: &[Row]) -> &'static str {
+    let cands: Vec<&Row> = rows
+        .iter()
+        .filter(|r| col_mean(r, "last test top-1").is_some())
+        .collect();
+    let all = |flag: &str| {
+        cands
+            .iter()
+            .all(|r| r.values.get(flag).is_some_and(|v| v.iter().all(|x| *x == 1.0)))
+    };
+    if all(HAS_HELD) {
+        HELD
+    } else if all(HAS_CROSSFIT) {
+        CROSSFIT
+    } else {
+        ALL_VAL
+    }
+}
+
+/// [`selection_basis`] for rows from [`rows`]; [`SELECTION`] for rows built without the bases.
+fn basis(rows: &[Row]) -> &'static str {
+    if rows.iter().any(|r| r.values.contains_key(HAS_HELD)) {
+        selection_basis(rows)
+    } else {
+        SELECTION
+    }
+}
+
+/// The row with the highest mean top-1 on [`selection_basis`], ties broken by the lower
+/// [`VAL_ECE`] (a row without it loses a tie), then by order: the recipe to pick when test is
+/// kept for reporting. Rows without a score on that basis (the searched classifier where the
+/// basis is all of val) or without a test top-1 are left out. Rows built by hand without the
+/// basis columns are compared on [`SELECTION`].
 pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
+    let basis = basis(rows);
     let mut best: Option<(&Row, f64, f64)> = None;
     for r in rows {
-        let (Some(v), Some(_)) = (col_mean(r, SELECTION), col_mean(r, "last test top-1")) else {
+        let (Some(v), Some(_)) = (col_mean(r, basis), col_mean(r, "last test top-1")) else {
             continue;
         };
         let ece = col_mean(r, VAL_ECE).unwrap_or(f64::INFINITY);
@@ -190,12 +265,12 @@ pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
     best.map(|(r, _, _)| r)
 }
 
-/// The other rows whose mean [`SELECTION`] top-1 equals `best`'s: candidates validation could not
+/// The other rows whose mean top-1 on `basis` equals `best`'s: candidates validation could not
 /// tell apart by accuracy (the pick among them went by [`VAL_ECE`]).
-fn tied_with<'a>(rows: &'a [Row], best: &Row) -> Vec<&'a Row> {
-    let b = col_mean(best, SELECTION);
+fn tied_with<'a>(rows: &'a [Row], best: &Row, basis: &str) -> Vec<&'a Row> {
+    let b = col_mean(best, basis);
     rows.iter()
-        .filter(|r| !std::ptr::eq(*r, best) && b.is_some() && col_mean(r, SELECTION) == b)
+        .filter(|r| !std::ptr::eq(*r, best) && b.is_some() && col_mean(r, basis) == b)
         .filter(|r| col_mean(r, "last test top-1").is_some())
         .collect()
 }
@@ -205,6 +280,7 @@ fn tied_with<'a>(rows: &'a [Row], best: &Row) -> Vec<&'a Row> {
 /// val and test top-1 beside it.
 pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     let best = best_on_val(rows)?;
+    let basis = basis(rows);
     let test = &best.values["last test top-1"];
     let (m, sd) = mean_std(test);
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -215,22 +291,30 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
                 "recipe": r.name,
                 "seeds": r.runs.len(),
                 "val_top1": col_mean(r, "val top-1").map(r2),
-                "selection_top1": col_mean(r, SELECTION).map(r2),
+                "selection_top1": col_mean(r, basis).map(r2),
                 "val_ece": col_mean(r, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
                 "test_top1": col_mean(r, "last test top-1").map(r2),
             })
         })
         .collect();
-    let tied: Vec<&str> = tied_with(rows, best).iter().map(|r| r.name.as_str()).collect();
+    let tied: Vec<&str> = tied_with(rows, best, basis)
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     Some(serde_json::json!({
         "bench": "best_recipe",
-        "selected_on": "validation top-1 (mean over seeds): a run's on all of val; a stage-2 classifier's on the val images its run's search held out where it has them, else on all of val (post-hoc rows cross-fitted where the report has it; the searched classifier left out); ties broken by the lower val ECE",
+        "selected_on": match basis {
+            HELD => "validation top-1 (mean over seeds) on the val images each run's search held out (every run has them; post-hoc τ re-chosen on the other half); ties broken by the lower val ECE",
+            CROSSFIT => "validation top-1 (mean over seeds) on all of val, post-hoc rows cross-fitted, the searched classifier left out (not every run has held-out scores); ties broken by the lower val ECE",
+            ALL_VAL => "validation top-1 (mean over seeds) on all of val, post-hoc τ picked on it, the searched classifier left out (not every run has held-out or cross-fitted scores); ties broken by the lower val ECE",
+            _ => "validation top-1 (mean over seeds); ties broken by the lower val ECE",
+        },
         "recipe": best.name,
         "stage2_classifier": best.classifier,
         "runs": best.runs,
         "seeds": test.len(),
         "val_top1": col_mean(best, "val top-1").map(r2),
-        "selection_top1": col_mean(best, SELECTION).map(r2),
+        "selection_top1": col_mean(best, basis).map(r2),
         "val_ece": col_mean(best, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
         "tied_on_selection": tied,
         "best_recipe_test_top1": r2(m),
@@ -421,5 +505,48 @@ mod tests {
         );
         // accuracy first: a lower ECE does not beat a higher selection top-1
         assert_eq!(best_on_val(&[c, b]).unwrap().name, "b");
+    }
+
+    /// Defect: `--best` compared a run scored on the 100 val images its search held out (the
+    /// balanced-softmax CutMix run: τ-normalised 76.0 there, 79.5 on all of val with τ picked on
+    /// it) with runs written before held-out scores existed, scored on all of val with τ picked
+    /// on it (CAM CutMix's logit adjustment, 79.5): a few points of optimism decided between them.
+    /// Now every row is compared on the finest basis all of the runs have.
+    #[test]
+    fn best_on_val_compares_every_run_on_one_basis() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/results/runs");
+        let bs = root.join("recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_s0");
+        let cam = root.join("cutmix_long/c10lt_ir100_e200_cam_p0.5_s0");
+        let tau = "c10lt_ir100_e200_balanced_softmax_cutmix_p0.5 · τ-normalised";
+        let sel = |j: &serde_json::Value, name: &str| -> Option<f64> {
+            j["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["recipe"] == name)
+                .unwrap()["selection_top1"]
+                .as_f64()
+        };
+        // alone, the run with held-out scores is compared on them: its searched classifier too
+        let alone = rows(std::slice::from_ref(&bs), true).unwrap();
+        assert_eq!(selection_basis(&alone), HELD);
+        let j = best_json(&alone).unwrap();
+        assert_eq!(
+            (j["recipe"].as_str(), j["selection_top1"].as_f64()),
+            (Some(tau), Some(76.0))
+        );
+        assert_eq!(j["best_recipe_test_top1"], 76.9);
+        let searched = "c10lt_ir100_e200_balanced_softmax_cutmix_p0.5 · stage 2 (searched weights)";
+        assert_eq!(sel(&j, searched), Some(75.0));
+        // beside a run without them (nor cross-fitted τ), both are compared on all of val, the
+        // searched classifier left out: three rows tie at 79.5 and the lowest val ECE wins
+        let both = rows(&[bs, cam], true).unwrap();
+        assert_eq!(selection_basis(&both), ALL_VAL);
+        let j = best_json(&both).unwrap();
+        assert_eq!(sel(&j, tau), Some(79.5));
+        assert_eq!(sel(&j, searched), None);
+        assert_eq!(j["recipe"], "c10lt_ir100_e200_cam_p0.5 · logit-adjusted");
+        assert_eq!(j["best_recipe_test_top1"], 75.96);
+        assert_eq!(j["tied_on_selection"], serde_json::json!([tau]));
     }
 }
