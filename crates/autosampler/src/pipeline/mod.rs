@@ -133,13 +133,33 @@ impl Stage2Report {
     /// left out (its weights were fitted on validation: its val top-1 is optimistic, by 1.5 points
     /// over logit adjustment's on the agent CutMix run, whose test top-1 was 2.2 points higher).
     pub fn selection_top1(&self, c: Classifier) -> Option<f64> {
-        let post_hoc = |p: &stage2::PostHoc| Some(p.val_crossfit.unwrap_or(p.val.top1));
-        match (&self.heldout, c) {
-            (Some(h), c) => Some(h.top1(c)),
-            (None, Classifier::Retrained | Classifier::BestOnVal) if self.config.sampler.is_none() => None,
-            (None, Classifier::TauNormalised) => post_hoc(&self.tau_normalised),
-            (None, Classifier::LogitAdjusted) => post_hoc(&self.logit_adjusted),
-            (None, c) => Some(self.scored(c).0.top1),
+        match self.heldout {
+            Some(_) => self.top1_on(Basis::Held, c),
+            None => self
+                .top1_on(Basis::Crossfit, c)
+                .or(self.top1_on(Basis::AllVal, c)),
+        }
+    }
+
+    /// A concrete classifier's validation top-1 on one [`Basis`], where the report has it (held-out
+    /// scores, cross-fitted τ) and the basis admits it (the classifier re-trained with searched
+    /// weights is left out of both all-of-val bases).
+    pub fn top1_on(&self, basis: Basis, c: Classifier) -> Option<f64> {
+        let searched =
+            matches!(c, Classifier::Retrained | Classifier::BestOnVal) && self.config.sampler.is_none();
+        let post_hoc = match c {
+            Classifier::TauNormalised => Some(&self.tau_normalised),
+            Classifier::LogitAdjusted => Some(&self.logit_adjusted),
+            _ => None,
+        };
+        match basis {
+            Basis::Held => self.heldout.as_ref().map(|h| h.top1(c)),
+            Basis::Crossfit if searched => None,
+            Basis::Crossfit => match post_hoc {
+                Some(p) => p.val_crossfit,
+                None => Some(self.scored(c).0.top1),
+            },
+            Basis::AllVal => Some(self.scored(c).0.top1).filter(|_| !searched),
         }
     }
 
@@ -171,6 +191,17 @@ impl Stage2Report {
             "searched weights"
         }
     }
+}
+
+/// The validation images, and how the post-hoc τ was picked, on which classifiers are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The images the run's search held out (post-hoc τ re-chosen on the other half).
+    Held,
+    /// All of val, the post-hoc τ cross-fitted (chosen on each half, scored on the other).
+    Crossfit,
+    /// All of val, the post-hoc τ picked on it (a little optimistic).
+    AllVal,
 }
 
 /// What [`run`] produced.

@@ -1,5 +1,5 @@
 //! `autosampler table`: the results of run folders, grouped by config over seeds.
-use super::{canonical_source, read_stage2, RunDir};
+use super::{canonical_source, read_stage2, Basis, RunDir};
 use crate::config::Config;
 use crate::train::stage1::EvalReport;
 use crate::train::stage2::Classifier;
@@ -110,17 +110,12 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         put(row, "medium", eval.last.test.medium);
         put(row, "few", eval.last.test.few);
         put(row, "val top-1", Some(eval.last.val.top1));
-        put(row, SELECTION, Some(eval.last.val.top1));
         put(row, VAL_ECE, Some(eval.last.val.ece));
+        // stage 1 fits nothing on val: its top-1 on all of it serves both all-of-val bases
         let held = stage2.as_ref().and_then(|s| s.heldout.as_ref());
-        let crossfit = stage2.as_ref().is_none_or(|s| {
-            s.tau_normalised.val_crossfit.is_some() && s.logit_adjusted.val_crossfit.is_some()
-        });
         put(row, HELD, held.map(|h| h.stage1));
-        put(row, ALL_VAL, Some(eval.last.val.top1));
         put(row, CROSSFIT, Some(eval.last.val.top1));
-        put(row, HAS_HELD, Some(f64::from(u8::from(held.is_some()))));
-        put(row, HAS_CROSSFIT, Some(f64::from(u8::from(crossfit))));
+        put(row, ALL_VAL, Some(eval.last.val.top1));
         put(
             row,
             "stage 2 test top-1",
@@ -158,25 +153,10 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
             put(row, "medium", test.medium);
             put(row, "few", test.few);
             put(row, "val top-1", Some(val.top1));
-            put(row, SELECTION, s2.selection_top1(c));
             put(row, VAL_ECE, Some(val.ece));
-            // the three bases best_on_val can compare on (see there)
-            let searched = c == Classifier::Retrained && s2.config.sampler.is_none();
-            let post_hoc = match c {
-                Classifier::TauNormalised => Some(&s2.tau_normalised),
-                Classifier::LogitAdjusted => Some(&s2.logit_adjusted),
-                _ => None,
-            };
-            put(row, HELD, s2.heldout.as_ref().map(|h| h.top1(c)));
-            put(row, ALL_VAL, Some(val.top1).filter(|_| !searched));
-            let cf = match post_hoc {
-                Some(p) => p.val_crossfit,
-                None => Some(val.top1).filter(|_| !searched),
-            };
-            put(row, CROSSFIT, cf);
-            let has_cf = s2.tau_normalised.val_crossfit.is_some() && s2.logit_adjusted.val_crossfit.is_some();
-            put(row, HAS_HELD, Some(f64::from(u8::from(s2.heldout.is_some()))));
-            put(row, HAS_CROSSFIT, Some(f64::from(u8::from(has_cf))));
+            for (col, basis) in BASES {
+                put(row, col, s2.top1_on(basis, c));
+            }
         }
     }
     Ok(rows.into_iter().map(|(_, r)| r).collect())
@@ -187,71 +167,47 @@ fn col_mean(r: &Row, col: &str) -> Option<f64> {
     r.values.get(col).filter(|v| !v.is_empty()).map(|v| mean_std(v).0)
 }
 
-/// The column (not printed) that [`best_on_val`] compares: a run's val top-1, a stage-2
-/// classifier's [`super::Stage2Report::selection_top1`] (on the validation images the search held
-/// out, where the run has them; else on all of val, post-hoc rows cross-fitted, the searched
-/// classifier left out).
-pub const SELECTION: &str = "selection top-1";
-
 /// The column (not printed) that breaks [`best_on_val`]'s ties: the expected calibration error on
 /// all of val (mean over seeds). Top-1 on a few hundred validation images ties often (a point is a
 /// couple of images); among equally accurate recipes the one whose confidences match its accuracy
 /// better is the one to pick, and the choice no longer depends on the order the runs were given.
 pub const VAL_ECE: &str = "val ECE";
 
-/// Unprinted columns: the three bases on which [`best_on_val`] can compare rows, and whether each
-/// run's report has the first two (1) or not (0).
-/// - [`HELD`]: top-1 on the validation images the run's search held out (post-hoc τ re-chosen on
-///   the other half); every classifier of a run on the same 100-odd images, nothing fitted on them.
-/// - [`CROSSFIT`]: top-1 on all of val, the post-hoc rows cross-fitted, the searched classifier
-///   left out (its weights were fitted on half of val).
-/// - [`ALL_VAL`]: top-1 on all of val, the post-hoc τ picked on it (a little optimistic), the
-///   searched classifier left out.
+/// Unprinted columns: each row's validation top-1 on the three [`Basis`]es (mean over seeds;
+/// [`super::Stage2Report::top1_on`] for a stage-2 row), the columns [`best_on_val`] compares.
 pub const HELD: &str = "held-out top-1";
 pub const CROSSFIT: &str = "cross-fitted val top-1";
 pub const ALL_VAL: &str = "all-val top-1";
-const HAS_HELD: &str = "has held-out";
-const HAS_CROSSFIT: &str = "has cross-fit";
+const BASES: [(&str, Basis); 3] = [
+    (HELD, Basis::Held),
+    (CROSSFIT, Basis::Crossfit),
+    (ALL_VAL, Basis::AllVal),
+];
 
-/// The basis [`best_on_val`] compares `rows` on: the first of [`HELD`], [`CROSSFIT`] and
-/// [`ALL_VAL`] that every candidate's run has, so that no row is compared on other images, or
-/// with a different optimism, than another (a run scored on its held-out half reads a few points
-/// lower than one whose τ was picked on all of val: mixing the two picked the latter).
+/// The column [`best_on_val`] compares `rows` on: the first basis of [`BASES`] on which every
+/// candidate scored on all of val ([`ALL_VAL`], present for every run but the searched classifier
+/// of a search) is scored in every run, so that no row is compared on other images, or with a
+/// different optimism, than another (a run scored on its held-out half reads a few points lower
+/// than one whose τ was picked on all of val: mixing the two picked the latter).
 pub fn selection_basis(rows: &[Row]) -> &'static str {
+    let n = |r: &Row, col: &str| r.values.get(col).map_or(0, Vec::len);
     let cands: Vec<&Row> = rows
         .iter()
-        .filter(|r| col_mean(r, "last test top-1").is_some())
+        .filter(|r| col_mean(r, "last test top-1").is_some() && n(r, ALL_VAL) > 0)
         .collect();
-    let all = |flag: &str| {
-        cands
-            .iter()
-            .all(|r| r.values.get(flag).is_some_and(|v| v.iter().all(|x| *x == 1.0)))
-    };
-    if all(HAS_HELD) {
-        HELD
-    } else if all(HAS_CROSSFIT) {
-        CROSSFIT
-    } else {
-        ALL_VAL
-    }
-}
-
-/// [`selection_basis`] for rows from [`rows`]; [`SELECTION`] for rows built without the bases.
-fn basis(rows: &[Row]) -> &'static str {
-    if rows.iter().any(|r| r.values.contains_key(HAS_HELD)) {
-        selection_basis(rows)
-    } else {
-        SELECTION
-    }
+    BASES
+        .iter()
+        .map(|(col, _)| *col)
+        .find(|col| cands.iter().all(|r| n(r, col) == r.runs.len()))
+        .unwrap_or(ALL_VAL)
 }
 
 /// The row with the highest mean top-1 on [`selection_basis`], ties broken by the lower
 /// [`VAL_ECE`] (a row without it loses a tie), then by order: the recipe to pick when test is
 /// kept for reporting. Rows without a score on that basis (the searched classifier where the
-/// basis is all of val) or without a test top-1 are left out. Rows built by hand without the
-/// basis columns are compared on [`SELECTION`].
+/// basis is all of val) or without a test top-1 are left out.
 pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
-    let basis = basis(rows);
+    let basis = selection_basis(rows);
     let mut best: Option<(&Row, f64, f64)> = None;
     for r in rows {
         let (Some(v), Some(_)) = (col_mean(r, basis), col_mean(r, "last test top-1")) else {
@@ -280,7 +236,7 @@ fn tied_with<'a>(rows: &'a [Row], best: &Row, basis: &str) -> Vec<&'a Row> {
 /// val and test top-1 beside it.
 pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     let best = best_on_val(rows)?;
-    let basis = basis(rows);
+    let basis = selection_basis(rows);
     let test = &best.values["last test top-1"];
     let (m, sd) = mean_std(test);
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -469,7 +425,7 @@ mod tests {
             classifier: None,
             runs: vec![PathBuf::from(name)],
             values: [
-                Some((SELECTION, vec![sel])),
+                Some((ALL_VAL, vec![sel])),
                 ece.map(|e| (VAL_ECE, vec![e])),
                 Some(("last test top-1", vec![test])),
             ]
