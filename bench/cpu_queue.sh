@@ -16,9 +16,9 @@
 #      starts the agent's encoders and is the CAM rows' locator)
 #   3. the agent (configs/cutmix_long/agent.toml), then agent CutMix p 0.5 (also Table 1's "ours +
 #      agent CutMix"), random CutMix p 0.5 and CAM CutMix p 0.5 (issue 12's rows; candidates of the best recipe)
-#   4. balanced softmax with CutMix p 0.5, then balanced softmax (best-recipe candidates), then
-#      agent CutMix p 0.7
-#   5. Table 1's BBN and TDE rows
+#   4. balanced softmax with CutMix p 0.5, then balanced softmax (best-recipe candidates)
+#   5. Table 1's TDE row, balanced softmax + CutMix + RandAugment (best-recipe candidate), Table
+#      1's BBN row, then agent CutMix p 0.7
 # AFTER=PID: wait for that process (a sweep of an earlier queue) to end before starting.
 # The bash running this file keeps reading the copy it opened: replace the file (write a new one and
 # mv it over), never edit it in place, while the queue runs.
@@ -93,7 +93,11 @@ done
 for r in balanced_softmax_cutmix_p0.5 balanced_softmax; do
   row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
 done
+# Table 1's TDE row, the best recipe with RandAugment, Table 1's BBN row (about 1.5 h each here),
+# then the slowest row, agent CutMix p 0.7 (about 2.5 h: the agent's forward passes on every
+# mixed batch)
+row configs/table1/cifar10_lt_ir100_tde_gpu.toml runs/table1_full table1_c10lt_ir100_e200_tde_cpu
+r=balanced_softmax_cutmix_p0.5_randaugment
+row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
+row configs/table1/cifar10_lt_ir100_bbn_gpu.toml runs/table1_full table1_c10lt_ir100_e200_bbn_cpu
 row configs/cutmix_long/c10lt_ir100_e200_agent_p0.7.toml runs/cutmix_long cutmix_long_c10lt_ir100_e200_agent_p0.7_cpu
-for r in bbn tde; do
-  row "configs/table1/cifar10_lt_ir100_${r}_gpu.toml" runs/table1_full "table1_c10lt_ir100_e200_${r}_cpu"
-done

@@ -63,6 +63,7 @@ fn main() -> Result<()> {
 
     let view = ds.view(Part::Train);
     let lc = LoaderConfig {
+        randaugment: None,
         batch_size: 128,
         threads,
         augment: Augment::cifar(),

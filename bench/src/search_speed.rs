@@ -163,6 +163,7 @@ fn main() -> Result<()> {
         let mut rng = autosampler::rng::chacha(0, &[]);
         let plan = plan_with_replacement(&members, &[0.1; 10], view.len(), &mut rng);
         let lc = LoaderConfig {
+            randaugment: None,
             batch_size: 128,
             threads: images_threads as usize,
             augment: Augment::cifar(),

@@ -4,6 +4,7 @@ use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::{self, Cache};
 use autosampler::data::cifar::{write_records, PIXELS};
 use autosampler::data::loader::{for_each_batch, for_each_batch_shares, LoaderConfig, Shares};
+use autosampler::data::randaugment::RandAugment;
 use autosampler::data::source::{Catalog, Cifar100Label};
 use autosampler::data::{
     DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
@@ -408,12 +409,22 @@ fn bad_split_parameters() {
 }
 
 fn collect_batches(ds: &Dataset, threads: usize, aug: Augment) -> Vec<(Vec<f32>, Vec<i64>)> {
+    collect_batches_ra(ds, threads, aug, None)
+}
+
+fn collect_batches_ra(
+    ds: &Dataset,
+    threads: usize,
+    aug: Augment,
+    randaugment: Option<RandAugment>,
+) -> Vec<(Vec<f32>, Vec<i64>)> {
     let view = ds.view(Part::Train);
     let mut rng = autosampler::rng::chacha(1, &[]);
     let plan = Sampler::ClassBalanced
         .plan(&view.labels, 0, 1, false, &mut rng)
         .unwrap();
     let lc = LoaderConfig {
+        randaugment,
         batch_size: 4,
         threads,
         augment: aug,
@@ -454,6 +465,61 @@ fn loader_is_deterministic_across_thread_counts() {
 }
 
 #[test]
+fn randaugment_changes_images_not_labels_and_is_deterministic() {
+    let (_caches, ds) = folder_dataset(0);
+    let ra = Some(RandAugment::default());
+    let plain = collect_batches(&ds, 2, Augment::cifar());
+    let one = collect_batches_ra(&ds, 1, Augment::cifar(), ra);
+    assert_eq!(one, collect_batches_ra(&ds, 3, Augment::cifar(), ra));
+    // same plan, same labels; the pixels differ
+    assert_eq!(
+        one.iter().map(|b| &b.1).collect::<Vec<_>>(),
+        plain.iter().map(|b| &b.1).collect::<Vec<_>>()
+    );
+    assert_ne!(one, plain);
+}
+
+#[test]
+fn randaugment_with_saved_agent_locations_is_refused_before_training() {
+    let t = TrainConfig {
+        randaugment: Some(RandAugment::default()),
+        mix: autosampler::mix::MixConfig::AgentCutmix {
+            prob: 0.5,
+            tau: 0.4,
+            fixed_lambda: None,
+            per_batch: false,
+        },
+        ..Default::default()
+    };
+    let e = t.check().unwrap_err().to_string();
+    assert!(e.contains("randaugment") && e.contains("per_batch = true"), "{e}");
+    let per_batch = TrainConfig {
+        mix: autosampler::mix::MixConfig::AgentCutmix {
+            prob: 0.5,
+            tau: 0.4,
+            fixed_lambda: None,
+            per_batch: true,
+        },
+        ..t.clone()
+    };
+    per_batch.check().unwrap();
+    let bad = TrainConfig {
+        randaugment: Some(RandAugment {
+            ops: 2,
+            magnitude: 40,
+            bins: 31,
+        }),
+        ..per_batch
+    };
+    let e = bad.check().unwrap_err().to_string();
+    assert!(e.contains("randaugment.magnitude") && e.contains("40"), "{e}");
+    // a config without it serialises as before (stage fingerprints of earlier runs still match)
+    assert!(!serde_json::to_string(&TrainConfig::default())
+        .unwrap()
+        .contains("randaugment"));
+}
+
+#[test]
 fn loader_shares_cut_the_whole_batch_into_parts() {
     // what data-parallel ranks assemble: each image exactly as in the whole batch, the union over
     // shares the whole batch, in order, also for a last batch smaller than the number of shares
@@ -461,6 +527,7 @@ fn loader_shares_cut_the_whole_batch_into_parts() {
     let view = ds.view(Part::Train);
     let plan: Vec<usize> = (0..view.len()).chain(0..view.len()).take(21).collect();
     let lc = LoaderConfig {
+        randaugment: None,
         batch_size: 8,
         threads: 2,
         augment: Augment::cifar(),
@@ -529,6 +596,7 @@ fn loader_stops_on_the_first_error() {
     let view = ds.view(Part::Train);
     let plan: Vec<usize> = (0..view.len()).collect();
     let lc = LoaderConfig {
+        randaugment: None,
         batch_size: 2,
         threads: 2,
         augment: Augment::None,

@@ -306,6 +306,7 @@ pub fn train_with(
     state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
     let normalize = Normalize::default();
     let lc = LoaderConfig {
+        randaugment: None,
         batch_size: cfg.batch_size,
         threads: cfg.threads,
         augment: augment_of(cfg, view.size),

@@ -4,6 +4,7 @@
 //! Image `k` of the plan is augmented with the generator `chacha(seed, [epoch, k])`, so a batch's
 //! content depends on (seed, epoch, plan) only — never on the number of threads or their timing.
 use super::augment::{apply, Augment, Lut, Normalize, Window};
+use super::randaugment::RandAugment;
 use super::View;
 use crate::rng::chacha;
 use crate::{Error, Result};
@@ -19,6 +20,8 @@ pub struct LoaderConfig {
     /// Worker threads assembling batches (at least 1).
     pub threads: usize,
     pub augment: Augment,
+    /// RandAugment on the source image before `augment`'s crop and flip.
+    pub randaugment: Option<RandAugment>,
     pub normalize: Normalize,
     /// Drop a last, smaller batch.
     pub drop_last: bool,
@@ -32,6 +35,7 @@ impl LoaderConfig {
             batch_size: 256,
             threads,
             augment: Augment::None,
+            randaugment: None,
             normalize: *normalize,
             drop_last: false,
             seed: 0,
@@ -140,9 +144,19 @@ pub fn for_each_batch_shares(
         let idx = &whole[part];
         let mut pixels = vec![0f32; idx.len() * 3 * o * o];
         let mut windows = Vec::with_capacity(idx.len());
+        let (mut buf, mut tmp) = (Vec::new(), Vec::new());
         for (j, (&i, out)) in idx.iter().zip(pixels.chunks_mut(3 * o * o)).enumerate() {
             let mut rng = chacha(cfg.seed, &[epoch as u64, (start + j) as u64]);
-            windows.push(apply(&cfg.augment, view.image(i), s, out, &lut, &mut rng));
+            let img = match &cfg.randaugment {
+                Some(ra) => {
+                    buf.clear();
+                    buf.extend_from_slice(view.image(i));
+                    ra.apply(&mut buf, s as usize, &mut tmp, &mut rng);
+                    &buf[..]
+                }
+                None => view.image(i),
+            };
+            windows.push(apply(&cfg.augment, img, s, out, &lut, &mut rng));
         }
         Assembled {
             pixels,

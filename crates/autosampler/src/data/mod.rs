@@ -14,6 +14,7 @@ pub mod decode;
 pub mod folder;
 pub mod loader;
 pub mod longtail;
+pub mod randaugment;
 pub mod source;
 pub mod split;
 pub mod tiny;

@@ -14,6 +14,7 @@
 use super::schedule::{lr_at, Schedule};
 use crate::data::augment::{Augment, Normalize};
 use crate::data::loader::{for_each_batch_shares, Batch, LoaderConfig, Shares};
+use crate::data::randaugment::RandAugment;
 use crate::data::{Dataset, Part, View};
 use crate::distributed::{self, Collective};
 use crate::eval::{metrics, Metrics};
@@ -71,6 +72,9 @@ pub struct TrainConfig {
     pub mix: MixConfig,
     /// Default: pad-4 crop + flip for images up to 32 px, random-resized-crop above.
     pub augment: Option<Augment>,
+    /// RandAugment before the crop and flip (stage 1 only; stage 2 re-trains on plain crops).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub randaugment: Option<RandAugment>,
     pub normalize: Normalize,
     /// Each batch is computed in this many equal shares (ghost batches: batch norm normalises each
     /// share alone), whose gradients add up to the batch's. A data-parallel run of N ranks divides
@@ -107,6 +111,7 @@ impl Default for TrainConfig {
             replacement: Default::default(),
             mix: Default::default(),
             augment: Default::default(),
+            randaugment: Default::default(),
             normalize: Default::default(),
             micro_batches: 1,
             threads: 2,
@@ -166,6 +171,14 @@ impl TrainConfig {
             r.unit_open("drw.beta", d.beta)?;
         }
         self.mix.validate()?;
+        if let Some(ra) = &self.randaugment {
+            ra.check()?;
+            if let MixConfig::AgentCutmix { per_batch: false, .. } = self.mix {
+                return Err(invalid!(
+                    "[train] randaugment with agent-cutmix reading the agent's saved locations: its shears, shifts and rotations move the object away from the saved patch; set [train.mix] per_batch = true (the agent runs on every augmented batch) or leave randaugment out"
+                ));
+            }
+        }
         if self.method == Method::Bbn && self.mix != MixConfig::default() {
             return Err(invalid!(
                 "[train] method = \"bbn\" mixes its two branches' features itself: leave [train.mix] out"
@@ -600,6 +613,7 @@ pub fn train_with(
     let loss = Loss::new(&cfg.loss, cfg.drw.as_ref(), &counts)?;
     let augment = cfg.augment_for(train_view.size);
     let lc = LoaderConfig {
+        randaugment: cfg.randaugment,
         batch_size: cfg.batch_size,
         threads: cfg.threads,
         augment,

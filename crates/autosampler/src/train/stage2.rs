@@ -122,6 +122,7 @@ pub fn finetune_images(
     let mut opt = crate::optim::Sgd::new(head, cfg.momentum, false, 0.0);
     let members = crate::sampler::class_members(&view.labels);
     let lc = LoaderConfig {
+        randaugment: None,
         batch_size: cfg.batch_size,
         threads: train.threads,
         augment: train.augment_for(view.size),
