@@ -9,6 +9,7 @@
 //! contrast, sharpness: factor 1 ± 0.9·m/(bins−1); posterize 8 − round(4·m/(bins−1)) bits;
 //! solarize at 255·(1 − m/(bins−1)); autocontrast, equalize and identity take none. Geometric
 //! operations read the nearest source pixel and fill with zero bytes, as torchvision does.
+use crate::config::Ranges;
 use crate::{invalid, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -88,15 +89,9 @@ pub const OPS: [Op; 14] = [
 impl RandAugment {
     /// `ops` ≥ 1, `bins` ≥ 2, `magnitude` < `bins`; errors name the key and the value.
     pub fn check(&self) -> Result<()> {
-        if self.ops == 0 {
-            return Err(invalid!("[train] randaugment.ops must be at least 1, got 0"));
-        }
-        if self.bins < 2 {
-            return Err(invalid!(
-                "[train] randaugment.bins must be at least 2, got {}",
-                self.bins
-            ));
-        }
+        let r = Ranges("train");
+        r.at_least("randaugment.ops", self.ops, 1)?;
+        r.at_least("randaugment.bins", self.bins as usize, 2)?;
         if self.magnitude >= self.bins {
             return Err(invalid!(
                 "[train] randaugment.magnitude must be below bins ({}), got {}",
@@ -150,11 +145,11 @@ pub fn apply_op(op: Op, v: f32, img: &mut [u8], s: usize, tmp: &mut Vec<u8>) {
         Op::ShearX => warp(img, s, tmp, |x, y| (x + 0.3 * v * y, y)),
         Op::ShearY => warp(img, s, tmp, |x, y| (x, y + 0.3 * v * x)),
         Op::TranslateX => {
-            let t = (150.0 / 331.0 * s as f32 * level).trunc() * v.signum();
+            let t = shift(v, s);
             warp(img, s, tmp, |x, y| (x - t, y))
         }
         Op::TranslateY => {
-            let t = (150.0 / 331.0 * s as f32 * level).trunc() * v.signum();
+            let t = shift(v, s);
             warp(img, s, tmp, |x, y| (x, y - t))
         }
         Op::Rotate => {
@@ -203,6 +198,12 @@ pub fn apply_op(op: Op, v: f32, img: &mut [u8], s: usize, tmp: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// A translation's signed whole-pixel shift at strength `v` on a side of `s` px: up to 150/331 of
+/// the side, truncated.
+fn shift(v: f32, s: usize) -> f32 {
+    (150.0 / 331.0 * s as f32 * v.abs()).trunc() * v.signum()
 }
 
 /// ITU-R 601 luma, torchvision's `rgb_to_grayscale`.
@@ -266,11 +267,14 @@ fn sharpness(img: &mut [u8], s: usize, f: f32, tmp: &mut Vec<u8>) {
 fn equalize_channel(img: &mut [u8], c: usize) {
     let mut hist = [0usize; 256];
     img.iter().skip(c).step_by(3).for_each(|&p| hist[p as usize] += 1);
-    let nonzero: Vec<usize> = hist.iter().copied().filter(|&h| h > 0).collect();
-    if nonzero.len() <= 1 {
+    // the pixels outside the last occupied bin, over 255; one occupied bin leaves the channel
+    let Some(last) = hist.iter().rposition(|&h| h > 0) else {
+        return;
+    };
+    if hist.iter().filter(|&&h| h > 0).count() <= 1 {
         return;
     }
-    let step = (nonzero.iter().sum::<usize>() - nonzero[nonzero.len() - 1]) / 255;
+    let step = (img.len() / 3 - hist[last]) / 255;
     if step == 0 {
         return;
     }
