@@ -3,6 +3,8 @@
 //! - loader: CIFAR-10-LT (IR 100, val 20/class) training batches of 128 from the packed cache,
 //!   pad-4 crop + flip + normalisation, `--threads` workers (default 2), instance-balanced plan,
 //!   `--epochs` epochs; images/s.
+//! - loader with RandAugment: the same, with `randaugment = { ops = 2, magnitude = 9 }` applied to
+//!   each image before the crop (the RandAugment recipe's stage-1 loader); images/s.
 //! - cache open: time to open the CIFAR-10 cache (meta, labels, mmap), median of 5.
 //! - cold decode: Tiny-ImageNet-200 (110,000 JPEGs) decoded into a fresh cache; images/s, with the
 //!   archive read (gunzip into memory) timed apart.
@@ -12,6 +14,7 @@ use anyhow::{Context, Result};
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::Cache;
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
+use autosampler::data::randaugment::RandAugment;
 use autosampler::data::source::Catalog;
 use autosampler::data::{DataConfig, Dataset, Format, Part, Profile, SourceConfig, SplitConfig};
 use autosampler::sampler::Sampler;
@@ -62,28 +65,32 @@ fn main() -> Result<()> {
     opens.sort_by(f64::total_cmp);
 
     let view = ds.view(Part::Train);
-    let lc = LoaderConfig {
-        randaugment: None,
-        batch_size: 128,
-        threads,
-        augment: Augment::cifar(),
-        normalize: Normalize::CIFAR10,
-        drop_last: false,
-        seed: 0,
+    // images, seconds and a checksum of `epochs` epochs of training batches
+    let load = |randaugment: Option<RandAugment>| -> Result<(usize, f64, f64)> {
+        let lc = LoaderConfig {
+            randaugment,
+            batch_size: 128,
+            threads,
+            augment: Augment::cifar(),
+            normalize: Normalize::CIFAR10,
+            drop_last: false,
+            seed: 0,
+        };
+        let (mut images, mut checksum) = (0usize, 0f64);
+        let t = Instant::now();
+        for epoch in 0..epochs {
+            let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
+            let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
+            for_each_batch(&view, &plan, &lc, epoch, |b| {
+                images += b.index.len();
+                checksum += b.images.double_value(&[0, 0, 0, 0]);
+                Ok(())
+            })?;
+        }
+        Ok((images, t.elapsed().as_secs_f64(), checksum))
     };
-    let mut images = 0usize;
-    let mut checksum = 0f64;
-    let t = Instant::now();
-    for epoch in 0..epochs {
-        let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
-        let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
-        for_each_batch(&view, &plan, &lc, epoch, |b| {
-            images += b.index.len();
-            checksum += b.images.double_value(&[0, 0, 0, 0]);
-            Ok(())
-        })?;
-    }
-    let loader_s = t.elapsed().as_secs_f64();
+    let (images, loader_s, checksum) = load(None)?;
+    let (ra_images, ra_s, _) = load(Some(RandAugment::default()))?;
 
     let mut out = serde_json::json!({
         "bench": "data",
@@ -91,6 +98,7 @@ fn main() -> Result<()> {
         "batch": 128,
         "loader_images": images,
         "loader_img_per_s": (images as f64 / loader_s).round(),
+        "loader_randaugment_img_per_s": (ra_images as f64 / ra_s).round(),
         "cifar10_cache_build_s": (cifar_build_s * 100.0).round() / 100.0,
         "cifar10_cache_open_s": opens[2],
         "checksum": checksum,
