@@ -93,9 +93,9 @@ done
 for r in balanced_softmax_cutmix_p0.5 balanced_softmax; do
   row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
 done
-# Table 1's TDE row, the best recipe with RandAugment, Table 1's BBN row (about 1.5 h each here),
-# then the slowest row, agent CutMix p 0.7 (about 2.5 h: the agent's forward passes on every
-# mixed batch)
+# Table 1's TDE row and the best recipe with RandAugment (about 1.2-1.5 h each here), Table 1's
+# BBN row (about 2.7 h: two batches a step, 47-56 s an epoch on the AVX-512 kind), then agent
+# CutMix p 0.7 (about 2.5 h: the agent's forward passes on every mixed batch)
 row configs/table1/cifar10_lt_ir100_tde_gpu.toml runs/table1_full table1_c10lt_ir100_e200_tde_cpu
 r=balanced_softmax_cutmix_p0.5_randaugment
 row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
