@@ -298,6 +298,9 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
 fn table_cmd(a: &TableArgs) -> Result<()> {
     let rows = table::rows(&a.runs, a.stage2_rows)?;
     print!("{}", table::markdown(&rows));
+    for n in table::notes(&rows) {
+        println!("\n{n}");
+    }
     if let Some(p) = &a.html {
         autosampler::fsx::write_atomic(p, table::html(&rows).as_bytes())?;
     }
