@@ -94,8 +94,9 @@ for r in balanced_softmax_cutmix_p0.5 balanced_softmax; do
   row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
 done
 # Table 1's TDE row and the best recipe with RandAugment (about 1.2-1.5 h each here), Table 1's
-# BBN row (about 2.7 h: two batches a step, 47-56 s an epoch on the AVX-512 kind), then agent
-# CutMix p 0.7 (about 2.5 h: the agent's forward passes on every mixed batch)
+# BBN row (about 2.7 h: two batches a step, 37-56 s an epoch on the AVX-512 kind), then agent
+# CutMix p 0.7 (about 1-1.5 h: it pastes the committed agent's saved locations, 19-23 s an epoch
+# on the AVX-512 kind when nothing else runs)
 row configs/table1/cifar10_lt_ir100_tde_gpu.toml runs/table1_full table1_c10lt_ir100_e200_tde_cpu
 r=balanced_softmax_cutmix_p0.5_randaugment
 row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
