@@ -332,9 +332,9 @@ pub fn notes(rows: &[Row]) -> Vec<&'static str> {
         .any(|r| matches!(r.classifier, Some(Classifier::Retrained)) && !r.values.contains_key("val top-1"));
     unscored_search
         .then_some(
-            "val top-1 \"–\" on a stage 2 (searched weights) row: those weights were fitted on half of \
-             val, so its top-1 on all of val is optimistic and not shown; the run's stage-2 report \
-             scores every classifier on the half the search held out.",
+            "val top-1 \"–\" on a stage 2 (searched weights) row: those weights were fitted on \
+             validation images, so its top-1 on all of val is optimistic and not shown; where the \
+             search held some out, the run's stage-2 report scores every classifier on those.",
         )
         .into_iter()
         .collect()
@@ -511,7 +511,7 @@ mod tests {
             "{line}"
         );
         assert_eq!(notes(&rows).len(), 1);
-        assert!(html(&rows).contains("fitted on half of val"));
+        assert!(html(&rows).contains("fitted on validation images"));
         // without stage-2 rows there is nothing to explain
         assert!(notes(&rows[..1]).is_empty());
     }
