@@ -9,6 +9,7 @@ Commands with `--best` or `--csv` are prose and left alone, as the test does. A 
 of lines starting with `|` that follows the command, and the note lines `table` prints after it.
 """
 import glob
+import os
 import re
 import subprocess
 import sys
@@ -23,7 +24,7 @@ for m in re.finditer(r"`(autosampler table bench/results/runs/[^`]*)`", readme):
     args = []
     for word in command.split()[1:]:
         if word.endswith("/*"):
-            args += sorted(p for p in glob.glob(word) if not p.endswith(".gz"))
+            args += sorted(p for p in glob.glob(word) if os.path.isdir(p))  # as the test: folders
         else:
             args.append(word)
     new = subprocess.run([binary] + args, check=True, capture_output=True, text=True).stdout.strip()
@@ -43,4 +44,4 @@ for m in re.finditer(r"`(autosampler table bench/results/runs/[^`]*)`", readme):
 out.append(readme[pos:])
 tmp = "README.md.part"
 open(tmp, "w").write("".join(out))
-__import__("os").replace(tmp, "README.md")
+os.replace(tmp, "README.md")

@@ -153,8 +153,8 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
             put(row, "medium", test.medium);
             put(row, "few", test.few);
             // on all of val, as every other row's; none for the classifier re-trained with
-            // searched weights, which were fitted on half of those images (its val top-1 is
-            // optimistic: 81.5 against a held-out 77.0 on the RandAugment run)
+            // searched weights, which were fitted on val images (all of them in runs whose search
+            // held none out; half in the others: 81.5 against a held-out 77.0 on the RandAugment run)
             put(row, "val top-1", s2.top1_on(Basis::AllVal, c));
             put(row, VAL_ECE, Some(val.ece));
             for (col, basis) in BASES {
