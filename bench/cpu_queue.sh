@@ -19,7 +19,8 @@
 #   4. balanced softmax with CutMix p 0.5, then balanced softmax (best-recipe candidates)
 #   5. Table 1's TDE row, balanced softmax + CutMix + RandAugment (best-recipe candidate), Table
 #      1's BBN row, then agent CutMix p 0.7
-#   6. the pick of 5 with weight decay 5e-4 (best-recipe candidate)
+#   6. balanced softmax + agent CutMix p 0.5, then the pick of 5 with weight decay 5e-4 (best-recipe
+#      candidates)
 # AFTER=PID: wait for that process (a sweep of an earlier queue) to end before starting.
 # The bash running this file keeps reading the copy it opened: replace the file (write a new one and
 # mv it over), never edit it in place, while the queue runs.
@@ -103,6 +104,10 @@ r=balanced_softmax_cutmix_p0.5_randaugment
 row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
 row configs/table1/cifar10_lt_ir100_bbn_gpu.toml runs/table1_full table1_c10lt_ir100_e200_bbn_cpu
 row configs/cutmix_long/c10lt_ir100_e200_agent_p0.7.toml runs/cutmix_long cutmix_long_c10lt_ir100_e200_agent_p0.7_cpu
-# one more best-recipe candidate: the pick with weight decay 5e-4 (about 1.3-1.5 h here)
+# two more best-recipe candidates: balanced softmax with agent CutMix p 0.5 (the issue's grid cell,
+# and agent against random boxes under a second loss; about 1.3 h here), then the pick with weight
+# decay 5e-4 (about 1.3-1.5 h)
+r=balanced_softmax_agent_p0.5
+row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
 r=balanced_softmax_cutmix_p0.5_randaugment_wd5e-4
 row "configs/recipes/c10lt_ir100_e200_$r.toml" runs/recipes "recipes_c10lt_ir100_e200_${r}_cpu"
