@@ -311,13 +311,16 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
         let Some(best) = table::best_json(&rows) else {
             bail!("--best: no row has a val top-1 to choose on");
         };
+        let spread = match best["best_recipe_test_top1_std"].as_f64() {
+            Some(sd) => format!(" ± {sd} over {} seeds", best["seeds"]),
+            None => " (one seed)".into(),
+        };
         println!(
-            "\nbest on val: {} (val {}, compared on {}, test {} ± {})",
+            "\nbest on val: {} (val {}, compared on {}, test {}{spread})",
             best["recipe"].as_str().unwrap_or_default(),
             best["val_top1"],
             best["selection_top1"],
             best["best_recipe_test_top1"],
-            best["best_recipe_test_top1_std"]
         );
         autosampler::fsx::write_atomic(p, format!("{best}\n").as_bytes())?;
     }

@@ -234,8 +234,9 @@ fn tied_with<'a>(rows: &'a [Row], best: &Row, basis: &str) -> Vec<&'a Row> {
         .collect()
 }
 
-/// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean and std over
-/// seeds), what reproduces it (run folders, the stage-2 classifier to set), and every candidate's
+/// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean over seeds,
+/// and their std where there are two or more: `null` for one seed, which measures no spread), what
+/// reproduces it (run folders, the stage-2 classifier to set), and every candidate's
 /// val and test top-1 beside it.
 pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     let best = best_on_val(rows)?;
@@ -277,7 +278,7 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
         "val_ece": col_mean(best, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
         "tied_on_selection": tied,
         "best_recipe_test_top1": r2(m),
-        "best_recipe_test_top1_std": r2(sd),
+        "best_recipe_test_top1_std": (test.len() > 1).then(|| r2(sd)),
         "many": col_mean(best, "many").map(r2),
         "medium": col_mean(best, "medium").map(r2),
         "few": col_mean(best, "few").map(r2),
@@ -477,6 +478,20 @@ mod tests {
             tied.sort();
             assert_eq!(tied, ["b", "d"]);
         }
+        // over two seeds the std is the sample std of their test top-1
+        let two = Row {
+            runs: vec![PathBuf::from("f_s0"), PathBuf::from("f_s1")],
+            values: [(ALL_VAL, vec![90.0, 90.0]), ("last test top-1", vec![1.0, 3.0])]
+                .into_iter()
+                .collect(),
+            ..row("f", 0.0, None, 0.0)
+        };
+        let j = best_json(&[two]).unwrap();
+        assert_eq!(
+            (j["seeds"].as_u64(), j["best_recipe_test_top1"].as_f64()),
+            (Some(2), Some(2.0))
+        );
+        assert_eq!(j["best_recipe_test_top1_std"], 1.41);
         // without ECE on either side, the first of the tied rows stays the pick
         assert_eq!(
             best_on_val(&[d.clone(), row("e", 79.5, None, 1.0)]).unwrap().name,
@@ -545,6 +560,9 @@ mod tests {
             (Some(tau), Some(76.0))
         );
         assert_eq!(j["best_recipe_test_top1"], 76.9);
+        // one seed measures no spread: the std is absent, not 0.0
+        assert_eq!(j["seeds"], 1);
+        assert_eq!(j["best_recipe_test_top1_std"], serde_json::Value::Null);
         let searched = "c10lt_ir100_e200_balanced_softmax_cutmix_p0.5 · stage 2 (searched weights)";
         assert_eq!(sel(&j, searched), Some(75.0));
         // beside a run without them (nor cross-fitted τ), both are compared on all of val, the
