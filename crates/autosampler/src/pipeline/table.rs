@@ -29,15 +29,13 @@ pub struct Row {
     pub values: BTreeMap<&'static str, Vec<f64>>,
 }
 
-/// Mean and sample standard deviation (0 for one value).
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation; no standard deviation for one value, which measures no
+/// spread (the markdown cell then has no ±, the CSV an empty std cell, `--best` a null std).
+pub fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
+    let std =
+        (v.len() > 1).then(|| (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
+    (m, std)
 }
 
 /// A run's name without the `_s<seed>` suffix that `sweep` adds (`cifar10_lt_ir100_s2` →
@@ -278,7 +276,7 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
         "val_ece": col_mean(best, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
         "tied_on_selection": tied,
         "best_recipe_test_top1": r2(m),
-        "best_recipe_test_top1_std": (test.len() > 1).then(|| r2(sd)),
+        "best_recipe_test_top1_std": sd.map(r2),
         "many": col_mean(best, "many").map(r2),
         "medium": col_mean(best, "medium").map(r2),
         "few": col_mean(best, "few").map(r2),
@@ -296,10 +294,9 @@ fn cell(v: Option<&Vec<f64>>) -> String {
     match v {
         Some(v) if !v.is_empty() => {
             let (m, s) = mean_std(v);
-            if v.len() > 1 {
-                format!("{m:.2} ± {s:.2}")
-            } else {
-                format!("{m:.2}")
+            match s {
+                Some(s) => format!("{m:.2} ± {s:.2}"),
+                None => format!("{m:.2}"),
             }
         }
         _ => "–".into(),
@@ -357,7 +354,7 @@ pub fn csv(rows: &[Row]) -> String {
             .flat_map(|c| match r.values.get(c) {
                 Some(v) if !v.is_empty() => {
                     let (m, s) = mean_std(v);
-                    [format!("{m:.4}"), format!("{s:.4}")]
+                    [format!("{m:.4}"), s.map_or(String::new(), |s| format!("{s:.4}"))]
                 }
                 _ => [String::new(), String::new()],
             })
@@ -432,10 +429,20 @@ mod tests {
             runs: vec![PathBuf::from("x"), PathBuf::from("y")],
             values: [("last test top-1", vec![1.0, 3.0])].into_iter().collect(),
         };
-        let text = csv(&[row]);
+        let text = csv(std::slice::from_ref(&row));
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with("\"a,b\",2,2.0000,1.4142,"), "{line}");
-        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, std::f64::consts::SQRT_2));
+        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, Some(std::f64::consts::SQRT_2)));
+        // one seed measures no spread: its std cell is empty, not 0.0000
+        let one = Row {
+            runs: vec![PathBuf::from("x")],
+            values: [("last test top-1", vec![5.0])].into_iter().collect(),
+            ..row
+        };
+        let text = csv(&[one]);
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.starts_with("\"a,b\",1,5.0000,,"), "{line}");
+        assert_eq!(mean_std(&[5.0]), (5.0, None));
     }
 
     /// Defect: `--best` kept the first of the rows tied on validation top-1, so the recipe it
