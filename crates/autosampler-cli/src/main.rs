@@ -315,8 +315,16 @@ fn table_cmd(a: &TableArgs) -> Result<()> {
             Some(sd) => format!(" ± {sd} over {} seeds", best["seeds"]),
             None => " (one seed)".into(),
         };
+        let on_seeds = match best["selection_seeds"].as_array() {
+            Some(s) if s.len() == 1 => format!(" on seed {}", s[0]),
+            Some(s) => format!(
+                " on seeds {}",
+                s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            None => String::new(),
+        };
         println!(
-            "\nbest on val: {} (val {}, compared on {}, test {}{spread})",
+            "\nbest on val: {} (val {}, compared on {}{on_seeds}, test {}{spread})",
             best["recipe"].as_str().unwrap_or_default(),
             best["val_top1"],
             best["selection_top1"],

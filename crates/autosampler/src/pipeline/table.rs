@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::train::stage1::EvalReport;
 use crate::train::stage2::Classifier;
 use crate::{fsx, invalid, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// The table's columns.
@@ -27,6 +27,9 @@ pub struct Row {
     pub runs: Vec<PathBuf>,
     /// column → one value per run (runs without it are left out of that column)
     pub values: BTreeMap<&'static str, Vec<f64>>,
+    /// column → split seed → the values of the runs with that seed (one, unless the same seed's
+    /// run is given twice): what [`best_on_val`] compares on the seeds every candidate has
+    pub by_seed: BTreeMap<&'static str, BTreeMap<u32, Vec<f64>>>,
 }
 
 /// Mean and sample standard deviation; no standard deviation for one value, which measures no
@@ -81,6 +84,8 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         })?;
         // the grouping key: the config with every seed set to 0, no name, canonical paths
         let name = cfg.name.take().unwrap_or_else(|| run.name());
+        // the split seed: it draws the validation images (and the rest of the run's randomness)
+        let seed = cfg.data.split.seed;
         cfg.data.source = canonical_source(&cfg.data.source);
         let key = cfg.with_seed(0).to_toml();
         let pos = match rows.iter().position(|((k, c), _)| c.is_none() && *k == key) {
@@ -93,6 +98,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
                         classifier: None,
                         runs: Vec::new(),
                         values: Default::default(),
+                        by_seed: Default::default(),
                     },
                 ));
                 rows.len() - 1
@@ -102,20 +108,21 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         let row = &mut rows[pos].1;
         let label = row.name.clone();
         row.runs.push(path.clone());
-        put(row, "last test top-1", Some(eval.last.test.top1));
-        put(row, "best-on-val test top-1", Some(eval.best.test.top1));
-        put(row, "many", eval.last.test.many);
-        put(row, "medium", eval.last.test.medium);
-        put(row, "few", eval.last.test.few);
-        put(row, "val top-1", Some(eval.last.val.top1));
-        put(row, VAL_ECE, Some(eval.last.val.ece));
+        put(row, seed, "last test top-1", Some(eval.last.test.top1));
+        put(row, seed, "best-on-val test top-1", Some(eval.best.test.top1));
+        put(row, seed, "many", eval.last.test.many);
+        put(row, seed, "medium", eval.last.test.medium);
+        put(row, seed, "few", eval.last.test.few);
+        put(row, seed, "val top-1", Some(eval.last.val.top1));
+        put(row, seed, VAL_ECE, Some(eval.last.val.ece));
         // stage 1 fits nothing on val: its top-1 on all of it serves both all-of-val bases
         let held = stage2.as_ref().and_then(|s| s.heldout.as_ref());
-        put(row, HELD, held.map(|h| h.stage1));
-        put(row, CROSSFIT, Some(eval.last.val.top1));
-        put(row, ALL_VAL, Some(eval.last.val.top1));
+        put(row, seed, HELD, held.map(|h| h.stage1));
+        put(row, seed, CROSSFIT, Some(eval.last.val.top1));
+        put(row, seed, ALL_VAL, Some(eval.last.val.top1));
         put(
             row,
+            seed,
             "stage 2 test top-1",
             stage2.as_ref().map(|s| s.crt.test.top1),
         );
@@ -139,6 +146,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
                         classifier: Some(c),
                         runs: Vec::new(),
                         values: Default::default(),
+                        by_seed: Default::default(),
                     };
                     rows.insert(at, (id, row));
                     at
@@ -146,17 +154,17 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
             };
             let row = &mut rows[at].1;
             row.runs.push(path.clone());
-            put(row, "last test top-1", Some(test.top1));
-            put(row, "many", test.many);
-            put(row, "medium", test.medium);
-            put(row, "few", test.few);
+            put(row, seed, "last test top-1", Some(test.top1));
+            put(row, seed, "many", test.many);
+            put(row, seed, "medium", test.medium);
+            put(row, seed, "few", test.few);
             // on all of val, as every other row's; none for the classifier re-trained with
             // searched weights, which were fitted on val images (all of them in runs whose search
             // held none out; half in the others: 81.5 against a held-out 77.0 on the RandAugment run)
-            put(row, "val top-1", s2.top1_on(Basis::AllVal, c));
-            put(row, VAL_ECE, Some(val.ece));
+            put(row, seed, "val top-1", s2.top1_on(Basis::AllVal, c));
+            put(row, seed, VAL_ECE, Some(val.ece));
             for (col, basis) in BASES {
-                put(row, col, s2.top1_on(basis, c));
+                put(row, seed, col, s2.top1_on(basis, c));
             }
         }
     }
@@ -203,18 +211,62 @@ pub fn selection_basis(rows: &[Row]) -> &'static str {
         .unwrap_or(ALL_VAL)
 }
 
-/// The row with the highest mean top-1 on [`selection_basis`], ties broken by the lower
-/// [`VAL_ECE`] (a row without it loses a tie), then by order: the recipe to pick when test is
-/// kept for reporting. Rows without a score on that basis (the searched classifier where the
-/// basis is all of val) or without a test top-1 are left out.
+/// The rows [`best_on_val`] chooses among: those with a score on `basis` and a test top-1.
+fn candidates<'a>(rows: &'a [Row], basis: &str) -> Vec<&'a Row> {
+    rows.iter()
+        .filter(|r| col_mean(r, basis).is_some() && col_mean(r, "last test top-1").is_some())
+        .collect()
+}
+
+/// The split seeds [`best_on_val`] compares on: those on which every candidate has a score on
+/// `basis`. Each seed draws its own validation images, so a row's mean over seeds 0 and 1 and
+/// another's score on seed 0 alone are on different images, and the maximum favours the row with
+/// fewer seeds (its mean is the noisier); on the shared seeds every row is compared on the same
+/// images. `None` where the candidates share no seed (then each row's mean over its own seeds).
+pub fn selection_seeds(rows: &[Row], basis: &str) -> Option<BTreeSet<u32>> {
+    let mut common: Option<BTreeSet<u32>> = None;
+    for r in candidates(rows, basis) {
+        let have: BTreeSet<u32> = r
+            .by_seed
+            .get(basis)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        common = Some(match common {
+            None => have,
+            Some(c) => c.intersection(&have).copied().collect(),
+        });
+    }
+    common.filter(|c| !c.is_empty())
+}
+
+/// A column's mean over the runs of `seeds` (all the row's runs with `None`).
+fn seeds_mean(r: &Row, col: &str, seeds: Option<&BTreeSet<u32>>) -> Option<f64> {
+    let Some(seeds) = seeds else {
+        return col_mean(r, col);
+    };
+    let by = r.by_seed.get(col)?;
+    let v: Vec<f64> = seeds
+        .iter()
+        .filter_map(|s| by.get(s))
+        .flatten()
+        .copied()
+        .collect();
+    (!v.is_empty()).then(|| mean_std(&v).0)
+}
+
+/// The row with the highest mean top-1 on [`selection_basis`] over the [`selection_seeds`], ties
+/// broken by the lower [`VAL_ECE`] on those seeds (a row without it loses a tie), then by order:
+/// the recipe to pick when test is kept for reporting. Rows without a score on that basis (the
+/// searched classifier where the basis is all of val) or without a test top-1 are left out.
 pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
     let basis = selection_basis(rows);
+    let seeds = selection_seeds(rows, basis);
     let mut best: Option<(&Row, f64, f64)> = None;
-    for r in rows {
-        let (Some(v), Some(_)) = (col_mean(r, basis), col_mean(r, "last test top-1")) else {
+    for r in candidates(rows, basis) {
+        let Some(v) = seeds_mean(r, basis, seeds.as_ref()) else {
             continue;
         };
-        let ece = col_mean(r, VAL_ECE).unwrap_or(f64::INFINITY);
+        let ece = seeds_mean(r, VAL_ECE, seeds.as_ref()).unwrap_or(f64::INFINITY);
         if best.is_none_or(|(_, b, e)| v > b || (v == b && ece < e)) {
             best = Some((r, v, ece));
         }
@@ -222,23 +274,25 @@ pub fn best_on_val(rows: &[Row]) -> Option<&Row> {
     best.map(|(r, _, _)| r)
 }
 
-/// The other rows whose mean top-1 on `basis` equals `best`'s: candidates validation could not
-/// tell apart by accuracy (the pick among them went by [`VAL_ECE`]).
-fn tied_with<'a>(rows: &'a [Row], best: &Row, basis: &str) -> Vec<&'a Row> {
-    let b = col_mean(best, basis);
-    rows.iter()
-        .filter(|r| !std::ptr::eq(*r, best) && b.is_some() && col_mean(r, basis) == b)
-        .filter(|r| col_mean(r, "last test top-1").is_some())
+/// The other rows whose mean top-1 on `basis` over `seeds` equals `best`'s: candidates
+/// validation could not tell apart by accuracy (the pick among them went by [`VAL_ECE`]).
+fn tied_with<'a>(rows: &'a [Row], best: &Row, basis: &str, seeds: Option<&BTreeSet<u32>>) -> Vec<&'a Row> {
+    let b = seeds_mean(best, basis, seeds);
+    candidates(rows, basis)
+        .into_iter()
+        .filter(|r| !std::ptr::eq(*r, best) && b.is_some() && seeds_mean(r, basis, seeds) == b)
         .collect()
 }
 
-/// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean over seeds,
-/// and their std where there are two or more: `null` for one seed, which measures no spread), what
-/// reproduces it (run folders, the stage-2 classifier to set), and every candidate's
-/// val and test top-1 beside it.
+/// `table --best`'s JSON line: the row [`best_on_val`] picks, its test metrics (mean over all its
+/// seeds, the ones it was not chosen on included, and their std where there are two or more:
+/// `null` for one seed, which measures no spread; and each seed's test top-1), what reproduces it
+/// (run folders, the stage-2 classifier to set), and every candidate's val and test top-1 beside
+/// it (`selection_top1` over the seeds compared on, the others over all of a row's seeds).
 pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     let best = best_on_val(rows)?;
     let basis = selection_basis(rows);
+    let seeds = selection_seeds(rows, basis);
     let test = &best.values["last test top-1"];
     let (m, sd) = mean_std(test);
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -249,34 +303,38 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
                 "recipe": r.name,
                 "seeds": r.runs.len(),
                 "val_top1": col_mean(r, "val top-1").map(r2),
-                "selection_top1": col_mean(r, basis).map(r2),
+                "selection_top1": seeds_mean(r, basis, seeds.as_ref()).map(r2),
                 "val_ece": col_mean(r, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
                 "test_top1": col_mean(r, "last test top-1").map(r2),
             })
         })
         .collect();
-    let tied: Vec<&str> = tied_with(rows, best, basis)
+    let tied: Vec<&str> = tied_with(rows, best, basis, seeds.as_ref())
         .iter()
         .map(|r| r.name.as_str())
         .collect();
     Some(serde_json::json!({
         "bench": "best_recipe",
         "selected_on": match basis {
-            HELD => "validation top-1 (mean over seeds) on the val images each run's search held out (every run has them; post-hoc τ re-chosen on the other half); ties broken by the lower val ECE",
-            CROSSFIT => "validation top-1 (mean over seeds) on all of val, post-hoc rows cross-fitted, the searched classifier left out (not every run has held-out scores); ties broken by the lower val ECE",
-            ALL_VAL => "validation top-1 (mean over seeds) on all of val, post-hoc τ picked on it, the searched classifier left out (not every run has held-out or cross-fitted scores); ties broken by the lower val ECE",
-            _ => "validation top-1 (mean over seeds); ties broken by the lower val ECE",
+            HELD => "validation top-1 (mean over selection_seeds, the seeds every candidate has) on the val images each run's search held out (every run has them; post-hoc τ re-chosen on the other half); ties broken by the lower val ECE",
+            CROSSFIT => "validation top-1 (mean over selection_seeds, the seeds every candidate has) on all of val, post-hoc rows cross-fitted, the searched classifier left out (not every run has held-out scores); ties broken by the lower val ECE",
+            ALL_VAL => "validation top-1 (mean over selection_seeds, the seeds every candidate has) on all of val, post-hoc τ picked on it, the searched classifier left out (not every run has held-out or cross-fitted scores); ties broken by the lower val ECE",
+            _ => "validation top-1 (mean over selection_seeds, the seeds every candidate has); ties broken by the lower val ECE",
         },
         "recipe": best.name,
         "stage2_classifier": best.classifier,
         "runs": best.runs,
         "seeds": test.len(),
         "val_top1": col_mean(best, "val top-1").map(r2),
-        "selection_top1": col_mean(best, basis).map(r2),
-        "val_ece": col_mean(best, VAL_ECE).map(|e| (e * 1e4).round() / 1e4),
+        "selection_top1": seeds_mean(best, basis, seeds.as_ref()).map(r2),
+        "selection_seeds": seeds,
+        "val_ece": seeds_mean(best, VAL_ECE, seeds.as_ref()).map(|e| (e * 1e4).round() / 1e4),
         "tied_on_selection": tied,
         "best_recipe_test_top1": r2(m),
         "best_recipe_test_top1_std": sd.map(r2),
+        "test_top1_by_seed": best.by_seed.get("last test top-1").map(|m| {
+            m.iter().map(|(s, v)| (s.to_string(), r2(mean_std(v).0))).collect::<BTreeMap<_, _>>()
+        }),
         "many": col_mean(best, "many").map(r2),
         "medium": col_mean(best, "medium").map(r2),
         "few": col_mean(best, "few").map(r2),
@@ -284,9 +342,15 @@ pub fn best_json(rows: &[Row]) -> Option<serde_json::Value> {
     }))
 }
 
-fn put(row: &mut Row, col: &'static str, v: Option<f64>) {
+fn put(row: &mut Row, seed: u32, col: &'static str, v: Option<f64>) {
     if let Some(v) = v {
         row.values.entry(col).or_default().push(v);
+        row.by_seed
+            .entry(col)
+            .or_default()
+            .entry(seed)
+            .or_default()
+            .push(v);
     }
 }
 
@@ -428,6 +492,7 @@ mod tests {
             classifier: None,
             runs: vec![PathBuf::from("x"), PathBuf::from("y")],
             values: [("last test top-1", vec![1.0, 3.0])].into_iter().collect(),
+            by_seed: Default::default(),
         };
         let text = csv(std::slice::from_ref(&row));
         let line = text.lines().nth(1).unwrap();
@@ -463,6 +528,7 @@ mod tests {
             .into_iter()
             .flatten()
             .collect(),
+            by_seed: Default::default(),
         };
         let a = row("a", 79.5, Some(0.0711), 75.96);
         let b = row("b", 79.5, Some(0.0923), 76.65);
@@ -506,6 +572,74 @@ mod tests {
         );
         // accuracy first: a lower ECE does not beat a higher selection top-1
         assert_eq!(best_on_val(&[c, b]).unwrap().name, "b");
+    }
+
+    /// Defect: `--best` compared a row's mean over seeds 0 and 1 with the other rows' seed 0
+    /// alone: each seed draws its own validation images, and a second seed of the pick (val 82.0
+    /// on seed 0, lower on seed 1) could hand the choice to a one-seed row it beat on the same
+    /// images. Now every row is compared on the seeds all candidates have, and the pick's test
+    /// top-1 is reported over all of its seeds.
+    #[test]
+    fn best_on_val_compares_rows_on_the_seeds_they_share() {
+        // (seed, selection top-1, val ECE, test top-1) per run
+        let row = |name: &str, runs: &[(u32, f64, f64, f64)]| {
+            let mut r = Row {
+                name: name.into(),
+                classifier: None,
+                runs: runs
+                    .iter()
+                    .map(|x| PathBuf::from(format!("{name}_s{}", x.0)))
+                    .collect(),
+                values: Default::default(),
+                by_seed: Default::default(),
+            };
+            for &(seed, sel, ece, test) in runs {
+                put(&mut r, seed, ALL_VAL, Some(sel));
+                put(&mut r, seed, VAL_ECE, Some(ece));
+                put(&mut r, seed, "last test top-1", Some(test));
+            }
+            r
+        };
+        let pick = row("pick", &[(0, 82.0, 0.06, 78.3), (1, 78.0, 0.07, 77.1)]);
+        let other = row("other", &[(0, 81.0, 0.04, 78.07)]);
+        let rows = [pick.clone(), other.clone()];
+        assert_eq!(selection_seeds(&rows, ALL_VAL), Some(BTreeSet::from([0])));
+        // on seed 0, the images both were scored on: 82.0 against 81.0 (over all seeds the
+        // pick's mean, 80.0, lost to the other's one seed)
+        assert_eq!(best_on_val(&rows).unwrap().name, "pick");
+        let j = best_json(&rows).unwrap();
+        assert_eq!(j["selection_seeds"], serde_json::json!([0]));
+        assert_eq!(j["selection_top1"], 82.0);
+        assert_eq!(j["val_top1"], serde_json::Value::Null);
+        // the test top-1 over both seeds, the one it was not chosen on included
+        assert_eq!(j["seeds"], 2);
+        assert_eq!(j["best_recipe_test_top1"], 77.7);
+        assert_eq!(j["best_recipe_test_top1_std"], 0.85);
+        assert_eq!(j["test_top1_by_seed"], serde_json::json!({"0": 78.3, "1": 77.1}));
+        let sel = |name: &str| {
+            j["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["recipe"] == name)
+                .unwrap()["selection_top1"]
+                .as_f64()
+        };
+        assert_eq!((sel("pick"), sel("other")), (Some(82.0), Some(81.0)));
+        // with both on both seeds, both seeds count
+        let other2 = row("other", &[(0, 81.0, 0.04, 78.07), (1, 80.0, 0.05, 77.9)]);
+        let rows = [pick.clone(), other2];
+        assert_eq!(selection_seeds(&rows, ALL_VAL), Some(BTreeSet::from([0, 1])));
+        assert_eq!(best_on_val(&rows).unwrap().name, "other");
+        // no seed in common: each row's mean over its own seeds
+        let apart = row("apart", &[(2, 80.5, 0.05, 70.0)]);
+        let rows = [pick, apart];
+        assert_eq!(selection_seeds(&rows, ALL_VAL), None);
+        assert_eq!(best_on_val(&rows).unwrap().name, "apart");
+        assert_eq!(
+            best_json(&rows).unwrap()["selection_seeds"],
+            serde_json::Value::Null
+        );
     }
 
     /// Defect: the table printed the searched classifier's top-1 on all of val (81.50 on the
