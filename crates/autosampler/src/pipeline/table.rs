@@ -478,6 +478,17 @@ pub fn html(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
+    /// A candidate's `selection_top1` in `--best`'s JSON.
+    fn selection_of(j: &serde_json::Value, name: &str) -> Option<f64> {
+        j["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["recipe"] == name)
+            .unwrap()["selection_top1"]
+            .as_f64()
+    }
+
     /// Defect: `table` dropped trailing digits from run names (`…_ir10`, `…_ir50` and `…_ir100`
     /// all showed as `…_ir`), and a comma in a name broke the CSV.
     #[test]
@@ -616,16 +627,10 @@ mod tests {
         assert_eq!(j["best_recipe_test_top1"], 77.7);
         assert_eq!(j["best_recipe_test_top1_std"], 0.85);
         assert_eq!(j["test_top1_by_seed"], serde_json::json!({"0": 78.3, "1": 77.1}));
-        let sel = |name: &str| {
-            j["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["recipe"] == name)
-                .unwrap()["selection_top1"]
-                .as_f64()
-        };
-        assert_eq!((sel("pick"), sel("other")), (Some(82.0), Some(81.0)));
+        assert_eq!(
+            (selection_of(&j, "pick"), selection_of(&j, "other")),
+            (Some(82.0), Some(81.0))
+        );
         // with both on both seeds, both seeds count
         let other2 = row("other", &[(0, 81.0, 0.04, 78.07), (1, 80.0, 0.05, 77.9)]);
         let rows = [pick.clone(), other2];
@@ -683,15 +688,6 @@ mod tests {
         let bs = root.join("recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_s0");
         let cam = root.join("cutmix_long/c10lt_ir100_e200_cam_p0.5_s0");
         let tau = "c10lt_ir100_e200_balanced_softmax_cutmix_p0.5 · τ-normalised";
-        let sel = |j: &serde_json::Value, name: &str| -> Option<f64> {
-            j["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["recipe"] == name)
-                .unwrap()["selection_top1"]
-                .as_f64()
-        };
         // alone, the run with held-out scores is compared on them: its searched classifier too
         let alone = rows(std::slice::from_ref(&bs), true).unwrap();
         assert_eq!(selection_basis(&alone), HELD);
@@ -705,14 +701,14 @@ mod tests {
         assert_eq!(j["seeds"], 1);
         assert_eq!(j["best_recipe_test_top1_std"], serde_json::Value::Null);
         let searched = "c10lt_ir100_e200_balanced_softmax_cutmix_p0.5 · stage 2 (searched weights)";
-        assert_eq!(sel(&j, searched), Some(75.0));
+        assert_eq!(selection_of(&j, searched), Some(75.0));
         // beside a run without them (nor cross-fitted τ), both are compared on all of val, the
         // searched classifier left out: three rows tie at 79.5 and the lowest val ECE wins
         let both = rows(&[bs, cam], true).unwrap();
         assert_eq!(selection_basis(&both), ALL_VAL);
         let j = best_json(&both).unwrap();
-        assert_eq!(sel(&j, tau), Some(79.5));
-        assert_eq!(sel(&j, searched), None);
+        assert_eq!(selection_of(&j, tau), Some(79.5));
+        assert_eq!(selection_of(&j, searched), None);
         assert_eq!(j["recipe"], "c10lt_ir100_e200_cam_p0.5 · logit-adjusted");
         assert_eq!(j["best_recipe_test_top1"], 75.96);
         assert_eq!(j["tied_on_selection"], serde_json::json!([tau]));
