@@ -41,7 +41,8 @@ fn git_commit() {
     println!("cargo:rustc-env=AUTOSAMPLER_GIT_COMMIT={commit}");
 }
 
-fn main() {
+/// The build script's work (crates that compile C++ call it from their own `build.rs`).
+pub fn main() {
     git_commit();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {

@@ -188,6 +188,7 @@ fn main() -> Result<()> {
             &ds.view(Part::Val),
             &Normalize::CIFAR10,
             images_threads as usize,
+            autosampler::train::stage1::Fast::PLAIN,
             &autosampler::distributed::Alone,
         )?;
         let _ = fv.x.mm(&w).argmax(-1, false);

@@ -2,11 +2,16 @@
 //! same measurement as `torch_reference.py bench` (batch 128, SGD 0.9 / wd 2e-4, 3 warm-up steps,
 //! `--steps` timed steps; inference on batches of 256), plus peak RSS. One JSON line.
 //!
+//! With no flags it runs what a user gets: the library's defaults (`[train] precision = "auto"`,
+//! channels-last). `--precision fp32|bf16|auto` and `--channels-last true|false` override them
+//! (`--bf16` and a bare `--channels-last` are the older spellings of `bf16` and `true`).
+//!
 //!   bench-train-throughput [--threads 2] [--steps 20] [--batch 128] [--device cpu|cuda]
-//!                          [--channels-last] [--bf16]
+//!                          [--precision auto] [--channels-last true]
 use anyhow::Result;
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
 use autosampler::optim::Sgd;
+use autosampler::precision::{autocast, Precision};
 use autosampler::train::stage1::{channels_last, parse_device};
 use std::time::Instant;
 use tch::{Kind, Reduction, Tensor};
@@ -32,8 +37,22 @@ fn main() -> Result<()> {
     let steps: usize = arg("--steps").map(|s| s.parse()).transpose()?.unwrap_or(20);
     let batch: i64 = arg("--batch").map(|s| s.parse()).transpose()?.unwrap_or(128);
     let device = parse_device(&arg("--device").unwrap_or_else(|| "cpu".into()))?;
-    let cl = std::env::args().any(|a| a == "--channels-last");
-    let bf16 = std::env::args().any(|a| a == "--bf16");
+    let defaults = autosampler::train::stage1::TrainConfig::default();
+    let precision = match arg("--precision") {
+        Some(p) => Precision::parse("--precision", &p)?,
+        None if std::env::args().any(|a| a == "--bf16") => Precision::Bf16,
+        None => defaults.precision(),
+    };
+    let cl = match arg("--channels-last").as_deref() {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) if !other.starts_with("--") => {
+            anyhow::bail!("--channels-last takes true or false, got {other:?}")
+        }
+        _ if std::env::args().any(|a| a == "--channels-last") => true,
+        _ => defaults.channels_last(),
+    };
+    let bf16 = precision.bf16_on(device);
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     let cfg = ModelConfig {
@@ -73,7 +92,7 @@ fn main() -> Result<()> {
     let mut step = || {
         let t0 = Instant::now();
         let logits = if bf16 {
-            tch::autocast(true, || model.forward(&x, true)).to_kind(Kind::Float)
+            autocast(true, device, || model.forward(&x, true)).to_kind(Kind::Float)
         } else {
             model.forward(&x, true)
         };
@@ -104,7 +123,7 @@ fn main() -> Result<()> {
     let infer_ips = tch::no_grad(|| {
         let fwd = || {
             if bf16 {
-                tch::autocast(true, || model.forward(&xi, false))
+                autocast(true, device, || model.forward(&xi, false))
             } else {
                 model.forward(&xi, false)
             }
@@ -128,6 +147,8 @@ fn main() -> Result<()> {
             "batch": batch,
             "channels_last": cl,
             "bf16": bf16,
+            "precision": if bf16 { "bf16" } else { "fp32" },
+            "precision_asked": precision.name(),
             "train_img_per_s": (train_ips * 10.0).round() / 10.0,
             "infer_img_per_s": (infer_ips * 10.0).round() / 10.0,
             "peak_rss_mb": peak_rss_mb().round(),

@@ -82,6 +82,10 @@ pub(crate) struct PredictArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
+    /// fp32, bf16 or auto (bf16 where the device has it natively). fp32 by default, so that the
+    /// logits are PyTorch's for the exported weights; bf16 is faster on large folders.
+    #[arg(long, default_value = "fp32")]
+    pub(crate) precision: String,
 }
 
 #[derive(Args)]

@@ -256,8 +256,10 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         _ => bail!("give the run folder (--run RUN) or a model file (--model FILE)"),
     };
     let device = autosampler::train::stage1::parse_device(&a.device)?;
+    let precision = autosampler::precision::Precision::parse("--precision", &a.precision)?;
     let m = autosampler::export::open(&path, device)
-        .with_context(|| format!("{}: run `autosampler run` to write it", path.display()))?;
+        .with_context(|| format!("{}: run `autosampler run` to write it", path.display()))?
+        .in_precision(precision);
     let files = autosampler::export::image_files(&a.images)?;
     let autosampler::export::Predicted {
         top: preds,

@@ -8,6 +8,8 @@ use crate::data::augment::{self, Augment, Lut, Normalize};
 use crate::data::decode::decode_file;
 use crate::data::source::Resize;
 use crate::model::{Model, ModelConfig};
+use crate::precision::Precision;
+use crate::train::stage1::Fast;
 use crate::{invalid, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -58,6 +60,23 @@ pub fn write(path: &Path, model: &Model, head: Option<(&Tensor, &Tensor)>, card:
 pub struct Exported {
     pub model: Model,
     pub card: ModelCard,
+    /// How [`logits`] runs the network: plain fp32 as opened, see [`Exported::in_precision`].
+    pub fast: Fast,
+}
+
+impl Exported {
+    /// The same model run in `precision` (`auto`: bf16 where the device has it natively), with
+    /// channels-last convolutions.
+    pub fn in_precision(mut self, precision: Precision) -> Exported {
+        let device = self.model.vs.device();
+        let fast = Fast {
+            bf16: precision.bf16_on(device),
+            channels_last: true,
+        };
+        fast.prepare(&self.model);
+        self.fast = fast;
+        self
+    }
 }
 
 /// Reads a model file written by [`write`].
@@ -85,7 +104,11 @@ pub fn open(path: &Path, device: Device) -> Result<Exported> {
     }
     let mut model = Model::new(&card.model, card.classes.len() as i64, device)?;
     model.load(path)?;
-    Ok(Exported { model, card })
+    Ok(Exported {
+        model,
+        card,
+        fast: Fast::PLAIN,
+    })
 }
 
 /// The image files of `inputs`: files as given, folders searched (recursively, sorted) for
@@ -150,8 +173,8 @@ pub fn logits(m: &Exported, x: &Tensor, batch: i64) -> Tensor {
             .step_by(batch.max(1) as usize)
             .map(|i| {
                 let b = x.narrow(0, i, batch.min(n - i)).to_device(device);
-                m.model
-                    .forward(&b, false)
+                m.fast
+                    .run(&b, |b| m.model.forward(b, false))
                     .to_kind(Kind::Float)
                     .to_device(Device::Cpu)
             })

@@ -6,6 +6,7 @@ use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
 use crate::distributed::{self, Collective};
 use crate::model::{save_tensors, Model};
+use crate::train::stage1::Fast;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -63,17 +64,19 @@ pub fn map_view(
     distributed::gather_rows(comm, &mine, view.len())
 }
 
-/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation), sharded
-/// over the ranks of `comm` (every rank gets every row).
+/// Runs the backbone of `model` over every image of `view` (eval mode, no augmentation; in
+/// `fast`'s precision and layout, the features back in fp32), sharded over the ranks of `comm`
+/// (every rank gets every row).
 pub fn extract(
     model: &Model,
     view: &View,
     normalize: &Normalize,
     threads: usize,
+    fast: Fast,
     comm: &dyn Collective,
 ) -> Result<Features> {
     let x = map_view(model, view, normalize, threads, model.feature_dim(), comm, |x| {
-        model.forward_features(x, false)
+        fast.run(x, |x| model.forward_features(x, false))
     })?;
     let labels: Vec<i64> = view.labels.iter().map(|&l| l as i64).collect();
     Ok(Features {
@@ -91,6 +94,7 @@ pub fn extract_all(
     run: &Path,
     normalize: &Normalize,
     threads: usize,
+    fast: Fast,
     comm: &dyn Collective,
 ) -> Result<()> {
     for part in [Part::Train, Part::Val, Part::Test] {
@@ -100,7 +104,7 @@ pub fn extract_all(
         if distributed::broadcast_usize(comm, redo as usize)? == 0 {
             continue;
         }
-        let f = extract(model, &view, normalize, threads, comm)?;
+        let f = extract(model, &view, normalize, threads, fast, comm)?;
         if comm.rank() == 0 {
             save_tensors(&p, &[("features".into(), f.x), ("labels".into(), f.y)])?;
         }

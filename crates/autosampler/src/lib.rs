@@ -18,6 +18,7 @@ pub mod mix;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod precision;
 pub mod provenance;
 pub mod report;
 pub mod rng;

@@ -9,7 +9,9 @@ use autosampler::data::source::{Catalog, Cifar100Label};
 use autosampler::data::{
     DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
 };
+use autosampler::precision::Precision;
 use autosampler::sampler::Sampler;
+use autosampler::train::stage1::Fast;
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
@@ -871,9 +873,28 @@ fn resume_with_another_training_config_is_refused() {
         .unwrap()
         .to_string();
     assert!(e.contains("another [model] or [train] config"), "{e}");
-    let mut bf = tiny_train_config(1, 0.05);
-    bf.bf16 = true;
-    assert!(bf.validate().unwrap_err().to_string().contains("CUDA"));
+    // a stage 1 is resumed in the precision it started with: `auto` takes it, another is refused
+    let started = stage1::TrainConfig::default().precision().on(tch::Device::Cpu);
+    let other = if started == Precision::Bf16 {
+        Precision::Fp32
+    } else {
+        Precision::Bf16
+    };
+    let mut p = tiny_train_config(1, 0.05);
+    p.precision = Some(other);
+    let e = stage1::train(&ds, &m, &p, run.path(), true, &Silent)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&format!(
+            "was started with [train] precision = \"{}\"",
+            started.name()
+        )) && e.contains("autosampler run --config <config> --out <new folder>"),
+        "{e}"
+    );
+    p.precision = Some(started);
+    stage1::train(&ds, &m, &p, run.path(), true, &Silent).unwrap();
 }
 
 /// Every config shipped in configs/ parses (unknown keys are errors) and its data profile,
@@ -1009,12 +1030,30 @@ fn truncated_features_are_extracted_again() {
     let run = tempfile::tempdir().unwrap();
     let model =
         autosampler::model::Model::new(&resnet8(), ds.split.num_classes() as i64, tch::Device::Cpu).unwrap();
-    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1, &Alone).unwrap();
+    features::extract_all(
+        &model,
+        &ds,
+        run.path(),
+        &Normalize::CIFAR10,
+        1,
+        Fast::PLAIN,
+        &Alone,
+    )
+    .unwrap();
     let p = features::path(run.path(), Part::Train);
     let whole = std::fs::read(&p).unwrap();
     std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
     assert!(features::load(run.path(), Part::Train).is_err());
-    features::extract_all(&model, &ds, run.path(), &Normalize::CIFAR10, 1, &Alone).unwrap();
+    features::extract_all(
+        &model,
+        &ds,
+        run.path(),
+        &Normalize::CIFAR10,
+        1,
+        Fast::PLAIN,
+        &Alone,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), whole);
 }
 

@@ -93,6 +93,14 @@ pub struct AgentConfig {
     pub threads: usize,
     pub device: String,
     pub seed: u64,
+    /// "fp32", "bf16" or "auto" (bf16 where the device has it natively; see
+    /// [`crate::precision`]): the encoders run in it while the agent trains. A started agent
+    /// records "bf16" here, or nothing for fp32 (as every agent before the key existed).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::precision::deserialize_opt"
+    )]
+    pub precision: Option<crate::precision::Precision>,
 }
 
 impl Default for AgentConfig {
@@ -125,6 +133,7 @@ impl Default for AgentConfig {
             micro_batches: 1,
             threads: 2,
             device: "cpu".into(),
+            precision: None,
             seed: Default::default(),
         }
     }
@@ -259,6 +268,8 @@ pub struct Agent {
     pol_gru: nn::GRU,
     actor: nn::Linear,
     critic: nn::Linear,
+    /// The encoders run in bf16 autocast (while training, as `[agent] precision` asks).
+    pub bf16: bool,
 }
 
 impl Agent {
@@ -286,6 +297,7 @@ impl Agent {
             pol_gru: nn::gru(&p / "gru", h, h, Default::default()),
             actor: nn::linear(&p / "actor", h, 2, Default::default()),
             critic: nn::linear(&p / "critic", h, 1, Default::default()),
+            bf16: false,
             spec: spec.clone(),
             global,
             local,
@@ -497,7 +509,7 @@ impl Agent {
     pub fn rollout(&self, x: &Tensor, placement: Placement, train_encoders: bool) -> Rollout {
         let b = x.size()[0];
         let dev = x.device();
-        let enc = |m: &Model, input: &Tensor| encode(m, input, train_encoders);
+        let enc = |m: &Model, input: &Tensor| encode(m, input, train_encoders, self.bf16);
         let (dsn0, f0, mut map) = enc(&self.global, &self.glance(x));
         let mut ch = self.clf_gru.zero_state(b);
         ch = self.clf_gru.step(&f0, &ch);
@@ -557,8 +569,9 @@ impl Agent {
 
 /// One encoder on its input: its own classifier's logits, the pooled features and the feature
 /// map (`train`: batch statistics and gradients).
-fn encode(m: &Model, input: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
-    let map = m.forward_map(input, train);
+fn encode(m: &Model, input: &Tensor, train: bool, bf16: bool) -> (Tensor, Tensor, Tensor) {
+    let map = crate::precision::autocast(bf16, input.device(), || m.forward_map(input, train));
+    let map = if bf16 { map.to_kind(Kind::Float) } else { map };
     let f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
     (m.forward_head(&f), f, map)
 }
@@ -670,13 +683,14 @@ impl Agent {
     pub fn scan(&self, x: &Tensor, grid: usize) -> (Tensor, Tensor) {
         let p = self.spec.patch_size;
         tch::no_grad(|| {
-            let (_, f0, _) = encode(&self.global, &self.glance(x), false);
+            let (_, f0, _) = encode(&self.global, &self.glance(x), false, self.bf16);
             let ch = self.clf_gru.step(&f0, &self.clf_gru.zero_state(x.size()[0]));
             let (after_glance, alone): (Vec<Tensor>, Vec<Tensor>) = self
                 .scan_origins(grid)
                 .into_iter()
                 .map(|(r, c)| {
-                    let (dsn, f, _) = encode(&self.local, &x.narrow(2, r, p).narrow(3, c, p), false);
+                    let (dsn, f, _) =
+                        encode(&self.local, &x.narrow(2, r, p).narrow(3, c, p), false, self.bf16);
                     let h = self.clf_gru.step(&f, &ch);
                     (
                         self.clf_fc.forward(&h.value().get(0)).softmax(-1, Kind::Float),

@@ -24,6 +24,7 @@ use crate::data::loader::{for_each_batch, for_each_batch_shares, LoaderConfig, S
 use crate::data::{Dataset, Part, View};
 use crate::distributed::{self, Collective};
 use crate::optim::{Adam, Sgd};
+use crate::precision::Precision;
 use crate::rng::chacha;
 use crate::sampler::Sampler;
 use crate::train::checkpoint;
@@ -185,13 +186,40 @@ pub fn locate_view(
         .collect())
 }
 
-/// `[agent]` as far as it decides the result: the device and the thread count blanked.
+/// `[agent]` as far as it decides the result: the device and the thread count blanked, the
+/// precision made concrete (`Some(Bf16)`, or `None` for fp32, the form of every started agent).
 pub fn started_config(cfg: &AgentConfig) -> AgentConfig {
+    let bf16 = parse_device(&cfg.device)
+        .map(|d| cfg.precision.unwrap_or_default().bf16_on(d))
+        .unwrap_or(false);
     AgentConfig {
         device: String::new(),
         threads: 0,
+        precision: bf16.then_some(Precision::Bf16),
         ..cfg.clone()
     }
+}
+
+/// `cfg` with its precision made concrete for an agent trained in `dir`: the one the folder's
+/// agent was started with where the config says `auto` (or nothing), else bf16 where the device
+/// has it natively. An agent started in another precision than the one asked for is refused.
+pub fn resolved(cfg: &AgentConfig, dir: &Path) -> Result<AgentConfig> {
+    let device = parse_device(&cfg.device)?;
+    let path = dir.join("config.json");
+    let recorded: Option<AgentConfig> = path.is_file().then(|| fsx::read_json(&path)).transpose()?;
+    let was = recorded.map(|r| r.precision.unwrap_or(Precision::Fp32));
+    let asked = cfg.precision.unwrap_or_default();
+    let precision = match (was, asked) {
+        (Some(w), Precision::Auto) => w,
+        (Some(w), p) if w != p => {
+            return Err(crate::precision::resume_refused(dir, w, p, "[agent] precision"))
+        }
+        (_, p) => p.on(device),
+    };
+    Ok(AgentConfig {
+        precision: Some(precision),
+        ..cfg.clone()
+    })
 }
 
 /// Trains an agent on the training view of `ds` into `dir` (resuming when `resume` and a
@@ -231,6 +259,7 @@ pub fn train_with(
         ));
     }
     let device: Device = parse_device(&cfg.device)?;
+    let cfg = &resolved(cfg, dir)?;
     tch::set_num_threads(cfg.threads.max(1) as i32);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let view = ds.view(Part::Train);
@@ -265,6 +294,7 @@ pub fn train_with(
     }
     tch::manual_seed(cfg.seed as i64);
     let mut agent = Agent::new(&spec, device)?;
+    agent.bf16 = cfg.precision == Some(Precision::Bf16);
     if let Some(init) = &cfg.init {
         // a fresh agent starts here; a resumed one loads its checkpoint over it below
         agent.init_encoders(init)?;

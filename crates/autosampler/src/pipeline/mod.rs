@@ -222,6 +222,13 @@ pub fn training_config(cfg: &Config) -> Result<(&ModelConfig, &TrainConfig)> {
     }
 }
 
+/// [`training_config`] with `[train]`'s precision and memory layout made concrete for the stage 1
+/// in `run` ([`TrainConfig::resolved`]).
+pub fn training_resolved<'a>(cfg: &'a Config, run: &RunDir) -> Result<(&'a ModelConfig, TrainConfig)> {
+    let (m, t) = training_config(cfg)?;
+    Ok((m, t.resolved(run.root())?))
+}
+
 /// Holds the run folder's lock for the rest of the process (taken once per folder); temporaries
 /// that killed processes left in it are removed under the lock.
 pub fn hold_lock(run: &RunDir) -> Result<()> {
@@ -474,14 +481,9 @@ fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
     }
     if needs_features(cfg) && go()? {
         let model = stage1_model(cfg, run, &ds)?;
-        features::extract_all(
-            &model,
-            &ds,
-            run.root(),
-            &train_cfg.normalize,
-            train_cfg.threads,
-            comm,
-        )?;
+        let t = train_cfg.resolved(run.root())?;
+        let fast = stage1::Fast::of(&t);
+        features::extract_all(&model, &ds, run.root(), &t.normalize, t.threads, fast, comm)?;
     }
     Ok(())
 }
@@ -495,7 +497,8 @@ fn needs_features(cfg: &Config) -> bool {
 /// which do not change the result), the split, and the agent's locations or the agent itself
 /// when the config mixes with them.
 fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
-    let (m, t) = training_config(cfg)?;
+    let (m, t) = training_resolved(cfg, run)?;
+    let t = &t;
     let mut inputs = Inputs::new()
         .value("model", m)
         .value("train", &stage1::started_config(t))
@@ -516,11 +519,11 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
 /// Refuses, before anything is written, a finished stage 1 whose recorded inputs other than the
 /// upstream digests (its `[model]` and `[train]`) differ from the config's.
 fn check_stage1_inputs(cfg: &Config, run: &RunDir) -> Result<()> {
-    let (m, t) = training_config(cfg)?;
+    let (m, t) = training_resolved(cfg, run)?;
     if let Some(done) = manifest::read(run, Stage::Stage1) {
         let want = Inputs::new()
             .value("model", m)
-            .value("train", &stage1::started_config(t));
+            .value("train", &stage1::started_config(&t));
         if want.0.iter().any(|(k, v)| done.inputs.0.get(k) != Some(v)) {
             return Err(invalid!(
                 "{} was trained with another [model] or [train] config: use another run folder, or delete it",
@@ -699,8 +702,9 @@ fn evaluate_with(cfg: &Config, run: &RunDir, ds: &Dataset, comm: &dyn Collective
 
 /// The stage-1 model (final weights) of a run.
 pub fn stage1_model(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<Model> {
-    let (m, t) = training_config(cfg)?;
+    let (m, t) = training_resolved(cfg, run)?;
     let mut model = Model::new(m, ds.split.num_classes() as i64, t.device()?)?;
+    stage1::Fast::of(&t).prepare(&model);
     model.load(&run.stage1().model())?;
     Ok(model)
 }
@@ -729,7 +733,9 @@ fn features_with(
     let work = manifest::Work::start(&t.device, t.threads);
     let model = stage1_model(cfg, run, ds)?;
     distributed::broadcast_usize(comm, 1)?;
-    features::extract_all(&model, ds, run.root(), &t.normalize, t.threads, comm)?;
+    let t = t.resolved(run.root())?;
+    let fast = stage1::Fast::of(&t);
+    features::extract_all(&model, ds, run.root(), &t.normalize, t.threads, fast, comm)?;
     obs.note(&format!(
         "features  {} ({:.1}s)",
         run.features_dir().display(),
@@ -908,9 +914,9 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         .value("weights", &weights)
         .upstream(&feats);
     if fc.path == stage2::Stage2Path::Images {
-        let (_, t) = training_config(cfg)?;
+        let (_, t) = training_resolved(cfg, run)?;
         inputs = inputs
-            .value("train", &stage1::started_config(t))
+            .value("train", &stage1::started_config(&t))
             .upstream(&upstream(run, Stage::Stage1)?);
     }
     if manifest::complete(run, Stage::Stage2, &inputs).is_some() {
@@ -1084,7 +1090,10 @@ fn agent_with(
         }
         None => {
             let mut inputs = Inputs::new()
-                .value("agent", &agent_train::started_config(ac))
+                .value(
+                    "agent",
+                    &agent_train::started_config(&agent_train::resolved(ac, &out)?),
+                )
                 .upstream(&split);
             if let Some(init) = &ac.init {
                 inputs = inputs.value("init_model", &manifest::file_digest(init)?.sha256);

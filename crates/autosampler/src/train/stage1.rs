@@ -23,6 +23,7 @@ use crate::mix::guided::{guided_cutmix, Locator};
 use crate::mix::{mixed_loss, MixConfig};
 use crate::model::{Model, ModelConfig};
 use crate::optim::Sgd;
+use crate::precision::{self, Precision};
 use crate::rng::chacha;
 use crate::sampler::Sampler;
 use crate::{fsx, invalid, Error, Result};
@@ -86,10 +87,22 @@ pub struct TrainConfig {
     pub threads: usize,
     /// "cpu", "cuda" or "cuda:N".
     pub device: String,
-    /// Channels-last memory format for images and convolution weights.
-    pub channels_last: bool,
-    /// bf16 autocast (CUDA only: libtorch's CPU autocast is not reachable through tch).
-    pub bf16: bool,
+    /// Channels-last memory format for images and convolution weights. Default (unset): on, and
+    /// a run folder that already holds stage 1 keeps the layout it was started with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels_last: Option<bool>,
+    /// The older spelling of `precision`: `true` is "bf16", `false` "fp32". A started config
+    /// records the precision it resolved to here (so folders written before `precision` existed
+    /// keep their fingerprint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16: Option<bool>,
+    /// "fp32", "bf16" or "auto" (bf16 where the device computes it natively; see
+    /// [`crate::precision`]).
+    #[serde(
+        skip_serializing_if = "is_auto",
+        deserialize_with = "crate::precision::deserialize_opt"
+    )]
+    pub precision: Option<Precision>,
     pub seed: u64,
     pub method: Method,
 }
@@ -118,6 +131,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             channels_last: Default::default(),
             bf16: Default::default(),
+            precision: Default::default(),
             seed: Default::default(),
             method: Default::default(),
         }
@@ -184,11 +198,13 @@ impl TrainConfig {
                 "[train] method = \"bbn\" mixes its two branches' features itself: leave [train.mix] out"
             ));
         }
-        if self.bf16 && !self.device.starts_with("cuda") {
-            return Err(invalid!(
-                "[train] bf16 = true needs a CUDA device (device = \"cuda\"), got device = \"{}\": libtorch's CPU autocast is not reachable through tch 0.24",
-                self.device
-            ));
+        if let (Some(b), Some(p)) = (self.bf16, self.precision) {
+            if p != Precision::Auto && b != (p == Precision::Bf16) {
+                return Err(invalid!(
+                    "[train] bf16 = {b} and precision = \"{}\" disagree: bf16 is the older spelling of precision; keep precision alone",
+                    p.name()
+                ));
+            }
         }
         Ok(())
     }
@@ -197,6 +213,65 @@ impl TrainConfig {
         self.check()?;
         self.device()?;
         Ok(())
+    }
+    /// The precision asked for: `precision`, or the older `bf16` alias; `Auto` when neither.
+    pub fn precision(&self) -> Precision {
+        match (self.bf16, self.precision) {
+            (_, Some(p)) if p != Precision::Auto => p,
+            (Some(true), _) => Precision::Bf16,
+            (Some(false), _) => Precision::Fp32,
+            _ => Precision::Auto,
+        }
+    }
+    /// Whether forward passes run in bf16 autocast (`auto` made concrete for the device).
+    pub fn bf16_on(&self) -> bool {
+        self.device()
+            .map(|d| self.precision().bf16_on(d))
+            .unwrap_or(false)
+    }
+    /// Whether images and convolution weights are channels-last (the default).
+    pub fn channels_last(&self) -> bool {
+        self.channels_last.unwrap_or(true)
+    }
+    /// This config with its precision and memory layout made concrete, for a stage 1 in `run`:
+    /// what the folder's stage 1 was started with where the config leaves them to the default
+    /// (`auto`, unset), else the device's fastest (bf16 where native, channels-last). A stage 1
+    /// started in another precision than the one asked for is refused, naming the command that
+    /// starts a new run. The result records both in `bf16` and `channels_last`, as every started
+    /// config does.
+    pub fn resolved(&self, run: &Path) -> Result<TrainConfig> {
+        let dir = Stage1Paths::new(run).dir;
+        let recorded: Option<Started> = {
+            let path = dir.join("config.json");
+            path.is_file().then(|| fsx::read_json(&path)).transpose()?
+        };
+        let asked = self.precision();
+        let precision = match (&recorded, asked) {
+            (Some(r), Precision::Auto) => r.train.precision().on(self.device()?),
+            (Some(r), p) => {
+                let was = r.train.precision().on(self.device()?);
+                if was != p {
+                    return Err(crate::precision::resume_refused(
+                        &dir,
+                        was,
+                        p,
+                        "[train] precision",
+                    ));
+                }
+                p
+            }
+            (None, p) => p.on(self.device()?),
+        };
+        let channels_last = self
+            .channels_last
+            .or_else(|| recorded.as_ref().map(|r| r.train.channels_last()))
+            .unwrap_or(true);
+        Ok(TrainConfig {
+            precision: None,
+            bf16: Some(precision == Precision::Bf16),
+            channels_last: Some(channels_last),
+            ..self.clone()
+        })
     }
     /// The augmentation in force for images of side `size`.
     pub fn augment_for(&self, size: u32) -> Augment {
@@ -271,15 +346,24 @@ fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
     }
 }
 
+fn is_auto(p: &Option<Precision>) -> bool {
+    matches!(p, None | Some(Precision::Auto))
+}
+
 pub(crate) fn is_one(v: &usize) -> bool {
     *v == 1
 }
 
-/// `[train]` as far as it decides the result: the device and the thread count blanked.
+/// `[train]` as far as it decides the result: the device and the thread count blanked, the
+/// precision and the memory layout made concrete in `bf16` and `channels_last` (the form of every
+/// started config, older ones included; see [`TrainConfig::resolved`]).
 pub fn started_config(cfg: &TrainConfig) -> TrainConfig {
     TrainConfig {
         device: String::new(),
         threads: 0,
+        bf16: Some(cfg.bf16_on()),
+        channels_last: Some(cfg.channels_last()),
+        precision: None,
         ..cfg.clone()
     }
 }
@@ -287,6 +371,7 @@ pub fn started_config(cfg: &TrainConfig) -> TrainConfig {
 /// Checks, without writing, that a stage 1 recorded in `run` (if any) was started with these
 /// `[model]` and `[train]` (the device and the thread count may differ).
 pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+    let cfg = &cfg.resolved(run)?;
     let paths = Stage1Paths::new(run);
     let path = paths.dir.join("config.json");
     if path.is_file() {
@@ -323,6 +408,7 @@ pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) 
 /// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
 /// one is recorded, checks that these are the same (the device and the thread count may differ).
 pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+    let cfg = &cfg.resolved(run)?;
     check_compatible(model_cfg, cfg, run)?;
     let path = Stage1Paths::new(run).dir.join("config.json");
     if path.is_file() {
@@ -386,16 +472,56 @@ pub fn predict(
     view: &View,
     normalize: &Normalize,
     threads: usize,
-    cl: bool,
+    fast: Fast,
     comm: &dyn Collective,
 ) -> Result<Tensor> {
     crate::features::map_view(model, view, normalize, threads, model.num_classes, comm, |x| {
-        if cl {
-            model.forward(&channels_last(x), false)
-        } else {
-            model.forward(x, false)
-        }
+        fast.run(x, |x| model.forward(x, false))
     })
+}
+
+/// How forward passes run: bf16 autocast or fp32, channels-last or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fast {
+    pub bf16: bool,
+    pub channels_last: bool,
+}
+
+impl Fast {
+    /// Plain fp32, NCHW.
+    pub const PLAIN: Fast = Fast {
+        bf16: false,
+        channels_last: false,
+    };
+    /// What `[train]` asks for (`auto` made concrete for its device).
+    pub fn of(cfg: &TrainConfig) -> Fast {
+        Fast {
+            bf16: cfg.bf16_on(),
+            channels_last: cfg.channels_last(),
+        }
+    }
+    /// Puts `model`'s convolution weights in the layout asked for (before its weights are loaded:
+    /// loading copies into them and keeps the layout).
+    pub fn prepare(self, model: &Model) {
+        if self.channels_last {
+            to_channels_last(model);
+        }
+    }
+    /// `f(x)` with `x` in the memory layout and inside the autocast region asked for; the result
+    /// back in fp32.
+    pub fn run(self, x: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+        let x = if self.channels_last {
+            channels_last(x)
+        } else {
+            x.shallow_clone()
+        };
+        let y = precision::autocast(self.bf16, x.device(), || f(&x));
+        if self.bf16 {
+            y.to_kind(Kind::Float)
+        } else {
+            y
+        }
+    }
 }
 
 /// Evaluates `model` on a part of `ds`, sharded over the ranks of `comm` (each has the metrics).
@@ -407,7 +533,7 @@ pub fn evaluate(
     comm: &dyn Collective,
 ) -> Result<Metrics> {
     let view = ds.view(part);
-    let logits = predict(model, &view, &cfg.normalize, cfg.threads, cfg.channels_last, comm)?;
+    let logits = predict(model, &view, &cfg.normalize, cfg.threads, Fast::of(cfg), comm)?;
     Ok(metrics(&logits, &view.labels, &ds.split.counts.train))
 }
 
@@ -492,7 +618,7 @@ fn forward_loss(
         _ => cfg.mix.apply(x, &mut mrng),
     };
     let input = mixed.as_ref().map(|m| &m.images).unwrap_or(x);
-    let logits = tch::autocast(cfg.bf16 && x.device().is_cuda(), || {
+    let logits = precision::autocast(cfg.bf16_on(), x.device(), || {
         let f = model.forward_features(input, true);
         model.observe_features(&f);
         model.forward_head(&f)
@@ -528,6 +654,7 @@ pub fn train_with(
     let (guide, comm) = (with.guide, with.comm);
     let (rank, world) = (comm.rank(), comm.world());
     cfg.validate()?;
+    let cfg = &cfg.resolved(run)?;
     if !cfg.micro_batches.is_multiple_of(world) {
         return Err(invalid!(
             "[train] micro_batches = {} is not divided among {world} ranks (a data-parallel run records micro_batches × ranks)",
@@ -556,7 +683,7 @@ pub fn train_with(
     tch::manual_seed(cfg.seed as i64);
     let c = ds.split.num_classes() as i64;
     let mut model = Model::new(model_cfg, c, device)?;
-    if cfg.channels_last {
+    if cfg.channels_last() {
         to_channels_last(&model);
     }
     let params: Vec<(String, Tensor)> = {
@@ -661,7 +788,7 @@ pub fn train_with(
                 cfg.epochs,
             );
             let mut x = b.images.to_device(device);
-            if cfg.channels_last {
+            if cfg.channels_last() {
                 x = channels_last(&x);
             }
             let y = b.labels.to_device(device);
@@ -678,10 +805,9 @@ pub fn train_with(
                 let half = y.size()[0] / 2;
                 let (xa, xb) = (x.narrow(0, 0, half), x.narrow(0, half, half));
                 let (ya, yb) = (y.narrow(0, 0, half), y.narrow(0, half, half));
-                let logits = tch::autocast(cfg.bf16 && device.is_cuda(), || {
-                    model.forward_bbn(&xa, &xb, alpha, true)
-                })?
-                .to_kind(Kind::Float);
+                let logits =
+                    precision::autocast(cfg.bf16_on(), device, || model.forward_bbn(&xa, &xb, alpha, true))?
+                        .to_kind(Kind::Float);
                 let l = loss.forward(&logits, &ya, epoch) * alpha
                     + loss.forward(&logits, &yb, epoch) * (1.0 - alpha);
                 let lv = l.double_value(&[]);
@@ -863,6 +989,7 @@ pub fn evaluate_run(
     run: &Path,
     comm: &dyn Collective,
 ) -> Result<EvalReport> {
+    let cfg = &cfg.resolved(run)?;
     let paths = Stage1Paths::new(run);
     let state: State = fsx::read_json(&paths.state())?;
     if !state.done {
@@ -873,6 +1000,7 @@ pub fn evaluate_run(
     }
     set_threads(cfg.threads);
     let mut model = Model::new(model_cfg, ds.split.num_classes() as i64, cfg.device()?)?;
+    Fast::of(cfg).prepare(&model);
     let mut one = |path: &Path, epoch: usize| -> Result<ModelEval> {
         model.load(path)?;
         Ok(ModelEval {
