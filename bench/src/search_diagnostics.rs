@@ -5,6 +5,8 @@
 //!   same weights (stage 2 = the run's `[stage2]` or its defaults). Proxies: the default search's
 //!   (stage 2's recipe, R seeds, on the search half of validation) with each reward (balanced
 //!   accuracy, top-1, log-likelihood), and the paper's (one epoch, one run, top-1, all of validation);
+//!   the default balanced-accuracy proxy again in bf16, with the Spearman ρ of its rewards against
+//!   the fp32 proxy's (`rho_vs_fp32`) and both wall times;
 //! - (b) **reward noise**: for 6 weight vectors, the std of the reward over 8 proxy seeds (one seed
 //!   per reward), against the std of the rewards over all the weight vectors;
 //! - (c) **learning**: the mean reward of the M samples over the first and the last 10 trajectories
@@ -128,6 +130,13 @@ fn main() -> Result<()> {
             d.reward_seeds,
         ),
         (
+            "default_balanced_bf16",
+            Score::Balanced,
+            d.recipe(&stage2),
+            Some(&search_pos),
+            d.reward_seeds,
+        ),
+        (
             "default_top1",
             Score::Top1,
             d.recipe(&stage2),
@@ -143,7 +152,9 @@ fn main() -> Result<()> {
         ),
         ("paper", Score::Top1, paper.recipe(&stage2), None, 1),
     ];
+    let mut fp32_rewards: Option<Vec<f64>> = None;
     for (name, score, recipe, pos, seeds) in proxies {
+        let bf16 = name.ends_with("_bf16");
         let proxy = Proxy::new(
             &r.train,
             &r.val,
@@ -151,15 +162,20 @@ fn main() -> Result<()> {
             (w0, b0),
             recipe,
             score,
+            bf16,
         )?;
         let t = std::time::Instant::now();
         let rewards = proxy.evaluate(&ws, seeds, d.seed, 1_000_000);
         let secs = t.elapsed().as_secs_f64();
-        fidelity.insert(
-            name.into(),
-            json!({"rho_stage2_val": r3(spearman(&rewards, &s2_val)), "rho_stage2_test": r3(spearman(&rewards, &s2_test)),
-                   "reward_seeds": seeds, "val_images": pos.map_or(r.val.y.size()[0] as usize, |p| p.len()), "seconds": r3(secs)}),
-        );
+        let mut entry = json!({"rho_stage2_val": r3(spearman(&rewards, &s2_val)), "rho_stage2_test": r3(spearman(&rewards, &s2_test)),
+                   "reward_seeds": seeds, "val_images": pos.map_or(r.val.y.size()[0] as usize, |p| p.len()), "seconds": r3(secs)});
+        // the bf16 proxy against the same proxy in fp32: how alike they rank the vectors
+        match (&fp32_rewards, bf16) {
+            (None, false) => fp32_rewards = Some(rewards.clone()),
+            (Some(f), true) => entry["rho_vs_fp32"] = json!(r3(spearman(&rewards, f))),
+            _ => {}
+        }
+        fidelity.insert(name.into(), entry);
         // noise: 8 single-seed rewards of 6 vectors (the fixed samplers and 3 draws)
         let six: Vec<Vec<f64>> = ws.iter().take(6).cloned().collect();
         let single: Vec<Vec<f64>> = (0..8)

@@ -576,6 +576,44 @@ imbalance_ratio = 100
     }
 
     #[test]
+    fn precision_is_refused_at_load_naming_the_key_and_the_values_supported() {
+        let with =
+            |section: &str, line: &str| format!("{GOOD}[model]\narch = \"resnet8\"\n[{section}]\n{line}\n");
+        for (section, key) in [
+            ("train", "train.precision"),
+            ("agent", "agent.precision"),
+            ("search", "search.precision"),
+        ] {
+            let e = Config::parse(&with(section, "precision = \"fp16\""), "a.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(key)
+                    && e.contains("\"fp16\" is not supported")
+                    && e.contains("\"bf16\", \"fp32\" or \"auto\""),
+                "{e}"
+            );
+            let e = Config::parse(&with(section, "precision = \"bf61\""), "a.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(key) && e.contains("\"bf61\" is not a precision"),
+                "{e}"
+            );
+        }
+        let e = Config::parse(&with("train", "bf16 = true\nprecision = \"fp32\""), "a.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[train] bf16 = true and precision = \"fp32\" disagree"),
+            "{e}"
+        );
+        // the older spelling is still read
+        let c = Config::parse(&with("train", "bf16 = false"), "a.toml").unwrap();
+        assert_eq!(c.train.unwrap().precision(), crate::precision::Precision::Fp32);
+    }
+
+    #[test]
     fn model_paths_of_one_file_are_taken_from_its_folder_and_checked() {
         // one file (no base): agent.from, agent.init and the CAM model relative to the file
         let dir = tempfile::tempdir().unwrap();

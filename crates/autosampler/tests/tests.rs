@@ -1259,3 +1259,50 @@ fn tensors_are_written_as_tch_writes_them_and_errors_name_the_file() {
         "{e}"
     );
 }
+
+/// A stage 1 started before `precision` existed (its `stage1/config.json` and its manifest's
+/// `train` input, taken from a committed 200-epoch run folder) keeps its fingerprint under a
+/// config that leaves precision and layout to their defaults, and resolves to the fp32 it ran in;
+/// asking it for bf16 is refused, naming the command that starts a new run.
+#[test]
+fn a_stage1_started_before_precision_keeps_its_fingerprint_and_its_fp32() {
+    let recorded = r#"{"epochs":200,"batch_size":128,"lr":0.1,"momentum":0.9,"nesterov":false,"weight_decay":0.0002,"warmup_epochs":5,"schedule":{"kind":"step","milestones":[160,180],"factors":[0.01,0.0001]},"loss":{"kind":"ce","label_smoothing":0.0},"drw":null,"sampler":{"kind":"instance"},"replacement":false,"mix":{"kind":"agent-cutmix","prob":0.7,"tau":0.5,"fixed_lambda":null,"per_batch":false},"augment":null,"normalize":{"mean":[0.4914,0.4822,0.4465],"std":[0.247,0.2435,0.2616]},"threads":0,"device":"","channels_last":true,"bf16":false,"seed":0,"method":"standard"}"#;
+    let run = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path().join("stage1")).unwrap();
+    let model = r#"{"arch":"resnet32","head":"linear","stem":"small","bilateral":false}"#;
+    std::fs::write(
+        run.path().join("stage1/config.json"),
+        format!(r#"{{"model":{model},"train":{recorded}}}"#),
+    )
+    .unwrap();
+    // the same [train] as a user writes it now: precision and channels_last left out
+    let mut now: TrainConfig = serde_json::from_str(recorded).unwrap();
+    (now.precision, now.bf16, now.channels_last) = (None, None, None);
+    (now.device, now.threads) = ("cpu".into(), 2);
+    let resolved = now.resolved(run.path()).unwrap();
+    assert_eq!(resolved.precision(), Precision::Fp32);
+    assert!(resolved.channels_last());
+    assert_eq!(
+        serde_json::to_string(&stage1::started_config(&resolved)).unwrap(),
+        recorded
+    );
+    // an explicit precision that differs is refused; the recorded one is accepted
+    now.precision = Some(Precision::Bf16);
+    let e = now.resolved(run.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("was started with [train] precision = \"fp32\" and this config asks for \"bf16\"")
+            && e.contains("autosampler run --config <config> --out <new folder>"),
+        "{e}"
+    );
+    now.precision = Some(Precision::Fp32);
+    assert_eq!(
+        serde_json::to_string(&stage1::started_config(&now.resolved(run.path()).unwrap())).unwrap(),
+        recorded
+    );
+    // a new folder takes the device's fastest: bf16 where native, channels-last
+    let fresh = tempfile::tempdir().unwrap();
+    now.precision = None;
+    let r = now.resolved(fresh.path()).unwrap();
+    assert_eq!(r.bf16_on(), autosampler::precision::native_bf16(tch::Device::Cpu));
+    assert!(r.channels_last());
+}

@@ -23,8 +23,9 @@ use crate::distributed::{self, Collective};
 use crate::eval::Metrics;
 use crate::mix::MixConfig;
 use crate::model::{Model, ModelConfig};
+use crate::precision::Precision;
 use crate::report::plot;
-use crate::search::{self, Best};
+use crate::search::{self, Best, SearchConfig};
 use crate::train::stage1::{self, EvalReport, Progress, TrainConfig};
 use crate::train::stage2::{self, Classifier, Stage2Config};
 use crate::{features, fsx, invalid, Error, Result};
@@ -561,6 +562,20 @@ fn agent_fingerprint(cfg: &Config, run: &RunDir) -> Result<String> {
     }
 }
 
+/// Whether the search's proxies run in bf16: as `[search] precision` says; for `auto` (or nothing),
+/// as the folder's last search ran (fp32 where its manifest records no precision), else bf16
+/// where the CPU computes it natively.
+fn search_bf16(sc: &SearchConfig, run: &RunDir) -> bool {
+    match sc.precision {
+        Some(Precision::Fp32) => false,
+        Some(Precision::Bf16) => true,
+        _ => match manifest::read(run, Stage::Search) {
+            Some(m) => m.inputs.0.contains_key("search_precision"),
+            None => crate::precision::native_bf16(tch::Device::Cpu),
+        },
+    }
+}
+
 /// Stage 1 into `run`: reused when its manifest matches; resumed from its checkpoint otherwise;
 /// refused when it finished with other inputs (another `[model]`/`[train]`, split or agent).
 pub fn stage1(
@@ -795,10 +810,19 @@ fn search_or_reuse(
         return Err(invalid!("the config has no [search] section"));
     };
     let stage2 = cfg.stage2.clone().unwrap_or_default().recipe();
-    let inputs = Inputs::new()
+    let bf16 = search_bf16(sc, run);
+    let mut inputs = Inputs::new()
         .value("search", sc)
         .value("recipe", &sc.recipe(&stage2))
         .upstream(feats);
+    if bf16 {
+        // only then: a search in fp32 keeps the fingerprint it had before precision existed
+        inputs = inputs.value("search_precision", &"bf16");
+    }
+    let sc = &SearchConfig {
+        precision: Some(if bf16 { Precision::Bf16 } else { Precision::Fp32 }),
+        ..sc.clone()
+    };
     if manifest::complete(run, Stage::Search, &inputs).is_some() {
         if say_reused {
             obs.note(&format!(

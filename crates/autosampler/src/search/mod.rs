@@ -110,6 +110,14 @@ pub struct SearchConfig {
     /// higher by at least this many standard errors of the paired difference (0: any gain).
     pub min_gain_se: f64,
     pub seed: u64,
+    /// The proxies' products in "bf16", "fp32" or "auto" (bf16 where the CPU computes it
+    /// natively; a run folder whose search ran before keeps the precision it ran in). The
+    /// proxies run on the CPU.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::precision::deserialize_opt"
+    )]
+    pub precision: Option<crate::precision::Precision>,
 }
 
 impl Default for SearchConfig {
@@ -135,6 +143,7 @@ impl Default for SearchConfig {
             holdout: 0.5,
             min_gain_se: 1.0,
             seed: 0,
+            precision: None,
         }
     }
 }
@@ -203,6 +212,11 @@ impl SearchConfig {
         Ok(())
     }
 
+    /// Whether the proxies compute in bf16 (`auto` made concrete for the CPU).
+    pub fn bf16(&self) -> bool {
+        self.precision.unwrap_or_default().bf16_on(tch::Device::Cpu)
+    }
+
     /// The proxy's recipe: stage 2's, or the paper's one-epoch proxy from θ0.
     pub fn recipe(&self, stage2: &Recipe) -> Recipe {
         match self.proxy {
@@ -238,6 +252,7 @@ impl<'a> Proxy<'a> {
         (w0, b0): (&'a Tensor, &'a Tensor),
         recipe: Recipe,
         reward: Score,
+        bf16: bool,
     ) -> Result<Self> {
         let (x, y) = match positions {
             None => (val.x.shallow_clone(), val.y.shallow_clone()),
@@ -253,7 +268,7 @@ impl<'a> Proxy<'a> {
             ));
         }
         Ok(Proxy {
-            trainer: Trainer::new(train, w0, b0),
+            trainer: Trainer::new(train, w0, b0).in_bf16(bf16),
             recipe,
             reward,
             val_x: x,
@@ -492,7 +507,15 @@ pub fn run(
     };
     let (search_pos, choice_pos) = split_validation(&val_labels, holdout, cfg.seed);
     let recipe = cfg.recipe(stage2);
-    let proxy = Proxy::new(train, val, Some(&search_pos), head, recipe, cfg.reward)?;
+    let proxy = Proxy::new(
+        train,
+        val,
+        Some(&search_pos),
+        head,
+        recipe,
+        cfg.reward,
+        cfg.bf16(),
+    )?;
     let counts = proxy.trainer.counts();
     let seeds = cfg.reward_seeds;
     // The fixed samplers on the search part, with the samples' own seeds' scheme.
@@ -559,7 +582,15 @@ pub fn run(
     let chooser = if choice_pos.is_empty() {
         proxy
     } else {
-        Proxy::new(train, val, Some(&choice_pos), head, recipe, cfg.reward)?
+        Proxy::new(
+            train,
+            val,
+            Some(&choice_pos),
+            head,
+            recipe,
+            cfg.reward,
+            cfg.bf16(),
+        )?
     };
     let mut cands: Vec<Candidate> = fixed.clone();
     cands.push(Candidate {
@@ -590,7 +621,7 @@ pub fn run(
     let f = if choice_pos.is_empty() {
         argmax(0..FIXED.len())
     } else {
-        let all = Proxy::new(train, val, None, head, recipe, cfg.reward)?;
+        let all = Proxy::new(train, val, None, head, recipe, cfg.reward, cfg.bf16())?;
         let r = all.evaluate(&ws[..FIXED.len()], cfg.rescore_seeds, cfg.seed, u64::MAX - 3);
         (0..FIXED.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b })
     };
