@@ -9,7 +9,10 @@
 //! ResNet-32 forward for every batch of the epoch and for the validation set), as the paper's proxy
 //! did, with the ratio to one proxy run on cached features. One JSON line.
 //!
-//!   bench-search-speed [--run runs/bench/c10lt_ir100_e30_s0] [--threads 1] [--images-threads 2]
+//! The proxies run in the search's default precision (auto: bf16 on a CPU with native bf16);
+//! `--precision fp32|bf16` sets it.
+//!
+//!   bench-search-speed [--run runs/bench/c10lt_ir100_e30_s0] [--threads 1] [--images-threads 2] [--precision fp32]
 use anyhow::{Context, Result};
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
@@ -59,12 +62,21 @@ fn random_features(n_max: usize, c: i64, per_class_val: i64, seed: i64) -> (Feat
 fn time_search(train: &Features, val: &Features, w0: &Tensor, b0: &Tensor) -> Result<(f64, f64)> {
     let stage2 = Stage2Config::default().recipe();
     let mut secs = Vec::new();
-    for cfg in [SearchConfig::default(), SearchConfig::paper()] {
+    for mut cfg in [SearchConfig::default(), SearchConfig::paper()] {
+        cfg.precision = precision()?;
         let t = Instant::now();
         search::run(train, val, (w0, b0), &stage2, &cfg, |_| {})?;
         secs.push(t.elapsed().as_secs_f64());
     }
     Ok((secs[0], secs[1]))
+}
+
+/// `--precision fp32|bf16|auto` of the proxies (default: the search's default, auto).
+fn precision() -> Result<Option<autosampler::precision::Precision>> {
+    Ok(match arg("--precision") {
+        Some(p) => Some(autosampler::precision::Precision::parse("--precision", &p)?),
+        None => None,
+    })
 }
 
 fn main() -> Result<()> {
@@ -80,7 +92,13 @@ fn main() -> Result<()> {
     let run = arg("--run").map(PathBuf::from);
     let d = SearchConfig::default();
     let f = Stage2Config::default();
+    let bf16 = SearchConfig {
+        precision: precision()?,
+        ..d.clone()
+    }
+    .bf16();
     let mut out = serde_json::json!({"bench": "search_speed", "threads": threads, "trajectories": d.trajectories, "samples": d.samples,
+        "precision": if bf16 { "bf16" } else { "fp32" },
         "default": {"proxy": "stage2", "epochs": f.epochs, "batch": f.batch_size, "reward_seeds": d.reward_seeds, "rescore_top": d.rescore_top, "rescore_seeds": d.rescore_seeds},
         "paper": {"proxy_epochs": 1, "batch": 128, "reward_seeds": 1}});
 
