@@ -8,10 +8,11 @@ export LD_LIBRARY_PATH=$($PY -c "import torch, os; print(os.path.join(os.path.di
 export AUTOSAMPLER_CACHE=/tmp/ascache
 OUT=${OUT:-/tmp/out}
 nvidia-smi -L
-# 1. throughput against torch_reference.py bench --device cuda (same network, batch, threads)
+# 1. throughput against torch_reference.py bench --device cuda (same network, batch, threads): the
+# defaults (precision auto: bf16 on compute capability >= 8, channels-last) against PyTorch fp32
+# and PyTorch bf16 autocast + channels-last, then autosampler in fp32 NCHW
 $PY bench/train_throughput.py --device cuda --threads 8 --repeats 3 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py | tee "$OUT/throughput.jsonl"
-$PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --channels-last | tee -a "$OUT/throughput.jsonl"
-$PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --bf16 --channels-last | tee -a "$OUT/throughput.jsonl"
+$PY bench/train_throughput.py --device cuda --threads 8 --repeats 1 --binary .gpu/bench-train-throughput --reference .gpu/torch_reference.py -- --precision fp32 --channels-last false | tee -a "$OUT/throughput.jsonl"
 [ -n "${ONLY_THROUGHPUT:-}" ] && exit 0
 # 2. 200 epochs, CIFAR-10-LT IR 100, cross-entropy, LDAM recipe
 start=$(date +%s)

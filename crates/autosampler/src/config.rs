@@ -48,6 +48,9 @@ impl Config {
     /// The ranges of the sections that say what they accept (NaN, zero and negative values are
     /// refused before any stage runs).
     pub fn check(&self) -> Result<()> {
+        if let Some(name) = &self.name {
+            check_name(name)?;
+        }
         self.data.split.longtail.validate()?;
         if let Some(s) = self.data.source.image_size {
             if !(8..=1024).contains(&s) {
@@ -271,6 +274,24 @@ impl Config {
         self.cache_dir
             .clone()
             .unwrap_or_else(crate::data::cache::default_cache_root)
+    }
+}
+
+/// A run's `name` is one folder name under `runs/`: letters, digits and `. _ - + = ,`, not
+/// starting with a dot (no `..`, no path separator, not empty, not absolute).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+=,".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::invalid!(
+            "name = {name:?} is not a run name: it becomes one folder under runs/, so use letters, digits and . _ - + = , (not starting with a dot, at most 200 characters); --out chooses any folder"
+        ))
     }
 }
 
@@ -573,6 +594,29 @@ imbalance_ratio = 100
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
+    }
+
+    #[test]
+    fn a_name_is_one_safe_folder_name() {
+        for bad in ["../x", "/tmp/x", "", "a/b", ".hidden", "..", "a b", "a\\b"] {
+            let e = Config::parse(
+                &GOOD.replace("name = \"demo\"", &format!("name = {bad:?}")),
+                "a.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("is not a run name") && e.contains(&format!("{bad:?}")),
+                "{bad}: {e}"
+            );
+        }
+        for good in ["demo", "c10lt_ir100_e200_cutmix_p0.5_s0", "a-b+c=d,e"] {
+            Config::parse(
+                &GOOD.replace("name = \"demo\"", &format!("name = {good:?}")),
+                "a.toml",
+            )
+            .unwrap();
+        }
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct Provenance {
     pub commit: String,
     pub device: String,
     pub threads: usize,
+    /// The arithmetic and memory layout of the stage's tensor work ("bf16, channels-last",
+    /// "fp32, NCHW"), where the stage trains or runs a network; absent in records made before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl Provenance {
@@ -28,6 +33,18 @@ impl Provenance {
             commit: COMMIT.to_string(),
             device: device.to_string(),
             threads,
+            precision: None,
+        }
+    }
+    /// The same, recording bf16 or fp32 and the memory layout.
+    pub fn with_precision(self, bf16: bool, channels_last: bool) -> Provenance {
+        Provenance {
+            precision: Some(format!(
+                "{}, {}",
+                if bf16 { "bf16" } else { "fp32" },
+                if channels_last { "channels-last" } else { "NCHW" }
+            )),
+            ..self
         }
     }
 }

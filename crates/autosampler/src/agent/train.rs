@@ -333,7 +333,8 @@ pub fn train_with(
         // device)
         distributed::broadcast_named(comm, agent.state_dict())?;
     }
-    state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
+    state.provenance =
+        Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads).with_precision(agent.bf16, false));
     let normalize = Normalize::default();
     let lc = LoaderConfig {
         randaugment: None,

@@ -86,14 +86,25 @@ pub struct Cache {
 }
 
 /// The cache root used when none is given: `$AUTOSAMPLER_CACHE`, else
-/// `${XDG_CACHE_HOME:-~/.cache}/autosampler/packed`.
+/// `${XDG_CACHE_HOME:-~/.cache}/autosampler/packed`. A variable set to the empty string counts
+/// as unset (it would put the cache in the working folder).
 pub fn default_cache_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUTOSAMPLER_CACHE") {
-        return PathBuf::from(p);
+    let var = |k: &str| std::env::var_os(k);
+    cache_root_from(var("AUTOSAMPLER_CACHE"), var("XDG_CACHE_HOME"), var("HOME"))
+}
+
+/// [`default_cache_root`] from the three variables' values.
+fn cache_root_from(
+    autosampler_cache: Option<std::ffi::OsString>,
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = set(autosampler_cache) {
+        return p;
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+    let base = set(xdg_cache_home)
+        .or_else(|| set(home).map(|h| h.join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("autosampler").join("packed")
 }
@@ -417,4 +428,28 @@ fn read_u32s(path: &Path, n: usize) -> Result<Vec<u32>> {
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect())
+}
+
+#[cfg(test)]
+mod cache_root_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_cache_variable_counts_as_unset() {
+        let v = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(cache_root_from(v("/c"), v("/x"), v("/h")), PathBuf::from("/c"));
+        // AUTOSAMPLER_CACHE="" used to give "" (the cache in the working folder)
+        assert_eq!(
+            cache_root_from(v(""), v(""), v("/h")),
+            PathBuf::from("/h/.cache/autosampler/packed")
+        );
+        assert_eq!(
+            cache_root_from(None, v("/x"), v("/h")),
+            PathBuf::from("/x/autosampler/packed")
+        );
+        assert_eq!(
+            cache_root_from(v(""), None, v("")),
+            std::env::temp_dir().join("autosampler/packed")
+        );
+    }
 }

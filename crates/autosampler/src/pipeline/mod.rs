@@ -616,7 +616,11 @@ fn stage1_with(
         }
     }
     manifest::invalidate(run, Stage::Stage1)?;
-    let work = manifest::Work::start(&train_cfg.device, train_cfg.threads);
+    let mut work = manifest::Work::start(&train_cfg.device, train_cfg.threads);
+    let resolved = train_cfg.resolved(run.root())?;
+    work.provenance = work
+        .provenance
+        .with_precision(resolved.bf16_on(), resolved.channels_last());
     let guide = guide_for(cfg, run, ds, train_cfg)?;
     distributed::broadcast_usize(comm, 1)?;
     let with = stage1::With {
@@ -745,7 +749,11 @@ fn features_with(
         return Ok(done);
     }
     manifest::invalidate(run, Stage::Features)?;
-    let work = manifest::Work::start(&t.device, t.threads);
+    let mut work = manifest::Work::start(&t.device, t.threads);
+    let resolved = t.resolved(run.root())?;
+    work.provenance = work
+        .provenance
+        .with_precision(resolved.bf16_on(), resolved.channels_last());
     let model = stage1_model(cfg, run, ds)?;
     distributed::broadcast_usize(comm, 1)?;
     let t = t.resolved(run.root())?;
@@ -982,10 +990,10 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
             )
         }
         stage2::Stage2Path::Images => {
-            let (_, t) = training_config(cfg)?;
+            let (_, t) = training_resolved(cfg, run)?;
             let mut m = stage1_model(cfg, run, ds)?;
             tch::set_num_threads(t.threads as i32);
-            let scored = stage2::finetune_images(&mut m, ds, &weights, fc, t)?;
+            let scored = stage2::finetune_images(&mut m, ds, &weights, fc, &t)?;
             let v = m.vs.variables();
             (
                 scored,

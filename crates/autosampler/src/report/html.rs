@@ -293,18 +293,19 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
     .filter_map(|st| crate::pipeline::manifest::read(run, st))
     .collect();
     if !stages.is_empty() {
-        h.push_str("<h2>Provenance</h2><p>Each stage as its manifest records it: the wall time of its work, the program's version and git commit, the device and the threads.</p><table><tr><th>stage</th><th>seconds</th><th>version</th><th>commit</th><th>device</th><th>threads</th></tr>");
+        h.push_str("<h2>Provenance</h2><p>Each stage as its manifest records it: the wall time of its work, the program's version and git commit, the device, the threads and, where the stage runs a network, its precision and memory layout.</p><table><tr><th>stage</th><th>seconds</th><th>version</th><th>commit</th><th>device</th><th>threads</th><th>precision</th></tr>");
         for m in &stages {
             let p = &m.provenance;
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&m.stage),
                 m.seconds,
                 esc(&p.version),
                 esc(&p.commit),
                 esc(&p.device),
-                p.threads
+                p.threads,
+                esc(p.precision.as_deref().unwrap_or("–"))
             );
         }
         h.push_str("</table>");

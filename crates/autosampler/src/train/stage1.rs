@@ -734,7 +734,10 @@ pub fn train_with(
         opt.broadcast(comm)?;
         broadcast_buffers(&model, comm)?;
     }
-    state.provenance = Some(crate::provenance::Provenance::here(&cfg.device, cfg.threads));
+    state.provenance = Some(
+        crate::provenance::Provenance::here(&cfg.device, cfg.threads)
+            .with_precision(cfg.bf16_on(), cfg.channels_last()),
+    );
     let train_view = ds.view(Part::Train);
     let counts = ds.split.counts.train.clone();
     let loss = Loss::new(&cfg.loss, cfg.drw.as_ref(), &counts)?;

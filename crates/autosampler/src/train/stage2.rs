@@ -120,6 +120,8 @@ pub fn finetune_images(
         });
     }
     let mut opt = crate::optim::Sgd::new(head, cfg.momentum, false, 0.0);
+    // the frozen backbone in `[train]`'s precision and layout; the classifier trains in fp32
+    let fast = super::stage1::Fast::of(train);
     let members = crate::sampler::class_members(&view.labels);
     let lc = LoaderConfig {
         randaugment: None,
@@ -134,7 +136,8 @@ pub fn finetune_images(
         let mut rng = crate::rng::chacha(cfg.seed, &[6, epoch as u64]);
         let plan = crate::sampler::plan_with_replacement(&members, weights, view.len(), &mut rng);
         for_each_batch(&view, &plan, &lc, epoch, |b| {
-            let f = tch::no_grad(|| model.forward_features(&b.images.to_device(device), false));
+            let x = b.images.to_device(device);
+            let f = tch::no_grad(|| fast.run(&x, |x| model.forward_features(x, false)));
             let logits = model.forward_head(&f);
             let loss = logits.cross_entropy_loss::<Tensor>(
                 &b.labels.to_device(device),
