@@ -317,9 +317,11 @@ fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table> {
         .iter()
         .any(|p| std::fs::canonicalize(p).is_ok_and(|c| c == canonical))
     {
+        let mut names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        names.push(file.clone());
         return Err(Error::Config {
             file,
-            what: "`base` makes a cycle: the file is its own base".into(),
+            what: format!("`base` makes a cycle: {}", names.join(" → ")),
         });
     }
     chain.push(path.to_path_buf());
@@ -336,7 +338,14 @@ fn read_table(path: &Path, chain: &mut Vec<PathBuf>) -> Result<toml::Table> {
     match table.remove("base") {
         None => Ok(table),
         Some(toml::Value::String(b)) => {
-            let mut merged = read_table(&dir.join(b), chain)?;
+            let base = dir.join(&b);
+            if !base.is_file() {
+                return Err(Error::Config {
+                    file,
+                    what: format!("base = {b:?}: there is no file {}", base.display()),
+                });
+            }
+            let mut merged = read_table(&base, chain)?;
             merge(&mut merged, table);
             Ok(merged)
         }
@@ -799,5 +808,17 @@ imbalance_ratio = 100
         std::fs::write(dir.path().join("base.toml"), "base = \"sub/child.toml\"\n").unwrap();
         let e = Config::load(&child).unwrap_err().to_string();
         assert!(e.contains("cycle"), "{e}");
+        // ... as the chain of files (it was "the file is its own base")
+        assert!(
+            e.contains("child.toml → ") && e.contains("base.toml → ") && e.matches("child.toml").count() >= 2,
+            "{e}"
+        );
+        // a missing base names the file whose base it is
+        std::fs::write(dir.path().join("base.toml"), "base = \"gone.toml\"\n").unwrap();
+        let e = Config::load(&child).unwrap_err().to_string();
+        assert!(
+            e.contains("base.toml") && e.contains("base = \"gone.toml\": there is no file"),
+            "{e}"
+        );
     }
 }
