@@ -158,7 +158,18 @@ pub fn inputs(card: &ModelCard, files: &[PathBuf]) -> Result<Tensor> {
     let mut data = vec![0f32; plane * files.len()];
     let mut rng = crate::rng::chacha(0, &[]);
     for (f, out) in files.iter().zip(data.chunks_mut(plane)) {
-        let px = decode_file(f, s, card.resize)?;
+        let px = decode_file(f, s, card.resize).map_err(|e| match card.resize {
+            // the data stage's advice (a config key) is no option of predict's
+            Resize::Exact if image::image_dimensions(f).is_ok_and(|d| d != (s, s)) => Error::format(
+                f.display(),
+                format!(
+                    "image is {}×{}: the model takes {s}×{s} images as they are (it was trained with resize = \"exact\"): resize it to {s}×{s} first, or train with [data.source] resize = \"stretch\" or \"center-crop\" for a model that resizes its inputs",
+                    image::image_dimensions(f).map(|d| d.0).unwrap_or(0),
+                    image::image_dimensions(f).map(|d| d.1).unwrap_or(0)
+                ),
+            ),
+            _ => e,
+        })?;
         augment::apply(&Augment::None, &px, s, out, &lut, &mut rng);
     }
     Ok(Tensor::from_slice(&data).reshape([files.len() as i64, 3, s as i64, s as i64]))

@@ -1306,3 +1306,32 @@ fn a_stage1_started_before_precision_keeps_its_fingerprint_and_its_fp32() {
     assert_eq!(r.bf16_on(), autosampler::precision::native_bf16(tch::Device::Cpu));
     assert!(r.channels_last());
 }
+
+/// `predict` on an image of another size than an exact-resize model takes: the message names the
+/// file and what to do with the image, not the data stage's `resize` key, which predict has not.
+#[test]
+fn predict_on_a_wrong_sized_image_says_to_resize_the_image() {
+    use autosampler::export::{inputs, ModelCard, FORMAT};
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.png");
+    image::RgbImage::new(16, 12).save(&f).unwrap();
+    let card = ModelCard {
+        format: FORMAT.into(),
+        model: resnet8(),
+        classes: vec!["a".into(), "b".into()],
+        input_size: 8,
+        resize: Resize::Exact,
+        normalize: Normalize::CIFAR10,
+        classifier: "stage 1".into(),
+        run: "r".into(),
+    };
+    let e = inputs(&card, std::slice::from_ref(&f)).unwrap_err().to_string();
+    assert!(
+        e.contains("big.png") && e.contains("image is 16×12") && e.contains("resize it to 8×8 first"),
+        "{e}"
+    );
+    assert!(!e.contains("set `resize"), "{e}");
+    // an 8×8 image is read
+    image::RgbImage::new(8, 8).save(&f).unwrap();
+    assert_eq!(inputs(&card, &[f]).unwrap().size(), [1, 3, 8, 8]);
+}
