@@ -70,7 +70,7 @@ pub(crate) struct PredictArgs {
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
     /// Classes per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub(crate) topk: usize,
     /// Also write the predictions as CSV (file, rank, class, probability).
     #[arg(long)]

@@ -21,6 +21,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // colour codes only on a terminal: a log file (nohup, a scheduler) gets plain text
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -243,6 +245,13 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
     };
     if !run.root().is_dir() {
         bail!("{}: no such run folder", run.root().display());
+    }
+    if !run.config_toml().is_file() {
+        // a report is written into the folder: only into one that `autosampler` made
+        bail!(
+            "{}: not a run folder (it has no config.toml): give a folder that `autosampler run` or `data prepare` wrote",
+            run.root().display()
+        );
     }
     let p = autosampler::report::html::write(&run)?;
     println!("report: {}", p.display());

@@ -720,6 +720,27 @@ fn table_groups_seeds_with_mean_and_std() {
         );
         assert_eq!(cells[4], "", "no best-on-val for a stage-2 row: {line}");
     }
+    // one folder named twice, and a copy of it (another folder, the same seed), are one seed
+    // (`table A A` used to count 2 seeds, ± 0.00); the warnings are plain text off a terminal
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(copy.join("stage2")).unwrap();
+    for f in ["config.toml", "eval.json", "stage2/eval.json"] {
+        std::fs::copy(outs[0].join(f), copy.join(f)).unwrap();
+    }
+    let a = outs[0].to_str().unwrap();
+    let o = autosampler(
+        &["table", a, a, copy.to_str().unwrap()],
+        &dir.path().join("cache"),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("| fix | 1 |"), "one seed: {out}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is given twice: counted once") && err.contains("has the seed (0) of another folder"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "no colour codes in a log: {err:?}");
 }
 
 #[test]
@@ -1327,6 +1348,32 @@ fn messages_name_the_key_the_file_and_the_fix() {
         "{}",
         text(&o)
     );
+    // a device that is not here is refused before any work (it failed after the agent's training)
+    if !tch::Cuda::is_available() {
+        let cfg = write_config(
+            dir.path(),
+            "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\ndevice = \"cuda\"\n",
+        );
+        let late = dir.path().join("late");
+        let o = stage("run", &cfg, &late, &cache);
+        assert!(
+            !o.status.success()
+                && text(&o).contains("libtorch sees no CUDA device")
+                && !late.join("split.json").exists(),
+            "{}",
+            text(&o)
+        );
+    }
+    // a folder that is no run folder gets no report written into it
+    let other = dir.path().join("photos");
+    std::fs::create_dir_all(&other).unwrap();
+    let o = autosampler(&["report", "--out", other.to_str().unwrap()], &cache);
+    assert!(
+        !o.status.success() && text(&o).contains("not a run folder (it has no config.toml)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "nothing written");
     let help = text(&autosampler(&["run", "--help"], &cache));
     for want in [
         "patch agent",
@@ -1414,6 +1461,23 @@ fn exported_model_predicts_and_loads_into_pytorch() {
             && t.contains("stage 2: ")
             && t.contains("(the best of stage 2's classifiers on validation)"),
         "{t}"
+    );
+    // no classes asked for is refused (it printed nothing per image)
+    let o0 = autosampler(
+        &[
+            "predict",
+            "--run",
+            out.to_str().unwrap(),
+            test_dir.to_str().unwrap(),
+            "--topk",
+            "0",
+        ],
+        &cache,
+    );
+    assert!(
+        !o0.status.success() && text(&o0).contains("--topk"),
+        "{}",
+        text(&o0)
     );
     // by default the model's classifier is the one of stage 2's with the highest val top-1
     let s2: serde_json::Value =

@@ -95,6 +95,12 @@ impl Config {
         }
         if let Some(f) = &self.stage2 {
             f.check()?;
+            if f.sampler.is_none() && self.search.is_none() {
+                // said at load, not after stage 1 and the features
+                return Err(crate::invalid!(
+                    "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
+                ));
+            }
         }
         let head = self.model.as_ref().map(|m| m.head).unwrap_or_default();
         if matches!(head, crate::model::Head::Causal(_)) {
@@ -603,6 +609,40 @@ imbalance_ratio = 100
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 4") && e.contains("cifar-10"), "{e}");
+    }
+
+    #[test]
+    fn stage2_without_a_sampler_or_a_search_is_refused_at_load() {
+        let e = Config::parse(
+            &format!("{GOOD}[model]\narch = \"resnet8\"\n[train]\n[stage2]\n"),
+            "a.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[stage2] without a sampler uses the searched weights"),
+            "{e}"
+        );
+        Config::parse(&format!("{GOOD}[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = {{ kind = \"class-balanced\" }}\n"), "a.toml").unwrap();
+        Config::parse(
+            &format!("{GOOD}[model]\narch = \"resnet8\"\n[train]\n[search]\n[stage2]\n"),
+            "a.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_epoch_count_that_would_not_end_is_refused() {
+        let e = Config::parse(
+            &format!("{GOOD}[model]\narch = \"resnet8\"\n[train]\nepochs = 1000000000\n"),
+            "a.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[train] epochs must be at most 100000, got 1000000000"),
+            "{e}"
+        );
     }
 
     #[test]

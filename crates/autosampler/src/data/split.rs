@@ -158,6 +158,15 @@ pub fn draw(pools: &PoolLabels, cfg: &SplitConfig) -> Result<Drawn> {
         }
         _ => (0..pools.num_classes as u32).collect(),
     };
+    if classes.len() < 2 {
+        // one class is no recognition task: every model scores 100 %, and an imbalance ratio
+        // cannot be drawn
+        return Err(invalid!(
+            "the data has {} class{}: long-tailed recognition needs at least 2 (an image-folder root holds one folder per class)",
+            classes.len(),
+            if classes.len() == 1 { "" } else { "es" }
+        ));
+    }
     let by_class = per_class(pools.train, &classes);
     let hold_out = if pools.val.is_some() { 0 } else { cfg.val_per_class };
     for (c, idx) in by_class.iter().enumerate() {
@@ -265,6 +274,31 @@ mod tests {
             assert_eq!(d.test.len(), 10_000);
             assert!(d.val.is_empty());
         }
+    }
+
+    #[test]
+    fn one_class_is_refused() {
+        let train = labels(&[30]);
+        let test = labels(&[5]);
+        let cfg = SplitConfig {
+            longtail: Profile::Exp {
+                imbalance_ratio: 10.0,
+                n_max: None,
+            },
+            val_per_class: 2,
+            seed: 0,
+        };
+        let p = PoolLabels {
+            num_classes: 1,
+            train: &train,
+            val: None,
+            test: &test,
+        };
+        let e = draw(&p, &cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("the data has 1 class: long-tailed recognition needs at least 2"),
+            "{e}"
+        );
     }
 
     #[test]

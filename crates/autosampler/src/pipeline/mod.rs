@@ -380,6 +380,13 @@ pub fn run_parallel(
     } else {
         cfg
     };
+    // the devices exist here: said before the data stage, not after the agent's training
+    if let Some(t) = &cfg.train {
+        t.device()?;
+    }
+    if let Some(a) = &cfg.agent {
+        stage1::parse_device(&a.device)?;
+    }
     if comm.rank() != 0 {
         if cfg.model.is_none() || cfg.train.is_none() {
             return Ok(None);

@@ -27,8 +27,9 @@ pub struct Row {
     pub runs: Vec<PathBuf>,
     /// column → one value per run (runs without it are left out of that column)
     pub values: BTreeMap<&'static str, Vec<f64>>,
-    /// column → split seed → the values of the runs with that seed (one, unless the same seed's
-    /// run is given twice): what [`best_on_val`] compares on the seeds every candidate has
+    /// column → split seed → the values of the run with that seed (a second folder with the same
+    /// seed is left out, with a warning): what [`best_on_val`] compares on the seeds every
+    /// candidate has
     pub by_seed: BTreeMap<&'static str, BTreeMap<u32, Vec<f64>>>,
 }
 
@@ -70,7 +71,15 @@ const STAGE2_ROWS: [Classifier; 6] = [
 pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
     // keyed by the config's grouping key and, for a stage-2 row, its classifier's name
     let mut rows: Vec<((String, Option<String>), Row)> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for path in runs {
+        // a folder named twice (or through another path) is one run
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        if seen.contains(&canonical) {
+            tracing::warn!("{} is given twice: counted once", path.display());
+            continue;
+        }
+        seen.push(canonical);
         let run = RunDir::new(path);
         let cfg_path = run.config_toml();
         let text = std::fs::read_to_string(&cfg_path)
@@ -104,6 +113,14 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
                 rows.len() - 1
             }
         };
+        // two folders of one config with the same seed are one seed, not two
+        if rows[pos].1.by_seed.values().any(|m| m.contains_key(&seed)) {
+            tracing::warn!(
+                "{} has the seed ({seed}) of another folder of the same config in this table: counted once, the first",
+                path.display()
+            );
+            continue;
+        }
         let stage2 = read_stage2(&run);
         let row = &mut rows[pos].1;
         let label = row.name.clone();

@@ -52,6 +52,9 @@ pub fn bbn_alpha(epoch: usize, epochs: usize) -> f64 {
     1.0 - (epoch as f64 / epochs.max(1) as f64).powi(2)
 }
 
+/// The most epochs `[train]` accepts.
+pub const MAX_EPOCHS: usize = 100_000;
+
 /// `[train]` of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +151,12 @@ impl TrainConfig {
     pub fn check(&self) -> Result<()> {
         let r = crate::config::Ranges("train");
         r.at_least("epochs", self.epochs, 1)?;
+        if self.epochs > MAX_EPOCHS {
+            return Err(invalid!(
+                "[train] epochs must be at most {MAX_EPOCHS}, got {} (a run that long would not end)",
+                self.epochs
+            ));
+        }
         r.at_least("batch_size", self.batch_size, 1)?;
         r.at_least("threads", self.threads, 1)?;
         r.micro_batches(self.micro_batches, self.batch_size)?;
