@@ -1310,6 +1310,9 @@ fn messages_name_the_key_the_file_and_the_fix() {
             "train.epochs=3",
             "--set",
             "stage2.epochs=2",
+            // a [stage2] with neither a sampler nor a [search] is refused at load
+            "--set",
+            "stage2.sampler={ kind = \"class-balanced\" }",
             "--print-config",
         ],
         &cache,

@@ -95,12 +95,6 @@ impl Config {
         }
         if let Some(f) = &self.stage2 {
             f.check()?;
-            if f.sampler.is_none() && self.search.is_none() {
-                // said at load, not after stage 1 and the features
-                return Err(crate::invalid!(
-                    "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
-                ));
-            }
         }
         let head = self.model.as_ref().map(|m| m.head).unwrap_or_default();
         if matches!(head, crate::model::Head::Causal(_)) {
@@ -113,6 +107,14 @@ impl Config {
                         "{section} re-trains a linear classifier on the stage-1 features, and model.head = causal (TDE) has no linear form: remove {section}, or use head = \"linear\" or \"cosine\""
                     ));
                 }
+            }
+        }
+        if let Some(f) = &self.stage2 {
+            if f.sampler.is_none() && self.search.is_none() {
+                // said at load, not after stage 1 and the features
+                return Err(crate::invalid!(
+                    "[stage2] without a sampler uses the searched weights: add [search], or set stage2.sampler"
+                ));
             }
         }
         if let Some(f) = &self.stage2 {
