@@ -334,16 +334,12 @@ mod tests {
     use super::*;
     use tch::Device;
 
-    #[test]
-    fn one_step_matches_a_direct_computation() {
-        // 2 classes, 1-d features, one run, one full-batch step from θ0 = 0:
-        // logits 0 → p = ½; dL/dw = mean_i x_i (p − y_i), dL/db = mean_i (p − y_i).
+    /// 2 classes, four 1-d features, θ0 = 0, one full-batch epoch at lr ½ without momentum.
+    fn four_points() -> (Features, Tensor, Tensor, Recipe) {
         let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([4, 1]);
         let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
-        let feats = Features { x, y };
         let w0 = Tensor::zeros([2, 1], (Kind::Float, Device::Cpu));
         let b0 = Tensor::zeros([2], (Kind::Float, Device::Cpu));
-        let t = Trainer::new(&feats, &w0, &b0);
         let recipe = Recipe {
             epochs: 1,
             batch: 4,
@@ -351,6 +347,15 @@ mod tests {
             momentum: 0.0,
             reinit: false,
         };
+        (Features { x, y }, w0, b0, recipe)
+    }
+
+    #[test]
+    fn one_step_matches_a_direct_computation() {
+        // 2 classes, 1-d features, one run, one full-batch step from θ0 = 0:
+        // logits 0 → p = ½; dL/dw = mean_i x_i (p − y_i), dL/db = mean_i (p − y_i).
+        let (feats, w0, b0, recipe) = four_points();
+        let t = Trainer::new(&feats, &w0, &b0);
         // with replacement the epoch is a multiset of the 4 indices: recompute with the same plan
         let members = class_members(&[0, 1, 0, 1]);
         let w = vec![0.5, 0.5];
@@ -389,18 +394,7 @@ mod tests {
         // The features, the one-hots, ½ − y and the products of one step from θ0 = 0 are all
         // exact in bf16 (8-bit mantissa): the bf16 trainer gives the fp32 trainer's classifier to
         // the last bit. In PyTorch: (x.bfloat16().T @ g.bfloat16()).float() == x.T @ g here.
-        let x = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([4, 1]);
-        let y = Tensor::from_slice(&[0i64, 1, 0, 1]);
-        let feats = Features { x, y };
-        let w0 = Tensor::zeros([2, 1], (Kind::Float, Device::Cpu));
-        let b0 = Tensor::zeros([2], (Kind::Float, Device::Cpu));
-        let recipe = Recipe {
-            epochs: 1,
-            batch: 4,
-            lr: 0.5,
-            momentum: 0.0,
-            reinit: false,
-        };
+        let (feats, w0, b0, recipe) = four_points();
         let run = [Run::new(&[0.5, 0.5], (0, 7, 0))];
         let fp32 = Trainer::new(&feats, &w0, &b0).train(&run, &recipe);
         let bf16 = Trainer::new(&feats, &w0, &b0).in_bf16(true).train(&run, &recipe);

@@ -1030,30 +1030,24 @@ fn truncated_features_are_extracted_again() {
     let run = tempfile::tempdir().unwrap();
     let model =
         autosampler::model::Model::new(&resnet8(), ds.split.num_classes() as i64, tch::Device::Cpu).unwrap();
-    features::extract_all(
-        &model,
-        &ds,
-        run.path(),
-        &Normalize::CIFAR10,
-        1,
-        Fast::PLAIN,
-        &Alone,
-    )
-    .unwrap();
+    let extract = || {
+        features::extract_all(
+            &model,
+            &ds,
+            run.path(),
+            &Normalize::CIFAR10,
+            1,
+            Fast::PLAIN,
+            &Alone,
+        )
+        .unwrap()
+    };
+    extract();
     let p = features::path(run.path(), Part::Train);
     let whole = std::fs::read(&p).unwrap();
     std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
     assert!(features::load(run.path(), Part::Train).is_err());
-    features::extract_all(
-        &model,
-        &ds,
-        run.path(),
-        &Normalize::CIFAR10,
-        1,
-        Fast::PLAIN,
-        &Alone,
-    )
-    .unwrap();
+    extract();
     assert_eq!(std::fs::read(&p).unwrap(), whole);
 }
 
