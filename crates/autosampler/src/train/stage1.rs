@@ -255,10 +255,13 @@ impl TrainConfig {
             path.is_file().then(|| fsx::read_json(&path)).transpose()?
         };
         let asked = self.precision();
+        // a device that is not here (a CUDA config read on a CPU machine, e.g. by `data
+        // prepare`) makes `auto` concrete as the CPU would: training refuses the device itself
+        let device = self.device().unwrap_or(Device::Cpu);
         let precision = match (&recorded, asked) {
-            (Some(r), Precision::Auto) => r.train.precision().on(self.device()?),
+            (Some(r), Precision::Auto) => r.train.precision().on(device),
             (Some(r), p) => {
-                let was = r.train.precision().on(self.device()?);
+                let was = r.train.precision().on(device);
                 if was != p {
                     return Err(crate::precision::resume_refused(
                         &dir,
@@ -269,7 +272,7 @@ impl TrainConfig {
                 }
                 p
             }
-            (None, p) => p.on(self.device()?),
+            (None, p) => p.on(device),
         };
         let channels_last = self
             .channels_last
