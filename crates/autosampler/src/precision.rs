@@ -130,9 +130,10 @@ pub fn autocast<T>(bf16: bool, device: Device, f: impl FnOnce() -> T) -> T {
 
 /// Says once per process that bf16 on hardware without native bf16 is emulated, and slow.
 fn warn_if_emulated(device: Device) {
+    // checked once per process (the first bf16 region's device), not on every forward pass
     static ONCE: Once = Once::new();
-    if !native_bf16(device) {
-        ONCE.call_once(|| {
+    ONCE.call_once(|| {
+        if !native_bf16(device) {
             tracing::warn!(
                 "precision = \"bf16\" on {device:?}, which has no native bf16 ({}): it runs, emulated and slower than fp32; \"auto\" picks fp32 here",
                 if device.is_cuda() {
@@ -141,8 +142,8 @@ fn warn_if_emulated(device: Device) {
                     "no avx512_bf16 or amx_bf16 in /proc/cpuinfo"
                 }
             );
-        });
-    }
+        }
+    });
 }
 
 /// The error for a stage folder started in another precision than the config asks.

@@ -621,6 +621,7 @@ fn forward_loss(
     y: &Tensor,
     epoch: usize,
     key: &[u64],
+    bf16: bool,
 ) -> Result<(Tensor, Tensor)> {
     let mut mrng = chacha(cfg.seed, key);
     let mixed = match (cfg.mix.guided(), guide) {
@@ -630,7 +631,7 @@ fn forward_loss(
         _ => cfg.mix.apply(x, &mut mrng),
     };
     let input = mixed.as_ref().map(|m| &m.images).unwrap_or(x);
-    let logits = precision::autocast(cfg.bf16_on(), x.device(), || {
+    let logits = precision::autocast(bf16, x.device(), || {
         let f = model.forward_features(input, true);
         model.observe_features(&f);
         model.forward_head(&f)
@@ -689,6 +690,8 @@ pub fn train_with(
         ));
     }
     let device = cfg.device()?;
+    // made concrete once, not on every step
+    let bf16 = cfg.bf16_on();
     set_threads(cfg.threads);
     let paths = Stage1Paths::new(run);
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
@@ -820,9 +823,8 @@ pub fn train_with(
                 let half = y.size()[0] / 2;
                 let (xa, xb) = (x.narrow(0, 0, half), x.narrow(0, half, half));
                 let (ya, yb) = (y.narrow(0, 0, half), y.narrow(0, half, half));
-                let logits =
-                    precision::autocast(cfg.bf16_on(), device, || model.forward_bbn(&xa, &xb, alpha, true))?
-                        .to_kind(Kind::Float);
+                let logits = precision::autocast(bf16, device, || model.forward_bbn(&xa, &xb, alpha, true))?
+                    .to_kind(Kind::Float);
                 let l = loss.forward(&logits, &ya, epoch) * alpha
                     + loss.forward(&logits, &yb, epoch) * (1.0 - alpha);
                 let lv = l.double_value(&[]);
@@ -871,7 +873,7 @@ pub fn train_with(
                     &[2, epoch as u64, batch_i as u64, s as u64]
                 };
                 let batch = part.as_ref().unwrap_or(&b);
-                let (logits, l) = forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key)?;
+                let (logits, l) = forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key, bf16)?;
                 let lv = l.double_value(&[]);
                 super::checkpoint::check_loss(lv, "the loss", &at((!whole).then_some(s)), &paths.dir)?;
                 opt.add_share_gradient(&mut g, &l, r.len(), b.whole);
