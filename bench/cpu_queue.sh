@@ -3,14 +3,13 @@
 # other several-fold), in order, each skipped when its result is already in bench/results/:
 #   nohup nice -n 19 bash bench/cpu_queue.sh runs/bin/autosampler-<commit> >> runs/logs/queue.log 2>&1 &
 # Pause it while timing anything else: kill -STOP / -CONT on the running job's pid.
-# Run folders (runs/) are sometimes kept from one session to the next on this workplace's machines
-# and sometimes not: a job resumes after a kill; across sessions it resumes from the run folder
-# `bash bench/carry.sh save` committed at the earlier session's end (unpacked here first), and
-# what a later row needs (results, the LDAM-DRW locator) is copied into the repository. On the AVX-512 machine kind a 200-epoch row takes about 65–100 minutes, on the AVX2 kind
-# about 3.5 h. A finished row's eval.json and stage2/eval.json are copied into bench/results/ at
-# once (commit them), its run folder without features into bench/finished/ (bench/carry.sh finish:
-# the stages after stage 1 can be redone from it; commit it too), and the table's inputs into bench/results/runs/ (`autosampler table
-# bench/results/runs/*/* --stage2-rows` is Table 1 and the CutMix comparison from the repository).
+# A job resumes after a kill from its run folder (runs/, not committed). On the AVX-512 machine kind
+# a 200-epoch row takes about 65–100 minutes, on the AVX2 kind about 3.5 h. A finished row's
+# eval.json and stage2/eval.json are copied into bench/results/ at once (commit them), and the
+# table's inputs into bench/results/runs/ (`autosampler table bench/results/runs/*/* --stage2-rows`
+# is Table 1 and the CutMix comparison from the repository). Run folders and models over 2 MB are
+# not committed (scripts/check_repo.sh): the LDAM-DRW locator (1.9 MB) is, the agent is retrained
+# by the queue where bench/models/cutmix_long_agent/ is absent.
 #   1. the PyTorch reference at full length (the parity pair of issue 15), then its parity line
 #   2. LDAM-DRW with its search and stage 2 (Table 1's row; best-recipe candidates; its model
 #      starts the agent's encoders and is the CAM rows' locator)
@@ -31,8 +30,6 @@ cpu=(--set train.device=cpu --set train.threads=2 --set train.channels_last=true
 mkdir -p runs/logs runs/ref
 eval "$(./x env)"
 echo "== $(date -u +%FT%TZ) queue with $bin"
-# unfinished runs carried from an earlier session (bench/carry.sh save), where runs/ lacks them
-bash bench/carry.sh restore
 if [ -n "${AFTER:-}" ]; then
   while kill -0 "$AFTER" 2>/dev/null; do sleep 60; done
   echo "== $(date -u +%FT%TZ) process $AFTER ended"
@@ -53,7 +50,6 @@ keep() {  # keep ROOT NAME TAG [SEED]: copy a finished run's results into bench/
     put "$d/stage2/eval.json" "bench/results/$3_stage2.json"
   fi
   put "$d/eval.json" "bench/results/$3_eval.json"
-  bash bench/carry.sh finish "$(basename "$1")" "$2_s$s"
 }
 row() {  # row CONFIG ROOT TAG [SEED] (seed 0 unless given)
   local name; name=$(basename "$1" .toml)
@@ -77,8 +73,8 @@ ldam=bench/models/c10lt_ir100_e200_ldam_drw_s0_cpu.safetensors
 if [ ! -f "$ldam" ]; then
   mkdir -p bench/models && put runs/table1_full/cifar10_lt_ir100_ldam_drw_gpu_s0/model.safetensors "$ldam"
 fi
-# the agent of the agent rows, kept in the repository (6.9 MB) so that every agent row mixes with
-# the same agent whichever session runs it
+# the agent of the agent rows (6.9 MB, not committed): trained once on this machine, so that every
+# agent row mixes with the same agent
 agent=bench/models/cutmix_long_agent
 if [ ! -f "$agent/agent.safetensors" ]; then
   if [ ! -f runs/cutmix_long/agent/agent/agent.safetensors ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rewrite each table README.md shows after an `autosampler table bench/results/runs/...` command
+"""Rewrite each table docs/results.md shows after an `autosampler table bench/results/runs/...` command
 with what the command prints now (the CLI test
 `readmes_long_run_tables_are_what_table_prints_of_the_committed_runs` checks the same).
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 binary = sys.argv[1]
-readme = open("README.md").read()
+readme = open("docs/results.md").read()
 out, pos = [], 0
 for m in re.finditer(r"`(autosampler table bench/results/runs/[^`]*)`", readme):
     command = m.group(1)
@@ -42,6 +42,6 @@ for m in re.finditer(r"`(autosampler table bench/results/runs/[^`]*)`", readme):
     pos = end
     print(f"{command}: {len(new.splitlines())} lines", file=sys.stderr)
 out.append(readme[pos:])
-tmp = "README.md.part"
+tmp = "docs/results.md.part"
 open(tmp, "w").write("".join(out))
-os.replace(tmp, "README.md")
+os.replace(tmp, "docs/results.md")

@@ -1739,14 +1739,14 @@ fn a_cosine_model_is_searched_retrained_and_exported() {
     );
 }
 
-/// The README's tables of the long runs are the output of the `autosampler table` command written
-/// above each of them, over the run summaries committed in `bench/results/runs/` (the queue copies
+/// The tables of the long runs in the results (`docs/results.md`) are the output of the
+/// `autosampler table` command written above each of them, over the run summaries committed in `bench/results/runs/` (the queue copies
 /// each finished run's config.toml, eval.json and stage2/eval.json there): a table edited by hand,
 /// or a result committed without its table, fails here.
 #[test]
 fn readmes_long_run_tables_are_what_table_prints_of_the_committed_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/results.md")).unwrap();
     let marker = "`autosampler table bench/results/runs/";
     let mut checked = 0;
     for (at, _) in readme.match_indices(marker) {
@@ -1783,12 +1783,283 @@ fn readmes_long_run_tables_are_what_table_prints_of_the_committed_runs() {
         assert!(table.starts_with("| run |"), "{command}: {table}");
         assert!(
             readme[at..].contains(&format!("\n{table}\n")),
-            "README's table after `{command}` is not what the command prints:\n{table}"
+            "docs/results.md's table after `{command}` is not what the command prints:\n{table}"
         );
         checked += 1;
     }
     assert!(
         checked >= 1,
-        "README names no `autosampler table bench/results/runs/…` command"
+        "docs/results.md names no `autosampler table bench/results/runs/…` command"
     );
+}
+
+/// Flips one bit of `path`'s byte at `len - from_end` (the last tensor's data in a safetensors
+/// file, a float's mantissa).
+fn flip_bit(path: &Path, from_end: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() - from_end;
+    b[i] ^= 0x10;
+    std::fs::write(path, b).unwrap();
+}
+
+/// Defect "a corrupted stage output is re-blessed": a stage rerun because an output no longer
+/// matched its manifest kept any file that still parsed, and the commit recorded the damaged
+/// file's hash as valid. Now a damaged output is removed (the log names it) and written again:
+/// stage 1's final model from its checkpoint, features by extracting them again, stage 2's
+/// classifier by training it again, bit for bit what they were. Stage 1's best-on-validation
+/// weights cannot be written again without training: the run stops naming the file and the
+/// command that discards the stage.
+#[test]
+fn a_damaged_stage_output_is_rebuilt_identical_or_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 2);
+    let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+    text_cfg.push_str("[stage2]\nepochs = 2\nbatch_size = 16\nsampler = { kind = \"class-balanced\" }\n");
+    std::fs::write(&cfg, text_cfg).unwrap();
+    let out = dir.path().join("run");
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let files = [
+        "stage1/model.safetensors",
+        "features/train.safetensors",
+        "stage2/head.safetensors",
+        "model.safetensors",
+    ];
+    let good: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    let eval = std::fs::read(out.join("eval.json")).unwrap();
+    for (f, want) in files.iter().zip(&good) {
+        flip_bit(&out.join(f), 5);
+        let o = stage("run", &cfg, &out, &cache);
+        assert!(o.status.success(), "{f}: {}", text(&o));
+        assert!(
+            text(&o).contains(&format!("{f} does not match the size and SHA-256"))
+                && text(&o).contains("removed"),
+            "{f}: {}",
+            text(&o)
+        );
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == *want,
+            "{f} not rebuilt identical"
+        );
+        assert_eq!(std::fs::read(out.join("eval.json")).unwrap(), eval, "{f}");
+    }
+    // the same command once more: everything reused, nothing removed
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(
+        o.status.success() && !text(&o).contains("removed"),
+        "{}",
+        text(&o)
+    );
+    let best = out.join("stage1/best.safetensors");
+    let best_bytes = std::fs::read(&best).unwrap();
+    flip_bit(&best, 5);
+    let o = stage("run", &cfg, &out, &cache);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains("stage1/best.safetensors does not match the size and SHA-256")
+            && msg.contains("only training stage1 again can write it")
+            && msg.contains(&format!("rm -r {}", out.join("stage1").display())),
+        "{msg}"
+    );
+    // refused, not removed: the file is left for the user to decide
+    assert!(best.is_file());
+    std::fs::write(&best, &best_bytes).unwrap();
+    let o = stage("run", &cfg, &out, &cache);
+    assert!(
+        o.status.success() && !text(&o).contains("removed"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Defect "checkpoints have no integrity check": a bit flipped in a killed stage 1's checkpoint
+/// was resumed from. A checkpoint now carries the SHA-256 of its tensors; a resume from a damaged
+/// one stops naming the file and the command that discards it.
+#[test]
+fn a_damaged_checkpoint_stops_the_resume_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 6);
+    let out = dir.path().join("run");
+    let args = [
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    kill_when_written(&args, &out.join("stage1/state.json"), &cache);
+    let last = out.join("stage1/last.safetensors");
+    assert!(
+        last.is_file() && !out.join("eval.json").exists(),
+        "killed too late to test anything"
+    );
+    let good = std::fs::read(&last).unwrap();
+    flip_bit(&last, 5);
+    let o = autosampler(&args, &cache);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(
+        msg.contains(&last.display().to_string())
+            && msg.contains("damaged")
+            && msg.contains(&format!(
+                "rm {} {}",
+                last.display(),
+                out.join("stage1/state.json").display()
+            )),
+        "{msg}"
+    );
+    std::fs::write(&last, &good).unwrap();
+    let o = autosampler(&args, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Defect "new runs use damaged cache pixels silently": a run checks the cache's pixels against
+/// their recorded SHA-256 the first time it opens the cache, and rebuilds a damaged cache from its
+/// source (the log says which file and why), to the same bytes.
+#[test]
+fn damaged_cache_pixels_are_rebuilt_from_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(dir.path(), "");
+    let out = dir.path().join("run");
+    let prepare = |out: &Path| {
+        autosampler(
+            &[
+                "data",
+                "prepare",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let o = prepare(&out);
+    assert!(o.status.success(), "{}", text(&o));
+    let key = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("meta.json").is_file())
+        .unwrap()
+        .path();
+    let images = key.join("train.images");
+    let good = std::fs::read(&images).unwrap();
+    flip_bit(&images, 100);
+    let o = prepare(&dir.path().join("run2"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("train.images")
+            && text(&o).contains("pixels are damaged")
+            && text(&o).contains("rebuilding the cache"),
+        "{}",
+        text(&o)
+    );
+    assert!(std::fs::read(&images).unwrap() == good);
+}
+
+/// Defects "two processes building the same new cache" (one failed with "Directory not empty")
+/// and "a killed cache build leaves its temporary folder forever": four processes build one cache
+/// at once and all succeed; a dead build's temporary folder, idle for an hour, goes.
+#[test]
+fn concurrent_builds_of_one_cache_all_open_it_and_dead_builds_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(dir.path(), "");
+    // all four started before any has finished: each sees no cache and builds it
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_autosampler"))
+                .args([
+                    "data",
+                    "prepare",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--out",
+                    dir.path().join(format!("run{i}")).to_str().unwrap(),
+                ])
+                .env("AUTOSAMPLER_CACHE", &cache)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let entries: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "one cache, no temporary folders left: {entries:?}"
+    );
+    let stale = cache.join(".0123456789abcdef.tmp-999999999");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("train.images"), b"partial").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for p in [stale.join("train.images"), stale.clone()] {
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .or_else(|_| std::fs::File::open(&p))
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+    assert_eq!(autosampler::data::cache::remove_stale_builds(&cache), 1);
+    assert!(!stale.exists());
+}
+
+/// The flipped-bit probe on the patch agent's artifacts: a damaged `agent.safetensors` is written
+/// again from the agent's last checkpoint, and damaged `locations.bin` by locating again, to the
+/// same bytes, the log naming each.
+#[test]
+fn a_damaged_agent_or_locations_file_is_rebuilt_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("run");
+    let cfg = tiny_agent_config(dir.path(), "");
+    let train = || {
+        autosampler(
+            &[
+                "agent",
+                "train",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let o = train();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["agent/agent.safetensors", "agent/locations.bin"] {
+        let good = std::fs::read(out.join(f)).unwrap();
+        flip_bit(&out.join(f), 5);
+        let o = train();
+        assert!(
+            o.status.success()
+                && text(&o).contains(&format!("{f} does not match the size and SHA-256"))
+                && !text(&o).contains("epoch"),
+            "{f}: {}",
+            text(&o)
+        );
+        assert!(
+            std::fs::read(out.join(f)).unwrap() == good,
+            "{f} not rebuilt identical"
+        );
+    }
 }

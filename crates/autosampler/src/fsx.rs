@@ -15,7 +15,7 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 }
 
 /// Whether a temporary sibling's name (`.<name>.tmp-<pid>`) belongs to a process that is gone.
-fn stale_temp(name: &str) -> bool {
+pub fn is_stale_temp(name: &str) -> bool {
     let Some(pid) = name
         .starts_with('.')
         .then(|| name.rsplit_once(".tmp-"))
@@ -42,7 +42,7 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if stale_temp(&name) {
+        if is_stale_temp(&name) {
             let gone = if is_dir {
                 fs::remove_dir_all(&path)
             } else {

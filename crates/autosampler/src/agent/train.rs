@@ -235,6 +235,12 @@ pub fn train(
     train_with(ds, cfg, dir, resume, progress, on_epoch, &distributed::Alone)
 }
 
+/// Whether the finished agent's files (`agent.json`, `agent.safetensors`) are both in `dir`: when
+/// either is missing, a finished training writes both again from its last checkpoint.
+fn saved_agent(dir: &Path) -> bool {
+    dir.join("agent.safetensors").is_file() && dir.join("agent.json").is_file()
+}
+
 /// [`train`] as one rank of a data-parallel group (see [`crate::distributed`]). The encoder
 /// stages (1 and 3) are data-parallel as stage 1 of the pipeline is: this rank computes its shares
 /// of every batch (`cfg.micro_batches` in all, divided among the ranks) and the flat gradient is
@@ -320,7 +326,7 @@ pub fn train_with(
             if let Some(e) = embedded {
                 let done = state.done;
                 state = e;
-                state.done = done && dir.join("agent.safetensors").is_file();
+                state.done = done && saved_agent(dir);
             }
         }
         if !state.history.is_empty() {
@@ -586,7 +592,7 @@ pub fn train_with(
         stage += 1;
         epoch = 0;
     }
-    if rank == 0 && (!state.done || !dir.join("agent.safetensors").is_file()) {
+    if rank == 0 && (!state.done || !saved_agent(dir)) {
         agent.save(dir)?;
         state.done = true;
         fsx::write_json(&state_path, &state)?;

@@ -256,6 +256,36 @@ impl Cache {
         Ok(n)
     }
 
+    /// [`Cache::verify`] for the pools that have a pixel checksum (a cache built before they were
+    /// recorded is taken as it is), once per cache folder in a process: what every run does when
+    /// it opens a cache, so that damaged pixels are never trained on silently. Hashing the pixels
+    /// costs about what hashing the source costs, which opening a cache from its source does anyway.
+    pub fn check_pixels_once(&self) -> Result<()> {
+        static CHECKED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        if CHECKED.lock().unwrap().contains(&self.dir) {
+            return Ok(());
+        }
+        for (pm, pool) in self.meta.pools.iter().zip(&self.pools) {
+            let Some(want) = &pm.images_sha256 else { continue };
+            let got = hex::encode(Sha256::digest(pool.images.as_deref().unwrap_or(&[])));
+            if got != *want {
+                return Err(Error::format(
+                    self.dir.join(format!("{}.images", pm.pool.name())).display(),
+                    format!("the cache's pixels are damaged (SHA-256 {got}, meta.json records {want})"),
+                ));
+            }
+        }
+        CHECKED.lock().unwrap().push(self.dir.clone());
+        Ok(())
+    }
+
+    /// Opens the cache in `dir` and checks it ([`Cache::open`], [`Cache::check_pixels_once`]).
+    pub fn open_checked(dir: &Path) -> Result<Cache> {
+        let c = Cache::open(dir)?;
+        c.check_pixels_once()?;
+        Ok(c)
+    }
+
     /// The pool `pool`, if the source has it.
     pub fn pool(&self, pool: Pool) -> Option<&PackedPool> {
         self.pools.iter().find(|p| p.pool == pool)
@@ -270,16 +300,22 @@ impl Cache {
         let key = cache_key(&checksum, size, catalog.config.resize);
         let dir = root.join(&key);
         if dir.join("meta.json").is_file() {
-            return Cache::open(&dir);
-        }
-        if dir.exists() {
+            // A cache that does not read back whole (meta.json, labels, boxes, pixels) is rebuilt
+            // from the source, which is here.
+            match Cache::open_checked(&dir) {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!("{e}: rebuilding the cache {} from its source", dir.display()),
+            }
+        } else if dir.exists() {
             // A cache folder is renamed into place whole, meta.json included: one without it was
             // damaged after the fact. It is rebuilt (it used to fail with "Directory not empty").
             tracing::warn!("{} has no meta.json: rebuilding the cache", dir.display());
-            fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        if dir.exists() {
+            discard(&dir)?;
         }
         build(catalog, &records, checksum, key, size, &dir, progress)?;
-        Cache::open(&dir)
+        Cache::open_checked(&dir)
     }
 }
 
@@ -311,6 +347,51 @@ pub fn image_size(catalog: &Catalog) -> Result<u32> {
     Ok(w)
 }
 
+/// Takes a damaged cache folder out of the way: renamed first (one step, so no other process
+/// opens it half-removed), then removed.
+fn discard(dir: &Path) -> Result<()> {
+    let gone = fsx::temp_sibling(dir);
+    match fs::rename(dir, &gone) {
+        Ok(()) => fs::remove_dir_all(&gone).map_err(|e| Error::io(&gone, e)),
+        // another process took it away first
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// How long a cache build's temporary folder must have gone unmodified, its process gone, before
+/// another build removes it: a build on another machine sharing the cache folder has a process
+/// id this machine cannot check, but writes its files continually.
+const STALE_BUILD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary folders that killed cache builds left in `root` (`.<key>.tmp-<pid>`,
+/// as large as the cache): those whose process is gone and which nothing has modified for
+/// [`STALE_BUILD`]. Returns how many.
+pub fn remove_stale_builds(root: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(root) else { return 0 };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if !fsx::is_stale_temp(&name) || !path.is_dir() {
+            continue;
+        }
+        let newest = fs::read_dir(&path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.metadata().ok()?.modified().ok())
+            .chain(e.metadata().ok().and_then(|m| m.modified().ok()))
+            .max();
+        let idle = newest.and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if idle >= STALE_BUILD && fs::remove_dir_all(&path).is_ok() {
+            tracing::warn!("removed {}: a cache build that was killed", path.display());
+            n += 1;
+        }
+    }
+    n
+}
+
 fn build(
     catalog: &Catalog,
     records: &RecordFiles,
@@ -322,6 +403,7 @@ fn build(
 ) -> Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    remove_stale_builds(parent);
     let tmp = fsx::temp_sibling(dir);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -386,7 +468,16 @@ fn build(
             pools,
         };
         fsx::write_json(&tmp.join("meta.json"), &meta)?;
-        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+        match fs::rename(&tmp, dir) {
+            Ok(()) => Ok(()),
+            // Another process built the same cache first: its finished folder is the cache (the
+            // key is the content's, so both hold the same bytes); this build's copy goes.
+            Err(_) if dir.join("meta.json").is_file() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(Error::io(dir, e)),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);

@@ -106,11 +106,17 @@ impl Dataset {
     /// from the source named in the split, whose checksum must still match.
     pub fn open(split: Split, cache_root: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<Dataset> {
         let dir = cache_root.join(&split.cache_key);
-        let cache = if dir.join("meta.json").is_file() {
-            Cache::open(&dir)?
-        } else {
-            let catalog = Catalog::scan(&split.source)?;
-            Cache::open_or_build(&catalog, cache_root, progress)?
+        let opened = dir.join("meta.json").is_file().then(|| Cache::open_checked(&dir));
+        let cache = match opened {
+            Some(Ok(c)) => c,
+            other => {
+                // absent or damaged: rebuilt from the source the split names
+                if let Some(Err(e)) = other {
+                    tracing::warn!("{e}: rebuilding the cache {} from its source", dir.display());
+                }
+                let catalog = Catalog::scan(&split.source)?;
+                Cache::open_or_build(&catalog, cache_root, progress)?
+            }
         };
         if cache.meta.checksum != split.checksum {
             return Err(Error::format(

@@ -521,43 +521,122 @@ pub fn save_tensors(path: &std::path::Path, tensors: &[(String, Tensor)]) -> Res
     save_tensors_with(path, tensors, None)
 }
 
-/// [`save_tensors`] with the safetensors header's `__metadata__` (string to string).
-pub fn save_tensors_with(
-    path: &std::path::Path,
-    tensors: &[(String, Tensor)],
-    metadata: Option<std::collections::HashMap<String, String>>,
-) -> Result<()> {
-    use safetensors::tensor::{Dtype, View};
-    struct Bytes {
-        dtype: Dtype,
-        shape: Vec<usize>,
-        data: Vec<u8>,
+/// A tensor's bytes as safetensors writes them.
+struct Bytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::tensor::View for &Bytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
     }
-    impl View for &Bytes {
-        fn dtype(&self) -> Dtype {
-            self.dtype
-        }
-        fn shape(&self) -> &[usize] {
-            &self.shape
-        }
-        fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-            std::borrow::Cow::Borrowed(&self.data)
-        }
-        fn data_len(&self) -> usize {
-            self.data.len()
-        }
+    fn shape(&self) -> &[usize] {
+        &self.shape
     }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn tensor_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<(String, Bytes)>> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.to_device(Device::Cpu).contiguous();
-        let dtype = Dtype::try_from(t.kind())?;
+        let dtype = safetensors::Dtype::try_from(t.kind())?;
         let numel = t.numel();
         let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
         t.f_copy_data_u8(&mut data, numel)?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
         views.push((name.clone(), Bytes { dtype, shape, data }));
     }
+    Ok(views)
+}
+
+fn write_views(
+    path: &std::path::Path,
+    views: &[(String, Bytes)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let bytes = safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), &metadata)
         .map_err(|e| crate::Error::format(path.display(), format!("cannot serialise the tensors: {e:?}")))?;
     crate::fsx::write_atomic(path, &bytes)
+}
+
+/// [`save_tensors`] with the safetensors header's `__metadata__` (string to string).
+pub fn save_tensors_with(
+    path: &std::path::Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    write_views(path, &tensor_bytes(tensors)?, metadata)
+}
+
+/// SHA-256 (hex) of named tensors, in name order: each name, dtype, shape and data bytes.
+fn seal<'a>(tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut all: Vec<_> = tensors.collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (name, dtype, shape, data) in all {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(dtype.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for d in shape {
+            h.update((*d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    hex::encode(h.finalize())
+}
+
+/// [`save_tensors`] with the tensors' own digest in the header (`__metadata__[key]`): a file that
+/// carries its digest, checked by [`check_sealed`] when it is read back.
+pub fn save_tensors_sealed(path: &std::path::Path, tensors: &[(String, Tensor)], key: &str) -> Result<()> {
+    let views = tensor_bytes(tensors)?;
+    let digest = seal(
+        views
+            .iter()
+            .map(|(n, b)| (n.as_str(), format!("{:?}", b.dtype), &b.shape[..], &b.data[..])),
+    );
+    write_views(path, &views, Some([(key.to_string(), digest)].into()))
+}
+
+/// Whether a file written by [`save_tensors_sealed`] still holds what it was written with:
+/// `Ok(true)` when its tensors match the digest it carries, `Ok(false)` when it carries none (a
+/// file written before digests were), and an error naming the file when it does not parse or
+/// its content differs.
+pub fn check_sealed(path: &std::path::Path, key: &str) -> Result<bool> {
+    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
+    let damaged = |why: String| {
+        crate::Error::format(
+            path.display(),
+            format!("damaged: {why} (the file changed after it was written)"),
+        )
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| damaged(format!("not a readable safetensors file ({e:?})")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| damaged(format!("not a readable safetensors file ({e:?})")))?;
+    let Some(recorded) = meta.metadata().as_ref().and_then(|m| m.get(key)).cloned() else {
+        return Ok(false);
+    };
+    let tensors = st.tensors();
+    let got = seal(
+        tensors
+            .iter()
+            .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
+    );
+    if got != recorded {
+        return Err(damaged(format!(
+            "its tensors' SHA-256 is {got}, and the file records {recorded}"
+        )));
+    }
+    Ok(true)
 }

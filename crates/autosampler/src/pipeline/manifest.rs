@@ -115,9 +115,83 @@ pub fn read(run: &RunDir, stage: Stage) -> Option<Manifest> {
     p.is_file().then(|| fsx::read_json(&p).ok()).flatten()
 }
 
+/// How a stage writes an output again once it is damaged.
+enum Rebuild {
+    /// Rerunning the stage writes it (features, the search, stage 2, eval, the report).
+    Rerun,
+    /// The stage writes it again from a checkpoint (the file named, relative to the run folder)
+    /// without training; without that checkpoint it could not.
+    From(PathBuf),
+    /// Only training the stage again writes it (stage 1's best-on-validation weights).
+    Never,
+}
+
+fn rebuild(run: &RunDir, stage: Stage, rel: &Path) -> Rebuild {
+    let s1 = run.stage1();
+    let is = |p: PathBuf| run.relative(&p) == rel;
+    match stage {
+        Stage::Stage1 if is(s1.best()) => Rebuild::Never,
+        Stage::Stage1 if is(s1.model()) => Rebuild::From(run.relative(&s1.last()).to_path_buf()),
+        Stage::Agent => Rebuild::From(run.relative(&run.agent_last()).to_path_buf()),
+        _ => Rebuild::Rerun,
+    }
+}
+
 /// Removes the stage's manifest before the stage rewrites its outputs, so that a kill part-way
 /// leaves the stage incomplete rather than complete with mixed files.
+///
+/// An output the last manifest recorded that no longer reads back with its recorded size and
+/// SHA-256 was damaged after the stage wrote it: the stage must not keep it (a stage keeps a
+/// file that still parses, and the commit would record the damaged file's hash as valid). It is
+/// removed, with a warning naming it, so that the stage writes it again; when the stage cannot
+/// (only training again would: stage 1's best-on-validation weights, or a file whose checkpoint
+/// is gone), the run stops here naming the file and the command that discards the stage.
 pub fn invalidate(run: &RunDir, stage: Stage) -> Result<()> {
+    if let Some(old) = read(run, stage) {
+        let manifest = run.manifest(stage);
+        for (rel, d) in &old.outputs {
+            let p = run.root().join(rel);
+            let intact = file_digest(&p).is_ok_and(|got| got == *d);
+            if intact {
+                continue;
+            }
+            let present = p.exists();
+            let what = if present {
+                "does not match the size and SHA-256 that"
+            } else {
+                "is missing, and"
+            };
+            let from = match rebuild(run, stage, Path::new(rel)) {
+                Rebuild::Rerun => None,
+                Rebuild::From(ckpt) if run.root().join(&ckpt).is_file() => Some(ckpt),
+                Rebuild::From(_) | Rebuild::Never => {
+                    let dir = run.root().join(rel);
+                    let dir = dir.parent().unwrap_or(run.root());
+                    return Err(crate::invalid!(
+                        "{} {what} {} records: only training {} again can write it. To discard {} and train it again: rm -r {} {}",
+                        p.display(),
+                        manifest.display(),
+                        stage.name(),
+                        stage.name(),
+                        dir.display(),
+                        manifest.display()
+                    ));
+                }
+            };
+            if present {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                tracing::warn!(
+                    "{} {what} {} records (damaged after {} wrote it): removed; {} writes it again{}",
+                    p.display(),
+                    manifest.display(),
+                    stage.name(),
+                    stage.name(),
+                    from.map(|f| format!(" from {}", run.root().join(f).display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
     let p = run.manifest(stage);
     match std::fs::remove_file(&p) {
         Ok(()) => Ok(()),

@@ -107,6 +107,10 @@ impl RunDir {
     pub fn agent_metrics(&self) -> PathBuf {
         self.agent_dir().join("metrics.jsonl")
     }
+    /// The agent's epoch checkpoint (its commit point, from which `agent.safetensors` is written).
+    pub fn agent_last(&self) -> PathBuf {
+        self.agent_dir().join("last.safetensors")
+    }
     pub fn agent_state(&self) -> PathBuf {
         self.agent_dir().join("state.json")
     }

@@ -11,6 +11,10 @@ use tch::Tensor;
 /// The entry of a checkpoint that holds the loop's state (UTF-8 JSON bytes) it was written with.
 pub const STATE_KEY: &str = "autosampler.state";
 
+/// The header key (`__metadata__`) under which a checkpoint carries its own digest: SHA-256 of
+/// its tensors (state included), checked on every read.
+pub const DIGEST_KEY: &str = "autosampler.sha256";
+
 /// Commits an epoch: `tensors` (weights and optimiser) and `state` in one file, one atomic rename;
 /// then the readable copies `state.json` (beside the checkpoint) and `metrics.jsonl` (`history`).
 /// A kill at any instant leaves the previous epoch's checkpoint or this one; the copies are
@@ -25,7 +29,7 @@ pub fn commit<S: Serialize, L: Serialize>(
 ) -> Result<()> {
     let json = serde_json::to_vec(state).expect("serialisable");
     tensors.push((STATE_KEY.to_string(), Tensor::from_slice(&json)));
-    crate::model::save_tensors(checkpoint, &tensors)?;
+    crate::model::save_tensors_sealed(checkpoint, &tensors, DIGEST_KEY)?;
     fsx::write_json(state_json, state)?;
     let lines: String = history
         .iter()
@@ -35,8 +39,19 @@ pub fn commit<S: Serialize, L: Serialize>(
 }
 
 /// Reads a checkpoint: its tensors, and the state it carries (`None` for a checkpoint written
-/// before states were embedded).
+/// before states were embedded). The checkpoint's content is checked against the digest it
+/// carries first (one written before digests were is read as it is): a damaged checkpoint stops
+/// the resume naming the file, and the command that discards it, instead of training on from
+/// damaged weights.
 pub fn read<S: DeserializeOwned>(checkpoint: &Path) -> Result<(HashMap<String, Tensor>, Option<S>)> {
+    crate::model::check_sealed(checkpoint, DIGEST_KEY).map_err(|e| {
+        let state = checkpoint.with_file_name("state.json");
+        invalid!(
+            "{e}. Training cannot resume from it; to discard it and train this stage from its first epoch: rm {} {}",
+            checkpoint.display(),
+            state.display()
+        )
+    })?;
     let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(checkpoint)
         .map_err(|e| Error::format(checkpoint.display(), format!("cannot read checkpoint: {e}")))?
         .into_iter()
