@@ -270,11 +270,20 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         .with_context(|| format!("{}: run `autosampler run` to write it", path.display()))?
         .in_precision(precision);
     let files = autosampler::export::image_files(&a.images)?;
-    let autosampler::export::Predicted {
+    // every image that can be read is predicted; each one that cannot is named, and the command
+    // fails at the end
+    let (predicted, bad) = autosampler::export::predict_readable(&m, &files, a.topk, 256)?;
+    for (f, e) in &bad {
+        eprintln!("error: {}: {e}", f.display());
+    }
+    let Some(autosampler::export::Predicted {
         top: preds,
         inputs,
         logits,
-    } = autosampler::export::predict(&m, &files, a.topk, 256)?;
+    }) = predicted
+    else {
+        bail!("none of the {} images could be read", files.len());
+    };
     for p in &preds {
         let top: Vec<String> = p.top.iter().map(|(c, q)| format!("{c} {:.3}", q)).collect();
         println!("{}\t{}", p.file.display(), top.join("  "));
@@ -303,6 +312,13 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         format!("{:?}", m.card.model.arch).to_lowercase(),
         m.card.classifier
     );
+    if !bad.is_empty() {
+        bail!(
+            "{} of the {} images could not be read (named above); the others were predicted",
+            bad.len(),
+            files.len()
+        );
+    }
     Ok(())
 }
 

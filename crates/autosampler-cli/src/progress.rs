@@ -1,18 +1,63 @@
-//! The progress display: one indicatif bar, reused by every task and training epoch.
+//! The progress display: one indicatif bar, reused by every task and training epoch. Without a
+//! terminal (a log file, a scheduler's output) the bar is not drawn; a line with the step, the
+//! rate and the time left is written instead at a steady interval (30 s, or
+//! `AUTOSAMPLER_PROGRESS_SECONDS`).
 use autosampler::pipeline::{text, Observer};
 use autosampler::train::stage1::{EpochLog, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The progress display: one bar, reused by every task and training epoch; lines above it.
 pub(crate) struct Bars {
     bar: ProgressBar,
+    /// Off a terminal: how often a progress line is written, and when the last one was.
+    every: Option<Duration>,
+    last: Mutex<Instant>,
 }
 
 impl Bars {
     pub(crate) fn new() -> Bars {
+        let every = (!std::io::stderr().is_terminal()).then(|| {
+            let s = std::env::var("AUTOSAMPLER_PROGRESS_SECONDS")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .unwrap_or(30.0);
+            Duration::from_secs_f64(s)
+        });
         Bars {
             bar: ProgressBar::hidden(),
+            every,
+            last: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Off a terminal, a line for the work in progress once the interval has passed since the
+    /// last one: `epoch 3/200: step 120/97 (…%), 412.3/s, ETA 2m 10s`.
+    fn tick(&self) {
+        let Some(every) = self.every else { return };
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < every {
+            return;
+        }
+        *last = Instant::now();
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        let pct = if len > 0 {
+            100.0 * pos as f64 / len as f64
+        } else {
+            0.0
+        };
+        let prefix = self.bar.prefix();
+        eprintln!(
+            "{}: {pos}/{len} ({pct:.0}%){}{}, {:.1}/s, ETA {}",
+            self.bar.message(),
+            if prefix.is_empty() { "" } else { " " },
+            prefix,
+            self.bar.per_sec(),
+            indicatif::HumanDuration(self.bar.eta())
+        );
     }
 
     fn style(&self, template: &str) {
@@ -39,6 +84,7 @@ impl Bars {
         self.bar.set_length(len);
         self.bar.set_prefix("");
         self.bar.set_message(msg);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 }
 
@@ -50,6 +96,7 @@ impl Progress for Bars {
     fn batch(&self, loss: f64) {
         self.bar.set_prefix(format!("loss {loss:.3}"));
         self.bar.inc(1);
+        self.tick();
     }
     fn epoch_end(&self, l: &EpochLog) {
         self.line(&text::epoch_line(l));
@@ -69,6 +116,7 @@ impl Observer for Bars {
             self.bar.set_prefix(info.to_string());
         }
         self.bar.inc(n);
+        self.tick();
     }
     fn task_done(&self) {
         self.bar.finish_and_clear();

@@ -1462,8 +1462,31 @@ fn exported_model_predicts_and_loads_into_pytorch() {
     assert!(
         o.status.success()
             && t.contains("stage 2: ")
-            && t.contains("(the best of stage 2's classifiers on validation)"),
+            && (t.contains(
+                "(the best of stage 2's classifiers on validation, by more than its standard error)"
+            ) || t.contains(
+                "(the default: no classifier beat it on validation by more than the standard error)"
+            )),
         "{t}"
+    );
+    // Defect "predict on a folder stops at the first unreadable image": a damaged file among
+    // good ones is named, the good ones are predicted, and the exit status says not all were
+    let mixed = dir.path().join("mixed");
+    copy_tree(&test_dir, &mixed);
+    let broken = mixed.join("a/broken.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let o1 = autosampler(
+        &["predict", "--run", out.to_str().unwrap(), mixed.to_str().unwrap()],
+        &cache,
+    );
+    let good = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(
+        !o1.status.success()
+            && String::from_utf8_lossy(&o1.stdout).lines().count() == good
+            && String::from_utf8_lossy(&o1.stderr).contains(&format!("error: {}", broken.display()))
+            && text(&o1).contains("1 of the"),
+        "{}",
+        text(&o1)
     );
     // no classes asked for is refused (it printed nothing per image)
     let o0 = autosampler(
@@ -1482,7 +1505,8 @@ fn exported_model_predicts_and_loads_into_pytorch() {
         "{}",
         text(&o0)
     );
-    // by default the model's classifier is the one of stage 2's with the highest val top-1
+    // by default the model's classifier is the one of stage 2's with the highest val top-1 when it
+    // beats the default by more than its standard error, else the default
     let s2: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
     let val = |k: &str| s2[k]["val"]["top1"].as_f64().unwrap();
@@ -1496,7 +1520,8 @@ fn exported_model_predicts_and_loads_into_pytorch() {
     ];
     let top = fields.iter().map(|(_, f)| val(f)).fold(f64::MIN, f64::max);
     let first_top = fields.iter().find(|(_, f)| val(f) == top).unwrap().0;
-    assert_eq!(s2["classifier"], first_top, "{s2}");
+    assert_eq!(s2["choice"]["best"], first_top, "{s2}");
+    assert_eq!(s2["classifier"], s2["choice"]["chosen"], "{s2}");
     let rows: Vec<String> = std::fs::read_to_string(&csv)
         .unwrap()
         .lines()
@@ -2062,4 +2087,107 @@ fn a_damaged_agent_or_locations_file_is_rebuilt_identical() {
             "{f} not rebuilt identical"
         );
     }
+}
+
+/// Defect "choices made on validation that cannot tell the candidates apart": `best-on-val`
+/// keeps the default classifier (class-balanced cRT after a plainly trained stage 1, stage 1's own
+/// after balanced softmax) unless the best on validation beats it by more than the standard error
+/// of the paired difference, and the search keeps class-balanced among the fixed samplers on the
+/// same terms; both are recorded, and the summary says how confident the choice is.
+#[test]
+fn best_on_val_keeps_the_default_unless_beaten_by_more_than_the_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    for (loss, default) in [("ce", "crt-class-balanced"), ("logit-adjusted", "stage1")] {
+        let cfg = demo_train_config(dir.path(), 2);
+        let mut text_cfg = std::fs::read_to_string(&cfg).unwrap();
+        text_cfg.push_str(&format!(
+            "loss = {{ kind = \"{loss}\" }}\n[search]\ntrajectories = 3\nsamples = 2\nrescore_seeds = 2\n[stage2]\nepochs = 2\n"
+        ));
+        std::fs::write(&cfg, text_cfg).unwrap();
+        let out = dir.path().join(loss);
+        let o = stage("run", &cfg, &out, &cache);
+        assert!(o.status.success(), "{}", text(&o));
+        let s2: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("stage2/eval.json")).unwrap()).unwrap();
+        let c = &s2["choice"];
+        assert_eq!(c["default"], default, "{loss}: {c}");
+        assert_eq!(c["basis"], "held", "{c}");
+        let (gain, se) = (c["gain"].as_f64().unwrap(), c["se"].as_f64().unwrap());
+        let want = if c["best"] != c["default"] && gain > se {
+            &c["best"]
+        } else {
+            &c["default"]
+        };
+        assert_eq!(&c["chosen"], want, "{c}");
+        assert_eq!(&s2["classifier"], want, "the model's classifier is the choice");
+        assert!(text(&o).contains("  choice: "), "{}", text(&o));
+        let best: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("search/best_weights.json")).unwrap())
+                .unwrap();
+        let (g, se) = (
+            best["fixed_gain"].as_f64().unwrap(),
+            best["fixed_gain_se"].as_f64().unwrap(),
+        );
+        let fixed = if best["fixed_best"] != "class-balanced" && g > se {
+            best["fixed_best"].as_str().unwrap()
+        } else {
+            "class-balanced"
+        };
+        let source = best["source"].as_str().unwrap();
+        assert!(
+            source == fixed || source.starts_with("sample") || source == "policy mean",
+            "{best}"
+        );
+    }
+}
+
+/// Defect "accepted silently": a warm-up longer than the training and a batch larger than an
+/// epoch's images run (a short test run may want both) but say so.
+#[test]
+fn a_warmup_longer_than_training_and_a_batch_larger_than_the_data_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nwarmup_epochs = 2\nbatch_size = 64\nthreads = 1\n",
+    );
+    let o = stage("train", &cfg, &dir.path().join("run"), &dir.path().join("cache"));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("warmup_epochs = 2 is more than epochs = 1")
+            && t.contains("batch_size = 64 is more than the 9 images of an epoch"),
+        "{t}"
+    );
+}
+
+/// Defect "nothing in a log file during long work": without a terminal the progress bar is not
+/// drawn, so a line with the step, the rate and the time left is written at a steady interval
+/// (here every step: `AUTOSAMPLER_PROGRESS_SECONDS=0`).
+#[test]
+fn progress_lines_reach_a_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nwarmup_epochs = 0\nbatch_size = 4\nthreads = 1\n",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_autosampler"))
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ])
+        .env("AUTOSAMPLER_CACHE", dir.path().join("cache"))
+        .env("AUTOSAMPLER_PROGRESS_SECONDS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // 9 training images in batches of 4: steps 1/3, 2/3, 3/3
+    for step in ["epoch 1/1: 1/3 (33%) loss ", "epoch 1/1: 3/3 (100%) loss "] {
+        assert!(err.contains(step), "{step:?} not in:\n{err}");
+    }
+    assert!(err.contains("/s, ETA "), "{err}");
 }

@@ -175,6 +175,33 @@ pub fn inputs(card: &ModelCard, files: &[PathBuf]) -> Result<Tensor> {
     Ok(Tensor::from_slice(&data).reshape([files.len() as i64, 3, s as i64, s as i64]))
 }
 
+/// The files that could not be read, each with its error.
+pub type Unreadable = Vec<(PathBuf, Error)>;
+
+/// [`predict`] over the files that can be read: every file that cannot (not an image, damaged,
+/// the wrong size) is returned with its error instead of stopping the others. `None` when no file
+/// can be read.
+pub fn predict_readable(
+    m: &Exported,
+    files: &[PathBuf],
+    k: usize,
+    batch: i64,
+) -> Result<(Option<Predicted>, Unreadable)> {
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for f in files {
+        match inputs(&m.card, std::slice::from_ref(f)) {
+            Ok(_) => good.push(f.clone()),
+            Err(e) => bad.push((f.clone(), e)),
+        }
+    }
+    let p = if good.is_empty() {
+        None
+    } else {
+        Some(predict(m, &good, k, batch)?)
+    };
+    Ok((p, bad))
+}
+
 /// Logits `[N, C]` of the model for `x` (`[N, 3, S, S]`), in batches of `batch`, on the CPU.
 pub fn logits(m: &Exported, x: &Tensor, batch: i64) -> Tensor {
     let device = m.model.vs.device();

@@ -817,6 +817,10 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     assert!(!state.done);
     if state.epochs_done > 0 {
         assert!(run.path().join("stage1/last.safetensors").is_file());
+        assert!(e.contains("the last good checkpoint is kept in"), "{e}");
+    } else {
+        // no epoch ended: the message does not promise a checkpoint it did not write
+        assert!(e.contains("there is no checkpoint to keep"), "{e}");
     }
     // starting again without --resume is refused when a stage 1 is there
     if state.epochs_done > 0 {
@@ -873,6 +877,8 @@ fn resume_with_another_training_config_is_refused() {
         .unwrap()
         .to_string();
     assert!(e.contains("another [model] or [train] config"), "{e}");
+    // the message names the key that differs, with both values
+    assert!(e.contains("[train] lr = 0.05 when started, 0.01 now"), "{e}");
     // a stage 1 is resumed in the precision it started with: `auto` takes it, another is refused
     let started = stage1::TrainConfig::default().precision().on(tch::Device::Cpu);
     let other = if started == Precision::Bf16 {

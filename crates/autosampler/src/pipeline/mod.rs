@@ -75,6 +75,10 @@ pub struct Stage2Report {
     /// with searched weights and the search held some out): what `best-on-val` compares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heldout: Option<stage2::Heldout>,
+    /// How `best-on-val` chose against the default, with the standard error of the comparison
+    /// (reports written before the rule weighed the noise have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<stage2::Choice>,
 }
 
 impl Stage2Report {
@@ -82,6 +86,7 @@ impl Stage2Report {
     pub fn scored(&self, c: Classifier) -> (&Metrics, &Metrics) {
         let s = match c {
             Classifier::Retrained | Classifier::BestOnVal => &self.crt,
+            Classifier::Stage1 => &self.stage1,
             Classifier::CrtClassBalanced => &self.crt_class_balanced,
             Classifier::CrtSquareRoot => &self.crt_square_root,
             Classifier::Lws => &self.lws,
@@ -102,6 +107,7 @@ impl Stage2Report {
             Classifier::Lws => "LWS".into(),
             Classifier::TauNormalised => "τ-normalised".into(),
             Classifier::LogitAdjusted => "logit-adjusted".into(),
+            Classifier::Stage1 => "stage-1 classifier".into(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Stage2Report {
                 "logit-adjusted stage-1 classifier, τ = {:.1} on val",
                 self.logit_adjusted.tau
             ),
+            Classifier::Stage1 => "the stage-1 classifier as trained".into(),
         }
     }
 
@@ -181,6 +188,39 @@ impl Stage2Report {
             }
         }
         best.map_or(Classifier::CrtClassBalanced, |(c, _, _)| c)
+    }
+
+    /// What the summary and the report say about the choice: which classifier was kept, the
+    /// best one's gain over the default and its standard error, and whether that is more than the
+    /// noise. `None` for a classifier named in the config or a report without a [`stage2::Choice`].
+    pub fn confidence(&self) -> Option<String> {
+        let c = self.choice.as_ref()?;
+        let on = match c.basis.as_str() {
+            "held" => format!("{} validation images the search held out", c.n),
+            _ => format!("{} validation images", c.n),
+        };
+        Some(if c.best == c.default || c.gain <= 0.0 {
+            format!(
+                "the default, {}: no classifier scores higher on the {on}",
+                self.label(c.default)
+            )
+        } else if c.chosen == c.best {
+            format!(
+                "{} over the default {}: {:+.2} ± {:.2} points (paired SE) on the {on}, more than its standard error",
+                self.label(c.best),
+                self.label(c.default),
+                c.gain,
+                c.se
+            )
+        } else {
+            format!(
+                "the default {} kept: the best on the {on}, {}, is {:+.2} ± {:.2} points (paired SE), within the noise",
+                self.label(c.default),
+                self.label(c.best),
+                c.gain,
+                c.se
+            )
+        })
     }
 
     /// Which weights its own stage 2 (`crt`) re-trained with: `[stage2] sampler`'s, or the
@@ -829,6 +869,8 @@ fn search_or_reuse(
     let mut inputs = Inputs::new()
         .value("search", sc)
         .value("recipe", &sc.recipe(&stage2))
+        // searches before this rule took the fixed sampler best on val, however small its lead
+        .value("fixed_choice", &"class-balanced unless beaten by 1 SE")
         .upstream(feats);
     if bf16 {
         // only then: a search in fp32 keeps the fingerprint it had before precision existed
@@ -949,7 +991,10 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
     let mut inputs = Inputs::new()
         .value("stage2", fc)
         // reports before this key had no held-out scores: their best-on-val is recomputed
-        .value("selection", &"heldout, post-hoc cross-fitted")
+        .value(
+            "selection",
+            &"heldout, post-hoc cross-fitted, default unless beaten by 1 SE",
+        )
         .value("weights", &weights)
         .upstream(&feats);
     if fc.path == stage2::Stage2Path::Images {
@@ -1037,8 +1082,9 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         lws,
         classifier: Classifier::Retrained,
         heldout: None,
+        choice: None,
     };
-    if let Some(best) = searched.filter(|b| b.val_choice > 0) {
+    if let Some(best) = searched.as_ref().filter(|b| b.val_choice > 0) {
         let labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
         let (search_pos, choice_pos) =
             search::split_validation(&labels, best.config.holdout, best.config.seed);
@@ -1061,6 +1107,49 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         r.heldout = Some(stage2::heldout(&parts, &heads, &search_pos, &choice_pos, counts));
     }
     r.classifier = r.resolve(fc.classifier);
+    if fc.classifier == Classifier::BestOnVal {
+        // The best on validation replaces the default only by more than the noise of the
+        // comparison: per-image correctness of both on the same images, paired.
+        let default = fc.default.unwrap_or(match &cfg.train {
+            Some(t) if t.rebalances() => Classifier::Stage1,
+            _ => Classifier::CrtClassBalanced,
+        });
+        let best = r.classifier;
+        let labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
+        let (basis, rows, tau_n, tau_la) = match (&r.heldout, &searched) {
+            (Some(h), Some(b)) => {
+                let (_, choice_pos) = search::split_validation(&labels, b.config.holdout, b.config.seed);
+                ("held", choice_pos, h.tau_normalised_tau, h.logit_adjusted_tau)
+            }
+            _ => (
+                "val",
+                (0..labels.len() as i64).collect(),
+                r.tau_normalised.tau,
+                r.logit_adjusted.tau,
+            ),
+        };
+        let on = stage2::subset(&val, &rows);
+        let head_of = |c: Classifier| -> (tch::Tensor, tch::Tensor) {
+            match c {
+                Classifier::Retrained | Classifier::BestOnVal => {
+                    (head_w.shallow_clone(), head_b.shallow_clone())
+                }
+                Classifier::CrtClassBalanced => (cb_head.0.shallow_clone(), cb_head.1.shallow_clone()),
+                Classifier::CrtSquareRoot => (sqrt_head.0.shallow_clone(), sqrt_head.1.shallow_clone()),
+                Classifier::Lws => stage2::lws_head(&w0, &b0, &r.lws_scales),
+                Classifier::TauNormalised => stage2::tau_normalised_head(&w0, tau_n),
+                Classifier::LogitAdjusted => stage2::logit_adjusted_head(&w0, &b0, counts, tau_la),
+                Classifier::Stage1 => (w0.shallow_clone(), b0.shallow_clone()),
+            }
+        };
+        let correct = |c: Classifier| {
+            let (w, b) = head_of(c);
+            stage2::correct(&on, &w, &b)
+        };
+        let choice = stage2::Choice::decide(basis, default, best, &correct(default), &correct(best));
+        r.classifier = choice.chosen;
+        r.choice = Some(choice);
+    }
     let (head_w, head_b) = match r.classifier {
         Classifier::Retrained | Classifier::BestOnVal => (head_w, head_b),
         Classifier::CrtClassBalanced => cb_head,
@@ -1068,6 +1157,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         Classifier::Lws => stage2::lws_head(&w0, &b0, &r.lws_scales),
         Classifier::TauNormalised => stage2::tau_normalised_head(&w0, r.tau_normalised.tau),
         Classifier::LogitAdjusted => stage2::logit_adjusted_head(&w0, &b0, counts, r.logit_adjusted.tau),
+        Classifier::Stage1 => (w0.shallow_clone(), b0.shallow_clone()),
     };
     crate::model::save_tensors(
         &run.stage2_head(),
@@ -1243,10 +1333,15 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
                 .into_iter()
                 .collect();
         let s2: Stage2Report = fsx::read_json(&run.stage2_eval())?;
-        let picked = if s2.config.classifier == Classifier::BestOnVal {
-            " (the best of stage 2's classifiers on validation)"
-        } else {
-            ""
+        let picked = match (&s2.choice, s2.config.classifier) {
+            (Some(c), Classifier::BestOnVal) if c.chosen == c.best && c.gain > 0.0 => {
+                " (the best of stage 2's classifiers on validation, by more than its standard error)"
+            }
+            (Some(_), Classifier::BestOnVal) => {
+                " (the default: no classifier beat it on validation by more than the standard error)"
+            }
+            (None, Classifier::BestOnVal) => " (the best of stage 2's classifiers on validation)",
+            _ => "",
         };
         let how = format!("stage 2: {}{picked}", s2.describe(s2.classifier));
         (

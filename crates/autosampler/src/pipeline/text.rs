@@ -206,8 +206,14 @@ pub fn stage2_rows(r: &Stage2Report) -> Vec<(Option<Classifier>, String, &Metric
         Classifier::TauNormalised => format!("τ-normalised (τ = {:.1} on val)", r.tau_normalised.tau),
         Classifier::LogitAdjusted => format!("logit-adjusted (τ = {:.1} on val)", r.logit_adjusted.tau),
         Classifier::Lws => "learnable weight scaling".into(),
+        Classifier::Stage1 => "stage 1".into(),
     };
-    let mut rows = vec![(None, "stage 1".to_string(), &r.stage1.val, &r.stage1.test)];
+    let mut rows = vec![(
+        Some(Classifier::Stage1),
+        name(Classifier::Stage1),
+        &r.stage1.val,
+        &r.stage1.test,
+    )];
     for c in [
         Classifier::Retrained,
         Classifier::CrtClassBalanced,
@@ -264,6 +270,9 @@ pub fn stage2_table(r: &Stage2Report) -> String {
         _ => "",
     };
     let _ = writeln!(out, "* the run's model: {}{how}", r.describe(r.classifier));
+    if let Some(c) = r.confidence() {
+        let _ = writeln!(out, "  choice: {c}");
+    }
     if let Some(h) = &r.heldout {
         let _ = writeln!(
             out,
@@ -319,6 +328,9 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
                 &format!("model: {}, test", s2.label(s2.classifier)),
                 s2.scored(s2.classifier).1,
             );
+        }
+        if let Some(c) = s2.confidence() {
+            let _ = writeln!(out, "  choice: {c}");
         }
     }
     if let Some(l) = super::read_agent_last(run) {

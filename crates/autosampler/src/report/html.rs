@@ -277,6 +277,9 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
             );
         }
         h.push_str("</table>");
+        if let Some(c) = s2.confidence() {
+            let _ = write!(h, "<p>The run's model: {}.</p>", esc(&c));
+        }
     }
     let stages: Vec<crate::pipeline::Manifest> = [
         Stage::Split,

@@ -72,6 +72,11 @@ pub fn check_loss(loss: f64, what: &str, position: &str, kept: &Path) -> Result<
     if loss.is_finite() && loss <= 1e4 {
         return Ok(());
     }
+    if !kept.is_file() {
+        return Err(invalid!(
+            "{what} is {loss} at {position}: training stopped before its first epoch ended, so there is no checkpoint to keep (lower the learning rate, or check the data)"
+        ));
+    }
     Err(invalid!(
         "{what} is {loss} at {position}: training stopped; the last good checkpoint is kept in {}",
         kept.display()

@@ -142,6 +142,19 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether stage 1 already re-balances the classes: a balanced-softmax / logit-adjusted or
+    /// class-balanced loss, deferred re-weighting, a sampler other than instance-balanced, or
+    /// BBN. Stage 2's `best-on-val` then keeps stage 1's own classifier unless another is better
+    /// by more than the noise (a plainly trained stage 1 keeps class-balanced cRT).
+    pub fn rebalances(&self) -> bool {
+        matches!(
+            self.loss,
+            crate::loss::LossConfig::LogitAdjusted { .. } | crate::loss::LossConfig::ClassBalanced { .. }
+        ) || self.drw.is_some()
+            || !matches!(self.sampler, crate::sampler::Sampler::Instance)
+            || self.method == Method::Bbn
+    }
+
     pub fn device(&self) -> Result<Device> {
         parse_device(&self.device)
     }
@@ -408,13 +421,56 @@ pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) 
                     before.train.micro_batches
                 ));
             }
+            let (a, b) = (
+                serde_json::to_value(&before).expect("serialisable"),
+                serde_json::to_value(&now).expect("serialisable"),
+            );
+            let mut keys = Vec::new();
+            differing(&a, &b, "", &mut keys);
             return Err(invalid!(
-                "{} was started with another [model] or [train] config: use another run folder, or delete it",
-                paths.dir.display()
+                "{} was started with another [model] or [train] config ({}): use another run folder, or delete it",
+                paths.dir.display(),
+                keys.join("; ")
             ));
         }
     }
     Ok(())
+}
+
+/// The keys whose values differ between two recorded configs, as `[train] lr = 0.1 when started,
+/// 0.05 now` (tables descended into; a table present on one side only is one key).
+fn differing(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                let null = Value::Null;
+                differing(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &here, out);
+            }
+        }
+        _ if a == b => {}
+        _ => {
+            let (section, key) = at.split_once('.').unwrap_or((at, ""));
+            let show = |v: &Value| {
+                if v.is_null() {
+                    "unset".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            out.push(format!(
+                "[{section}] {key} = {} when started, {} now",
+                show(a),
+                show(b)
+            ));
+        }
+    }
 }
 
 /// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
@@ -767,6 +823,20 @@ pub fn train_with(
         seed: cfg.seed,
     };
     let epoch_len = cfg.sampler.epoch_len(&counts);
+    if rank == 0 && cfg.warmup_epochs > cfg.epochs {
+        tracing::warn!(
+            "[train] warmup_epochs = {} is more than epochs = {}: the learning rate never reaches lr = {}",
+            cfg.warmup_epochs,
+            cfg.epochs,
+            cfg.lr
+        );
+    }
+    if rank == 0 && cfg.batch_size > epoch_len {
+        tracing::warn!(
+            "[train] batch_size = {} is more than the {epoch_len} images of an epoch: each epoch is one step of a smaller batch",
+            cfg.batch_size
+        );
+    }
     let steps_per_epoch = epoch_len.div_ceil(cfg.batch_size);
     for epoch in state.epochs_done..cfg.epochs {
         let t0 = Instant::now();

@@ -29,9 +29,16 @@ pub struct Stage2Config {
     /// the frozen backbone (exact, as the decoupling paper's cRT).
     pub path: Stage2Path,
     /// Which of stage 2's classifiers the run's model (`model.safetensors`, `predict`) uses:
-    /// `best-on-val` (default), the one with the highest validation top-1; or one named (the
-    /// re-trained one, one of the fixed ones).
+    /// `best-on-val` (default), the one with the highest validation top-1 when it beats
+    /// `default` by more than the standard error of the paired difference, else `default`; or
+    /// one named (the re-trained one, one of the fixed ones, `stage1`).
     pub classifier: Classifier,
+    /// The classifier `best-on-val` keeps unless another is better by more than the noise of the
+    /// comparison. Unset (auto): class-balanced cRT for a plainly trained stage 1, and stage 1's
+    /// own classifier when stage 1 already re-balances (balanced softmax / logit-adjusted or
+    /// class-balanced loss, DRW, a re-balancing sampler, BBN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<Classifier>,
 }
 
 /// One of the classifiers stage 2 scores, as `[stage2] classifier` names it.
@@ -50,6 +57,8 @@ pub enum Classifier {
     TauNormalised,
     /// Post-hoc logit adjustment, τ chosen on validation.
     LogitAdjusted,
+    /// Stage 1's own classifier, as trained.
+    Stage1,
     /// Whichever of the others has the highest validation top-1 (ties to the lower val ECE, then
     /// the first listed).
     BestOnVal,
@@ -64,6 +73,17 @@ impl Classifier {
         Classifier::Lws,
         Classifier::TauNormalised,
         Classifier::LogitAdjusted,
+    ];
+
+    /// What `best-on-val` compares with the default: [`Classifier::CONCRETE`] and stage 1's own.
+    pub const CANDIDATES: [Classifier; 7] = [
+        Classifier::Retrained,
+        Classifier::CrtClassBalanced,
+        Classifier::CrtSquareRoot,
+        Classifier::Lws,
+        Classifier::TauNormalised,
+        Classifier::LogitAdjusted,
+        Classifier::Stage1,
     ];
 
     /// The re-trained classifier: what a stage2/eval.json written before the key existed holds.
@@ -188,6 +208,11 @@ impl Stage2Config {
                 self.momentum
             ));
         }
+        if self.default == Some(Classifier::BestOnVal) {
+            return Err(invalid!(
+                "[stage2] default = \"best-on-val\": the default is the classifier best-on-val keeps unless another beats it; name one (\"crt-class-balanced\", \"stage1\", …) or leave it unset"
+            ));
+        }
         Ok(())
     }
 }
@@ -204,6 +229,7 @@ impl Default for Stage2Config {
             sampler: Default::default(),
             path: Default::default(),
             classifier: Classifier::BestOnVal,
+            default: None,
         }
     }
 }
@@ -297,6 +323,7 @@ impl Heldout {
     /// A concrete classifier's held-out top-1.
     pub fn top1(&self, c: Classifier) -> f64 {
         match c {
+            Classifier::Stage1 => self.stage1,
             Classifier::Retrained | Classifier::BestOnVal => self.retrained,
             Classifier::CrtClassBalanced => self.crt_class_balanced,
             Classifier::CrtSquareRoot => self.crt_square_root,
@@ -513,6 +540,62 @@ fn best_on_val(parts: &Parts, counts: &[usize], classifier: impl Fn(f64) -> (Ten
     best
 }
 
+/// How `best-on-val` chose: the best classifier on the selection images against the default,
+/// the gain and the standard error of the paired difference (percentage points), and what it
+/// kept. A gain within one standard error is a coin toss: the default is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The validation images compared on: "held" (the search's held-out half) or "val" (all).
+    pub basis: String,
+    pub n: usize,
+    pub default: Classifier,
+    /// The highest top-1 on the selection images (ties to the lower val ECE).
+    pub best: Classifier,
+    /// best − default, top-1 points on the selection images.
+    pub gain: f64,
+    /// Standard error of that paired difference.
+    pub se: f64,
+    pub chosen: Classifier,
+}
+
+impl Choice {
+    /// Compares `best` with `default` on the per-image correctness (1 or 0) of each on the same
+    /// images: `best` is chosen only when its gain exceeds one standard error of the paired
+    /// difference.
+    pub fn decide(basis: &str, default: Classifier, best: Classifier, d: &[f64], b: &[f64]) -> Choice {
+        let n = d.len();
+        let diff: Vec<f64> = b.iter().zip(d).map(|(x, y)| x - y).collect();
+        let mean = diff.iter().sum::<f64>() / n.max(1) as f64;
+        let var = if n > 1 {
+            diff.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        let (gain, se) = (100.0 * mean, 100.0 * (var / n.max(1) as f64).sqrt());
+        let chosen = if best != default && gain > se && gain > 0.0 {
+            best
+        } else {
+            default
+        };
+        Choice {
+            basis: basis.to_string(),
+            n,
+            default,
+            best,
+            gain,
+            se,
+            chosen,
+        }
+    }
+}
+
+/// Per-image correctness (1 right, 0 wrong) of a classifier `(w [C, D], b [C])` on features.
+pub fn correct(f: &Features, w: &Tensor, b: &Tensor) -> Vec<f64> {
+    let pred = tch::no_grad(|| (f.x.to_kind(Kind::Float).mm(&w.tr()) + b).argmax(1, false));
+    let right = pred.eq_tensor(&f.y).to_kind(Kind::Double);
+    Vec::<f64>::try_from(&right).expect("f64 values")
+}
+
 /// Metrics of a classifier `(w [C, D], b [C])` on features, without re-training.
 pub fn evaluate(f: &Features, w: &Tensor, b: &Tensor, train_counts: &[usize]) -> Metrics {
     let logits = tch::no_grad(|| f.x.to_kind(Kind::Float).mm(&w.tr()) + b);
@@ -534,6 +617,29 @@ mod tests {
             x: Tensor::from_slice(x).view([y.len() as i64, 2]),
             y: Tensor::from_slice(y),
         }
+    }
+
+    /// Defect "choices made on validation that cannot tell the candidates apart": the best on
+    /// validation replaces the default only when its gain exceeds the standard error of the
+    /// paired difference, sqrt(var(d) / n) with var's n − 1 divisor.
+    #[test]
+    fn the_best_on_val_replaces_the_default_only_beyond_its_paired_standard_error() {
+        let (cb, la) = (Classifier::CrtClassBalanced, Classifier::LogitAdjusted);
+        // differences [0, 1, 0, 0]: mean 0.25, var (3 · 0.25² + 0.75²) / 3 = 0.25, SE √(0.25/4)
+        let c = Choice::decide("held", cb, la, &[1.0, 0.0, 1.0, 0.0], &[1.0, 1.0, 1.0, 0.0]);
+        assert_eq!((c.gain, c.se, c.n), (25.0, 25.0, 4));
+        assert_eq!(
+            c.chosen, cb,
+            "a gain of exactly one SE is not more than the noise"
+        );
+        // differences [1, 1, 0, 0]: mean 0.5, var 1/3, SE √(1/12) = 0.288675…
+        let c = Choice::decide("held", cb, la, &[0.0, 0.0, 1.0, 1.0], &[1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(c.gain, 50.0);
+        assert!((c.se - 100.0 * (1.0f64 / 12.0).sqrt()).abs() < 1e-12, "{}", c.se);
+        assert_eq!(c.chosen, la);
+        // the best is the default: kept whatever the numbers
+        let c = Choice::decide("val", cb, cb, &[0.0, 1.0], &[0.0, 1.0]);
+        assert_eq!((c.gain, c.se, c.chosen), (0.0, 0.0, cb));
     }
 
     #[test]
