@@ -345,18 +345,42 @@ impl SourceArgs {
         cfg
     }
 
-    /// The run folder: `out`, or runs/<the config's name or file name>.
-    pub(crate) fn run_dir(&self, out: Option<&PathBuf>, cfg: &Config) -> RunDir {
-        if let Some(o) = out {
-            return RunDir::new(o);
+    /// The run folder: `out`, or runs/<the config's name or file name>. Refused when the config
+    /// file is that folder's own `config.toml` and differs from the resolved config the run
+    /// writes there: the run would replace the user's file (its comments, its `base =` chain).
+    pub(crate) fn run_dir(&self, out: Option<&PathBuf>, cfg: &Config) -> anyhow::Result<RunDir> {
+        let run = match out {
+            Some(o) => RunDir::new(o),
+            None => {
+                let name = cfg.name.clone().or_else(|| {
+                    self.config
+                        .as_ref()
+                        .and_then(|p| p.file_stem())
+                        .map(|s| s.to_string_lossy().into_owned())
+                });
+                RunDir::new(Path::new("runs").join(name.unwrap_or_else(|| "default".into())))
+            }
+        };
+        if run.root().exists() && !run.root().is_dir() {
+            anyhow::bail!(
+                "--out {}: a file, not a folder (the run folder is created there)",
+                run.root().display()
+            );
         }
-        let name = cfg.name.clone().or_else(|| {
-            self.config
-                .as_ref()
-                .and_then(|p| p.file_stem())
-                .map(|s| s.to_string_lossy().into_owned())
-        });
-        RunDir::new(Path::new("runs").join(name.unwrap_or_else(|| "default".into())))
+        if let Some(c) = &self.config {
+            let own = run.config_toml();
+            let same = matches!(
+                (std::fs::canonicalize(c), std::fs::canonicalize(&own)),
+                (Ok(a), Ok(b)) if a == b
+            );
+            if same && std::fs::read_to_string(c).ok() != Some(cfg.to_run_toml()) {
+                anyhow::bail!(
+                    "--config {} is the run folder's own config.toml, which a run rewrites with the resolved config (bases merged, every default filled in): your file would be replaced. Keep your config outside the run folder, or give another --out",
+                    c.display()
+                );
+            }
+        }
+        Ok(run)
     }
 }
 

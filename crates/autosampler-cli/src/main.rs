@@ -96,14 +96,14 @@ fn prepared(cfg: &Config, run: &RunDir, bars: &Bars) -> Result<autosampler::data
 
 fn prepare_cmd(a: &PrepareArgs) -> Result<()> {
     let cfg = a.src.resolved(a.src.config()?);
-    prepared(&cfg, &a.src.run_dir(a.out.as_ref(), &cfg), &Bars::new())?;
+    prepared(&cfg, &a.src.run_dir(a.out.as_ref(), &cfg)?, &Bars::new())?;
     Ok(())
 }
 
 /// `run`: every stage, then the results and the one-screen summary.
 fn run_cmd(a: &RunArgs) -> Result<()> {
     let cfg = a.config()?;
-    let run = a.src.run_dir(a.out.as_ref(), &cfg);
+    let run = a.src.run_dir(a.out.as_ref(), &cfg)?;
     run_config(&cfg, &run)
 }
 
@@ -139,7 +139,7 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
 fn train_cmd(a: &RunArgs, resume: bool) -> Result<(RunDir, autosampler::data::Dataset, Config)> {
     let cfg = a.config()?;
     pipeline::training_config(&cfg)?;
-    let run = a.src.run_dir(a.out.as_ref(), &cfg);
+    let run = a.src.run_dir(a.out.as_ref(), &cfg)?;
     let bars = Bars::new();
     let ds = prepared(&cfg, &run, &bars)?;
     pipeline::agent(&cfg, &run, &ds, true, &bars)?;
@@ -153,7 +153,7 @@ fn agent_cmd(a: &RunArgs, resume: bool, locate: bool) -> Result<()> {
     let Some(ac) = &cfg.agent else {
         bail!("the config has no [agent] section");
     };
-    let run = a.src.run_dir(a.out.as_ref(), &cfg);
+    let run = a.src.run_dir(a.out.as_ref(), &cfg)?;
     let finished = pipeline::read_agent_state(&run).is_some_and(|s| s.done);
     if locate && ac.from.is_none() && !finished {
         bail!(
@@ -239,7 +239,7 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
                 set: Vec::new(),
                 print_config: false,
             };
-            src.run_dir(None, &cfg)
+            src.run_dir(None, &cfg)?
         }
         (None, None) => bail!("give the run folder (--out RUN) or its config (--config FILE)"),
     };

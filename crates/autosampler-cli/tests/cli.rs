@@ -2191,3 +2191,159 @@ fn progress_lines_reach_a_log_file() {
     }
     assert!(err.contains("/s, ETA "), "{err}");
 }
+
+/// Defect "`run --out DIR` overwrites the user's own `DIR/config.toml`": a config kept in the run
+/// folder under the name the run writes its resolved config to is refused before anything is
+/// written, and the file is left as it was; the run folder's own resolved config is still
+/// accepted as a config.
+#[test]
+fn a_config_that_is_the_run_folders_config_toml_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let mine = out.join("config.toml");
+    let text_cfg = format!(
+        "# my experiment\nname = \"exp\"\n[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n",
+        fixtures().join("folder").display()
+    );
+    std::fs::write(&mine, &text_cfg).unwrap();
+    let prepare = |cfg: &Path| {
+        autosampler(
+            &[
+                "data",
+                "prepare",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let o = prepare(&mine);
+    assert!(
+        !o.status.success() && text(&o).contains("is the run folder's own config.toml"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), text_cfg);
+    assert!(!out.join("split.json").exists(), "nothing written");
+    // from elsewhere the run writes its resolved config there, and that file is a config too
+    let elsewhere = dir.path().join("exp.toml");
+    std::fs::write(&elsewhere, &text_cfg).unwrap();
+    let o = prepare(&elsewhere);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = prepare(&mine);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Defect "messages": `--out` naming a file said only "File exists (os error 17)", and `eval
+/// --checkpoint` with a missing file printed a Debug struct.
+#[test]
+fn an_out_that_is_a_file_and_a_missing_checkpoint_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nthreads = 1\n",
+    );
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let o = stage("run", &cfg, &file, &cache);
+    assert!(
+        !o.status.success() && text(&o).contains("notes.txt: a file, not a folder"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    let missing = dir.path().join("missing.safetensors");
+    let o = autosampler(
+        &[
+            "eval",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--checkpoint",
+            missing.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let t = text(&o);
+    assert!(
+        !o.status.success()
+            && t.contains("missing.safetensors")
+            && t.contains("No such file")
+            && !t.contains("Torch("),
+        "{t}"
+    );
+}
+
+/// Defect "a moved dataset blocks resume": the same bytes at a new path are the same data (the
+/// split records their content checksum), so the run continues and says the source moved; other
+/// content at the new path is refused naming `root`. And a run folder's `config.toml` is a config
+/// that works from any folder (its paths are absolute).
+#[test]
+fn a_moved_dataset_is_recognised_by_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    copy_tree(&fixtures().join("folder"), &a);
+    let config = |root: &Path| {
+        let p = dir.path().join("exp.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"exp\"\n[data.source]\nformat = \"image-folder\"\nroot = \"{}\"\n[data.split]\nval_per_class = 1\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let out = dir.path().join("run");
+    let prepare = |cfg: &Path, cwd: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_autosampler"))
+            .args([
+                "data",
+                "prepare",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("AUTOSAMPLER_CACHE", &cache)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let o = prepare(&config(&a), dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let split = std::fs::read(out.join("split.json")).unwrap();
+    std::fs::rename(&a, &b).unwrap();
+    let o = prepare(&config(&b), dir.path());
+    assert!(
+        o.status.success() && text(&o).contains("(the same content): the split is reused"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(out.join("split.json")).unwrap(),
+        split,
+        "the split is kept"
+    );
+    // the run folder's own config.toml, from another working folder
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let o = prepare(&out.join("config.toml"), &elsewhere);
+    assert!(o.status.success(), "{}", text(&o));
+    // other content at the new path: refused, naming root
+    std::fs::copy(b.join("train/b/000.png"), b.join("train/a/000.png")).unwrap();
+    let o = prepare(&config(&b), dir.path());
+    assert!(
+        !o.status.success()
+            && text(&o).contains(&format!("[data.source] root = {}", b.display()))
+            && text(&o).contains("not the data"),
+        "{}",
+        text(&o)
+    );
+}

@@ -272,6 +272,38 @@ impl Config {
         self
     }
 
+    /// The config as a run folder's `config.toml` records it: [`Config::to_toml`] with every path
+    /// absolute, so that the file is a config that works from any folder.
+    pub fn to_run_toml(&self) -> String {
+        let mut c = self.clone();
+        if let Ok(cwd) = std::env::current_dir() {
+            c.resolve_paths(&cwd);
+        }
+        c.to_toml()
+    }
+
+    /// Every path made canonical where it exists (data source, agent `from`/`init`, CAM model,
+    /// cache folder): configs that name the same files compare equal however they spell them.
+    pub fn canonical_paths(&mut self) {
+        self.data.source = crate::pipeline::canonical_source(&self.data.source);
+        let cam_model = match self.train.as_mut().map(|t| &mut t.mix) {
+            Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
+            _ => None,
+        };
+        let (agent_from, agent_init) = match self.agent.as_mut() {
+            Some(a) => (a.from.as_mut(), a.init.as_mut()),
+            None => (None, None),
+        };
+        for p in [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(c) = std::fs::canonicalize(&*p) {
+                *p = c;
+            }
+        }
+    }
+
     /// The config as TOML, every default filled in.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")

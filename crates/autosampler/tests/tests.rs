@@ -383,6 +383,84 @@ fn split_lists_with_val_and_errors() {
     assert!(e.contains("bad.txt: line 1") && e.contains("`zero`"), "{e}");
 }
 
+/// Defects "split lists read outside `root`" and "accept duplicate lines", and "a label typo is
+/// reported as val_per_class too large": each is refused naming the list file and the line.
+#[test]
+fn split_lists_refuse_paths_outside_root_duplicates_and_label_gaps() {
+    let d = fixtures();
+    let mut src = SourceConfig::new(Format::SplitList, d.join("folder"));
+    src.test_list = Some(d.join("lists/test.txt"));
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("train.txt");
+    src.train_list = Some(list.clone());
+    let scan = |text: &str| {
+        std::fs::write(&list, text).unwrap();
+        Catalog::scan(&src)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = scan(
+        "train/a/000.png 0
+../folder/train/a/001.png 0
+",
+    );
+    assert!(
+        e.contains("train.txt: line 2") && e.contains("not a path inside root"),
+        "{e}"
+    );
+    let e = scan(&format!(
+        "train/a/000.png 0
+{}/train/a/001.png 0
+",
+        d.join("folder").display()
+    ));
+    assert!(
+        e.contains("line 2") && e.contains("not a path inside root"),
+        "{e}"
+    );
+    let e = scan(
+        "train/a/000.png 0
+train/b/000.png 1
+train/a/000.png 0
+",
+    );
+    assert!(
+        e.contains("train.txt: line 3") && e.contains("listed twice") && e.contains("line 1"),
+        "{e}"
+    );
+    // a test image in the training list
+    let e = scan(
+        "train/a/000.png 0
+test/a/100.png 0
+",
+    );
+    assert!(
+        e.contains("test.txt: line 1") && e.contains("listed twice"),
+        "{e}"
+    );
+    // 99 where 1 was meant: classes 2..98 would have no training image
+    let e = scan(
+        "train/a/000.png 0
+train/b/000.png 99
+train/c/000.png 2
+",
+    );
+    assert!(
+        e.contains("train.txt: line 2") && e.contains("label 99, but class 1 has no training image"),
+        "{e}"
+    );
+    assert_eq!(
+        scan(
+            "train/a/000.png 0
+train/b/000.png 1
+train/c/000.png 2
+"
+        ),
+        ""
+    );
+}
+
 #[test]
 fn bad_split_parameters() {
     let caches = tempfile::tempdir().unwrap();
@@ -1334,4 +1412,28 @@ fn predict_on_a_wrong_sized_image_says_to_resize_the_image() {
     // an 8×8 image is read
     image::RgbImage::new(8, 8).save(&f).unwrap();
     assert_eq!(inputs(&card, &[f]).unwrap().size(), [1, 3, 8, 8]);
+}
+
+/// Defect "a huge image with `resize = "exact"` is fully decoded before its size is refused":
+/// the size comes from the header. A PNG cut in the middle of its pixel data (it claims
+/// 4000 × 3000 and cannot be decoded) is refused for its size, which only the header can have said.
+#[test]
+fn an_image_of_the_wrong_size_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.png");
+    image::RgbImage::new(4000, 3000).save(&f).unwrap();
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    let e = autosampler::data::decode::decode_file(&f, 16, Resize::Exact)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("big.png") && e.contains("image is 4000×3000: expected 16×16"),
+        "{e}"
+    );
+    // with a resize policy the whole image is needed, and the cut file is a decoding error
+    let e = autosampler::data::decode::decode_file(&f, 16, Resize::Stretch)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("big.png") && !e.contains("4000×3000"), "{e}");
 }

@@ -54,12 +54,7 @@ pub fn decode(
             }
             RgbImage::from_raw(32, 32, hwc).expect("32×32×3 bytes")
         }
-        Origin::File(rel) => {
-            let bytes = tree.read(rel)?;
-            image::load_from_memory(&bytes)
-                .map_err(|e| Error::format(tree.display(rel), decode_error(&e)))?
-                .to_rgb8()
-        }
+        Origin::File(rel) => load(&tree.read(rel)?, size, resize, || tree.display(rel))?,
     };
     let shown = || match &item.origin {
         Origin::File(rel) => tree.display(rel),
@@ -71,10 +66,35 @@ pub fn decode(
 /// An image file (JPEG or PNG) brought to `size`×`size`×3 bytes by `resize`, for prediction.
 pub fn decode_file(path: &std::path::Path, size: u32, resize: Resize) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
-        .map_err(|e| Error::format(path.display(), decode_error(&e)))?
-        .to_rgb8();
+    let img = load(&bytes, size, resize, || path.display().to_string())?;
     Ok(fit(img, None, size, resize, || path.display().to_string())?.0)
+}
+
+/// Decodes an image file's bytes to RGB. With `resize = "exact"` the size is read from the header
+/// first, so an image of another size is refused without decoding it (a 20000 × 20000 PNG would
+/// take 1.2 GB to decode only to be refused).
+fn load(bytes: &[u8], size: u32, resize: Resize, shown: impl Fn() -> String) -> Result<RgbImage> {
+    if resize == Resize::Exact {
+        let dims = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok());
+        if let Some((w, h)) = dims.filter(|&d| d != (size, size)) {
+            return Err(wrong_size(&shown(), w, h, size));
+        }
+    }
+    Ok(image::load_from_memory(bytes)
+        .map_err(|e| Error::format(shown(), decode_error(&e)))?
+        .to_rgb8())
+}
+
+fn wrong_size(shown: &str, w: u32, h: u32, size: u32) -> Error {
+    Error::format(
+        shown,
+        format!(
+            "image is {w}×{h}: expected {size}×{size} (set `resize = \"stretch\"` or \"center-crop\", or another image_size)"
+        ),
+    )
 }
 
 /// `img` brought to `size`×`size` by `resize`, its box mapped along; `shown` names it in errors.
@@ -90,22 +110,21 @@ fn fit(
         return Ok((img.into_raw(), bbox));
     }
     let (out, bbox) = match resize {
-        Resize::Exact => {
-            return Err(Error::format(
-                shown(),
-                format!(
-                    "image is {w}×{h}: expected {size}×{size} (set `resize = \"stretch\"` or \"center-crop\", or another image_size)"
-                ),
-            ))
-        }
+        Resize::Exact => return Err(wrong_size(&shown(), w, h, size)),
         Resize::Stretch => {
             let (sx, sy) = (size as f32 / w as f32, size as f32 / h as f32);
             let b = bbox.map(|b| [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
-            (imageops::resize(&img, size, size, imageops::FilterType::Triangle), b)
+            (
+                imageops::resize(&img, size, size, imageops::FilterType::Triangle),
+                b,
+            )
         }
         Resize::CenterCrop => {
             let s = size as f32 / w.min(h) as f32;
-            let (nw, nh) = (((w as f32 * s).round() as u32).max(size), ((h as f32 * s).round() as u32).max(size));
+            let (nw, nh) = (
+                ((w as f32 * s).round() as u32).max(size),
+                ((h as f32 * s).round() as u32).max(size),
+            );
             let big = imageops::resize(&img, nw, nh, imageops::FilterType::Triangle);
             let (ox, oy) = ((nw - size) / 2, (nh - size) / 2);
             let crop = imageops::crop_imm(&big, ox, oy, size, size).to_image();

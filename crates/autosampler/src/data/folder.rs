@@ -110,6 +110,9 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
     lists.push((Pool::Test, test_list));
     let mut pools = Vec::new();
     let mut num_classes = names.as_ref().map(|n| n.len() as u32);
+    // an image once in a list, and a training image in no other list: a line repeated would put
+    // one image in the hold-out and in training, or in training and the test set
+    let mut seen: std::collections::HashMap<String, (Pool, String, usize)> = std::collections::HashMap::new();
     for (pool, list) in lists {
         let shown = list.display().to_string();
         let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
@@ -139,6 +142,31 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
                     ));
                 }
             }
+            if std::path::Path::new(path)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(line_error(
+                    &shown,
+                    i + 1,
+                    format!("`{path}` is not a path inside root (no `..`, no absolute paths)"),
+                ));
+            }
+            if let Some((p, f, l)) = seen.insert(path.to_string(), (pool, shown.clone(), i + 1)) {
+                if p == pool || p == Pool::Train {
+                    return Err(line_error(
+                        &shown,
+                        i + 1,
+                        format!(
+                            "`{path}` is listed twice (also {f} line {l}): a training image must be in one list, once"
+                        ),
+                    ));
+                }
+                tracing::warn!(
+                    "{shown} line {}: `{path}` is also in {f} (line {l}): validation and test share images, so choices made on validation are not independent of the test score",
+                    i + 1
+                );
+            }
             if !tree.is_file(path) {
                 return Err(line_error(
                     &shown,
@@ -156,8 +184,31 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
             return Err(Error::format(&shown, "empty list: expected `path label` lines"));
         }
         if pool == Pool::Train && num_classes.is_none() {
-            // Without a names file, the classes are 0..=max label of the training list.
-            num_classes = Some(items.iter().map(|i| i.label).max().unwrap_or(0) + 1);
+            // Without a names file, the classes are 0..=max label of the training list, each with
+            // training images: a gap is most likely a typo in the line of the largest label.
+            let max = items.iter().map(|i| i.label).max().unwrap_or(0);
+            let mut has = vec![false; max as usize + 1];
+            for it in &items {
+                has[it.label as usize] = true;
+            }
+            if let Some(gap) = has.iter().position(|h| !h) {
+                let line = text
+                    .lines()
+                    .position(|l| {
+                        l.trim()
+                            .rsplit_once(char::is_whitespace)
+                            .is_some_and(|(_, lab)| lab.parse() == Ok(max))
+                    })
+                    .map_or(0, |i| i + 1);
+                return Err(line_error(
+                    &shown,
+                    line,
+                    format!(
+                        "label {max}, but class {gap} has no training image: the labels must run from 0 without gaps (a typo? or declare the classes with `class_names`)"
+                    ),
+                ));
+            }
+            num_classes = Some(max + 1);
         }
         pools.push((pool, items));
     }

@@ -105,6 +105,17 @@ impl Dataset {
     /// Rebuilds a dataset from a saved split alone: opens the cache it names, or rebuilds the cache
     /// from the source named in the split, whose checksum must still match.
     pub fn open(split: Split, cache_root: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<Dataset> {
+        Dataset::open_from(split, None, cache_root, progress)
+    }
+
+    /// [`Dataset::open`], rebuilding a missing or damaged cache from `source` (the same content
+    /// at another path) instead of the source the split names.
+    pub fn open_from(
+        split: Split,
+        source: Option<&SourceConfig>,
+        cache_root: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Dataset> {
         let dir = cache_root.join(&split.cache_key);
         let opened = dir.join("meta.json").is_file().then(|| Cache::open_checked(&dir));
         let cache = match opened {
@@ -114,7 +125,7 @@ impl Dataset {
                 if let Some(Err(e)) = other {
                     tracing::warn!("{e}: rebuilding the cache {} from its source", dir.display());
                 }
-                let catalog = Catalog::scan(&split.source)?;
+                let catalog = Catalog::scan(source.unwrap_or(&split.source))?;
                 Cache::open_or_build(&catalog, cache_root, progress)?
             }
         };

@@ -471,6 +471,9 @@ impl Model {
 
     /// Loads weights saved by [`Model::save`] (or by PyTorch with the same names).
     pub fn load(&mut self, path: &std::path::Path) -> Result<()> {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(crate::Error::io(path, e));
+        }
         let tensors = Tensor::read_safetensors(path)
             .map_err(|e| crate::Error::format(path.display(), format!("cannot read safetensors: {e}")))?;
         let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();

@@ -327,6 +327,39 @@ pub fn canonical_source(s: &SourceConfig) -> SourceConfig {
     s
 }
 
+/// A data source at another path than the split recorded: the same data is identified by its
+/// content (the checksum the split recorded), not its path. Returns the source to read it from;
+/// an error names what differs (`[data.source]` keys other than paths, or the content at `root`).
+fn moved_source(old: &Split, now: &SourceConfig, split_path: &std::path::Path) -> Result<SourceConfig> {
+    let mut was = canonical_source(&old.source);
+    let is = canonical_source(now);
+    was.root = is.root.clone();
+    was.train_list = is.train_list.clone();
+    was.test_list = is.test_list.clone();
+    was.val_list = is.val_list.clone();
+    was.class_names = is.class_names.clone();
+    if was != is {
+        return Err(invalid!(
+            "{} was drawn from another [data.source] config (its format or decoding options differ, not only its paths): use another --out, or delete the run folder",
+            split_path.display()
+        ));
+    }
+    let catalog = Catalog::scan(now)?;
+    let records = data::decode::RecordFiles::load(&catalog)?;
+    let sum = data::cache::content_checksum(&catalog, &records)?;
+    if sum != old.checksum {
+        return Err(invalid!(
+            "[data.source] root = {}: not the data {} was drawn from ({}; content checksum {} where the split records {}): point root at that data, use another --out, or delete the run folder",
+            now.root.display(),
+            split_path.display(),
+            old.source.root.display(),
+            &sum[..12.min(sum.len())],
+            &old.checksum[..12.min(old.checksum.len())]
+        ));
+    }
+    Ok(now.clone())
+}
+
 /// The data stage: takes the run folder's lock, refuses a config that the folder's started stages
 /// were not made with (before anything is written), reuses the split when it was drawn from the
 /// same data config (another is refused), then writes `config.toml` and the class histogram.
@@ -341,15 +374,27 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
     let split_path = run.split();
     let ds = if split_path.is_file() {
         let old = Split::load(&split_path)?;
-        if !same_source(&old.source, &cfg.data.source) || old.config != cfg.data.split {
+        if old.config != cfg.data.split {
             return Err(invalid!(
-                "{} was drawn from another data config: use another --out, or delete the run folder",
+                "{} was drawn with another [data.split] config: use another --out, or delete the run folder",
                 split_path.display()
+            ));
+        }
+        let moved = if same_source(&old.source, &cfg.data.source) {
+            None
+        } else {
+            Some(moved_source(&old, &cfg.data.source, &split_path)?)
+        };
+        if let Some(m) = &moved {
+            obs.note(&format!(
+                "source    moved: {} → {} (the same content): the split is reused",
+                old.source.root.display(),
+                m.root.display()
             ));
         }
         obs.note(&format!("split     {} (complete, reused)", split_path.display()));
         obs.task("decoding", 0);
-        let ds = Dataset::open(old, &cfg.cache_root(), &|n| obs.advance(n, ""));
+        let ds = Dataset::open_from(old, moved.as_ref(), &cfg.cache_root(), &|n| obs.advance(n, ""));
         obs.task_done();
         ds?
     } else {
@@ -360,7 +405,7 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
     if manifest::read(run, Stage::Split).is_none_or(|m| !manifest::outputs_intact(run, &m)) {
         manifest::commit(run, Stage::Split, Inputs::new(), &[split_path], work)?;
     }
-    fsx::write_atomic(&run.config_toml(), cfg.to_toml().as_bytes())?;
+    fsx::write_atomic(&run.config_toml(), cfg.to_run_toml().as_bytes())?;
     let s = &ds.split;
     plot::class_histogram(
         &run.class_histogram(),
@@ -1375,7 +1420,7 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
 /// folder's config.toml is `cfg`'s, and each stage's outputs are intact. A folder run with another
 /// config is not finished for this one (`run` then reuses the stages whose inputs still match).
 pub fn finished(cfg: &Config, run: &RunDir) -> bool {
-    if std::fs::read_to_string(run.config_toml()).ok() != Some(cfg.to_toml()) {
+    if std::fs::read_to_string(run.config_toml()).ok() != Some(cfg.to_run_toml()) {
         return false;
     }
     let has = |s: Stage| manifest::read(run, s).is_some_and(|m| manifest::outputs_intact(run, &m));

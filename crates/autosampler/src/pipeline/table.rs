@@ -1,5 +1,5 @@
 //! `autosampler table`: the results of run folders, grouped by config over seeds.
-use super::{canonical_source, read_stage2, Basis, RunDir};
+use super::{read_stage2, Basis, RunDir};
 use crate::config::Config;
 use crate::train::stage1::EvalReport;
 use crate::train::stage2::Classifier;
@@ -95,7 +95,7 @@ pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
         let name = cfg.name.take().unwrap_or_else(|| run.name());
         // the split seed: it draws the validation images (and the rest of the run's randomness)
         let seed = cfg.data.split.seed;
-        cfg.data.source = canonical_source(&cfg.data.source);
+        cfg.canonical_paths();
         let key = cfg.with_seed(0).to_toml();
         let pos = match rows.iter().position(|((k, c), _)| c.is_none() && *k == key) {
             Some(p) => p,
