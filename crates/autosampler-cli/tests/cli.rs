@@ -2347,3 +2347,42 @@ fn a_moved_dataset_is_recognised_by_its_content() {
         text(&o)
     );
 }
+
+/// Defect "a damaged cache `meta.json` gives no advice": a cache whose `meta.json` does not read
+/// back is rebuilt from its source, the log naming the file.
+#[test]
+fn a_cache_with_a_damaged_meta_json_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = write_config(dir.path(), "");
+    let prepare = |out: &str| {
+        autosampler(
+            &[
+                "data",
+                "prepare",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+            ],
+            &cache,
+        )
+    };
+    let o = prepare("run");
+    assert!(o.status.success(), "{}", text(&o));
+    let key = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("meta.json").is_file())
+        .unwrap()
+        .path();
+    let meta = std::fs::read(key.join("meta.json")).unwrap();
+    std::fs::write(key.join("meta.json"), &meta[..meta.len() / 2]).unwrap();
+    let o = prepare("run2");
+    assert!(
+        o.status.success() && text(&o).contains("meta.json") && text(&o).contains("rebuilding the cache"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(key.join("meta.json")).unwrap(), meta);
+}

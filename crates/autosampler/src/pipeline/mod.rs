@@ -340,7 +340,7 @@ fn moved_source(old: &Split, now: &SourceConfig, split_path: &std::path::Path) -
     was.class_names = is.class_names.clone();
     if was != is {
         return Err(invalid!(
-            "{} was drawn from another [data.source] config (its format or decoding options differ, not only its paths): use another --out, or delete the run folder",
+            "{} was drawn from another data config ([data.source] differs in more than its paths: its format or decoding options): use another --out, or delete the run folder",
             split_path.display()
         ));
     }
@@ -376,7 +376,7 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
         let old = Split::load(&split_path)?;
         if old.config != cfg.data.split {
             return Err(invalid!(
-                "{} was drawn with another [data.split] config: use another --out, or delete the run folder",
+                "{} was drawn from another data config ([data.split] differs): use another --out, or delete the run folder",
                 split_path.display()
             ));
         }
