@@ -1437,3 +1437,75 @@ fn an_image_of_the_wrong_size_is_refused_from_its_header() {
         .to_string();
     assert!(e.contains("big.png") && !e.contains("4000×3000"), "{e}");
 }
+
+/// The config reference (docs/config-reference.md) lists every key that any shipped config
+/// resolves to, in its section: a key added to a config section without a line in the reference
+/// fails here.
+#[test]
+fn the_config_reference_lists_every_key_of_every_shipped_config() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                out.push(p);
+            }
+        }
+    }
+    fn keys(v: &toml::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let here = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    keys(v, &here, out);
+                }
+            }
+            _ => {
+                out.insert(at.to_string());
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/config-reference.md")).unwrap();
+    // the reference's sections: `## `[train]`` … up to the next `## `
+    let section = |name: &str| -> &str {
+        let head = format!("## `[{name}]`");
+        let at = doc.find(&head).unwrap_or_else(|| panic!("no section {head}"));
+        let rest = &doc[at + head.len()..];
+        &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+    };
+    let mut files = Vec::new();
+    walk(&root.join("configs"), &mut files);
+    let mut all = std::collections::BTreeSet::new();
+    for f in files {
+        let c = autosampler::config::Config::load_unchecked(&f).unwrap_or_else(|e| panic!("{e}"));
+        keys(&toml::from_str(&c.to_toml()).unwrap(), "", &mut all);
+    }
+    assert!(all.len() >= 100, "{} keys", all.len());
+    let mut missing = Vec::new();
+    for k in &all {
+        let (sec, key) = match k.split_once('.') {
+            None => ("Top level", k.as_str()),
+            Some(("data", rest)) if rest.starts_with("source.") => ("data.source", &rest["source.".len()..]),
+            Some(("data", _)) => ("data.split", k.as_str()),
+            Some((s, rest)) => (s, rest),
+        };
+        let text = if sec == "Top level" {
+            &doc[doc.find("## Top level").unwrap()..doc.find("## `[data.source]`").unwrap()]
+        } else {
+            section(sec)
+        };
+        if !text.contains(&format!("`{key}`")) {
+            missing.push(k.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/config-reference.md: {missing:?}"
+    );
+}
