@@ -69,6 +69,19 @@ impl Config {
         }
         if let Some(t) = &self.train {
             t.check()?;
+            let side = self.data.source.image_size.or(match self.data.source.format {
+                crate::data::Format::Cifar10Bin | crate::data::Format::Cifar100Bin => Some(32),
+                crate::data::Format::TinyImagenet => Some(64),
+                _ => None,
+            });
+            if let (Some(c), Some(side)) = (&t.cutout, side) {
+                if c.size > side {
+                    return Err(crate::invalid!(
+                        "[train] cutout.size = {} is larger than the {side} px images: at most {side}",
+                        c.size
+                    ));
+                }
+            }
             if t.method == crate::train::stage1::Method::Bbn
                 && !self.model.as_ref().is_some_and(|m| m.bilateral)
             {

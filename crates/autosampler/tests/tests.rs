@@ -505,6 +505,8 @@ fn collect_batches_ra(
         .unwrap();
     let lc = LoaderConfig {
         randaugment,
+        autoaugment: None,
+        cutout: None,
         batch_size: 4,
         threads,
         augment: aug,
@@ -608,6 +610,8 @@ fn loader_shares_cut_the_whole_batch_into_parts() {
     let plan: Vec<usize> = (0..view.len()).chain(0..view.len()).take(21).collect();
     let lc = LoaderConfig {
         randaugment: None,
+        autoaugment: None,
+        cutout: None,
         batch_size: 8,
         threads: 2,
         augment: Augment::cifar(),
@@ -677,6 +681,8 @@ fn loader_stops_on_the_first_error() {
     let plan: Vec<usize> = (0..view.len()).collect();
     let lc = LoaderConfig {
         randaugment: None,
+        autoaugment: None,
+        cutout: None,
         batch_size: 2,
         threads: 2,
         augment: Augment::None,
@@ -1508,4 +1514,30 @@ fn the_config_reference_lists_every_key_of_every_shipped_config() {
         missing.is_empty(),
         "keys missing from docs/config-reference.md: {missing:?}"
     );
+}
+
+/// Bad input for the recipe's augmentations: Cutout larger than the image and AutoAugment beside
+/// RandAugment are refused at load, naming the key.
+#[test]
+fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
+    let base =
+        "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
+    let parse = |extra: &str| {
+        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = parse("cutout = { size = 40 }\n");
+    assert!(
+        e.contains("[train] cutout.size = 40 is larger than the 32 px images"),
+        "{e}"
+    );
+    let e = parse("cutout = { size = 0 }\n");
+    assert!(e.contains("cutout.size"), "{e}");
+    let e = parse("autoaugment = \"cifar10\"\nrandaugment = { ops = 2, magnitude = 9 }\n");
+    assert!(e.contains("autoaugment and randaugment are both set"), "{e}");
+    let e = parse("autoaugment = \"imagenet\"\n");
+    assert!(e.contains("autoaugment") && e.contains("cifar10"), "{e}");
+    assert_eq!(parse("autoaugment = \"cifar10\"\ncutout = { size = 16 }\n"), "");
 }

@@ -344,6 +344,8 @@ pub fn train_with(
     let normalize = Normalize::default();
     let lc = LoaderConfig {
         randaugment: None,
+        autoaugment: None,
+        cutout: None,
         batch_size: cfg.batch_size,
         threads: cfg.threads,
         augment: augment_of(cfg, view.size),

@@ -249,6 +249,37 @@ fn taps(o: usize, start: f32, len: f32, s: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
+/// `[train] cutout = { size = 16 }`: Cutout (DeVries & Taylor 2017) as its reference code does
+/// it: one `size`×`size` square, its centre drawn uniformly over the image, clipped at the
+/// borders, set to zero in the normalised image (the dataset's mean colour) after the crop and
+/// flip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cutout {
+    pub size: u32,
+}
+
+impl Cutout {
+    /// Zeroes the square in `out` (`3`×`s`×`s`, CHW); returns its rows and columns (clipped).
+    pub fn apply(
+        &self,
+        out: &mut [f32],
+        s: usize,
+        rng: &mut impl Rng,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (cy, cx) = (rng.random_range(0..s) as i64, rng.random_range(0..s) as i64);
+        let half = self.size as i64 / 2;
+        let clip = |c: i64| (c - half).clamp(0, s as i64) as usize..(c + half).clamp(0, s as i64) as usize;
+        let (rows, cols) = (clip(cy), clip(cx));
+        for plane in out.chunks_mut(s * s) {
+            for y in rows.clone() {
+                plane[y * s + cols.start..y * s + cols.end].fill(0.0);
+            }
+        }
+        (rows, cols)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +356,32 @@ mod tests {
         for _ in 0..1000 {
             let (x, y, w, h) = resized_crop_window(64, [0.08, 1.0], [0.75, 4.0 / 3.0], &mut rng);
             assert!(w > 0 && h > 0 && x + w <= 64 && y + h <= 64);
+        }
+    }
+
+    /// Cutout as the reference code (DeVries & Taylor) draws it: centre (cy, cx) uniform over the
+    /// image, the square [cy − size/2, cy + size/2) × [cx − size/2, cx + size/2) clipped, zero in
+    /// every channel. Here on an 8 px image of ones, size 4.
+    #[test]
+    fn cutout_zeroes_one_clipped_square_in_every_channel() {
+        let s = 8;
+        for seed in 0..20 {
+            let mut out = vec![1.0f32; 3 * s * s];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let (rows, cols) = Cutout { size: 4 }.apply(&mut out, s, &mut rng);
+            // the same draws give the centre: the square is clipped at the borders
+            let mut again = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let (cy, cx): (usize, usize) = (again.random_range(0..s), again.random_range(0..s));
+            assert_eq!(rows, cy.saturating_sub(2)..(cy + 2).min(s));
+            assert_eq!(cols, cx.saturating_sub(2)..(cx + 2).min(s));
+            for c in 0..3 {
+                for y in 0..s {
+                    for x in 0..s {
+                        let inside = rows.contains(&y) && cols.contains(&x);
+                        assert_eq!(out[c * s * s + y * s + x], if inside { 0.0 } else { 1.0 });
+                    }
+                }
+            }
         }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Image `k` of the plan is augmented with the generator `chacha(seed, [epoch, k])`, so a batch's
 //! content depends on (seed, epoch, plan) only — never on the number of threads or their timing.
-use super::augment::{apply, Augment, Lut, Normalize, Window};
-use super::randaugment::RandAugment;
+use super::augment::{apply, Augment, Cutout, Lut, Normalize, Window};
+use super::randaugment::{AutoAugment, RandAugment};
 use super::View;
 use crate::rng::chacha;
 use crate::{Error, Result};
@@ -22,6 +22,10 @@ pub struct LoaderConfig {
     pub augment: Augment,
     /// RandAugment on the source image before `augment`'s crop and flip.
     pub randaugment: Option<RandAugment>,
+    /// AutoAugment's policy, where RandAugment goes (a config has one or the other).
+    pub autoaugment: Option<AutoAugment>,
+    /// Cutout on the normalised image, after the crop and flip.
+    pub cutout: Option<Cutout>,
     pub normalize: Normalize,
     /// Drop a last, smaller batch.
     pub drop_last: bool,
@@ -36,6 +40,8 @@ impl LoaderConfig {
             threads,
             augment: Augment::None,
             randaugment: None,
+            autoaugment: None,
+            cutout: None,
             normalize: *normalize,
             drop_last: false,
             seed: 0,
@@ -147,16 +153,25 @@ pub fn for_each_batch_shares(
         let (mut buf, mut tmp) = (Vec::new(), Vec::new());
         for (j, (&i, out)) in idx.iter().zip(pixels.chunks_mut(3 * o * o)).enumerate() {
             let mut rng = chacha(cfg.seed, &[epoch as u64, (start + j) as u64]);
-            let img = match &cfg.randaugment {
-                Some(ra) => {
+            let img = match (&cfg.randaugment, &cfg.autoaugment) {
+                (Some(ra), _) => {
                     buf.clear();
                     buf.extend_from_slice(view.image(i));
                     ra.apply(&mut buf, s as usize, &mut tmp, &mut rng);
                     &buf[..]
                 }
-                None => view.image(i),
+                (None, Some(aa)) => {
+                    buf.clear();
+                    buf.extend_from_slice(view.image(i));
+                    aa.apply(&mut buf, s as usize, &mut tmp, &mut rng);
+                    &buf[..]
+                }
+                (None, None) => view.image(i),
             };
             windows.push(apply(&cfg.augment, img, s, out, &lut, &mut rng));
+            if let Some(c) = &cfg.cutout {
+                c.apply(out, o, &mut rng);
+            }
         }
         Assembled {
             pixels,

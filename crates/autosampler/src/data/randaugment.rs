@@ -67,6 +67,8 @@ pub enum Op {
     Solarize,
     AutoContrast,
     Equalize,
+    /// 255 − p (AutoAugment's; not one of RandAugment's 14).
+    Invert,
 }
 
 pub const OPS: [Op; 14] = [
@@ -196,6 +198,79 @@ pub fn apply_op(op: Op, v: f32, img: &mut [u8], s: usize, tmp: &mut Vec<u8>) {
             for c in 0..3 {
                 equalize_channel(img, c);
             }
+        }
+        Op::Invert => img.iter_mut().for_each(|p| *p = 255 - *p),
+    }
+}
+
+/// `[train] autoaugment`: AutoAugment (Cubuk et al. 2019) with a learned policy, as torchvision's
+/// `transforms.AutoAugment`: one of the policy's sub-policies drawn uniformly per image, each of
+/// its two operations applied with its probability at its strength (index into 10 levels, the
+/// same strength table as RandAugment's with 10 bins), a signed operation's direction drawn by a
+/// coin. Runs where RandAugment does: on the u8 image before the crop and flip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoAugment {
+    /// The policy learned on reduced CIFAR-10 (torchvision's `AutoAugmentPolicy.CIFAR10`).
+    Cifar10,
+}
+
+/// One operation of a sub-policy: the operation, its probability and its strength index (0–9;
+/// none for the operations without a strength).
+pub type Step = (Op, f64, Option<u8>);
+
+/// torchvision's `AutoAugmentPolicy.CIFAR10`, in its order.
+pub const CIFAR10_POLICY: [[Step; 2]; 25] = {
+    use Op::*;
+    [
+        [(Invert, 0.1, None), (Contrast, 0.2, Some(6))],
+        [(Rotate, 0.7, Some(2)), (TranslateX, 0.3, Some(9))],
+        [(Sharpness, 0.8, Some(1)), (Sharpness, 0.9, Some(3))],
+        [(ShearY, 0.5, Some(8)), (TranslateY, 0.7, Some(9))],
+        [(AutoContrast, 0.5, None), (Equalize, 0.9, None)],
+        [(ShearY, 0.2, Some(7)), (Posterize, 0.3, Some(7))],
+        [(Color, 0.4, Some(3)), (Brightness, 0.6, Some(7))],
+        [(Sharpness, 0.3, Some(9)), (Brightness, 0.7, Some(9))],
+        [(Equalize, 0.6, None), (Equalize, 0.5, None)],
+        [(Contrast, 0.6, Some(7)), (Sharpness, 0.6, Some(5))],
+        [(Color, 0.7, Some(7)), (TranslateX, 0.5, Some(8))],
+        [(Equalize, 0.3, None), (AutoContrast, 0.4, None)],
+        [(TranslateY, 0.4, Some(3)), (Sharpness, 0.2, Some(6))],
+        [(Brightness, 0.9, Some(6)), (Color, 0.2, Some(8))],
+        [(Solarize, 0.5, Some(2)), (Invert, 0.0, None)],
+        [(Equalize, 0.2, None), (AutoContrast, 0.6, None)],
+        [(Equalize, 0.2, None), (Equalize, 0.6, None)],
+        [(Color, 0.9, Some(9)), (Equalize, 0.6, None)],
+        [(AutoContrast, 0.8, None), (Solarize, 0.2, Some(8))],
+        [(Brightness, 0.1, Some(3)), (Color, 0.7, Some(0))],
+        [(Solarize, 0.4, Some(5)), (AutoContrast, 0.9, None)],
+        [(TranslateY, 0.9, Some(9)), (TranslateY, 0.7, Some(9))],
+        [(AutoContrast, 0.9, None), (Solarize, 0.8, Some(3))],
+        [(Equalize, 0.8, None), (Invert, 0.1, None)],
+        [(TranslateY, 0.7, Some(9)), (AutoContrast, 0.9, None)],
+    ]
+};
+
+impl AutoAugment {
+    /// The policy's sub-policies.
+    pub fn policy(&self) -> &'static [[Step; 2]] {
+        match self {
+            AutoAugment::Cifar10 => &CIFAR10_POLICY,
+        }
+    }
+
+    /// Applies one sub-policy, drawn from `rng`, to `img` (`s`×`s`×3, HWC) in place.
+    pub fn apply(&self, img: &mut [u8], s: usize, tmp: &mut Vec<u8>, rng: &mut impl Rng) {
+        let policy = self.policy();
+        let sub = policy[rng.random_range(0..policy.len())];
+        for (op, p, m) in sub {
+            let (draw, negative): (f64, bool) = (rng.random(), rng.random_bool(0.5));
+            if draw >= p {
+                continue;
+            }
+            let level = m.map_or(0.0, |m| m as f32 / 9.0);
+            let sign = if signed(op) && negative { -1.0 } else { 1.0 };
+            apply_op(op, sign * level, img, s, tmp);
         }
     }
 }
@@ -441,5 +516,43 @@ mod tests {
         let e = bad.check().unwrap_err().to_string();
         assert!(e.contains("randaugment.magnitude") && e.contains("31"), "{e}");
         assert!(RandAugment { ops: 0, ..ra }.check().is_err());
+    }
+
+    /// The CIFAR-10 policy is torchvision's `AutoAugmentPolicy.CIFAR10` (torchvision 0.26,
+    /// `transforms/autoaugment.py`): 25 sub-policies; the first, the fifteenth and the
+    /// twenty-third as torchvision lists them: (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    /// (("Solarize", 0.5, 2), ("Invert", 0.0, None)), (("AutoContrast", 0.9, None),
+    /// ("Solarize", 0.8, 3)).
+    #[test]
+    fn autoaugment_cifar10_is_torchvisions_policy() {
+        let p = AutoAugment::Cifar10.policy();
+        assert_eq!(p.len(), 25);
+        assert_eq!(p[0], [(Op::Invert, 0.1, None), (Op::Contrast, 0.2, Some(6))]);
+        assert_eq!(p[14], [(Op::Solarize, 0.5, Some(2)), (Op::Invert, 0.0, None)]);
+        assert_eq!(
+            p[22],
+            [(Op::AutoContrast, 0.9, None), (Op::Solarize, 0.8, Some(3))]
+        );
+        // torchvision's F.invert on uint8: 255 − x
+        let mut img = grid();
+        let before = img.clone();
+        apply_op(Op::Invert, 0.0, &mut img, 4, &mut Vec::new());
+        assert!(img.iter().zip(&before).all(|(a, b)| *a == 255 - *b));
+        // Posterize at strength index 7 of 10 keeps 8 − round(7 / 2.25) = 5 bits, as torchvision's
+        // table [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+        let mut img = vec![0xFFu8; 48];
+        apply_op(Op::Posterize, 7.0 / 9.0, &mut img, 4, &mut Vec::new());
+        assert!(img.iter().all(|&v| v == 0xF8));
+        // one image, one seed: the same sub-policy and draws every time; over many seeds some
+        // images change and some do not (every operation has a probability)
+        let run = |seed: u64| {
+            let mut img = grid();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            AutoAugment::Cifar10.apply(&mut img, 4, &mut Vec::new(), &mut rng);
+            img
+        };
+        assert_eq!(run(3), run(3));
+        let changed = (0..50).filter(|&s| run(s) != grid()).count();
+        assert!(changed > 10 && changed < 50, "{changed}");
     }
 }

@@ -79,6 +79,12 @@ pub struct TrainConfig {
     /// RandAugment before the crop and flip (stage 1 only; stage 2 re-trains on plain crops).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub randaugment: Option<RandAugment>,
+    /// AutoAugment's learned policy (`"cifar10"`) before the crop and flip, instead of RandAugment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoaugment: Option<crate::data::randaugment::AutoAugment>,
+    /// Cutout after the crop and flip (`{ size = 16 }` for CIFAR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutout: Option<crate::data::augment::Cutout>,
     pub normalize: Normalize,
     /// Each batch is computed in this many equal shares (ghost batches: batch norm normalises each
     /// share alone), whose gradients add up to the batch's. A data-parallel run of N ranks divides
@@ -128,6 +134,8 @@ impl Default for TrainConfig {
             mix: Default::default(),
             augment: Default::default(),
             randaugment: Default::default(),
+            autoaugment: None,
+            cutout: None,
             normalize: Default::default(),
             micro_batches: 1,
             threads: 2,
@@ -214,6 +222,21 @@ impl TrainConfig {
                     "[train] randaugment with agent-cutmix reading the agent's saved locations: its shears, shifts and rotations move the object away from the saved patch; set [train.mix] per_batch = true (the agent runs on every augmented batch) or leave randaugment out"
                 ));
             }
+        }
+        if self.autoaugment.is_some() {
+            if self.randaugment.is_some() {
+                return Err(invalid!(
+                    "[train] autoaugment and randaugment are both set: each replaces the other's place before the crop; keep one"
+                ));
+            }
+            if let MixConfig::AgentCutmix { per_batch: false, .. } = self.mix {
+                return Err(invalid!(
+                    "[train] autoaugment with agent-cutmix reading the agent's saved locations: its shears, shifts and rotations move the object away from the saved patch; set [train.mix] per_batch = true or leave autoaugment out"
+                ));
+            }
+        }
+        if let Some(c) = &self.cutout {
+            r.at_least("cutout.size", c.size as usize, 1)?;
         }
         if self.method == Method::Bbn && self.mix != MixConfig::default() {
             return Err(invalid!(
@@ -815,6 +838,8 @@ pub fn train_with(
     let augment = cfg.augment_for(train_view.size);
     let lc = LoaderConfig {
         randaugment: cfg.randaugment,
+        autoaugment: cfg.autoaugment,
+        cutout: cfg.cutout,
         batch_size: cfg.batch_size,
         threads: cfg.threads,
         augment,
@@ -823,6 +848,14 @@ pub fn train_with(
         seed: cfg.seed,
     };
     let epoch_len = cfg.sampler.epoch_len(&counts);
+    if let Some(c) = cfg.cutout.filter(|c| c.size > train_view.size) {
+        return Err(invalid!(
+            "[train] cutout.size = {} is larger than the {} px images: at most {}",
+            c.size,
+            train_view.size,
+            train_view.size
+        ));
+    }
     if rank == 0 && cfg.warmup_epochs > cfg.epochs {
         tracing::warn!(
             "[train] warmup_epochs = {} is more than epochs = {}: the learning rate never reaches lr = {}",

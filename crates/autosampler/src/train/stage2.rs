@@ -145,6 +145,8 @@ pub fn finetune_images(
     let members = crate::sampler::class_members(&view.labels);
     let lc = LoaderConfig {
         randaugment: None,
+        autoaugment: None,
+        cutout: None,
         batch_size: cfg.batch_size,
         threads: train.threads,
         augment: train.augment_for(view.size),
