@@ -69,6 +69,8 @@ fn main() -> Result<()> {
     let load = |randaugment: Option<RandAugment>| -> Result<(usize, f64, f64)> {
         let lc = LoaderConfig {
             randaugment,
+            autoaugment: None,
+            cutout: None,
             batch_size: 128,
             threads,
             augment: Augment::cifar(),

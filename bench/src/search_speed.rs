@@ -182,6 +182,8 @@ fn main() -> Result<()> {
         let plan = plan_with_replacement(&members, &[0.1; 10], view.len(), &mut rng);
         let lc = LoaderConfig {
             randaugment: None,
+            autoaugment: None,
+            cutout: None,
             batch_size: 128,
             threads: images_threads as usize,
             augment: Augment::cifar(),
