@@ -1846,6 +1846,7 @@ fn a_damaged_stage_output_is_rebuilt_identical_or_refused_naming_it() {
     let o = stage("run", &cfg, &out, &cache);
     assert!(o.status.success(), "{}", text(&o));
     let files = [
+        "split.json",
         "stage1/model.safetensors",
         "features/train.safetensors",
         "stage2/head.safetensors",

@@ -372,6 +372,11 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
         check_stage1_inputs(cfg, run)?;
     }
     let split_path = run.split();
+    if manifest::read(run, Stage::Split).is_some_and(|m| !manifest::outputs_intact(run, &m)) {
+        // a damaged split.json is drawn again from the config (the same seeded draw gives the
+        // same bytes), not read as it is and re-recorded
+        manifest::invalidate(run, Stage::Split)?;
+    }
     let ds = if split_path.is_file() {
         let old = Split::load(&split_path)?;
         if old.config != cfg.data.split {
