@@ -1043,7 +1043,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
         // reports before this key had no held-out scores: their best-on-val is recomputed
         .value(
             "selection",
-            &"heldout, post-hoc cross-fitted, default unless beaten by 1 SE",
+            &"heldout, post-hoc cross-fitted, default unless beaten by more than 1 SE",
         )
         .value("weights", &weights)
         .upstream(&feats);

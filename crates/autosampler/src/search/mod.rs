@@ -644,7 +644,11 @@ pub fn run(
         let d = FIXED_DEFAULT;
         let gain = r[best] - r[d];
         let se = p.paired_se(&items[best], &items[d]);
-        let f = if best != d && gain > se { best } else { d };
+        let f = if best != d && gain > se * (1.0 + 1e-9) + 1e-9 {
+            best
+        } else {
+            d
+        };
         (f, (FIXED[best].0.to_string(), gain, se))
     };
     let (f, fixed_gain) = if choice_pos.is_empty() {

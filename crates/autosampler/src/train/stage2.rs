@@ -574,7 +574,9 @@ impl Choice {
             0.0
         };
         let (gain, se) = (100.0 * mean, 100.0 * (var / n.max(1) as f64).sqrt());
-        let chosen = if best != default && gain > se && gain > 0.0 {
+        // "more than": a gain equal to its standard error (as 3 of 100 images with SE 3.00) is
+        // not, whatever the last bit of the floating-point SE says
+        let chosen = if best != default && gain > se * (1.0 + 1e-9) + 1e-9 && gain > 0.0 {
             best
         } else {
             default
@@ -639,6 +641,15 @@ mod tests {
         assert_eq!(c.gain, 50.0);
         assert!((c.se - 100.0 * (1.0f64 / 12.0).sqrt()).abs() < 1e-12, "{}", c.se);
         assert_eq!(c.chosen, la);
+        // the best right and the default wrong on 6 of 100 images, the other way on 3: gain 3.00,
+        // SE 100·√(8.91 / 99 / 100) = 3.00 in real numbers, a hair under in floating point: not
+        // more than one SE (a 200-epoch run's choice fell on exactly this edge)
+        let d: Vec<f64> = (0..100).map(|i| f64::from((6..9).contains(&i))).collect();
+        let b: Vec<f64> = (0..100).map(|i| f64::from(i < 6)).collect();
+        let c = Choice::decide("held", cb, la, &d, &b);
+        assert_eq!(c.gain, 3.0);
+        assert!((c.se - 3.0).abs() < 1e-9, "{}", c.se);
+        assert_eq!(c.chosen, cb);
         // the best is the default: kept whatever the numbers
         let c = Choice::decide("val", cb, cb, &[0.0, 1.0], &[0.0, 1.0]);
         assert_eq!((c.gain, c.se, c.chosen), (0.0, 0.0, cb));
