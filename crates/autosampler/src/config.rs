@@ -246,9 +246,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Makes the config's relative paths relative to `base` (the config file's folder).
-    fn resolve_paths(&mut self, base: &Path) {
-        self.data.source.resolve_paths(base);
+    /// The model, agent and cache paths a config names (the data source's paths are its own).
+    fn model_paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
         let cam_model = match self.train.as_mut().map(|t| &mut t.mix) {
             Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
             _ => None,
@@ -257,10 +256,15 @@ impl Config {
             Some(a) => (a.from.as_mut(), a.init.as_mut()),
             None => (None, None),
         };
-        for p in [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
+        [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
             .into_iter()
             .flatten()
-        {
+    }
+
+    /// Makes the config's relative paths relative to `base` (the config file's folder).
+    fn resolve_paths(&mut self, base: &Path) {
+        self.data.source.resolve_paths(base);
+        for p in self.model_paths_mut() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -299,18 +303,7 @@ impl Config {
     /// cache folder): configs that name the same files compare equal however they spell them.
     pub fn canonical_paths(&mut self) {
         self.data.source = crate::pipeline::canonical_source(&self.data.source);
-        let cam_model = match self.train.as_mut().map(|t| &mut t.mix) {
-            Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(model),
-            _ => None,
-        };
-        let (agent_from, agent_init) = match self.agent.as_mut() {
-            Some(a) => (a.from.as_mut(), a.init.as_mut()),
-            None => (None, None),
-        };
-        for p in [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
-            .into_iter()
-            .flatten()
-        {
+        for p in self.model_paths_mut() {
             if let Ok(c) = std::fs::canonicalize(&*p) {
                 *p = c;
             }

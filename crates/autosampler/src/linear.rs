@@ -286,6 +286,12 @@ pub fn aggregate(kind: Score, items: &[f64], labels: &[i64], classes: usize) -> 
         .sum()
 }
 
+/// Whether `gain` is more than one standard error `se`: a gain equal to it (3 of 100 images with
+/// SE 3.00) is not, whatever the last bit of the floating-point SE says.
+pub fn beyond_se(gain: f64, se: f64) -> bool {
+    gain > se * (1.0 + 1e-9) + 1e-9
+}
+
 /// The standard error of `aggregate(a) − aggregate(b)` for two classifiers scored on the same
 /// items, from their per-item differences (paired: items both get right or wrong cancel), within
 /// each class for the per-class means.

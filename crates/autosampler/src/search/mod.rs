@@ -644,7 +644,7 @@ pub fn run(
         let d = FIXED_DEFAULT;
         let gain = r[best] - r[d];
         let se = p.paired_se(&items[best], &items[d]);
-        let f = if best != d && gain > se * (1.0 + 1e-9) + 1e-9 {
+        let f = if best != d && crate::linear::beyond_se(gain, se) {
             best
         } else {
             d

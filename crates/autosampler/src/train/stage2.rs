@@ -75,17 +75,6 @@ impl Classifier {
         Classifier::LogitAdjusted,
     ];
 
-    /// What `best-on-val` compares with the default: [`Classifier::CONCRETE`] and stage 1's own.
-    pub const CANDIDATES: [Classifier; 7] = [
-        Classifier::Retrained,
-        Classifier::CrtClassBalanced,
-        Classifier::CrtSquareRoot,
-        Classifier::Lws,
-        Classifier::TauNormalised,
-        Classifier::LogitAdjusted,
-        Classifier::Stage1,
-    ];
-
     /// The re-trained classifier: what a stage2/eval.json written before the key existed holds.
     pub fn retrained() -> Classifier {
         Classifier::Retrained
@@ -574,9 +563,7 @@ impl Choice {
             0.0
         };
         let (gain, se) = (100.0 * mean, 100.0 * (var / n.max(1) as f64).sqrt());
-        // "more than": a gain equal to its standard error (as 3 of 100 images with SE 3.00) is
-        // not, whatever the last bit of the floating-point SE says
-        let chosen = if best != default && gain > se * (1.0 + 1e-9) + 1e-9 && gain > 0.0 {
+        let chosen = if best != default && gain > 0.0 && crate::linear::beyond_se(gain, se) {
             best
         } else {
             default
