@@ -171,6 +171,7 @@ fn main() -> Result<()> {
                 head: Head::Linear,
                 stem: Stem::Small,
                 bilateral: false,
+                init: None,
             },
             10,
             Device::Cpu,

@@ -60,6 +60,7 @@ fn main() -> Result<()> {
         head: Head::Linear,
         stem: Stem::Small,
         bilateral: false,
+        init: None,
     };
     let model = Model::new(&cfg, 10, device)?;
     if cl {

@@ -135,6 +135,78 @@ def test_a_cosine_models_export_loads_strict_and_predicts_as_the_cli(tmp_path):
     assert diff < 1e-4, diff
 
 
+def _random_bn(net):
+    """Batch norm with random statistics and affine terms, so that eval mode is not an identity."""
+    g = torch.Generator().manual_seed(3)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "resnext50-32x4d"])
+def test_torchvisions_weights_give_torchvisions_logits_in_autosampler(tiny_run, tmp_path, arch):
+    """A torchvision ResNet's random state dict, through save_init, under a model card: autosampler's
+    network (predict --save-io) and the package's module give torchvision's logits."""
+    import torchvision
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = _random_bn(getattr(torchvision.models, arch.replace("-", "_"))(num_classes=3))
+    init = asp.save_init(net, tmp_path / "init.safetensors")
+    with safe_open(str(tiny_run[1] / "model.safetensors"), "pt") as f:
+        card = json.loads(f.metadata()["autosampler"])
+    card["model"] = {"arch": arch, "head": "linear", "stem": "imagenet", "bilateral": False}
+    model = tmp_path / "model.safetensors"
+    save_file(load_file(init), str(model), metadata={"autosampler": json.dumps(card)})
+    io = tmp_path / "io.safetensors"
+    cli("predict", "--model", model, FIXTURES / "folder/test", "--save-io", io)
+    t = load_file(io)
+    ours, _ = asp.load_model(model)
+    with torch.no_grad():
+        want = net(t["input"])
+        assert (want - t["logits"]).abs().max().item() < 1e-4
+        assert (ours(t["input"]) - want).abs().max().item() < 1e-5
+
+
+def test_save_init_reads_a_pth_under_state_dict_with_dataparallels_prefix(tmp_path):
+    net = asp.build_model({"arch": "resnet8"}, 3)
+    pth = tmp_path / "ck.pth"
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in net.state_dict().items()}}, pth)
+    got = load_file(asp.save_init(pth, tmp_path / "init.safetensors"))
+    assert got.keys() == net.state_dict().keys()
+    assert all(torch.equal(got[k], v) for k, v in net.state_dict().items())
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth: holds a list, not a state dict"):
+        asp.save_init(tmp_path / "list.pth", tmp_path / "x.safetensors")
+
+
+def test_bbn_and_tde_models_load_strict_and_predict_as_the_cli(tmp_path):
+    """TDE's network: BBN's bilateral body with the causal head (total-direct-effect inference)."""
+    cfg = tmp_path / "tde.toml"
+    cfg.write_text(
+        f'name = "tde"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
+        '[data.split]\nval_per_class = 1\n[model]\narch = "resnet8"\nbilateral = true\n'
+        "head = { causal = { heads = 2 } }\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n"
+    )
+    out = tmp_path / "out"
+    os.environ.setdefault("AUTOSAMPLER_CACHE", str(tmp_path / "cache"))
+    cli("run", "--config", cfg, "--out", out)
+    model, card = asp.load_model(out / "model.safetensors")
+    assert card.model["bilateral"] and "causal" in card.model["head"]
+    assert model.fc.embed.abs().sum() > 0, "the trained feature mean is loaded"
+    io = tmp_path / "io.safetensors"
+    cli("predict", "--run", out, FIXTURES / "folder/test", "--save-io", io)
+    t = load_file(io)
+    with torch.no_grad():
+        diff = (model(t["input"]) - t["logits"]).abs().max().item()
+    assert diff < 1e-4, diff
+
+
 def test_run_returns_the_run_folders_results(tiny_run, tmp_path):
     cfg, out = tiny_run
     r = asp.run(cfg, out=out)  # every stage complete: reused

@@ -2397,3 +2397,68 @@ fn a_cache_with_a_damaged_meta_json_is_rebuilt() {
     );
     assert_eq!(std::fs::read(key.join("meta.json")).unwrap(), meta);
 }
+
+/// `[model] init`: a run starts from another run's weights (a cosine classifier's `fc.weight` is
+/// another shape: re-initialised, and said); the same file moved elsewhere reuses the finished
+/// stage 1; another network's file is refused at load, naming tensors, before any run folder.
+#[test]
+fn a_run_starts_from_an_init_file_and_another_networks_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let train = "[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n";
+    let cos = write_config(
+        dir.path(),
+        &format!("[model]\narch = \"resnet8\"\nhead = \"cosine\"\n{train}"),
+    );
+    let first = dir.path().join("first");
+    let o = stage("run", &cos, &first, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    let init = dir.path().join("w").join("init.safetensors");
+    std::fs::create_dir_all(init.parent().unwrap()).unwrap();
+    std::fs::copy(first.join("stage1/model.safetensors"), &init).unwrap();
+    let with_init = |arch: &str, file: &Path| {
+        write_config(
+            dir.path(),
+            &format!(
+                "[model]\narch = \"{arch}\"\ninit = \"{}\"\n{train}",
+                file.display()
+            ),
+        )
+    };
+    let out = dir.path().join("second");
+    let o = stage("run", &with_init("resnet8", &init), &out, &cache);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("the classifier re-initialised for 3 classes (the file's fc.weight: [64, 3])"),
+        "{t}"
+    );
+    // the same bytes under another name: stage 1 is the same, reused, not trained again
+    let moved = dir.path().join("moved.safetensors");
+    std::fs::rename(&init, &moved).unwrap();
+    let o = stage("run", &with_init("resnet8", &moved), &out, &cache);
+    let t = text(&o);
+    assert!(o.status.success() && !t.contains("[model] init:"), "{t}");
+    // ResNet-20 from ResNet-8's weights
+    let bad = dir.path().join("bad");
+    let o = stage("run", &with_init("resnet20", &moved), &bad, &cache);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("moved.safetensors: [model] init does not fit arch = \"resnet20\"")
+            && t.contains("tensor `layers.1.conv1.weight` is [32, 16, 3, 3], the model's is [16, 16, 3, 3]"),
+        "{t}"
+    );
+    assert!(!bad.exists(), "refused before any work");
+    let o = stage(
+        "run",
+        &with_init("resnet8", &dir.path().join("none.safetensors")),
+        &bad,
+        &cache,
+    );
+    assert!(
+        text(&o).contains("[model] init = ") && text(&o).contains("none.safetensors\": no such file"),
+        "{}",
+        text(&o)
+    );
+}

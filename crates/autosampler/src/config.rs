@@ -141,7 +141,8 @@ impl Config {
     }
 
     /// The model files the config reads exist (`[train.mix] model` of `cam-cutmix`, `[agent]
-    /// init`): checked once relative paths are resolved, before any work.
+    /// init`) and `[model] init` fits the network: checked once relative paths are resolved,
+    /// before any work.
     pub fn check_files(&self) -> Result<()> {
         let cam = match self.train.as_ref().map(|t| &t.mix) {
             Some(crate::mix::MixConfig::CamCutmix { model, .. }) => Some(("[train.mix] model", model)),
@@ -158,6 +159,17 @@ impl Config {
                     "{key} = {:?}: no such file (a model.safetensors written by `autosampler run`)",
                     p.display().to_string()
                 ));
+            }
+        }
+        if let Some(m) = &self.model {
+            if let Some(p) = &m.init {
+                if !p.is_file() {
+                    return Err(crate::invalid!(
+                        "[model] init = {:?}: no such file (weights under PyTorch's names: autosampler.save_init converts a module or a .pth)",
+                        p.display().to_string()
+                    ));
+                }
+                crate::model::Model::check_init(m)?;
             }
         }
         Ok(())
@@ -256,9 +268,16 @@ impl Config {
             Some(a) => (a.from.as_mut(), a.init.as_mut()),
             None => (None, None),
         };
-        [agent_from, agent_init, self.cache_dir.as_mut(), cam_model]
-            .into_iter()
-            .flatten()
+        let model_init = self.model.as_mut().and_then(|m| m.init.as_mut());
+        [
+            agent_from,
+            agent_init,
+            self.cache_dir.as_mut(),
+            cam_model,
+            model_init,
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// Makes the config's relative paths relative to `base` (the config file's folder).

@@ -818,6 +818,7 @@ fn resnet8() -> ModelConfig {
         head: Head::Linear,
         stem: Stem::Small,
         bilateral: false,
+        init: None,
     }
 }
 
@@ -846,6 +847,7 @@ fn safetensors_checkpoint_loads_into_pytorch_with_the_same_logits() {
         head: Head::Linear,
         stem: Stem::Small,
         bilateral: false,
+        init: None,
     };
     let model = Model::new(&cfg, 10, tch::Device::Cpu).unwrap();
     // move the BatchNorm statistics away from 0/1 so that eval mode exercises them
@@ -950,6 +952,7 @@ fn resume_with_another_training_config_is_refused() {
         head: Head::Linear,
         stem: Stem::Small,
         bilateral: false,
+        init: None,
     };
     stage1::train(&ds, &m, &tiny_train_config(1, 0.05), run.path(), false, &Silent).unwrap();
     // the same config resumes (nothing left to do), another one is refused

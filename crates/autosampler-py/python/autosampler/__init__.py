@@ -8,6 +8,7 @@ agent's guided CutMix, exported models, and whole runs of a config.
     sampler = torch.utils.data.WeightedRandomSampler(asp.sample_weights(train_labels, w), len(train_labels))
     best = asp.search_weights(train_feats, train_labels, val_feats, val_labels, fc.weight, fc.bias)
     model, card = asp.load_model("runs/demo/model.safetensors")
+    asp.save_init(torchvision.models.resnet50(weights="IMAGENET1K_V2"), "r50.safetensors")  # [model] init
 
 The numerical work is the Rust library (`autosampler._native`); torch tensors cross as numpy
 views where torch allows (CPU, contiguous) and are copied once into libtorch.
@@ -24,7 +25,7 @@ import torch
 
 from . import _native
 from . import models
-from .models import ModelCard, load_model, build_model
+from .models import ModelCard, load_model, build_model, save_init
 
 __all__ = [
     "longtail_split",
@@ -40,6 +41,7 @@ __all__ = [
     "tensorboard",
     "load_model",
     "build_model",
+    "save_init",
     "ModelCard",
 ]
 

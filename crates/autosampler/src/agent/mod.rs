@@ -279,6 +279,7 @@ impl Agent {
             head: Head::Linear,
             stem: Stem::Small,
             bilateral: false,
+            init: None,
         };
         let global = Model::new(&mc, spec.num_classes, device)?;
         let local = Model::new(&mc, spec.num_classes, device)?;
@@ -747,6 +748,7 @@ mod tests {
                 head: Head::Linear,
                 stem: Stem::Small,
                 bilateral: false,
+                init: None,
             };
             let m = Model::new(&mc, classes.len() as i64, Device::Cpu).unwrap();
             let card = crate::export::ModelCard {

@@ -21,6 +21,11 @@ pub enum Arch {
     Resnet56,
     Resnet18,
     Resnet50,
+    Resnet101,
+    Resnet152,
+    /// ResNeXt-50 (32×4d): torchvision's `resnext50_32x4d`, grouped 3×3 convolutions.
+    #[serde(rename = "resnext50-32x4d")]
+    Resnext50,
 }
 
 /// The classifier on top of the features.
@@ -139,6 +144,24 @@ pub struct ModelConfig {
     /// or plainly (TDE's CIFAR backbone is this network).
     #[serde(default)]
     pub bilateral: bool,
+    /// Start stage 1 from these weights (`.safetensors` under PyTorch's names, as torchvision's
+    /// and timm's ResNets have them; `autosampler.save_init` in the Python package converts a
+    /// module or a `.pth`). The classifier (`fc.*`) is re-initialised when its shape differs;
+    /// any other tensor missing, unexpected or of another shape is refused, each one named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
+}
+
+impl ModelConfig {
+    /// The network alone, without where its first weights come from: what a trained model's
+    /// card records and what a started stage 1 is compared on (the init file is fingerprinted
+    /// by its content, so moving it changes nothing).
+    pub fn architecture(&self) -> ModelConfig {
+        ModelConfig {
+            init: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// A branch of a bilateral backbone.
@@ -487,6 +510,160 @@ impl Model {
         path: &std::path::Path,
     ) -> Result<()> {
         load_vars(&self.vs, map, path)
+    }
+}
+
+/// Names and shapes of a safetensors file's tensors, read from its header alone (a ResNet-152's
+/// weights are not read to check their names).
+pub fn tensor_shapes(path: &std::path::Path) -> Result<std::collections::BTreeMap<String, Vec<i64>>> {
+    use std::io::Read;
+    let bad = |why: String| crate::Error::format(path.display(), why);
+    let mut f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let len = u64::from_le_bytes(len);
+    let size = f.metadata().map_err(|e| crate::Error::io(path, e))?.len();
+    if len > 100 << 20 || len + 8 > size {
+        return Err(bad(format!(
+            "not a safetensors file: a header of {len} bytes in a file of {size}"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| crate::Error::io(path, e))?;
+    let header: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("not a safetensors file: its header is not JSON ({e})")))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.iter().map(|d| d.as_i64()).collect::<Option<Vec<i64>>>())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no shape in the header")))?;
+        out.insert(name, shape);
+    }
+    Ok(out)
+}
+
+/// How a model's variables (`want`: names and shapes) are filled from an init file's tensors
+/// (`have`; BatchNorm's `num_batches_tracked` counters are ignored): `Ok(true)` when everything
+/// matches, `Ok(false)` when only the classifier (`fc.*`) differs (it is then re-initialised,
+/// whole), and an error listing every other tensor that is missing, unexpected or of another
+/// shape.
+pub fn init_fits(
+    want: &std::collections::BTreeMap<String, Vec<i64>>,
+    have: &std::collections::BTreeMap<String, Vec<i64>>,
+) -> std::result::Result<bool, Vec<String>> {
+    let have: std::collections::BTreeMap<&String, &Vec<i64>> = have
+        .iter()
+        .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))
+        .collect();
+    let mut wrong = Vec::new();
+    let mut classifier = true;
+    for (name, shape) in want {
+        match have.get(name) {
+            Some(s) if *s == shape => {}
+            _ if name.starts_with("fc.") => classifier = false,
+            None => wrong.push(format!("missing tensor `{name}` {shape:?}")),
+            Some(s) => wrong.push(format!("tensor `{name}` is {s:?}, the model's is {shape:?}")),
+        }
+    }
+    for (name, shape) in &have {
+        if !want.contains_key(*name) {
+            if name.starts_with("fc.") {
+                classifier = false;
+            } else {
+                wrong.push(format!("unexpected tensor `{name}` {shape:?}"));
+            }
+        }
+    }
+    if wrong.is_empty() {
+        Ok(classifier)
+    } else {
+        Err(wrong)
+    }
+}
+
+/// The error for an init file that does not fit `config`'s network: every mismatch named (the
+/// first 12, then how many more).
+fn init_refused(path: &std::path::Path, config: &ModelConfig, wrong: &[String]) -> crate::Error {
+    let mut list: Vec<String> = wrong.iter().take(12).cloned().collect();
+    if wrong.len() > 12 {
+        list.push(format!("and {} more", wrong.len() - 12));
+    }
+    crate::Error::format(
+        path.display(),
+        format!(
+            "[model] init does not fit arch = {} with stem = {}{}: {}",
+            serde_json::to_value(config.arch)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            serde_json::to_value(config.stem)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            if config.bilateral { ", bilateral" } else { "" },
+            list.join("; ")
+        ),
+    )
+}
+
+impl Model {
+    fn shapes(&self) -> std::collections::BTreeMap<String, Vec<i64>> {
+        self.vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect()
+    }
+
+    /// Checks, from its header alone, that `config.init` fits `config`'s network (the classifier
+    /// aside, which may have another class count): before any work.
+    pub fn check_init(config: &ModelConfig) -> Result<()> {
+        let Some(path) = &config.init else {
+            return Ok(());
+        };
+        let have = tensor_shapes(path)?;
+        let net = Model::new(&config.architecture(), 1, Device::Cpu)?;
+        init_fits(&net.shapes(), &have)
+            .map(|_| ())
+            .map_err(|wrong| init_refused(path, config, &wrong))
+    }
+
+    /// Fills the network from `[model] init`: every tensor but a classifier of another shape,
+    /// which keeps its fresh initialisation. Returns what was done, in words.
+    pub fn load_init(&mut self, path: &std::path::Path) -> Result<String> {
+        let have = tensor_shapes(path)?;
+        let fits =
+            init_fits(&self.shapes(), &have).map_err(|wrong| init_refused(path, &self.config, &wrong))?;
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|e| crate::Error::format(path.display(), format!("cannot read safetensors: {e}")))?;
+        let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        let mut loaded = 0;
+        tch::no_grad(|| {
+            for (name, mut var) in self.vs.variables() {
+                if !fits && name.starts_with("fc.") {
+                    continue;
+                }
+                var.copy_(&map[&name]);
+                loaded += 1;
+            }
+        });
+        Ok(if fits {
+            format!("{loaded} tensors from {}", path.display())
+        } else {
+            let file_fc = have
+                .get("fc.weight")
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "none".into());
+            format!(
+                "{loaded} tensors from {}; the classifier re-initialised for {} classes (the file's fc.weight: {file_fc})",
+                path.display(),
+                self.num_classes
+            )
+        })
     }
 }
 

@@ -1,15 +1,21 @@
 //! ResNet bodies. CIFAR: 3×3 conv 16 → three stages of n basic blocks (16, 32, 64 channels,
 //! strides 1, 2, 2) with option-A (parameter-free) shortcuts, as kaidic/LDAM-DRW's
-//! `resnet_cifar.py`; names `conv`, `bn`, `layers.{i}.conv1` … ImageNet-style ResNet-18 (basic)
-//! and ResNet-50 (bottleneck) with torchvision's names (`conv1`, `bn1`, `layer1.0.downsample.0`).
+//! `resnet_cifar.py`; names `conv`, `bn`, `layers.{i}.conv1` … ImageNet-style ResNet-18 (basic),
+//! ResNet-50/101/152 (bottleneck) and ResNeXt-50 32×4d (grouped bottleneck) with torchvision's
+//! names (`conv1`, `bn1`, `layer1.0.downsample.0`), so torchvision's and timm's weights load.
 use super::{Arch, Branch, ModelConfig, Stem};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
+    conv_groups(p, cin, cout, k, stride, 1)
+}
+
+fn conv_groups(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig {
         stride,
         padding: k / 2,
+        groups,
         bias: false,
         ws_init: nn::Init::Kaiming {
             dist: nn::init::NormalOrUniform::Normal,
@@ -84,7 +90,8 @@ impl Basic {
     }
 }
 
-/// A bottleneck block (1×1, 3×3 with the stride, 1×1 ×4).
+/// A bottleneck block: 1×1 to `inner` channels, 3×3 with the stride (in `groups` groups: ResNeXt),
+/// 1×1 to `planes × 4`.
 struct Bottleneck {
     c1: nn::Conv2D,
     b1: nn::BatchNorm,
@@ -96,8 +103,10 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64) -> Bottleneck {
-        let cout = width * 4;
+    fn new(p: &nn::Path, cin: i64, planes: i64, stride: i64, groups: Groups) -> Bottleneck {
+        let cout = planes * 4;
+        // torchvision: width = int(planes * (width_per_group / 64.)) * groups
+        let width = planes * groups.width_per_group / 64 * groups.groups;
         let short = if stride == 1 && cin == cout {
             Short::Identity
         } else {
@@ -110,7 +119,7 @@ impl Bottleneck {
         Bottleneck {
             c1: conv(p / "conv1", cin, width, 1, 1),
             b1: bn(p / "bn1", width),
-            c2: conv(p / "conv2", width, width, 3, stride),
+            c2: conv_groups(p / "conv2", width, width, 3, stride, groups.groups),
             b2: bn(p / "bn2", width),
             c3: conv(p / "conv3", width, cout, 1, 1),
             b3: bn(p / "bn3", cout),
@@ -123,6 +132,13 @@ impl Bottleneck {
         let o = self.b3.forward_t(&self.c3.forward_t(&o, train), train);
         (o + self.short.forward(x, train)).relu()
     }
+}
+
+/// The grouped convolution of a bottleneck: ResNet's 1 × 64, ResNeXt-50's 32 × 4.
+#[derive(Clone, Copy)]
+struct Groups {
+    groups: i64,
+    width_per_group: i64,
 }
 
 enum Block {
@@ -156,7 +172,7 @@ impl Body {
         let d = match cfg.arch {
             Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56 => 64,
             Arch::Resnet18 => 512,
-            Arch::Resnet50 => 2048,
+            Arch::Resnet50 | Arch::Resnet101 | Arch::Resnet152 | Arch::Resnext50 => 2048,
         };
         if cfg.bilateral {
             2 * d
@@ -172,7 +188,24 @@ impl Body {
             cfg.arch,
             Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
         );
-        let bottleneck = cfg.arch == Arch::Resnet50;
+        let bottleneck = !cifar && cfg.arch != Arch::Resnet18;
+        // blocks per stage of the ImageNet ResNets (torchvision's `layers`)
+        let depths = match cfg.arch {
+            Arch::Resnet18 => [2, 2, 2, 2],
+            Arch::Resnet101 => [3, 4, 23, 3],
+            Arch::Resnet152 => [3, 8, 36, 3],
+            _ => [3, 4, 6, 3],
+        };
+        let groups = match cfg.arch {
+            Arch::Resnext50 => Groups {
+                groups: 32,
+                width_per_group: 4,
+            },
+            _ => Groups {
+                groups: 1,
+                width_per_group: 64,
+            },
+        };
         let (stem, stem_bn, max_pool, mut cin) = if cifar {
             let n = match cfg.arch {
                 Arch::Resnet8 => 1,
@@ -204,7 +237,7 @@ impl Body {
             };
             let mut cin = 64;
             for (stage, (width, stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
-                for i in 0..2 + if bottleneck { [1, 2, 4, 1][stage] } else { 0 } {
+                for i in 0..depths[stage] {
                     let p = root / format!("layer{}", stage + 1) / i;
                     specs.push((p, cin, width, if i == 0 { stride } else { 1 }));
                     cin = if bottleneck { width * 4 } else { width };
@@ -214,7 +247,7 @@ impl Body {
         };
         let make = |p: &nn::Path, cin: i64, width: i64, stride: i64| {
             if bottleneck {
-                Block::Bottleneck(Box::new(Bottleneck::new(p, cin, width, stride)))
+                Block::Bottleneck(Box::new(Bottleneck::new(p, cin, width, stride, groups)))
             } else {
                 Block::Basic(Box::new(Basic::new(p, cin, width, stride, cifar)))
             }
@@ -309,12 +342,17 @@ mod tests {
     }
 
     fn params_of(arch: Arch, c: i64, bilateral: bool) -> i64 {
+        params_with(arch, c, bilateral, Stem::Small)
+    }
+
+    fn params_with(arch: Arch, c: i64, bilateral: bool, stem: Stem) -> i64 {
         Model::new(
             &ModelConfig {
                 arch,
                 head: Head::Linear,
-                stem: Stem::Small,
+                stem,
                 bilateral,
+                init: None,
             },
             c,
             tch::Device::Cpu,
@@ -334,6 +372,14 @@ mod tests {
         // torchvision resnet18(num_classes=10) with conv1 replaced by a 3×3 (1,728 instead of 9,408
         // weights): 11,689,512 − 1000·513 + 10·513 − 9,408 + 1,728 = 11,173,962
         assert_eq!(params(Arch::Resnet18, 10), 11_173_962);
+        // torchvision's ImageNet models, 1,000 classes:
+        // sum(p.numel() for p in torchvision.models.<name>().parameters())
+        let imagenet = |arch| params_with(arch, 1000, false, Stem::Imagenet);
+        assert_eq!(imagenet(Arch::Resnet18), 11_689_512);
+        assert_eq!(imagenet(Arch::Resnet50), 25_557_032);
+        assert_eq!(imagenet(Arch::Resnext50), 25_028_904);
+        assert_eq!(imagenet(Arch::Resnet101), 44_549_160);
+        assert_eq!(imagenet(Arch::Resnet152), 60_192_808);
         // BBN / TDE's CIFAR backbone: BBN_ResNet_Cifar(BasicBlock, [5, 5, 5]) from
         // KaihuaTang/Long-Tailed-Recognition.pytorch's ResNet32Feature.py, plus nn.Linear(128, 10):
         // sum(p.numel() for p in m.parameters()) + 128*10 + 10 -> 538778
@@ -386,6 +432,7 @@ mod tests {
             head: Head::Causal(hand_causal()),
             stem: Stem::Small,
             bilateral: false,
+            init: None,
         };
         // ResNet-8 features are 64-wide: put the hand example in dims 0..2 and 32..34.
         let m = Model::new(&cfg, 2, tch::Device::Cpu).unwrap();
@@ -430,6 +477,7 @@ mod tests {
             head: Head::Linear,
             stem: Stem::Small,
             bilateral: true,
+            init: None,
         };
         let m = Model::new(&cfg, 3, tch::Device::Cpu).unwrap();
         assert_eq!(m.feature_dim(), 128);
@@ -458,6 +506,7 @@ mod tests {
         let plain = Model::new(
             &ModelConfig {
                 bilateral: false,
+                init: None,
                 ..cfg
             },
             3,
@@ -482,6 +531,7 @@ mod tests {
             head,
             stem: Stem::Small,
             bilateral: false,
+            init: None,
         };
         for (head, scale) in [
             (Head::Linear, 1.0),
@@ -524,6 +574,7 @@ mod tests {
                 head,
                 stem: Stem::Small,
                 bilateral: false,
+                init: None,
             };
             let m = Model::new(&config, 7, tch::Device::Cpu).unwrap();
             let maps = m.class_maps(&x);
@@ -537,6 +588,115 @@ mod tests {
         }
     }
 
+    fn cfg(arch: Arch, head: Head) -> ModelConfig {
+        ModelConfig {
+            arch,
+            head,
+            stem: Stem::Small,
+            bilateral: false,
+            init: None,
+        }
+    }
+
+    /// `[model] init`: every tensor copied exactly; a classifier of another shape re-initialised
+    /// (and said); another network's file refused with each mismatch named, from its header alone.
+    #[test]
+    fn init_files_fill_the_network_or_are_refused_naming_each_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        tch::manual_seed(1);
+        let src = Model::new(&cfg(Arch::Resnet8, Head::Linear), 3, tch::Device::Cpu).unwrap();
+        let file = dir.path().join("init.safetensors");
+        src.save(&file).unwrap();
+        let same = |a: &Model, b: &Model, fc: bool| {
+            let (va, vb) = (a.vs.variables(), b.vs.variables());
+            va.iter()
+                .filter(|(n, _)| fc || !n.starts_with("fc."))
+                .all(|(n, t)| t.equal(&vb[n]))
+        };
+        tch::manual_seed(2);
+        let mut m = Model::new(&cfg(Arch::Resnet8, Head::Linear), 3, tch::Device::Cpu).unwrap();
+        assert!(!same(&m, &src, false));
+        let said = m.load_init(&file).unwrap();
+        assert!(same(&m, &src, true), "every tensor, the classifier's too");
+        assert!(said.starts_with("37 tensors from"), "{said}");
+        // 5 classes: the backbone from the file, the classifier fresh
+        tch::manual_seed(2);
+        let mut five = Model::new(&cfg(Arch::Resnet8, Head::Linear), 5, tch::Device::Cpu).unwrap();
+        let fresh = five.vs.variables()["fc.weight"].copy();
+        let said = five.load_init(&file).unwrap();
+        assert!(same(&five, &src, false) && five.vs.variables()["fc.weight"].equal(&fresh));
+        assert!(
+            said.ends_with("the classifier re-initialised for 5 classes (the file's fc.weight: [3, 64])"),
+            "{said}"
+        );
+        // a cosine head ([D, C], no bias) is a classifier of another shape, not an error
+        let mut cos = Model::new(&cfg(Arch::Resnet8, Head::Cosine), 3, tch::Device::Cpu).unwrap();
+        cos.load_init(&file).unwrap();
+        assert!(same(&cos, &src, false));
+        // ResNet-20 has blocks ResNet-8 has not: refused, each named, before reading the weights
+        let deeper = ModelConfig {
+            init: Some(file.clone()),
+            ..cfg(Arch::Resnet20, Head::Linear)
+        };
+        let e = Model::check_init(&deeper).unwrap_err().to_string();
+        assert!(
+            e.contains("[model] init does not fit arch = \"resnet20\" with stem = \"small\"")
+                && e.contains(
+                    "tensor `layers.1.conv1.weight` is [32, 16, 3, 3], the model's is [16, 16, 3, 3]"
+                )
+                && e.contains("and 68 more"),
+            "{e}"
+        );
+        let e = init_fits(
+            &Model::new(&cfg(Arch::Resnet20, Head::Linear), 3, tch::Device::Cpu)
+                .unwrap()
+                .shapes(),
+            &tensor_shapes(&file).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.len(),
+            80,
+            "blocks 1, 2: 10 tensors of other shapes each; blocks 3 to 8 missing"
+        );
+        assert!(
+            e.iter()
+                .any(|w| w == "missing tensor `layers.3.conv1.weight` [32, 16, 3, 3]"),
+            "{e:?}"
+        );
+        // ResNet-18's small stem against ResNet-8's: shapes differ, names too
+        let e = init_fits(
+            &Model::new(&cfg(Arch::Resnet18, Head::Linear), 3, tch::Device::Cpu)
+                .unwrap()
+                .shapes(),
+            &tensor_shapes(&file).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            e.iter()
+                .any(|w| w == "unexpected tensor `conv.weight` [16, 3, 3, 3]"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|w| w == "missing tensor `conv1.weight` [64, 3, 3, 3]"),
+            "{e:?}"
+        );
+        // not a safetensors file: named
+        std::fs::write(
+            dir.path().join("bad.safetensors"),
+            b"\xff\xff\xff\xff\xff\xff\xff\x7f{}",
+        )
+        .unwrap();
+        let e = tensor_shapes(&dir.path().join("bad.safetensors"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bad.safetensors") && e.contains("not a safetensors file"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn shapes_and_head_reset() {
         let mut m = Model::new(
@@ -545,6 +705,7 @@ mod tests {
                 head: Head::Cosine,
                 stem: Stem::Small,
                 bilateral: false,
+                init: None,
             },
             10,
             tch::Device::Cpu,

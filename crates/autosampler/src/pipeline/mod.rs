@@ -597,8 +597,7 @@ fn needs_features(cfg: &Config) -> bool {
 fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
     let (m, t) = training_resolved(cfg, run)?;
     let t = &t;
-    let mut inputs = Inputs::new()
-        .value("model", m)
+    let mut inputs = model_identity(m)?
         .value("train", &stage1::started_config(t))
         .upstream(&upstream(run, Stage::Split)?);
     if let MixConfig::CamCutmix { model, .. } = &t.mix {
@@ -614,14 +613,22 @@ fn stage1_inputs(cfg: &Config, run: &RunDir) -> Result<Inputs> {
     Ok(inputs)
 }
 
+/// `[model]` as stage 1's manifest records it: the network, and the content of its init file
+/// (so that a moved file changes nothing; a run without one records what it always has).
+fn model_identity(m: &ModelConfig) -> Result<Inputs> {
+    let inputs = Inputs::new().value("model", &m.architecture());
+    Ok(match &m.init {
+        Some(init) => inputs.value("init", &manifest::file_digest(init)?.sha256),
+        None => inputs,
+    })
+}
+
 /// Refuses, before anything is written, a finished stage 1 whose recorded inputs other than the
 /// upstream digests (its `[model]` and `[train]`) differ from the config's.
 fn check_stage1_inputs(cfg: &Config, run: &RunDir) -> Result<()> {
     let (m, t) = training_resolved(cfg, run)?;
     if let Some(done) = manifest::read(run, Stage::Stage1) {
-        let want = Inputs::new()
-            .value("model", m)
-            .value("train", &stage1::started_config(&t));
+        let want = model_identity(m)?.value("train", &stage1::started_config(&t));
         if want.0.iter().any(|(k, v)| done.inputs.0.get(k) != Some(v)) {
             return Err(invalid!(
                 "{} was trained with another [model] or [train] config: use another run folder, or delete it",
@@ -1401,7 +1408,7 @@ pub fn export(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<PathBuf> {
     } else {
         (None, "stage 1".to_string())
     };
-    let mut exported = m.clone();
+    let mut exported = m.architecture();
     if head.is_some() {
         // stage 2's classifier is a linear layer (on normalised features for a cosine model)
         exported.head = m.head.retrained();

@@ -389,7 +389,7 @@ struct Started {
 
 fn started(model_cfg: &ModelConfig, cfg: &TrainConfig) -> Started {
     Started {
-        model: model_cfg.clone(),
+        model: model_cfg.architecture(),
         train: started_config(cfg),
     }
 }
@@ -777,6 +777,13 @@ pub fn train_with(
     tch::manual_seed(cfg.seed as i64);
     let c = ds.split.num_classes() as i64;
     let mut model = Model::new(model_cfg, c, device)?;
+    if let Some(init) = &model_cfg.init {
+        // a resumed run's checkpoint replaces these below
+        let said = model.load_init(init)?;
+        if rank == 0 {
+            tracing::warn!("[model] init: {said}");
+        }
+    }
     if cfg.channels_last() {
         to_channels_last(&model);
     }
