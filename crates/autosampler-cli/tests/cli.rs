@@ -396,6 +396,16 @@ fn run_chains_data_stage1_eval_features_and_search() {
     ];
     let o = autosampler(&args, &dir.path().join("cache"));
     assert!(o.status.success(), "{}", text(&o));
+    // the search's settings and cost are said before its first trajectory: 3 fixed + 3 × 2
+    // samples + the mean + (3 + 1 + 8) × 8 re-scored (one validation image per class: nothing
+    // is held out, so the fixed samplers are not scored again on all of validation)
+    let t = text(&o);
+    assert!(
+        t.contains("search    3 classes × 64-d × ")
+            && t.contains(": 3 per-class weights, 3 trajectories; about ")
+            && t.contains("(106 proxy runs of "),
+        "{t}"
+    );
     for f in [
         "eval.json",
         "stage1/model.safetensors",

@@ -6,8 +6,13 @@
 //! The K runs of one call are one batched computation (`[K, B, D+1] × [K, D+1, C]`) with the
 //! gradient of the cross-entropy written out (softmax − one-hot): a step is a handful of tensor
 //! operations whatever K is, so scoring many candidates (samples × proxy seeds) costs little more
-//! than scoring one. Each training row is stored once as `[x, 1, one-hot(y)]` (the 1 carries the
-//! bias); a step gathers its rows by index.
+//! than scoring one. Each training row is stored once as `[x, 1]` (the 1 carries the bias) with its
+//! label beside it; a step gathers its rows by index and subtracts 1 at each row's label from the
+//! softmax (no one-hot rows: at 8,142 classes they would be 4× the features).
+//!
+//! A trainer may keep at most `cap` images of each class ([`Trainer::capped`]): an epoch is then
+//! a plan of that many draws, from those images. The class-weight search uses it to bound a
+//! proxy's cost on large training sets.
 use crate::features::Features;
 use crate::rng::chacha;
 use crate::sampler::class_members;
@@ -49,8 +54,14 @@ pub struct Trainer<'a> {
     /// θ0: `[C, D]` weight and `[C]` bias.
     pub w0: &'a Tensor,
     pub b0: &'a Tensor,
+    /// Each class's rows (positions in `kept`, or in `train` when every image is kept).
     members: Vec<Vec<usize>>,
-    rows: std::sync::OnceLock<Tensor>,
+    /// Images per class of the whole training part.
+    counts: Vec<usize>,
+    /// The training images kept (`train` positions, ascending); `None`: all of them.
+    kept: Option<Vec<i64>>,
+    /// `[N, D + 1]` rows and `[N]` labels of the kept images.
+    rows: std::sync::OnceLock<(Tensor, Tensor)>,
     /// The rows and the products in bf16 (the weights, momentum and softmax stay fp32).
     bf16: bool,
 }
@@ -75,14 +86,52 @@ impl<'a> Trainer<'a> {
             .into_iter()
             .map(|l| l as u32)
             .collect();
+        let members = class_members(&labels);
         Trainer {
             train,
             w0,
             b0,
-            members: class_members(&labels),
+            counts: members.iter().map(Vec::len).collect(),
+            members,
+            kept: None,
             rows: std::sync::OnceLock::new(),
             bf16: false,
         }
+    }
+
+    /// The same trainer with at most `cap` images of each class (a random subset, drawn with
+    /// `chacha(seed, [9, class])`); `None` keeps every image. [`Trainer::counts`] stays the
+    /// whole training part's.
+    pub fn capped(mut self, cap: Option<usize>, seed: u64) -> Self {
+        let Some(cap) = cap.filter(|&k| self.members.iter().any(|m| m.len() > k)) else {
+            return self;
+        };
+        use rand::seq::SliceRandom;
+        let mut kept: Vec<i64> = Vec::new();
+        for (c, m) in self.members.iter().enumerate() {
+            let mut m = m.clone();
+            if m.len() > cap {
+                m.shuffle(&mut chacha(seed, &[9, c as u64]));
+                m.truncate(cap);
+            }
+            kept.extend(m.iter().map(|&i| i as i64));
+        }
+        kept.sort_unstable();
+        let pos: std::collections::HashMap<i64, usize> = kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        for m in &mut self.members {
+            *m = m
+                .iter()
+                .filter_map(|&i| pos.get(&(i as i64)).copied())
+                .collect();
+        }
+        self.kept = Some(kept);
+        self.rows = std::sync::OnceLock::new();
+        self
+    }
+
+    /// Training images an epoch draws: every image, or the capped ones.
+    pub fn epoch_len(&self) -> usize {
+        self.members.iter().map(Vec::len).sum()
     }
 
     /// The same trainer with its training rows stored in bf16 and the two products of each step
@@ -95,7 +144,7 @@ impl<'a> Trainer<'a> {
 
     /// Images per class of the training part.
     pub fn counts(&self) -> Vec<usize> {
-        self.members.iter().map(Vec::len).collect()
+        self.counts.clone()
     }
 
     /// The index plans of every run, `[K, epochs × N]`. Every draw takes exactly two uniforms of
@@ -104,7 +153,7 @@ impl<'a> Trainer<'a> {
     /// draw the same images wherever their weights agree (common random numbers), and their
     /// rewards differ by their weights, not by sampling luck.
     fn plans(&self, runs: &[Run], epochs: usize) -> Tensor {
-        let n = self.train.x.size()[0] as usize;
+        let n = self.epoch_len();
         let mut idx: Vec<i64> = Vec::with_capacity(runs.len() * n * epochs);
         for r in runs {
             let mut rng = chacha(r.key.0, &[4, r.key.1, r.key.2]);
@@ -123,7 +172,7 @@ impl<'a> Trainer<'a> {
         let total = plans.size()[1];
         let batch = recipe.batch.max(1) as i64;
         tch::no_grad(|| {
-            let rows = self.rows();
+            let (rows, labels) = self.rows();
             // [K, D+1, C]: θ0's weight with its bias as the last row
             let start = if recipe.reinit {
                 Tensor::zeros([d + 1, c], (Kind::Float, self.w0.device()))
@@ -134,22 +183,23 @@ impl<'a> Trainer<'a> {
             let mut v = w.zeros_like();
             for s in (0..total).step_by(batch as usize) {
                 let bsz = batch.min(total - s);
-                let r = rows
-                    .index_select(0, &plans.narrow(1, s, bsz).reshape([-1]))
-                    .view([k, bsz, d + 1 + c]);
-                let x = r.narrow(2, 0, d + 1);
+                let at = plans.narrow(1, s, bsz).reshape([-1]);
+                let x = rows.index_select(0, &at).view([k, bsz, d + 1]);
+                // dCE/dlogits = softmax − one-hot: 1 taken off at each row's label
+                let y = labels.index_select(0, &at).view([k, bsz, 1]);
+                let minus_one = Tensor::full([k, bsz, 1], -1.0, (Kind::Float, x.device()));
                 let step = recipe.lr / bsz as f64;
                 if self.bf16 {
                     let logits = x.bmm(&w.to_kind(Kind::BFloat16)).to_kind(Kind::Float);
-                    let g = logits.softmax(-1, Kind::Float) - r.narrow(2, d + 1, c).to_kind(Kind::Float);
+                    let g = logits.softmax(-1, Kind::Float).scatter_add(2, &y, &minus_one);
                     let xg = x
                         .transpose(1, 2)
                         .bmm(&g.to_kind(Kind::BFloat16))
                         .to_kind(Kind::Float);
                     v = v * recipe.momentum + xg * step;
                 } else {
-                    let g = x.bmm(&w).softmax(-1, Kind::Float) - r.narrow(2, d + 1, c); // dCE/dlogits
-                                                                                        // v ← μv + (lr/B)·xᵀg in one kernel
+                    let g = x.bmm(&w).softmax(-1, Kind::Float).scatter_add(2, &y, &minus_one);
+                    // v ← μv + (lr/B)·xᵀg in one kernel
                     v = v.baddbmm(&x.transpose(1, 2), &g, recipe.momentum, step);
                 }
                 w -= &v;
@@ -161,25 +211,19 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// `[N, D + 1 + C]`: each training feature, a 1, and its one-hot label.
-    fn rows(&self) -> &Tensor {
+    /// `[N, D + 1]`: each kept training feature and a 1; and its label (`[N]`).
+    fn rows(&self) -> &(Tensor, Tensor) {
         self.rows.get_or_init(|| {
-            let (c, n) = (self.w0.size()[0], self.train.x.size()[0]);
-            let eye = Tensor::eye(c, (Kind::Float, self.train.x.device()));
-            let ones = Tensor::ones([n, 1], (Kind::Float, self.train.x.device()));
-            let rows = Tensor::cat(
-                &[
-                    self.train.x.to_kind(Kind::Float),
-                    ones,
-                    eye.index_select(0, &self.train.y),
-                ],
-                1,
-            );
-            if self.bf16 {
-                rows.to_kind(Kind::BFloat16)
-            } else {
-                rows
-            }
+            let (x, y) = match &self.kept {
+                None => (self.train.x.shallow_clone(), self.train.y.shallow_clone()),
+                Some(kept) => {
+                    let i = Tensor::from_slice(kept).to_device(self.train.x.device());
+                    (self.train.x.index_select(0, &i), self.train.y.index_select(0, &i))
+                }
+            };
+            let kind = if self.bf16 { Kind::BFloat16 } else { Kind::Float };
+            let ones = Tensor::ones([x.size()[0], 1], (kind, x.device()));
+            (Tensor::cat(&[x.to_kind(kind), ones], 1), y)
         })
     }
 }
@@ -354,6 +398,40 @@ mod tests {
             reinit: false,
         };
         (Features { x, y }, w0, b0, recipe)
+    }
+
+    /// A capped trainer keeps at most `cap` images of each class (the same ones for a seed), an
+    /// epoch draws that many, and its counts stay the whole part's.
+    #[test]
+    fn a_capped_trainer_draws_only_its_kept_images() {
+        let labels: Vec<i64> = [vec![0; 50], vec![1; 7], vec![2; 3]].concat();
+        let n = labels.len() as i64;
+        let feats = Features {
+            x: Tensor::arange(n, (Kind::Float, tch::Device::Cpu)).view([n, 1]),
+            y: Tensor::from_slice(&labels),
+        };
+        let (w0, b0) = (
+            Tensor::zeros([3, 1], (Kind::Float, tch::Device::Cpu)),
+            Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)),
+        );
+        let t = Trainer::new(&feats, &w0, &b0).capped(Some(5), 4);
+        assert_eq!(t.counts(), [50, 7, 3]);
+        assert_eq!(t.epoch_len(), 5 + 5 + 3);
+        let kept = t.kept.clone().unwrap();
+        assert_eq!(kept, Trainer::new(&feats, &w0, &b0).capped(Some(5), 4).kept.unwrap());
+        assert_ne!(kept, Trainer::new(&feats, &w0, &b0).capped(Some(5), 5).kept.unwrap());
+        assert_eq!(kept.iter().filter(|&&i| i < 50).count(), 5);
+        assert!(kept.ends_with(&[57, 58, 59]), "a class of 3 keeps all: {kept:?}");
+        let plans = Vec::<i64>::try_from(t.plans(&[Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))], 2).flatten(0, -1)).unwrap();
+        assert_eq!(plans.len(), 26);
+        // each drawn row is a kept image (rows are positions among the kept)
+        let (rows, y) = t.rows();
+        for p in plans {
+            let image = rows.double_value(&[p, 0]) as i64;
+            assert!(kept.contains(&image));
+            assert_eq!(y.int64_value(&[p]), labels[image as usize]);
+        }
+        assert!(Trainer::new(&feats, &w0, &b0).capped(Some(50), 4).kept.is_none(), "no class above the cap");
     }
 
     #[test]

@@ -953,19 +953,28 @@ fn search_or_reuse(
     let (w0, b0) = (&head.weight, &head.bias);
     let train = head_features(run, Part::Train, &head)?;
     let val = head_features(run, Part::Val, &head)?;
-    // The proxy's tensors are small: one intra-op thread beats several (which spin and, on a busy
-    // machine, stall: 93 s instead of 5 s for the same search here).
-    tch::set_num_threads(1);
-    obs.task("search", sc.trajectories as u64);
-    let result = search::run(&train, &val, (w0, b0), &stage2, sc, |s| {
-        obs.advance(
+    // The proxy's tensors are small at CIFAR's size: one intra-op thread beats several (which
+    // spin and, on a busy machine, stall: 93 s instead of 5 s for the same search here). From
+    // 2¹⁶ weights (a 1,000-class head on 64-d features) its products are worth the threads.
+    let threads = if w0.numel() >= 1 << 16 {
+        training_config(cfg)?.1.threads.max(1)
+    } else {
+        1
+    };
+    tch::set_num_threads(threads as i32);
+    let result = search::run(&train, &val, (w0, b0), &stage2, sc, |e| match e {
+        search::Event::Estimate(e) => {
+            obs.note(&text::search_estimate(e, sc.budget_s));
+            obs.task("search", e.settings.trajectories as u64);
+        }
+        search::Event::Step(s) => obs.advance(
             1,
             &format!(
                 "mean {:.2}% best {:.2}%",
                 s.mean_reward * 100.0,
                 s.best_reward * 100.0
             ),
-        )
+        ),
     });
     obs.task_done();
     let (best, log) = result?;
@@ -976,11 +985,18 @@ fn search_or_reuse(
     fsx::write_atomic(&run.trajectories(), lines.as_bytes())?;
     fsx::write_json(&run.best_weights(), &best)?;
     obs.note(&format!(
-        "search    {} trajectories × {} samples × {} proxy seeds in {:.1}s",
-        sc.trajectories,
+        "search    {} trajectories × {} samples × {} proxy seeds in {:.1}s{}",
+        log.len(),
         sc.samples,
         sc.reward_seeds,
-        work.started.elapsed().as_secs_f64()
+        work.started.elapsed().as_secs_f64(),
+        match &best.budget_stop {
+            Some(b) => format!(
+                " (budget_s = {}: stopped after {} of {} trajectories, the choice among what it had)",
+                b.budget_s, b.trajectories, b.planned
+            ),
+            None => String::new(),
+        }
     ));
     plot::reward_curve(
         &run.search_reward_curve(),

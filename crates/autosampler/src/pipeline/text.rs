@@ -381,3 +381,50 @@ mod tests {
         );
     }
 }
+
+/// The line said before a search's first trajectory: its settings and expected time.
+pub fn search_estimate(e: &crate::search::Estimate, budget_s: Option<f64>) -> String {
+    let s = &e.settings;
+    let param = match s.groups {
+        Some(g) => format!("{g} frequency groups"),
+        None => format!("{} per-class weights", s.shape.classes),
+    };
+    let mut shortcuts = Vec::new();
+    if let Some(c) = s.proxy_cap {
+        shortcuts.push(format!("≤ {c} images per class"));
+    }
+    if let Some(m) = s.proxy_max_epochs {
+        shortcuts.push(format!("≤ {m} epochs"));
+    }
+    let budget = match budget_s {
+        Some(b) if e.total_s > b => format!("; budget_s = {b}: it will stop early"),
+        Some(b) => format!("; budget_s = {b}"),
+        None => String::new(),
+    };
+    format!(
+        "search    {} classes × {}-d × {} images: {param}, {} trajectories{}; about {} ({} proxy runs of {:.2}s){budget}",
+        s.shape.classes,
+        s.shape.dim,
+        s.shape.images,
+        s.trajectories,
+        if shortcuts.is_empty() {
+            String::new()
+        } else {
+            format!(", proxies of {}", shortcuts.join(" and "))
+        },
+        duration(e.total_s),
+        e.proxy_runs,
+        e.run_s
+    )
+}
+
+/// Seconds as "42 s", "12 min", "3.5 h".
+fn duration(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}

@@ -73,6 +73,21 @@ pub enum Select {
     BestDraw,
 }
 
+/// What the policy's Gaussian is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Param {
+    /// One logit per class (Algorithm 1).
+    PerClass,
+    /// One logit per frequency group: classes sorted by training count, cut into `groups`
+    /// groups of equal size; a class's logit is its group's plus the log of the starting
+    /// sampler's weight, so the search tilts the sampler between frequency bands.
+    Groups,
+    /// Per-class up to 100 classes, groups above.
+    #[default]
+    Auto,
+}
+
 /// `[search]` of a config. Every field has a default (`SearchConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,6 +133,65 @@ pub struct SearchConfig {
         deserialize_with = "crate::precision::deserialize_opt"
     )]
     pub precision: Option<crate::precision::Precision>,
+    /// Per-class logits, frequency groups, or `auto` (per-class up to 100 classes).
+    #[serde(skip_serializing_if = "is_auto")]
+    pub param: Param,
+    /// G of `param = "groups"`.
+    #[serde(skip_serializing_if = "is_ten")]
+    pub groups: usize,
+    /// T of a grouped search (its policy has G dimensions, not C: fewer updates find its mean).
+    #[serde(skip_serializing_if = "is_thirty")]
+    pub group_trajectories: usize,
+    /// At most this many training images of each class in a proxy (0: all). Unset: all, unless
+    /// the training set is large (images × feature dimension × classes above 10¹⁰), then 20.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cap: Option<usize>,
+    /// At most this many proxy epochs (0: no limit). Unset: no limit, unless the training set is
+    /// large, then 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_max_epochs: Option<usize>,
+    /// Seconds the search may take: past them it runs no further trajectory and chooses among
+    /// what it has (the re-score included in the time), and `best_weights.json` says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_s: Option<f64>,
+}
+
+fn is_auto(p: &Param) -> bool {
+    *p == Param::Auto
+}
+fn is_ten(v: &usize) -> bool {
+    *v == 10
+}
+fn is_thirty(v: &usize) -> bool {
+    *v == 30
+}
+
+/// A training set's size as the search's defaults see it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Shape {
+    pub classes: usize,
+    pub dim: usize,
+    pub images: usize,
+}
+
+impl Shape {
+    /// Images × feature dimension × classes above 10¹⁰ (ImageNet-LT's ResNet-50 features are
+    /// 2.4·10¹¹; CIFAR-10-LT's ResNet-32 ones 8·10⁶): a proxy over all of it is costly.
+    pub fn large(&self) -> bool {
+        self.images as f64 * self.dim as f64 * self.classes as f64 > 1e10
+    }
+}
+
+/// The settings a search runs with once `auto` and the unset shortcuts are made concrete for its
+/// training set (recorded in `best_weights.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sized {
+    pub shape: Shape,
+    /// G, or `None` for per-class logits.
+    pub groups: Option<usize>,
+    pub trajectories: usize,
+    pub proxy_cap: Option<usize>,
+    pub proxy_max_epochs: Option<usize>,
 }
 
 impl Default for SearchConfig {
@@ -144,6 +218,12 @@ impl Default for SearchConfig {
             min_gain_se: 1.0,
             seed: 0,
             precision: None,
+            param: Param::Auto,
+            groups: 10,
+            group_trajectories: 30,
+            proxy_cap: None,
+            proxy_max_epochs: None,
+            budget_s: None,
         }
     }
 }
@@ -209,7 +289,41 @@ impl SearchConfig {
                 self.holdout
             ));
         }
+        atleast("groups", self.groups, 2)?;
+        atleast("group_trajectories", self.group_trajectories, 1)?;
+        if let Some(b) = self.budget_s {
+            pos("budget_s", b)?;
+        }
         Ok(())
+    }
+
+    /// The settings for a training set of `shape`: `param = "auto"` is per-class up to 100
+    /// classes and groups above; a large set ([`Shape::large`]) caps each class at 20 proxy
+    /// images and the proxy at 3 epochs unless the config says otherwise.
+    pub fn sized(&self, shape: Shape) -> Sized {
+        let grouped = match self.param {
+            Param::PerClass => false,
+            Param::Groups => true,
+            Param::Auto => shape.classes > 100,
+        };
+        let groups = grouped.then_some(self.groups.min(shape.classes));
+        let large = shape.large();
+        let or_auto = |v: Option<usize>, auto: usize| match v {
+            Some(0) => None,
+            Some(k) => Some(k),
+            None => large.then_some(auto),
+        };
+        Sized {
+            shape,
+            groups,
+            trajectories: if grouped {
+                self.group_trajectories
+            } else {
+                self.trajectories
+            },
+            proxy_cap: or_auto(self.proxy_cap, 20),
+            proxy_max_epochs: or_auto(self.proxy_max_epochs, 3),
+        }
     }
 
     /// Whether the proxies compute in bf16 (`auto` made concrete for the CPU).
@@ -219,6 +333,19 @@ impl SearchConfig {
 
     /// The proxy's recipe: stage 2's, or the paper's one-epoch proxy from θ0.
     pub fn recipe(&self, stage2: &Recipe) -> Recipe {
+        self.base_recipe(stage2)
+    }
+
+    /// [`SearchConfig::recipe`] with the sized epoch limit.
+    pub fn sized_recipe(&self, stage2: &Recipe, sized: &Sized) -> Recipe {
+        let r = self.base_recipe(stage2);
+        Recipe {
+            epochs: sized.proxy_max_epochs.map_or(r.epochs, |m| r.epochs.min(m)),
+            ..r
+        }
+    }
+
+    fn base_recipe(&self, stage2: &Recipe) -> Recipe {
         match self.proxy {
             ProxyMode::Stage2 => *stage2,
             ProxyMode::Paper => Recipe {
@@ -275,6 +402,12 @@ impl<'a> Proxy<'a> {
             val_y,
             classes: w0.size()[0] as usize,
         })
+    }
+
+    /// The same proxy with at most `cap` training images of each class ([`Trainer::capped`]).
+    pub fn capped(mut self, cap: Option<usize>, seed: u64) -> Self {
+        self.trainer = self.trainer.capped(cap, seed);
+        self
     }
 
     /// Trains one classifier per run.
@@ -406,6 +539,15 @@ pub struct Best {
     pub val_choice: usize,
     pub recipe: Recipe,
     pub config: SearchConfig,
+    /// The settings the training set's size gave `config` (absent in searches before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Sized>,
+    /// The cost expected before the first trajectory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+    /// Set when `budget_s` stopped the trajectories early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_stop: Option<BudgetStop>,
 }
 
 /// μ0 for the class counts (`BestFixed` needs the fixed samplers' rewards: see `search`).
@@ -430,8 +572,23 @@ pub const FIXED_DEFAULT: usize = 2;
 pub fn search_with(
     cfg: &SearchConfig,
     mu0: Vec<f64>,
+    reward: impl FnMut(&[Vec<f64>], usize) -> Vec<f64>,
+    on_step: impl FnMut(&Step),
+) -> Result<Vec<Step>> {
+    search_mapped(cfg, cfg.trajectories, mu0, ppo::softmax, reward, on_step, |_| false)
+}
+
+/// Algorithm 1 over any parametrisation: `to_weights` maps a draw of the policy (and its mean) to
+/// class weights; up to `trajectories` trajectories, and none after one for which `stop(t)` (asked
+/// before trajectory t ≥ 1) is true.
+pub fn search_mapped(
+    cfg: &SearchConfig,
+    trajectories: usize,
+    mu0: Vec<f64>,
+    to_weights: impl Fn(&[f64]) -> Vec<f64>,
     mut reward: impl FnMut(&[Vec<f64>], usize) -> Vec<f64>,
     mut on_step: impl FnMut(&Step),
+    mut stop: impl FnMut(usize) -> bool,
 ) -> Result<Vec<Step>> {
     cfg.check()?;
     let mut mu = mu0;
@@ -439,7 +596,10 @@ pub fn search_with(
     let mut adam = crate::optim::Adam::new(vec![("mu".into(), param.shallow_clone())], cfg.lr);
     let mut best = f64::NEG_INFINITY;
     let mut log = Vec::new();
-    for t in 0..cfg.trajectories {
+    for t in 0..trajectories {
+        if t > 0 && stop(t) {
+            break;
+        }
         let mut rng = chacha(cfg.seed, &[3, t as u64]);
         let samples: Vec<Vec<f64>> = (0..cfg.samples)
             .map(|_| {
@@ -451,7 +611,7 @@ pub fn search_with(
                     .collect::<Vec<f64>>()
             })
             .collect();
-        let weights: Vec<Vec<f64>> = samples.iter().map(|s| ppo::softmax(s)).collect();
+        let weights: Vec<Vec<f64>> = samples.iter().map(|s| to_weights(s)).collect();
         let r = reward(&weights, t);
         let mean = r.iter().sum::<f64>() / r.len() as f64;
         best = r.iter().copied().fold(best, f64::max);
@@ -474,6 +634,48 @@ pub fn search_with(
         log.push(step);
     }
     Ok(log)
+}
+
+/// Each class's frequency group: classes sorted by training count (the larger first, then by
+/// index), cut into `g` groups of equal size (group 0 the most frequent).
+pub fn frequency_groups(counts: &[usize], g: usize) -> Vec<usize> {
+    let c = counts.len();
+    let mut order: Vec<usize> = (0..c).collect();
+    order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+    let mut group = vec![0; c];
+    for (rank, &class) in order.iter().enumerate() {
+        group[class] = rank * g / c.max(1);
+    }
+    group
+}
+
+/// What the search expects to cost, from its first proxy runs (the fixed samplers').
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Proxy runs of the whole search (candidates × seeds, the re-score's included).
+    pub proxy_runs: usize,
+    /// Seconds of one proxy run, measured.
+    pub run_s: f64,
+    /// Seconds of the whole search.
+    pub total_s: f64,
+    pub settings: Sized,
+}
+
+/// What `run` reports as it goes.
+pub enum Event<'a> {
+    /// Before the first trajectory.
+    Estimate(&'a Estimate),
+    /// After every trajectory.
+    Step(&'a Step),
+}
+
+/// A search cut short by `budget_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BudgetStop {
+    pub budget_s: f64,
+    /// Trajectories run, of the planned.
+    pub trajectories: usize,
+    pub planned: usize,
 }
 
 /// The best single draw of a log: (trajectory, sample, reward); the first on ties.
@@ -509,9 +711,16 @@ pub fn run(
     head: (&Tensor, &Tensor),
     stage2: &Recipe,
     cfg: &SearchConfig,
-    on_step: impl FnMut(&Step),
+    mut on_event: impl FnMut(Event),
 ) -> Result<(Best, Vec<Step>)> {
     cfg.check()?;
+    let started = std::time::Instant::now();
+    let shape = Shape {
+        classes: head.0.size()[0] as usize,
+        dim: head.0.size()[1] as usize,
+        images: train.x.size()[0] as usize,
+    };
+    let sized = cfg.sized(shape);
     let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
     let holdout = if cfg.select == Select::Rescore {
         cfg.holdout
@@ -519,21 +728,34 @@ pub fn run(
         0.0
     };
     let (search_pos, choice_pos) = split_validation(&val_labels, holdout, cfg.seed);
-    let recipe = cfg.recipe(stage2);
-    let proxy = Proxy::new(
-        train,
-        val,
-        Some(&search_pos),
-        head,
-        recipe,
-        cfg.reward,
-        cfg.bf16(),
-    )?;
+    let recipe = cfg.sized_recipe(stage2, &sized);
+    let new_proxy = |positions: Option<&[i64]>| -> Result<Proxy> {
+        Ok(Proxy::new(train, val, positions, head, recipe, cfg.reward, cfg.bf16())?
+            .capped(sized.proxy_cap, cfg.seed))
+    };
+    let proxy = new_proxy(Some(&search_pos))?;
     let counts = proxy.trainer.counts();
     let seeds = cfg.reward_seeds;
     // The fixed samplers on the search part, with the samples' own seeds' scheme.
     let fixed_w: Vec<Vec<f64>> = FIXED.iter().map(|(_, q)| power_weights(&counts, *q)).collect();
     let fixed_r = proxy.evaluate(&fixed_w, seeds, cfg.seed, u64::MAX);
+    // What the rest costs, from these first runs.
+    let run_s = started.elapsed().as_secs_f64() / (FIXED.len() * seeds) as f64;
+    let choice_runs = if cfg.select == Select::Rescore {
+        seeds
+            + (FIXED.len() + 1 + cfg.rescore_top) * cfg.rescore_seeds
+            + if choice_pos.is_empty() { 0 } else { FIXED.len() * cfg.rescore_seeds }
+    } else {
+        0
+    };
+    let proxy_runs = FIXED.len() * seeds + sized.trajectories * cfg.samples * seeds + choice_runs;
+    let estimate = Estimate {
+        proxy_runs,
+        run_s,
+        total_s: run_s * proxy_runs as f64,
+        settings: sized,
+    };
+    on_event(Event::Estimate(&estimate));
     let mut fixed: Vec<Candidate> = FIXED
         .iter()
         .zip(fixed_w.iter().zip(&fixed_r))
@@ -544,22 +766,54 @@ pub fn run(
             rescored: None,
         })
         .collect();
-    let mu0 = match cfg.init {
+    let start: Vec<f64> = match cfg.init {
         Init::BestFixed => {
             let i = (0..fixed.len()).fold(0, |b, i| if fixed_r[i] > fixed_r[b] { i } else { b });
             fixed[i].weights.iter().map(|w| w.ln()).collect()
         }
         other => initial_mu(other, &counts),
     };
-    let log = search_with(
+    // Per-class: μ0 = the starting logits. Groups: μ0 = 0 over G offsets, a class's logit its
+    // starting one plus its group's offset.
+    let groups = sized.groups.map(|g| (g, frequency_groups(&counts, g)));
+    let mu0 = match &groups {
+        None => start.clone(),
+        Some((g, _)) => vec![0.0; *g],
+    };
+    let to_weights = |s: &[f64]| -> Vec<f64> {
+        match &groups {
+            None => ppo::softmax(s),
+            Some((_, of)) => ppo::softmax(&start.iter().zip(of).map(|(b, &g)| b + s[g]).collect::<Vec<f64>>()),
+        }
+    };
+    let search_started = started.elapsed().as_secs_f64();
+    let per_run_choice = choice_runs as f64;
+    let stop = |t: usize| {
+        let Some(budget) = cfg.budget_s else {
+            return false;
+        };
+        let now = started.elapsed().as_secs_f64();
+        let per_trajectory = (now - search_started) / t as f64;
+        let per_run = per_trajectory / (cfg.samples * seeds) as f64;
+        now + per_trajectory + per_run * per_run_choice > budget
+    };
+    let log = search_mapped(
         cfg,
+        sized.trajectories,
         mu0,
+        to_weights,
         |w, t| proxy.evaluate(w, seeds, cfg.seed, t as u64),
-        on_step,
+        |s| on_event(Event::Step(s)),
+        stop,
     )?;
+    let budget_stop = (log.len() < sized.trajectories).then(|| BudgetStop {
+        budget_s: cfg.budget_s.unwrap_or_default(),
+        trajectories: log.len(),
+        planned: sized.trajectories,
+    });
     let sample = |t: usize, m: usize, r: f64| Candidate {
         source: format!("sample t={} m={}", t + 1, m + 1),
-        weights: ppo::softmax(&log[t].samples[m]),
+        weights: to_weights(&log[t].samples[m]),
         search_reward: r,
         rescored: None,
     };
@@ -585,6 +839,9 @@ pub fn run(
         val_choice: choice_pos.len(),
         recipe,
         config: cfg.clone(),
+        settings: Some(sized),
+        estimate: Some(estimate),
+        budget_stop,
     };
     if cfg.select == Select::BestDraw {
         let (t, m, r) = best_draw(&log);
@@ -593,20 +850,12 @@ pub fn run(
     }
     // Re-score: the fixed samplers first (so a tie keeps the simpler choice), the policy mean,
     // the top samples; on the choice part (or, with no hold-out, the search part) with fresh seeds.
-    let mean_w = ppo::softmax(&log.last().expect("T ≥ 1").mu);
+    let mean_w = to_weights(&log.last().expect("T ≥ 1").mu);
     let mean_r = proxy.evaluate(std::slice::from_ref(&mean_w), seeds, cfg.seed, u64::MAX - 2)[0];
     let chooser = if choice_pos.is_empty() {
         proxy
     } else {
-        Proxy::new(
-            train,
-            val,
-            Some(&choice_pos),
-            head,
-            recipe,
-            cfg.reward,
-            cfg.bf16(),
-        )?
+        new_proxy(Some(&choice_pos))?
     };
     let mut cands: Vec<Candidate> = fixed.clone();
     cands.push(Candidate {
@@ -654,7 +903,7 @@ pub fn run(
     let (f, fixed_gain) = if choice_pos.is_empty() {
         fixed_pick(&chooser, &items[..FIXED.len()])
     } else {
-        let all = Proxy::new(train, val, None, head, recipe, cfg.reward, cfg.bf16())?;
+        let all = new_proxy(None)?;
         let it = all.item_scores(&ws[..FIXED.len()], cfg.rescore_seeds, cfg.seed, u64::MAX - 3);
         fixed_pick(&all, &it)
     };
@@ -686,6 +935,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::stage2::Stage2Config;
     use tch::{Device, Kind};
 
     #[test]
@@ -793,6 +1043,147 @@ mod tests {
         let w0 = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
         let b0 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         (train, val, w0, b0)
+    }
+
+    #[test]
+    fn frequency_groups_and_sizes() {
+        // counts 5, 50, 20, 20, 1 → order 1, 2, 3, 0, 4 → 2 groups of 5 ranks: 0 0 0 1 1 (rank·2/5)
+        assert_eq!(frequency_groups(&[5, 50, 20, 20, 1], 2), [1, 0, 0, 0, 1]);
+        assert_eq!(frequency_groups(&[3, 2, 1], 3), [0, 1, 2]);
+        let d = SearchConfig::default();
+        // CIFAR-10-LT's ResNet-32 features: per-class, whole proxies, T = 100 (as ever)
+        let cifar = d.sized(Shape {
+            classes: 10,
+            dim: 64,
+            images: 12_406,
+        });
+        assert_eq!(
+            (cifar.groups, cifar.trajectories, cifar.proxy_cap, cifar.proxy_max_epochs),
+            (None, 100, None, None)
+        );
+        // 200 classes of 64-d features, 10k images: groups, not large
+        let tiny = d.sized(Shape {
+            classes: 200,
+            dim: 64,
+            images: 10_000,
+        });
+        assert_eq!(
+            (tiny.groups, tiny.trajectories, tiny.proxy_cap, tiny.proxy_max_epochs),
+            (Some(10), 30, None, None)
+        );
+        // ImageNet-LT's ResNet-50 features: 2.4·10¹¹ > 10¹⁰
+        let inet = Shape {
+            classes: 1000,
+            dim: 2048,
+            images: 115_846,
+        };
+        let s = d.sized(inet);
+        assert_eq!(
+            (s.groups, s.trajectories, s.proxy_cap, s.proxy_max_epochs),
+            (Some(10), 30, Some(20), Some(3))
+        );
+        // the config's own values win; 0 lifts a shortcut
+        let own = SearchConfig {
+            param: Param::PerClass,
+            proxy_cap: Some(0),
+            proxy_max_epochs: Some(5),
+            ..d
+        }
+        .sized(inet);
+        assert_eq!(
+            (own.groups, own.trajectories, own.proxy_cap, own.proxy_max_epochs),
+            (None, 100, None, Some(5))
+        );
+        let r = SearchConfig::default().sized_recipe(&Stage2Config::default().recipe(), &s);
+        assert_eq!(r.epochs, 3, "stage 2's 10 epochs, at most 3");
+    }
+
+    /// A grouped search moves one offset per frequency group: every candidate's weights are the
+    /// starting sampler's times a factor shared by the classes of a group.
+    #[test]
+    fn grouped_weights_are_the_start_tilted_per_group() {
+        let (train, val, w0, b0) = blobs();
+        let stage2 = Recipe {
+            epochs: 2,
+            batch: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            reinit: false,
+        };
+        let cfg = SearchConfig {
+            param: Param::Groups,
+            groups: 2,
+            group_trajectories: 4,
+            samples: 4,
+            rescore_top: 3,
+            rescore_seeds: 2,
+            init: Init::SquareRoot,
+            ..Default::default()
+        };
+        let (best, log) = run(&train, &val, (&w0, &b0), &stage2, &cfg, |_| {}).unwrap();
+        assert_eq!(log.len(), 4);
+        assert!(log.iter().all(|s| s.mu.len() == 2 && s.samples.iter().all(|m| m.len() == 2)));
+        assert_eq!(best.settings.unwrap().groups, Some(2));
+        // counts 200, 40, 8: groups [0, 0, 1] (rank·2/3); start √n
+        let sqrt = [200f64.sqrt(), 40f64.sqrt(), 8f64.sqrt()];
+        for c in best.candidates.iter().filter(|c| c.source.starts_with("sample")) {
+            let f: Vec<f64> = c.weights.iter().zip(&sqrt).map(|(w, s)| w / s).collect();
+            assert!((f[0] - f[1]).abs() < 1e-9 * f[0], "{:?}", c.weights);
+            assert!((f[1] - f[2]).abs() > 1e-6, "the tail group moves on its own");
+        }
+    }
+
+    /// `budget_s`: an estimate before the first trajectory; past the budget the trajectories stop
+    /// (one at least) and the choice is made among what there is, said in `budget_stop`.
+    #[test]
+    fn a_budget_stops_the_trajectories_and_the_choice_is_still_made() {
+        let (train, val, w0, b0) = blobs();
+        let stage2 = Recipe {
+            epochs: 2,
+            batch: 32,
+            lr: 0.05,
+            momentum: 0.9,
+            reinit: false,
+        };
+        let cfg = SearchConfig {
+            trajectories: 50,
+            samples: 4,
+            rescore_top: 3,
+            rescore_seeds: 2,
+            budget_s: Some(1e-6),
+            ..Default::default()
+        };
+        let mut estimate = None;
+        let mut steps = 0;
+        let (best, log) = run(&train, &val, (&w0, &b0), &stage2, &cfg, |e| match e {
+            Event::Estimate(e) => estimate = Some(*e),
+            Event::Step(_) => steps += 1,
+        })
+        .unwrap();
+        let e = estimate.expect("said before the trajectories");
+        // 3 fixed + 50 × 4 samples + mean + (3 + 1 + 3) × 2 re-scored + 3 × 2 fixed on all
+        assert_eq!(e.proxy_runs, 3 + 200 + 1 + 14 + 6);
+        assert!(e.run_s > 0.0 && (e.total_s - e.run_s * 224.0).abs() < 1e-9);
+        assert_eq!((log.len(), steps), (1, 1));
+        let stop = best.budget_stop.unwrap();
+        assert_eq!((stop.trajectories, stop.planned), (1, 50));
+        assert_eq!(best.candidates.len(), 7, "3 fixed, the mean, 3 samples of the one trajectory");
+        let without = SearchConfig {
+            budget_s: None,
+            trajectories: 2,
+            ..cfg.clone()
+        };
+        assert!(run(&train, &val, (&w0, &b0), &stage2, &without, |_| {}).unwrap().0.budget_stop.is_none());
+        for bad in [0.0, -5.0, f64::NAN] {
+            let e = SearchConfig {
+                budget_s: Some(bad),
+                ..cfg.clone()
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("[search] budget_s must be a finite number > 0"), "{e}");
+        }
     }
 
     #[test]
