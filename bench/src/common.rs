@@ -1,5 +1,19 @@
 //! What the benchmark binaries share.
 
+/// This process's peak resident memory (VmHWM), in MB.
+#[allow(dead_code)]
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 /// The value after `--name` on the command line.
 pub fn arg(name: &str) -> Option<String> {
     let a: Vec<String> = std::env::args().collect();

@@ -7,16 +7,18 @@
 //!   no hold-out): what the re-score rule buys;
 //! - a random search with the same budget (μ never moves: Adam's lr 1e-300);
 //! - the paper's Algorithm 1 (`SearchConfig::paper()`: one-epoch proxy, top-1, best draw);
+//! - the search with per-class logits and with frequency groups (`param`), whatever `auto` picks;
 //!
 //! and reports τ-normalisation, logit adjustment and LWS beside them (for comparison). Test
 //! top-1 as mean ± std over stage-1 seeds × search seeds, val and many/medium/few. One JSON line
 //! per dataset.
 //!
-//!   bench-search-quality --name c10lt_ir100 --runs runs/bench/search/c10lt_ir100_s0,runs/…_s1 [--search-seeds 3] [--only searched]
+//!   bench-search-quality --name c10lt_ir100 --runs runs/bench/search/c10lt_ir100_s0,runs/…_s1 [--search-seeds 3]
+//!                        [--only searched,searched_groups,searched_per_class]
 use anyhow::{Context, Result};
 use autosampler::eval::Metrics;
 use autosampler::sampler::power_weights;
-use autosampler::search::{self, SearchConfig, Select};
+use autosampler::search::{self, Param, SearchConfig, Select};
 use autosampler::train::stage2::{self, Parts};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -150,8 +152,22 @@ fn main() -> Result<()> {
                         ..SearchConfig::paper()
                     },
                 ),
+                (
+                    "searched_per_class",
+                    SearchConfig {
+                        param: Param::PerClass,
+                        ..base.clone()
+                    },
+                ),
+                (
+                    "searched_groups",
+                    SearchConfig {
+                        param: Param::Groups,
+                        ..base.clone()
+                    },
+                ),
             ] {
-                if only.as_deref().is_some_and(|o| o != k) {
+                if only.as_deref().is_some_and(|o| !o.split(',').any(|o| o == k)) {
                     continue;
                 }
                 let t = std::time::Instant::now();
@@ -197,7 +213,7 @@ fn main() -> Result<()> {
     // returned class-balanced's weights once printed 69.59 against class-balanced's 69.60).
     let means: std::collections::HashMap<&str, f64> =
         rows.iter().map(|(k, v)| (*k, unrounded_mean(v))).collect();
-    let mean = |k: &str| means[k];
+    let mean = |k: &str| means.get(k).copied().unwrap_or(f64::NAN);
     let best_fixed = ["crt_instance", "crt_square_root", "crt_class_balanced"]
         .iter()
         .map(|k| mean(k))
@@ -208,6 +224,12 @@ fn main() -> Result<()> {
     out["goal_searched_ge_best_fixed"] = (mean("searched") >= best_fixed - TIE).into();
     out["goal_searched_ge_class_balanced_plus_1"] =
         (mean("searched") >= mean("crt_class_balanced") + 1.0 - TIE).into();
+    if means.contains_key("searched_groups") {
+        out["groups_minus_class_balanced"] = r2(mean("searched_groups") - mean("crt_class_balanced")).into();
+        out["groups_minus_per_class"] = r2(mean("searched_groups") - mean("searched_per_class")).into();
+        out["goal_groups_ge_class_balanced"] =
+            (mean("searched_groups") >= mean("crt_class_balanced") - TIE).into();
+    }
     out["learning"] = learning.into();
     println!("{out}");
     Ok(())

@@ -13,6 +13,16 @@
 //! `--precision fp32|bf16` sets it.
 //!
 //!   bench-search-speed [--run runs/bench/c10lt_ir100_e30_s0] [--threads 1] [--images-threads 2] [--precision fp32]
+//!
+//! `--scale` times the search with the defaults each size gets (`SearchConfig::sized`: per-class
+//! or frequency groups, proxy caps) on random ReLU features with real long-tail count profiles,
+//! one JSON line per shape, each in its own process (so its peak memory is its own):
+//!   (classes, dim, profile) = (10, 64, CIFAR-10-LT IR 100), (100, 64, CIFAR-100-LT IR 100),
+//!   (1,000, 512, ImageNet-LT's pareto), (1,000, 2,048, pareto), (8,142, 2,048, pareto 1,000 → 2:
+//!   iNaturalist 2018's range); validation 20 per class (3 for the 8,142 classes).
+//! `--budget-s S` sets `[search] budget_s`; `--shapes 0,2` picks shapes; `--threads` as the
+//! pipeline gives a large head (the `[train]` threads).
+//!   bench-search-speed --scale --threads 2 [--shapes 3] [--budget-s 600]
 use anyhow::{Context, Result};
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
@@ -27,7 +37,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 mod common;
-use common::arg;
+use common::{arg, peak_rss_mb};
 
 /// Random features with CIFAR-LT IR 100 labels: n_max 5,000 over 10 classes (12,406 images) or
 /// 500 over 100 classes (10,847 images).
@@ -79,8 +89,103 @@ fn precision() -> Result<Option<autosampler::precision::Precision>> {
     })
 }
 
+/// `--scale`'s shapes: (classes, dim, counts, validation images per class).
+fn scale_shape(i: usize) -> (usize, i64, Vec<usize>, usize) {
+    use autosampler::data::longtail::{exp_counts, pareto_counts};
+    match i {
+        0 => (10, 64, exp_counts(5000, 10, 100.0), 20),
+        1 => (100, 64, exp_counts(500, 100, 100.0), 20),
+        2 => (1000, 512, pareto_counts(1000, 6.0, 1280, 5), 20),
+        3 => (1000, 2048, pareto_counts(1000, 6.0, 1280, 5), 20),
+        _ => (8142, 2048, pareto_counts(8142, 6.0, 1000, 2), 3),
+    }
+}
+
+/// One `--scale` shape in this process: one JSON line.
+fn scale_one(i: usize) -> Result<()> {
+    let (c, dim, counts, per_val) = scale_shape(i);
+    tch::manual_seed(i as i64);
+    let labels: Vec<i64> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(k, &m)| std::iter::repeat_n(k as i64, m))
+        .collect();
+    let n = labels.len() as i64;
+    let train = Features {
+        x: Tensor::randn([n, dim], (Kind::Float, Device::Cpu)).relu_(),
+        y: Tensor::from_slice(&labels),
+    };
+    let vl: Vec<i64> = (0..c as i64)
+        .flat_map(|k| std::iter::repeat_n(k, per_val))
+        .collect();
+    let val = Features {
+        x: Tensor::randn([vl.len() as i64, dim], (Kind::Float, Device::Cpu)).relu_(),
+        y: Tensor::from_slice(&vl),
+    };
+    let w0 = Tensor::randn([c as i64, dim], (Kind::Float, Device::Cpu)) * 0.01;
+    let b0 = Tensor::zeros([c as i64], (Kind::Float, Device::Cpu));
+    let features_mb = (train.x.numel() + val.x.numel()) as f64 * 4.0 / 1e6;
+    let cfg = SearchConfig {
+        precision: precision()?,
+        budget_s: arg("--budget-s").map(|s| s.parse()).transpose()?,
+        ..SearchConfig::default()
+    };
+    let stage2 = Stage2Config::default().recipe();
+    let t = Instant::now();
+    let mut estimate = None;
+    let (best, log) = search::run(&train, &val, (&w0, &b0), &stage2, &cfg, |e| {
+        if let search::Event::Estimate(e) = e {
+            eprintln!(
+                "{c} classes x {dim}-d x {n}: {} proxy runs of {:.2}s, about {:.0}s",
+                e.proxy_runs, e.run_s, e.total_s
+            );
+            estimate = Some(*e);
+        }
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let e = estimate.expect("estimated");
+    let rss = peak_rss_mb();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "search_scale", "classes": c, "dim": dim, "train_images": n,
+            "val_images": vl.len(), "search_s": (secs * 10.0).round() / 10.0,
+            "estimate_s": (e.total_s * 10.0).round() / 10.0, "proxy_run_s": (e.run_s * 1000.0).round() / 1000.0,
+            "proxy_runs": e.proxy_runs, "trajectories_run": log.len(), "budget_stop": best.budget_stop,
+            "peak_rss_mb": rss.round(), "features_mb": features_mb.round(),
+            "rss_over_features": (rss / features_mb * 100.0).round() / 100.0,
+            "threads": tch::get_num_threads(), "precision": if cfg.bf16() { "bf16" } else { "fp32" },
+            "settings": best.settings, "proxy_recipe": best.recipe})
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();
+    if let Some(i) = arg("--scale-one") {
+        tch::set_num_threads(arg("--threads").map(|s| s.parse()).transpose()?.unwrap_or(2));
+        return scale_one(i.parse()?);
+    }
+    if std::env::args().any(|a| a == "--scale") {
+        let shapes: Vec<usize> = match arg("--shapes") {
+            Some(s) => s.split(',').map(|v| v.parse()).collect::<Result<_, _>>()?,
+            None => (0..5).collect(),
+        };
+        let pass: Vec<String> = ["--threads", "--budget-s", "--precision"]
+            .iter()
+            .filter_map(|k| arg(k).map(|v| [k.to_string(), v]))
+            .flatten()
+            .collect();
+        for i in shapes {
+            let o = std::process::Command::new(std::env::current_exe()?)
+                .args(["--scale-one", &i.to_string()])
+                .args(&pass)
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            anyhow::ensure!(o.status.success(), "shape {i} failed");
+            print!("{}", String::from_utf8_lossy(&o.stdout));
+        }
+        return Ok(());
+    }
     // One intra-op thread: what `autosampler search` uses (the proxy's tensors are tiny). The
     // images proxy below uses `--images-threads` (default 2).
     let threads: i32 = arg("--threads").map(|s| s.parse()).transpose()?.unwrap_or(1);

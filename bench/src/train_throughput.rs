@@ -6,8 +6,13 @@
 //! channels-last). `--precision fp32|bf16|auto` and `--channels-last true|false` override them
 //! (`--bf16` and a bare `--channels-last` are the older spellings of `bf16` and `true`).
 //!
+//! `--arch resnet18|resnet50 --image-size 224 --classes 1000` times an ImageNet network at its
+//! size (the ImageNet stem from 128 px; `--infer-batch`, default 256, sets inference's batch);
+//! `bench/train_throughput_224.py` runs it beside torchvision's.
+//!
 //!   bench-train-throughput [--threads 2] [--steps 20] [--batch 128] [--device cpu|cuda]
 //!                          [--precision auto] [--channels-last true]
+//!                          [--arch resnet32] [--image-size 32] [--classes 10] [--infer-batch 256]
 use anyhow::Result;
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
 use autosampler::optim::Sgd;
@@ -17,19 +22,7 @@ use std::time::Instant;
 use tch::{Kind, Reduction, Tensor};
 
 mod common;
-use common::arg;
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
+use common::{arg, peak_rss_mb};
 
 fn main() -> Result<()> {
     autosampler::runtime::tune_allocator();
@@ -55,14 +48,23 @@ fn main() -> Result<()> {
     let bf16 = precision.bf16_on(device);
     tch::set_num_threads(threads);
     tch::manual_seed(0);
+    let size: i64 = arg("--image-size").map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let classes: i64 = arg("--classes").map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let infer_batch: i64 = arg("--infer-batch")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(256);
+    let arch_name = arg("--arch").unwrap_or_else(|| "resnet32".into());
+    let arch: Arch = serde_json::from_value(serde_json::Value::String(arch_name.clone()))
+        .map_err(|_| anyhow::anyhow!("--arch {arch_name:?}: not an architecture of [model] arch"))?;
     let cfg = ModelConfig {
-        arch: Arch::Resnet32,
+        arch,
         head: Head::Linear,
-        stem: Stem::Small,
+        stem: if size >= 128 { Stem::Imagenet } else { Stem::Small },
         bilateral: false,
         init: None,
     };
-    let model = Model::new(&cfg, 10, device)?;
+    let model = Model::new(&cfg, classes, device)?;
     if cl {
         tch::no_grad(|| {
             for (_, mut v) in model.vs.variables() {
@@ -81,8 +83,8 @@ fn main() -> Result<()> {
         .collect();
     let mut opt = Sgd::new(params, 0.9, false, 2e-4);
     let prep = |x: Tensor| if cl { channels_last(&x) } else { x };
-    let x = prep(Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)));
-    let y = Tensor::randint(10, [batch], (Kind::Int64, device));
+    let x = prep(Tensor::randn([batch, 3, size, size], (Kind::Float, device)));
+    let y = Tensor::randint(classes, [batch], (Kind::Int64, device));
     let sync = || {
         if device.is_cuda() {
             tch::Cuda::synchronize(0);
@@ -120,7 +122,7 @@ fn main() -> Result<()> {
     if prof {
         eprintln!("forward {tf:.3}s, backward + update {to:.3}s ({tb:.3}s between)");
     }
-    let xi = prep(Tensor::randn([256, 3, 32, 32], (Kind::Float, device)));
+    let xi = prep(Tensor::randn([infer_batch, 3, size, size], (Kind::Float, device)));
     let infer_ips = tch::no_grad(|| {
         let fwd = || {
             if bf16 {
@@ -136,13 +138,16 @@ fn main() -> Result<()> {
             let _ = fwd();
         }
         sync();
-        (steps * 256) as f64 / t.elapsed().as_secs_f64()
+        (steps as i64 * infer_batch) as f64 / t.elapsed().as_secs_f64()
     });
     println!(
         "{}",
         serde_json::json!({
             "bench": "train_throughput",
             "impl": "autosampler",
+            "arch": arch_name,
+            "image_size": size,
+            "classes": classes,
             "device": format!("{device:?}"),
             "threads": threads,
             "batch": batch,

@@ -2472,3 +2472,230 @@ fn a_run_starts_from_an_init_file_and_another_networks_is_refused_before_any_wor
         text(&o)
     );
 }
+
+/// The large benchmarks' configs (configs/large/) on tiny synthetic trees in their list files'
+/// exact layouts and file-name patterns (ImageNet-LT's wnid folders and ILSVRC names, iNaturalist
+/// 2018's kingdom/id/hash, Places-LT's root-relative `/data_256/…` lines), 3 classes, 32 px:
+/// each runs from the lists to the exported model; Places-LT starts from a 1,000-class
+/// ResNet-152's weights (its classifier re-initialised for 3 classes).
+#[test]
+fn the_large_benchmark_configs_run_on_trees_in_their_list_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let jpeg = |root: &Path, rel: &str, seed: usize| {
+        let p = root.join(rel.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([
+                (x as usize * 6 + seed * 37) as u8,
+                (y as usize * 8) as u8,
+                (seed * 71) as u8,
+            ])
+        })
+        .save_with_format(&p, image::ImageFormat::Jpeg)
+        .unwrap();
+    };
+    // (config, root folder, list folder, list names, a line's path for (part, class, i))
+    type Name = fn(&str, usize, usize) -> String;
+    let imagenet: Name = |part, c, i| match part {
+        "test" => format!("val/n0144076{c}/ILSVRC2012_val_{:08}.JPEG", c * 100 + i),
+        _ => format!(
+            "train/n0144076{c}/n0144076{c}_{}.JPEG",
+            if part == "val" { 900 + i } else { 10026 + i }
+        ),
+    };
+    let inat: Name = |part, c, i| {
+        let h = format!("{:032x}", c * 1000 + i + if part == "train" { 0 } else { 500 });
+        format!("train_val2018/Plantae/{c}/{h}.jpg")
+    };
+    let places: Name = |part, c, i| match part {
+        "train" => format!(
+            "/data_256/{}/{:08}.jpg",
+            ["a/airfield", "a/alley", "b/bakery"][c],
+            i + 2
+        ),
+        _ => format!(
+            "/val_256/Places365_val_{:08}.jpg",
+            c * 100 + i + if part == "test" { 50 } else { 0 }
+        ),
+    };
+    // "pretrained" weights: random, each block's last batch norm zeroed (torchvision's
+    // zero_init_residual), so that 50 random blocks do not blow the features up
+    let weights = d.join("r152.safetensors");
+    let r152 = autosampler::model::Model::new(
+        &autosampler::model::ModelConfig {
+            arch: autosampler::model::Arch::Resnet152,
+            head: autosampler::model::Head::Linear,
+            stem: autosampler::model::Stem::Imagenet,
+            bilateral: false,
+            init: None,
+        },
+        1000,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    tch::no_grad(|| {
+        for (name, mut v) in r152.vs.variables() {
+            if name.ends_with("bn3.weight") {
+                let _ = v.fill_(0.0);
+            }
+        }
+    });
+    r152.save(&weights).unwrap();
+    let cases: [(&str, &str, &str, [&str; 3], Name); 4] = [
+        (
+            "imagenet_lt_resnet50",
+            "imagenet",
+            "ImageNet_LT",
+            [
+                "ImageNet_LT_train.txt",
+                "ImageNet_LT_val.txt",
+                "ImageNet_LT_test.txt",
+            ],
+            imagenet,
+        ),
+        (
+            "imagenet_lt_resnext50",
+            "imagenet",
+            "ImageNet_LT",
+            [
+                "ImageNet_LT_train.txt",
+                "ImageNet_LT_val.txt",
+                "ImageNet_LT_test.txt",
+            ],
+            imagenet,
+        ),
+        (
+            "inat2018_resnet50",
+            "inat2018",
+            "iNaturalist18",
+            ["iNaturalist18_train.txt", "", "iNaturalist18_val.txt"],
+            inat,
+        ),
+        (
+            "places_lt_resnet152",
+            "places365",
+            "Places_LT",
+            ["Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"],
+            places,
+        ),
+    ];
+    for (config, root, lists, files, name) in cases {
+        let (root, lists) = (d.join(root), d.join(lists));
+        std::fs::create_dir_all(&lists).unwrap();
+        let mut set = vec![
+            format!("data.source.root={}", root.display()),
+            "data.source.image_size=32".into(),
+            "train.device=cpu".into(),
+            "train.threads=1".into(),
+            "train.epochs=1".into(),
+            // 9 training images in batches of 3: no batch of one image, whose batch norm at the
+            // 1×1 maps of a 32 px ImageNet-stem network has no variance (PyTorch refuses it)
+            "train.batch_size=3".into(),
+            // lr 0.1 on 3 noise images sends the features of a ResNet-50 from scratch to 1e4
+            "train.lr=0.001".into(),
+            "stage2.epochs=1".into(),
+        ];
+        for (part, file, per_class) in [
+            ("train", files[0], [4, 3, 2]),
+            ("val", files[1], [2; 3]),
+            ("test", files[2], [2; 3]),
+        ] {
+            if file.is_empty() {
+                continue;
+            }
+            let mut text = String::new();
+            for (c, &n) in per_class.iter().enumerate() {
+                for i in 0..n {
+                    let p = name(part, c, i);
+                    jpeg(&root, &p, c * 10 + i);
+                    text += &format!("{p} {c}\n");
+                }
+            }
+            std::fs::write(lists.join(file), text).unwrap();
+            set.push(format!("data.source.{part}_list={}", lists.join(file).display()));
+        }
+        if config.starts_with("places") {
+            set.push(format!("model.init={}", weights.display()));
+        }
+        if config != "inat2018_resnet50" {
+            set.extend(
+                [
+                    "search.group_trajectories=2",
+                    "search.trajectories=2",
+                    "search.samples=2",
+                ]
+                .map(String::from),
+            );
+        }
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../configs/large/{config}.toml"));
+        let out = d.join("runs").join(config);
+        let mut args: Vec<String> = [
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        for s in &set {
+            args.extend(["--set".to_string(), s.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = autosampler(&args, &d.join("cache"));
+        let t = text(&o);
+        assert!(o.status.success(), "{config}: {t}");
+        assert!(out.join("model.safetensors").is_file(), "{config}");
+        let split: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("split.json")).unwrap()).unwrap();
+        assert_eq!(split["counts"]["train"], serde_json::json!([4, 3, 2]), "{config}");
+        if config.starts_with("places") {
+            assert!(
+                t.contains(
+                    "the classifier re-initialised for 3 classes (the file's fc.weight: [1000, 2048])"
+                ),
+                "{t}"
+            );
+        }
+    }
+}
+
+/// `[search] budget_s` spent before the first trajectory: the run goes on with class-balanced
+/// weights, and the search's note, `best_weights.json` and the plots say so; `budget_s = 0` is
+/// refused at load, naming the key.
+#[test]
+fn a_search_past_its_budget_keeps_class_balanced_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[train]\nepochs = 1\nbatch_size = 4\nthreads = 1\n\
+         [search]\ntrajectories = 3\nsamples = 2\nbudget_s = 1e-6\n[stage2]\nepochs = 1\nbatch_size = 4\n",
+    );
+    let out = dir.path().join("run");
+    let o = stage("run", &cfg, &out, &dir.path().join("cache"));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("budget_s = 0.000001: it will stop early"), "{t}");
+    assert!(
+        t.contains("(budget_s = 0.000001: stopped after 0 of 3 trajectories, the choice among what it had)"),
+        "{t}"
+    );
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("search/best_weights.json")).unwrap())
+            .unwrap();
+    assert_eq!(best["source"], "class-balanced");
+    assert_eq!(best["budget_stop"]["trajectories"], 0);
+    assert!(out.join("search/reward_curve.png").is_file());
+    let bad = write_config(
+        dir.path(),
+        "[model]\narch = \"resnet8\"\n[search]\nbudget_s = 0\n",
+    );
+    let o = stage("run", &bad, &dir.path().join("bad"), &dir.path().join("cache"));
+    assert!(
+        text(&o).contains("[search] budget_s must be a finite number > 0, got 0"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("bad").exists());
+}

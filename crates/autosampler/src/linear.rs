@@ -117,12 +117,10 @@ impl<'a> Trainer<'a> {
             kept.extend(m.iter().map(|&i| i as i64));
         }
         kept.sort_unstable();
-        let pos: std::collections::HashMap<i64, usize> = kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let pos: std::collections::HashMap<i64, usize> =
+            kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         for m in &mut self.members {
-            *m = m
-                .iter()
-                .filter_map(|&i| pos.get(&(i as i64)).copied())
-                .collect();
+            *m = m.iter().filter_map(|&i| pos.get(&(i as i64)).copied()).collect();
         }
         self.kept = Some(kept);
         self.rows = std::sync::OnceLock::new();
@@ -418,11 +416,21 @@ mod tests {
         assert_eq!(t.counts(), [50, 7, 3]);
         assert_eq!(t.epoch_len(), 5 + 5 + 3);
         let kept = t.kept.clone().unwrap();
-        assert_eq!(kept, Trainer::new(&feats, &w0, &b0).capped(Some(5), 4).kept.unwrap());
-        assert_ne!(kept, Trainer::new(&feats, &w0, &b0).capped(Some(5), 5).kept.unwrap());
+        assert_eq!(
+            kept,
+            Trainer::new(&feats, &w0, &b0).capped(Some(5), 4).kept.unwrap()
+        );
+        assert_ne!(
+            kept,
+            Trainer::new(&feats, &w0, &b0).capped(Some(5), 5).kept.unwrap()
+        );
         assert_eq!(kept.iter().filter(|&&i| i < 50).count(), 5);
         assert!(kept.ends_with(&[57, 58, 59]), "a class of 3 keeps all: {kept:?}");
-        let plans = Vec::<i64>::try_from(t.plans(&[Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))], 2).flatten(0, -1)).unwrap();
+        let plans = Vec::<i64>::try_from(
+            t.plans(&[Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))], 2)
+                .flatten(0, -1),
+        )
+        .unwrap();
         assert_eq!(plans.len(), 26);
         // each drawn row is a kept image (rows are positions among the kept)
         let (rows, y) = t.rows();
@@ -431,7 +439,10 @@ mod tests {
             assert!(kept.contains(&image));
             assert_eq!(y.int64_value(&[p]), labels[image as usize]);
         }
-        assert!(Trainer::new(&feats, &w0, &b0).capped(Some(50), 4).kept.is_none(), "no class above the cap");
+        assert!(
+            Trainer::new(&feats, &w0, &b0).capped(Some(50), 4).kept.is_none(),
+            "no class above the cap"
+        );
     }
 
     #[test]

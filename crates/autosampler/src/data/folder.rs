@@ -125,7 +125,10 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
             let (path, label) = line
                 .rsplit_once(char::is_whitespace)
                 .ok_or_else(|| line_error(&shown, i + 1, format!("`{line}`: expected `path label`")))?;
+            // a leading `/` is the root's, as the field's loaders read Places-LT's lists
+            // (`root + line` when a line starts with `/`): never a path of this machine
             let path = path.trim();
+            let path = path.strip_prefix('/').unwrap_or(path);
             let label: u32 = label.parse().map_err(|_| {
                 line_error(
                     &shown,
@@ -149,7 +152,7 @@ pub(crate) fn scan_split_lists(tree: &Tree, cfg: &SourceConfig) -> Result<Scanne
                 return Err(line_error(
                     &shown,
                     i + 1,
-                    format!("`{path}` is not a path inside root (no `..`, no absolute paths)"),
+                    format!("`{path}` is not a path inside root (no `..`)"),
                 ));
             }
             if let Some((p, f, l)) = seen.insert(path.to_string(), (pool, shown.clone(), i + 1)) {

@@ -34,6 +34,45 @@ pub enum Profile {
         min: usize,
         max: usize,
     },
+    /// ImageNet-LT's shape (Liu et al. 2019: class sizes from a Pareto distribution with α = 6,
+    /// 1,280 to 5 images): class i of C keeps the Pareto(α) quantile of upper-tail probability
+    /// (i + ½)/C, mapped linearly onto `max` … `min` and rounded. With the defaults on 1,000
+    /// classes: 104,850 images, 350 classes above 100 and 158 below 20 (ImageNet-LT: 115,846,
+    /// 385 and 136).
+    Pareto {
+        #[serde(default = "six")]
+        alpha: f64,
+        #[serde(default = "imagenet_lt_max")]
+        max: usize,
+        #[serde(default = "imagenet_lt_min")]
+        min: usize,
+    },
+}
+
+fn six() -> f64 {
+    6.0
+}
+fn imagenet_lt_max() -> usize {
+    1280
+}
+fn imagenet_lt_min() -> usize {
+    5
+}
+
+/// The `pareto` profile's counts (see [`Profile::Pareto`]).
+pub fn pareto_counts(num_classes: usize, alpha: f64, max: usize, min: usize) -> Vec<usize> {
+    let c = num_classes as f64;
+    let x = |i: usize| ((i as f64 + 0.5) / c).powf(-1.0 / alpha);
+    let (hi, lo) = (x(0), x(num_classes - 1));
+    (0..num_classes)
+        .map(|i| {
+            if num_classes == 1 {
+                max
+            } else {
+                (min as f64 + (x(i) - lo) / (hi - lo) * (max - min) as f64).round() as usize
+            }
+        })
+        .collect()
 }
 
 fn half() -> f64 {
@@ -102,6 +141,14 @@ impl Profile {
                 Err(invalid!("counts is empty: expected one count per class"))
             }
             Profile::Counts { .. } => Ok(()),
+            Profile::Pareto { alpha, min, max } => {
+                if !(*alpha > 0.0 && alpha.is_finite()) || *min == 0 || min > max {
+                    return Err(invalid!(
+                        "pareto profile needs alpha > 0 and 1 ≤ min ≤ max, got alpha {alpha}, min {min}, max {max}"
+                    ));
+                }
+                Ok(())
+            }
             Profile::Llt {
                 num_classes,
                 min,
@@ -143,6 +190,7 @@ impl Profile {
                 counts.clone()
             }
             Profile::Llt { min, max, .. } => exp_counts(*max, c, *max as f64 / *min as f64),
+            Profile::Pareto { alpha, max, min } => pareto_counts(c, *alpha, *max, *min),
         };
         for (i, (&n, &a)) in counts.iter().zip(available).enumerate() {
             if n > a {
@@ -219,6 +267,29 @@ mod tests {
         assert!(e.to_string().contains("class 1 needs 20"), "{e}");
         let e = Profile::Counts { counts: vec![5] }.counts(&[10, 10]).unwrap_err();
         assert!(e.to_string().contains("one per class"), "{e}");
+    }
+
+    /// ImageNet-LT's shape on 1,000 classes. Computed with
+    /// `[round(5 + ((i+.5)/1000)**(-1/6) - lo) / (hi - lo) * 1275) ...]` in Python (numpy gives
+    /// the same): 1280, 983, 862 … 5; sum 104,850; 350 classes above 100, 158 below 20.
+    #[test]
+    fn pareto_is_imagenet_lts_shape() {
+        let n = pareto_counts(1000, 6.0, 1280, 5);
+        assert_eq!((&n[..3], &n[997..]), (&[1280, 983, 862][..], &[5, 5, 5][..]));
+        assert_eq!(n.iter().sum::<usize>(), 104_850);
+        assert_eq!(n.iter().filter(|&&v| v > 100).count(), 350);
+        assert_eq!(n.iter().filter(|&&v| v < 20).count(), 158);
+        assert!(n.windows(2).all(|w| w[0] >= w[1]));
+        let profile: Profile = toml::from_str("kind = \"pareto\"").unwrap();
+        assert_eq!(profile.counts(&[1300; 1000]).unwrap(), n);
+        let e = Profile::Pareto {
+            alpha: 0.0,
+            max: 10,
+            min: 5,
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("alpha 0"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub n: usize,
     pub top1: f64,
     pub top5: f64,
+    /// Top-1 per class; NaN for a class with no image in the part (JSON: null).
+    #[serde(deserialize_with = "nan_for_null")]
     pub per_class: Vec<f64>,
     pub many: Option<f64>,
     pub medium: Option<f64>,
@@ -20,6 +22,12 @@ pub struct Metrics {
     pub ece: f64,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<u32>>,
+}
+
+/// Reads back what serde_json writes for NaN (null).
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Metrics of `logits` (`[N, C]`) against `labels`; `train_counts` defines the shot groups.
@@ -94,6 +102,25 @@ pub fn metrics(logits: &Tensor, labels: &[u32], train_counts: &[usize]) -> Metri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A class without images in a part (every class of an empty validation set) reads back
+    /// from the JSON it is written to (it used to stop a run's stage 2 reading its eval.json).
+    #[test]
+    fn a_part_without_a_class_round_trips_through_json() {
+        let m = metrics(&Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]), &[0], &[5, 5]);
+        assert_eq!(m.per_class[0], 100.0);
+        assert!(m.per_class[1].is_nan());
+        let back: Metrics = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back.per_class[0], 100.0);
+        assert!(back.per_class[1].is_nan());
+        let empty = metrics(
+            &Tensor::zeros([0, 2], (Kind::Float, tch::Device::Cpu)),
+            &[],
+            &[5, 5],
+        );
+        let back: Metrics = serde_json::from_str(&serde_json::to_string(&empty).unwrap()).unwrap();
+        assert!(back.per_class.iter().all(|x| x.is_nan()) && back.n == 0);
+    }
 
     #[test]
     fn hand_computed_case() {

@@ -933,6 +933,18 @@ fn search_or_reuse(
         // only then: a search in fp32 keeps the fingerprint it had before precision existed
         inputs = inputs.value("search_precision", &"bf16");
     }
+    // The settings the training set's size gives: recorded only where they differ from the one
+    // search there was before them (per-class logits, whole proxies), so that such searches keep
+    // their fingerprints.
+    let (m, _) = training_config(cfg)?;
+    let sized = sc.sized(search::Shape {
+        classes: ds.split.num_classes(),
+        dim: crate::model::resnet::Body::dim_of(m) as usize,
+        images: ds.split.counts.train.iter().sum(),
+    });
+    if sized.groups.is_some() || sized.proxy_cap.is_some() || sized.proxy_max_epochs.is_some() {
+        inputs = inputs.value("search_settings", &sized);
+    }
     let sc = &SearchConfig {
         precision: Some(if bf16 { Precision::Bf16 } else { Precision::Fp32 }),
         ..sc.clone()

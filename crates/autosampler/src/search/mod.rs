@@ -433,9 +433,29 @@ impl<'a> Proxy<'a> {
             .iter()
             .flat_map(|w| (0..seeds).map(move |r| Run::new(w, (seed, stream, r as u64))))
             .collect();
-        let heads: Heads = self.train(&runs);
-        let per_run = item_scores(self.reward, &heads.logits(&self.val_x), &self.val_y);
-        per_run
+        // Bounded memory at any size: runs trained in groups whose weights and momentum fit in
+        // 256 MiB, validation scored in slices whose logits fit in 128 MiB (one group and one
+        // slice at CIFAR's size: the same computation as without them).
+        let (c, d) = (self.classes as i64, self.val_x.size()[1]);
+        let per_run = ((d + 1) * c * 4 * 2).max(1);
+        let group = ((256 << 20) / per_run).max(1) as usize;
+        let mut per_run_scores: Vec<Vec<f64>> = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(group) {
+            let heads: Heads = self.train(chunk);
+            let n = self.val_y.len() as i64;
+            let slice = ((128 << 20) / (chunk.len() as i64 * c.max(d) * 4)).clamp(1, n.max(1));
+            let mut scores = vec![Vec::with_capacity(n as usize); chunk.len()];
+            for s in (0..n).step_by(slice as usize) {
+                let len = slice.min(n - s);
+                let logits = heads.logits(&self.val_x.narrow(0, s, len));
+                let part = item_scores(self.reward, &logits, &self.val_y[s as usize..(s + len) as usize]);
+                for (all, p) in scores.iter_mut().zip(part) {
+                    all.extend(p);
+                }
+            }
+            per_run_scores.extend(scores);
+        }
+        per_run_scores
             .chunks(seeds)
             .map(|runs| {
                 (0..self.val_y.len())
@@ -575,12 +595,14 @@ pub fn search_with(
     reward: impl FnMut(&[Vec<f64>], usize) -> Vec<f64>,
     on_step: impl FnMut(&Step),
 ) -> Result<Vec<Step>> {
-    search_mapped(cfg, cfg.trajectories, mu0, ppo::softmax, reward, on_step, |_| false)
+    search_mapped(cfg, cfg.trajectories, mu0, ppo::softmax, reward, on_step, |_| {
+        false
+    })
 }
 
 /// Algorithm 1 over any parametrisation: `to_weights` maps a draw of the policy (and its mean) to
-/// class weights; up to `trajectories` trajectories, and none after one for which `stop(t)` (asked
-/// before trajectory t ≥ 1) is true.
+/// class weights; up to `trajectories` trajectories, none from the first t for which `stop(t)`
+/// (asked before each) is true.
 pub fn search_mapped(
     cfg: &SearchConfig,
     trajectories: usize,
@@ -597,7 +619,7 @@ pub fn search_mapped(
     let mut best = f64::NEG_INFINITY;
     let mut log = Vec::new();
     for t in 0..trajectories {
-        if t > 0 && stop(t) {
+        if stop(t) {
             break;
         }
         let mut rng = chacha(cfg.seed, &[3, t as u64]);
@@ -730,42 +752,114 @@ pub fn run(
     let (search_pos, choice_pos) = split_validation(&val_labels, holdout, cfg.seed);
     let recipe = cfg.sized_recipe(stage2, &sized);
     let new_proxy = |positions: Option<&[i64]>| -> Result<Proxy> {
-        Ok(Proxy::new(train, val, positions, head, recipe, cfg.reward, cfg.bf16())?
-            .capped(sized.proxy_cap, cfg.seed))
+        Ok(
+            Proxy::new(train, val, positions, head, recipe, cfg.reward, cfg.bf16())?
+                .capped(sized.proxy_cap, cfg.seed),
+        )
     };
     let proxy = new_proxy(Some(&search_pos))?;
     let counts = proxy.trainer.counts();
     let seeds = cfg.reward_seeds;
     // The fixed samplers on the search part, with the samples' own seeds' scheme.
     let fixed_w: Vec<Vec<f64>> = FIXED.iter().map(|(_, q)| power_weights(&counts, *q)).collect();
-    let fixed_r = proxy.evaluate(&fixed_w, seeds, cfg.seed, u64::MAX);
-    // What the rest costs, from these first runs.
-    let run_s = started.elapsed().as_secs_f64() / (FIXED.len() * seeds) as f64;
     let choice_runs = if cfg.select == Select::Rescore {
         seeds
             + (FIXED.len() + 1 + cfg.rescore_top) * cfg.rescore_seeds
-            + if choice_pos.is_empty() { 0 } else { FIXED.len() * cfg.rescore_seeds }
+            + if choice_pos.is_empty() {
+                0
+            } else {
+                FIXED.len() * cfg.rescore_seeds
+            }
     } else {
         0
     };
     let proxy_runs = FIXED.len() * seeds + sized.trajectories * cfg.samples * seeds + choice_runs;
-    let estimate = Estimate {
-        proxy_runs,
-        run_s,
-        total_s: run_s * proxy_runs as f64,
-        settings: sized,
+    let elapsed = || started.elapsed().as_secs_f64();
+    let fits = |runs: usize, run_s: f64| cfg.budget_s.is_none_or(|b| elapsed() + runs as f64 * run_s <= b);
+    let mut estimate: Option<Estimate> = None;
+    let mut say = |run_s: f64| {
+        let e = Estimate {
+            proxy_runs,
+            run_s,
+            total_s: run_s * proxy_runs as f64,
+            settings: sized,
+        };
+        on_event(Event::Estimate(&e));
+        e
     };
-    on_event(Event::Estimate(&estimate));
-    let mut fixed: Vec<Candidate> = FIXED
+    // The fixed samplers on the search part, with the samples' own seeds' scheme: batched; on a
+    // large set one at a time, class-balanced first, so that the estimate comes after one proxy
+    // and the budget can stop between them.
+    let mut fixed_r: Vec<Option<f64>> = vec![None; FIXED.len()];
+    if shape.large() {
+        for i in [FIXED_DEFAULT, 0, 1] {
+            if let Some(e) = &estimate {
+                if !fits(seeds, e.run_s) {
+                    break;
+                }
+            }
+            fixed_r[i] =
+                Some(proxy.evaluate(std::slice::from_ref(&fixed_w[i]), seeds, cfg.seed, u64::MAX)[0]);
+            if estimate.is_none() {
+                estimate = Some(say(elapsed() / seeds as f64));
+            }
+        }
+    } else {
+        let r = proxy.evaluate(&fixed_w, seeds, cfg.seed, u64::MAX);
+        fixed_r = r.into_iter().map(Some).collect();
+        estimate = Some(say(elapsed() / (FIXED.len() * seeds) as f64));
+    }
+    let estimate = estimate.expect("one proxy ran");
+    let run_s = estimate.run_s;
+    let fixed: Vec<Candidate> = FIXED
         .iter()
         .zip(fixed_w.iter().zip(&fixed_r))
-        .map(|((name, _), (w, &r))| Candidate {
+        .map(|((name, _), (w, r))| Candidate {
             source: name.to_string(),
             weights: w.clone(),
-            search_reward: r,
+            search_reward: r.unwrap_or(f64::NEG_INFINITY),
             rescored: None,
         })
         .collect();
+    // Past the budget before a trajectory: the default fixed sampler (class-balanced), said so.
+    let evaluated: Vec<Candidate> = fixed
+        .iter()
+        .zip(&fixed_r)
+        .filter(|(_, r)| r.is_some())
+        .map(|(c, _)| c.clone())
+        .collect();
+    let f = fixed[FIXED_DEFAULT].clone();
+    let (val_search, val_choice) = (search_pos.len(), choice_pos.len());
+    let budget_default = move |trajectories: usize| Best {
+        weights: f.weights.clone(),
+        logits: f.weights.iter().map(|w| w.ln()).collect(),
+        reward: f.search_reward,
+        source: f.source.clone(),
+        trajectory: None,
+        fixed: evaluated.clone(),
+        candidates: evaluated,
+        gain_over_fixed: None,
+        gain_se: None,
+        fixed_best: None,
+        fixed_gain: None,
+        fixed_gain_se: None,
+        val_search,
+        val_choice,
+        recipe,
+        config: cfg.clone(),
+        settings: Some(sized),
+        estimate: Some(estimate),
+        budget_stop: Some(BudgetStop {
+            budget_s: cfg.budget_s.unwrap_or_default(),
+            trajectories,
+            planned: sized.trajectories,
+        }),
+    };
+    if fixed_r.iter().any(Option::is_none) {
+        return Ok((budget_default(0), Vec::new()));
+    }
+    let fixed_r: Vec<f64> = fixed_r.into_iter().flatten().collect();
+    let mut fixed = fixed;
     let start: Vec<f64> = match cfg.init {
         Init::BestFixed => {
             let i = (0..fixed.len()).fold(0, |b, i| if fixed_r[i] > fixed_r[b] { i } else { b });
@@ -783,19 +877,25 @@ pub fn run(
     let to_weights = |s: &[f64]| -> Vec<f64> {
         match &groups {
             None => ppo::softmax(s),
-            Some((_, of)) => ppo::softmax(&start.iter().zip(of).map(|(b, &g)| b + s[g]).collect::<Vec<f64>>()),
+            Some((_, of)) => {
+                ppo::softmax(&start.iter().zip(of).map(|(b, &g)| b + s[g]).collect::<Vec<f64>>())
+            }
         }
     };
-    let search_started = started.elapsed().as_secs_f64();
+    let search_started = elapsed();
     let per_run_choice = choice_runs as f64;
     let stop = |t: usize| {
         let Some(budget) = cfg.budget_s else {
             return false;
         };
-        let now = started.elapsed().as_secs_f64();
-        let per_trajectory = (now - search_started) / t as f64;
-        let per_run = per_trajectory / (cfg.samples * seeds) as f64;
-        now + per_trajectory + per_run * per_run_choice > budget
+        let now = elapsed();
+        // one trajectory's time: measured, or before the first from the fixed samplers' runs
+        let per_run = if t == 0 {
+            run_s
+        } else {
+            (now - search_started) / (t * cfg.samples * seeds) as f64
+        };
+        now + per_run * ((cfg.samples * seeds) as f64 + per_run_choice) > budget
     };
     let log = search_mapped(
         cfg,
@@ -806,6 +906,9 @@ pub fn run(
         |s| on_event(Event::Step(s)),
         stop,
     )?;
+    if log.is_empty() {
+        return Ok((budget_default(0), log));
+    }
     let budget_stop = (log.len() < sized.trajectories).then(|| BudgetStop {
         budget_s: cfg.budget_s.unwrap_or_default(),
         trajectories: log.len(),
@@ -1058,7 +1161,12 @@ mod tests {
             images: 12_406,
         });
         assert_eq!(
-            (cifar.groups, cifar.trajectories, cifar.proxy_cap, cifar.proxy_max_epochs),
+            (
+                cifar.groups,
+                cifar.trajectories,
+                cifar.proxy_cap,
+                cifar.proxy_max_epochs
+            ),
             (None, 100, None, None)
         );
         // 200 classes of 64-d features, 10k images: groups, not large
@@ -1068,7 +1176,12 @@ mod tests {
             images: 10_000,
         });
         assert_eq!(
-            (tiny.groups, tiny.trajectories, tiny.proxy_cap, tiny.proxy_max_epochs),
+            (
+                tiny.groups,
+                tiny.trajectories,
+                tiny.proxy_cap,
+                tiny.proxy_max_epochs
+            ),
             (Some(10), 30, None, None)
         );
         // ImageNet-LT's ResNet-50 features: 2.4·10¹¹ > 10¹⁰
@@ -1122,7 +1235,9 @@ mod tests {
         };
         let (best, log) = run(&train, &val, (&w0, &b0), &stage2, &cfg, |_| {}).unwrap();
         assert_eq!(log.len(), 4);
-        assert!(log.iter().all(|s| s.mu.len() == 2 && s.samples.iter().all(|m| m.len() == 2)));
+        assert!(log
+            .iter()
+            .all(|s| s.mu.len() == 2 && s.samples.iter().all(|m| m.len() == 2)));
         assert_eq!(best.settings.unwrap().groups, Some(2));
         // counts 200, 40, 8: groups [0, 0, 1] (rank·2/3); start √n
         let sqrt = [200f64.sqrt(), 40f64.sqrt(), 8f64.sqrt()];
@@ -1133,8 +1248,8 @@ mod tests {
         }
     }
 
-    /// `budget_s`: an estimate before the first trajectory; past the budget the trajectories stop
-    /// (one at least) and the choice is made among what there is, said in `budget_stop`.
+    /// `budget_s`: an estimate before the first trajectory; past the budget no trajectory starts,
+    /// and the default fixed sampler (class-balanced) is returned, said in `budget_stop`.
     #[test]
     fn a_budget_stops_the_trajectories_and_the_choice_is_still_made() {
         let (train, val, w0, b0) = blobs();
@@ -1164,16 +1279,26 @@ mod tests {
         // 3 fixed + 50 × 4 samples + mean + (3 + 1 + 3) × 2 re-scored + 3 × 2 fixed on all
         assert_eq!(e.proxy_runs, 3 + 200 + 1 + 14 + 6);
         assert!(e.run_s > 0.0 && (e.total_s - e.run_s * 224.0).abs() < 1e-9);
-        assert_eq!((log.len(), steps), (1, 1));
+        assert_eq!((log.len(), steps), (0, 0));
         let stop = best.budget_stop.unwrap();
-        assert_eq!((stop.trajectories, stop.planned), (1, 50));
-        assert_eq!(best.candidates.len(), 7, "3 fixed, the mean, 3 samples of the one trajectory");
+        assert_eq!((stop.trajectories, stop.planned), (0, 50));
+        assert_eq!(best.source, "class-balanced");
+        assert_eq!(best.weights, vec![1.0 / 3.0; 3]);
+        assert_eq!(
+            best.candidates.len(),
+            3,
+            "the fixed samplers scored before the budget ran out"
+        );
         let without = SearchConfig {
             budget_s: None,
             trajectories: 2,
             ..cfg.clone()
         };
-        assert!(run(&train, &val, (&w0, &b0), &stage2, &without, |_| {}).unwrap().0.budget_stop.is_none());
+        assert!(run(&train, &val, (&w0, &b0), &stage2, &without, |_| {})
+            .unwrap()
+            .0
+            .budget_stop
+            .is_none());
         for bad in [0.0, -5.0, f64::NAN] {
             let e = SearchConfig {
                 budget_s: Some(bad),
