@@ -368,20 +368,6 @@ pub fn run_summary(run: &RunDir, ds: &Dataset) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn weights_csv_has_per_sample_weights_and_quotes_names() {
-        let csv = weights_csv(&["a".into(), "b,c".into()], &[4, 1], &[0.2, 0.8]);
-        assert_eq!(
-            csv,
-            "class,n_c,w_c,per_sample_weight\na,4,0.2000000000,5.0000000000e-2\n\"b,c\",1,0.8000000000,8.0000000000e-1\n"
-        );
-    }
-}
-
 /// The line said before a search's first trajectory: its settings and expected time.
 pub fn search_estimate(e: &crate::search::Estimate, budget_s: Option<f64>) -> String {
     let s = &e.settings;
@@ -426,5 +412,19 @@ fn duration(s: f64) -> String {
         format!("{:.0} min", s / 60.0)
     } else {
         format!("{:.1} h", s / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_csv_has_per_sample_weights_and_quotes_names() {
+        let csv = weights_csv(&["a".into(), "b,c".into()], &[4, 1], &[0.2, 0.8]);
+        assert_eq!(
+            csv,
+            "class,n_c,w_c,per_sample_weight\na,4,0.2000000000,5.0000000000e-2\n\"b,c\",1,0.8000000000,8.0000000000e-1\n"
+        );
     }
 }
