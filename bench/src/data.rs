@@ -9,7 +9,12 @@
 //! - cold decode: Tiny-ImageNet-200 (110,000 JPEGs) decoded into a fresh cache; images/s, with the
 //!   archive read (gunzip into memory) timed apart.
 //!
-//!   cargo run --release -p autosampler-bench --bin bench-data -- [--cifar PATH] [--tiny PATH]
+//! - `--large DIR` (an image folder of large JPEGs: `bench/loader_224.py` makes one and runs the
+//!   comparison): only the 224 px loader — the folder packed at 224 px (shorter side, centre crop;
+//!   the build timed apart), then random-resized-crop 224 + flip + ImageNet normalisation in
+//!   batches of `--batch` (64) with `--threads` workers, `--epochs` epochs; images/s.
+//!
+//!   cargo run --release -p autosampler-bench --bin bench-data -- [--cifar PATH] [--tiny PATH] [--large DIR]
 use anyhow::{Context, Result};
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::Cache;
@@ -38,6 +43,9 @@ fn main() -> Result<()> {
     let skip_tiny = std::env::args().any(|a| a == "--no-tiny");
     let scratch = tempfile::tempdir()?;
     tch::set_num_threads(1);
+    if let Some(dir) = arg("--large") {
+        return large(&PathBuf::from(dir), scratch.path(), threads, epochs);
+    }
 
     // CIFAR-10-LT from a fresh cache
     let cfg = DataConfig {
@@ -120,5 +128,57 @@ fn main() -> Result<()> {
         out["tiny_cold_decode_img_per_s"] = (n as f64 / decode_s).round().into();
     }
     println!("{out}");
+    Ok(())
+}
+
+/// `--large`: the 224 px loader on an image folder of large JPEGs.
+fn large(dir: &std::path::Path, scratch: &std::path::Path, threads: usize, epochs: usize) -> Result<()> {
+    let batch: usize = arg("--batch").map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let mut source = SourceConfig::new(Format::ImageFolder, dir);
+    source.image_size = Some(224);
+    source.resize = autosampler::data::source::Resize::CenterCrop;
+    let cfg = DataConfig {
+        source,
+        split: SplitConfig {
+            longtail: Profile::None,
+            val_per_class: 0,
+            seed: 0,
+        },
+    };
+    let t = Instant::now();
+    let ds =
+        Dataset::prepare(&cfg, scratch, &|_| {}).with_context(|| format!("preparing {}", dir.display()))?;
+    let build_s = t.elapsed().as_secs_f64();
+    let view = ds.view(Part::Train);
+    let lc = LoaderConfig {
+        randaugment: None,
+        autoaugment: None,
+        cutout: None,
+        batch_size: batch,
+        threads,
+        augment: Augment::resized_crop(224),
+        normalize: Normalize::IMAGENET,
+        drop_last: false,
+        seed: 0,
+    };
+    let (mut images, mut checksum) = (0usize, 0f64);
+    let t = Instant::now();
+    for epoch in 0..epochs {
+        let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
+        let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
+        for_each_batch(&view, &plan, &lc, epoch, |b| {
+            images += b.index.len();
+            checksum += b.images.double_value(&[0, 0, 0, 0]);
+            Ok(())
+        })?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "data_224", "threads": threads, "batch": batch, "epochs": epochs,
+            "images": images, "loader_img_per_s": (images as f64 / secs).round(),
+            "cache_build_s": (build_s * 100.0).round() / 100.0,
+            "cache_build_img_per_s": (view.len() as f64 / build_s).round(), "checksum": checksum})
+    );
     Ok(())
 }
