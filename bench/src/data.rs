@@ -73,8 +73,7 @@ fn main() -> Result<()> {
     opens.sort_by(f64::total_cmp);
 
     let view = ds.view(Part::Train);
-    // images, seconds and a checksum of `epochs` epochs of training batches
-    let load = |randaugment: Option<RandAugment>| -> Result<(usize, f64, f64)> {
+    let load = |randaugment: Option<RandAugment>| {
         let lc = LoaderConfig {
             randaugment,
             autoaugment: None,
@@ -86,18 +85,7 @@ fn main() -> Result<()> {
             drop_last: false,
             seed: 0,
         };
-        let (mut images, mut checksum) = (0usize, 0f64);
-        let t = Instant::now();
-        for epoch in 0..epochs {
-            let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
-            let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
-            for_each_batch(&view, &plan, &lc, epoch, |b| {
-                images += b.index.len();
-                checksum += b.images.double_value(&[0, 0, 0, 0]);
-                Ok(())
-            })?;
-        }
-        Ok((images, t.elapsed().as_secs_f64(), checksum))
+        time_loader(&view, &lc, epochs)
     };
     let (images, loader_s, checksum) = load(None)?;
     let (ra_images, ra_s, _) = load(Some(RandAugment::default()))?;
@@ -131,6 +119,26 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Images, seconds and a checksum of `epochs` epochs of training batches (instance-balanced plans).
+fn time_loader(
+    view: &autosampler::data::View,
+    lc: &LoaderConfig,
+    epochs: usize,
+) -> Result<(usize, f64, f64)> {
+    let (mut images, mut checksum) = (0usize, 0f64);
+    let t = Instant::now();
+    for epoch in 0..epochs {
+        let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
+        let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
+        for_each_batch(view, &plan, lc, epoch, |b| {
+            images += b.index.len();
+            checksum += b.images.double_value(&[0, 0, 0, 0]);
+            Ok(())
+        })?;
+    }
+    Ok((images, t.elapsed().as_secs_f64(), checksum))
+}
+
 /// `--large`: the 224 px loader on an image folder of large JPEGs.
 fn large(dir: &std::path::Path, scratch: &std::path::Path, threads: usize, epochs: usize) -> Result<()> {
     let batch: usize = arg("--batch").map(|s| s.parse()).transpose()?.unwrap_or(64);
@@ -161,18 +169,7 @@ fn large(dir: &std::path::Path, scratch: &std::path::Path, threads: usize, epoch
         drop_last: false,
         seed: 0,
     };
-    let (mut images, mut checksum) = (0usize, 0f64);
-    let t = Instant::now();
-    for epoch in 0..epochs {
-        let mut rng = autosampler::rng::chacha(0, &[epoch as u64]);
-        let plan = Sampler::Instance.plan(&view.labels, epoch, epochs, false, &mut rng)?;
-        for_each_batch(&view, &plan, &lc, epoch, |b| {
-            images += b.index.len();
-            checksum += b.images.double_value(&[0, 0, 0, 0]);
-            Ok(())
-        })?;
-    }
-    let secs = t.elapsed().as_secs_f64();
+    let (images, secs, checksum) = time_loader(&view, &lc, epochs)?;
     println!(
         "{}",
         serde_json::json!({"bench": "data_224", "threads": threads, "batch": batch, "epochs": epochs,

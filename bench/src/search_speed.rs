@@ -42,30 +42,29 @@ use common::{arg, peak_rss_mb};
 /// Random features with CIFAR-LT IR 100 labels: n_max 5,000 over 10 classes (12,406 images) or
 /// 500 over 100 classes (10,847 images).
 fn random_features(n_max: usize, c: i64, per_class_val: i64, seed: i64) -> (Features, Features, Vec<usize>) {
-    tch::manual_seed(seed);
     let counts = autosampler::data::longtail::exp_counts(n_max, c as usize, 100.0);
+    let (train, val) = features_for(&counts, 64, per_class_val as usize, seed);
+    (train, val, counts)
+}
+
+/// Random ReLU features of `dim` dimensions: `counts[k]` training rows of class k, then
+/// `per_class_val` validation rows of each class (drawn after `tch::manual_seed(seed)`).
+fn features_for(counts: &[usize], dim: i64, per_class_val: usize, seed: i64) -> (Features, Features) {
+    tch::manual_seed(seed);
     let labels: Vec<i64> = counts
         .iter()
         .enumerate()
         .flat_map(|(k, &m)| std::iter::repeat_n(k as i64, m))
         .collect();
-    let n = labels.len() as i64;
-    let x = Tensor::randn([n, 64], (Kind::Float, Device::Cpu)).relu();
-    let vl: Vec<i64> = (0..c)
-        .flat_map(|k| std::iter::repeat_n(k, per_class_val as usize))
+    let vl: Vec<i64> = (0..counts.len() as i64)
+        .flat_map(|k| std::iter::repeat_n(k, per_class_val))
         .collect();
-    let xv = Tensor::randn([vl.len() as i64, 64], (Kind::Float, Device::Cpu)).relu();
-    (
-        Features {
-            x,
-            y: Tensor::from_slice(&labels),
-        },
-        Features {
-            x: xv,
-            y: Tensor::from_slice(&vl),
-        },
-        counts,
-    )
+    let part = |y: &[i64]| Features {
+        // in place: at iNaturalist's size a copy is 3.4 GB
+        x: Tensor::randn([y.len() as i64, dim], (Kind::Float, Device::Cpu)).relu_(),
+        y: Tensor::from_slice(y),
+    };
+    (part(&labels), part(&vl))
 }
 
 /// Seconds of the default search and of the paper's on these features.
@@ -104,24 +103,8 @@ fn scale_shape(i: usize) -> (usize, i64, Vec<usize>, usize) {
 /// One `--scale` shape in this process: one JSON line.
 fn scale_one(i: usize) -> Result<()> {
     let (c, dim, counts, per_val) = scale_shape(i);
-    tch::manual_seed(i as i64);
-    let labels: Vec<i64> = counts
-        .iter()
-        .enumerate()
-        .flat_map(|(k, &m)| std::iter::repeat_n(k as i64, m))
-        .collect();
-    let n = labels.len() as i64;
-    let train = Features {
-        x: Tensor::randn([n, dim], (Kind::Float, Device::Cpu)).relu_(),
-        y: Tensor::from_slice(&labels),
-    };
-    let vl: Vec<i64> = (0..c as i64)
-        .flat_map(|k| std::iter::repeat_n(k, per_val))
-        .collect();
-    let val = Features {
-        x: Tensor::randn([vl.len() as i64, dim], (Kind::Float, Device::Cpu)).relu_(),
-        y: Tensor::from_slice(&vl),
-    };
+    let (train, val) = features_for(&counts, dim, per_val, i as i64);
+    let n = train.x.size()[0];
     let w0 = Tensor::randn([c as i64, dim], (Kind::Float, Device::Cpu)) * 0.01;
     let b0 = Tensor::zeros([c as i64], (Kind::Float, Device::Cpu));
     let features_mb = (train.x.numel() + val.x.numel()) as f64 * 4.0 / 1e6;
@@ -148,7 +131,7 @@ fn scale_one(i: usize) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"bench": "search_scale", "classes": c, "dim": dim, "train_images": n,
-            "val_images": vl.len(), "search_s": (secs * 10.0).round() / 10.0,
+            "val_images": val.y.size()[0], "search_s": (secs * 10.0).round() / 10.0,
             "estimate_s": (e.total_s * 10.0).round() / 10.0, "proxy_run_s": (e.run_s * 1000.0).round() / 1000.0,
             "proxy_runs": e.proxy_runs, "trajectories_run": log.len(), "budget_stop": best.budget_stop,
             "peak_rss_mb": rss.round(), "features_mb": features_mb.round(),

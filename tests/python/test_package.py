@@ -65,21 +65,40 @@ def test_sample_weights_give_each_class_its_weight():
         asp.class_weights([1, 2], "no-such-sampler")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished CLI run on the 3-class image-folder fixture: stage 1, search, stage 2, export."""
-    d = tmp_path_factory.mktemp("run")
-    cfg = d / "tiny.toml"
+def fixture_run(d, name, sections):
+    """`autosampler run` of a config named `name` in folder `d`: the 3-class image-folder fixture,
+    one image per class held out, then `sections` (TOML). Returns (config, run folder)."""
+    cfg = d / f"{name}.toml"
     cfg.write_text(
-        f'name = "tiny"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
-        '[data.split]\nval_per_class = 1\n[model]\narch = "resnet8"\n'
-        "[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n"
-        "[search]\ntrajectories = 4\nsamples = 3\nseed = 5\n[stage2]\nepochs = 2\nbatch_size = 4\n"
+        f'name = "{name}"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
+        "[data.split]\nval_per_class = 1\n" + sections
     )
     out = d / "out"
     os.environ.setdefault("AUTOSAMPLER_CACHE", str(d / "cache"))
     cli("run", "--config", cfg, "--out", out)
     return cfg, out
+
+
+def predict_io(d, *source):
+    """`autosampler predict` of the fixture's test images with `source` (`--run DIR` or `--model
+    FILE`): the inputs it fed the model and the logits it got (`--save-io`)."""
+    io = d / "io.safetensors"
+    cli("predict", *source, FIXTURES / "folder/test", "--save-io", io)
+    return load_file(io)
+
+
+def max_diff(model, t):
+    """The largest difference between `model`'s logits on predict's inputs and predict's."""
+    with torch.no_grad():
+        return (model(t["input"]) - t["logits"]).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished CLI run on the 3-class image-folder fixture: stage 1, search, stage 2, export."""
+    return fixture_run(tmp_path_factory.mktemp("run"), "tiny",
+                       '[model]\narch = "resnet8"\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n'
+                       "[search]\ntrajectories = 4\nsamples = 3\nseed = 5\n[stage2]\nepochs = 2\nbatch_size = 4\n")
 
 
 def test_search_from_python_gives_the_clis_weights(tiny_run):
@@ -101,11 +120,8 @@ def test_exported_model_loads_strict_and_predicts_as_the_cli(tiny_run, tmp_path)
     cfg, out = tiny_run
     model, card = asp.load_model(out / "model.safetensors")
     assert card.classes == ["a", "b", "c"] and card.input_size == 8 and card.classifier.startswith("stage 2")
-    io = tmp_path / "io.safetensors"
-    cli("predict", "--run", out, FIXTURES / "folder/test", "--save-io", io)
-    t = load_file(io)
-    with torch.no_grad():
-        diff = (model(t["input"]) - t["logits"]).abs().max().item()
+    t = predict_io(tmp_path, "--run", out)
+    diff = max_diff(model, t)
     assert diff < 1e-4, diff
     # the card's normalisation is the one predict used: raw pixels → the same input
     px = (t["input"] * torch.tensor(card.std).view(1, 3, 1, 1) + torch.tensor(card.mean).view(1, 3, 1, 1))
@@ -115,23 +131,13 @@ def test_exported_model_loads_strict_and_predicts_as_the_cli(tiny_run, tmp_path)
 def test_a_cosine_models_export_loads_strict_and_predicts_as_the_cli(tmp_path):
     """LDAM-DRW's cosine head re-trained by stage 2: the export's head is a linear classifier on
     normalised features, which the package builds from the card."""
-    cfg = tmp_path / "cos.toml"
-    cfg.write_text(
-        f'name = "cos"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
-        '[data.split]\nval_per_class = 1\n[model]\narch = "resnet8"\nhead = "cosine"\n'
-        '[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\nloss = { kind = "ldam", s = 30.0 }\n'
-        "[stage2]\nepochs = 2\nbatch_size = 4\nsampler = { kind = \"class-balanced\" }\n"
-    )
-    out = tmp_path / "out"
-    os.environ.setdefault("AUTOSAMPLER_CACHE", str(tmp_path / "cache"))
-    cli("run", "--config", cfg, "--out", out)
+    _, out = fixture_run(tmp_path, "cos",
+                         '[model]\narch = "resnet8"\nhead = "cosine"\n'
+                         '[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\nloss = { kind = "ldam", s = 30.0 }\n'
+                         "[stage2]\nepochs = 2\nbatch_size = 4\nsampler = { kind = \"class-balanced\" }\n")
     model, card = asp.load_model(out / "model.safetensors")
     assert card.model["head"] == "linear-on-normalised"
-    io = tmp_path / "io.safetensors"
-    cli("predict", "--run", out, FIXTURES / "folder/test", "--save-io", io)
-    t = load_file(io)
-    with torch.no_grad():
-        diff = (model(t["input"]) - t["logits"]).abs().max().item()
+    diff = max_diff(model, predict_io(tmp_path, "--run", out))
     assert diff < 1e-4, diff
 
 
@@ -163,14 +169,11 @@ def test_torchvisions_weights_give_torchvisions_logits_in_autosampler(tiny_run, 
     card["model"] = {"arch": arch, "head": "linear", "stem": "imagenet", "bilateral": False}
     model = tmp_path / "model.safetensors"
     save_file(load_file(init), str(model), metadata={"autosampler": json.dumps(card)})
-    io = tmp_path / "io.safetensors"
-    cli("predict", "--model", model, FIXTURES / "folder/test", "--save-io", io)
-    t = load_file(io)
+    t = predict_io(tmp_path, "--model", model)
     ours, _ = asp.load_model(model)
+    assert max_diff(net, t) < 1e-4
     with torch.no_grad():
-        want = net(t["input"])
-        assert (want - t["logits"]).abs().max().item() < 1e-4
-        assert (ours(t["input"]) - want).abs().max().item() < 1e-5
+        assert (ours(t["input"]) - net(t["input"])).abs().max().item() < 1e-5
 
 
 def test_save_init_reads_a_pth_under_state_dict_with_dataparallels_prefix(tmp_path):
@@ -187,23 +190,13 @@ def test_save_init_reads_a_pth_under_state_dict_with_dataparallels_prefix(tmp_pa
 
 def test_bbn_and_tde_models_load_strict_and_predict_as_the_cli(tmp_path):
     """TDE's network: BBN's bilateral body with the causal head (total-direct-effect inference)."""
-    cfg = tmp_path / "tde.toml"
-    cfg.write_text(
-        f'name = "tde"\n[data.source]\nformat = "image-folder"\nroot = "{FIXTURES / "folder"}"\n'
-        '[data.split]\nval_per_class = 1\n[model]\narch = "resnet8"\nbilateral = true\n'
-        "head = { causal = { heads = 2 } }\n[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n"
-    )
-    out = tmp_path / "out"
-    os.environ.setdefault("AUTOSAMPLER_CACHE", str(tmp_path / "cache"))
-    cli("run", "--config", cfg, "--out", out)
+    _, out = fixture_run(tmp_path, "tde",
+                         '[model]\narch = "resnet8"\nbilateral = true\nhead = { causal = { heads = 2 } }\n'
+                         "[train]\nepochs = 2\nbatch_size = 4\nthreads = 1\n")
     model, card = asp.load_model(out / "model.safetensors")
     assert card.model["bilateral"] and "causal" in card.model["head"]
     assert model.fc.embed.abs().sum() > 0, "the trained feature mean is loaded"
-    io = tmp_path / "io.safetensors"
-    cli("predict", "--run", out, FIXTURES / "folder/test", "--save-io", io)
-    t = load_file(io)
-    with torch.no_grad():
-        diff = (model(t["input"]) - t["logits"]).abs().max().item()
+    diff = max_diff(model, predict_io(tmp_path, "--run", out))
     assert diff < 1e-4, diff
 
 

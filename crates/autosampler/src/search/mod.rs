@@ -1216,13 +1216,7 @@ mod tests {
     #[test]
     fn grouped_weights_are_the_start_tilted_per_group() {
         let (train, val, w0, b0) = blobs();
-        let stage2 = Recipe {
-            epochs: 2,
-            batch: 32,
-            lr: 0.05,
-            momentum: 0.9,
-            reinit: false,
-        };
+        let stage2 = blobs_recipe();
         let cfg = SearchConfig {
             param: Param::Groups,
             groups: 2,
@@ -1253,13 +1247,7 @@ mod tests {
     #[test]
     fn a_budget_stops_the_trajectories_and_the_choice_is_still_made() {
         let (train, val, w0, b0) = blobs();
-        let stage2 = Recipe {
-            epochs: 2,
-            batch: 32,
-            lr: 0.05,
-            momentum: 0.9,
-            reinit: false,
-        };
+        let stage2 = blobs_recipe();
         let cfg = SearchConfig {
             trajectories: 50,
             samples: 4,
@@ -1311,16 +1299,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn rescore_chooses_among_fixed_samplers_and_samples_on_the_held_out_half() {
-        let (train, val, w0, b0) = blobs();
-        let stage2 = Recipe {
+    /// Stage 2's recipe on `blobs`.
+    fn blobs_recipe() -> Recipe {
+        Recipe {
             epochs: 2,
             batch: 32,
             lr: 0.05,
             momentum: 0.9,
             reinit: false,
-        };
+        }
+    }
+
+    #[test]
+    fn rescore_chooses_among_fixed_samplers_and_samples_on_the_held_out_half() {
+        let (train, val, w0, b0) = blobs();
+        let stage2 = blobs_recipe();
         let cfg = SearchConfig {
             trajectories: 5,
             samples: 4,
