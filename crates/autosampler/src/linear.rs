@@ -117,10 +117,12 @@ impl<'a> Trainer<'a> {
             kept.extend(m.iter().map(|&i| i as i64));
         }
         kept.sort_unstable();
-        let pos: std::collections::HashMap<i64, usize> =
-            kept.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        // each kept image's row: its position among the kept (ascending)
         for m in &mut self.members {
-            *m = m.iter().filter_map(|&i| pos.get(&(i as i64)).copied()).collect();
+            *m = m
+                .iter()
+                .filter_map(|&i| kept.binary_search(&(i as i64)).ok())
+                .collect();
         }
         self.kept = Some(kept);
         self.rows = std::sync::OnceLock::new();

@@ -936,7 +936,7 @@ fn search_or_reuse(
     // The settings the training set's size gives: recorded only where they differ from the one
     // search there was before them (per-class logits, whole proxies), so that such searches keep
     // their fingerprints.
-    let (m, _) = training_config(cfg)?;
+    let (m, train_cfg) = training_config(cfg)?;
     let sized = sc.sized(search::Shape {
         classes: ds.split.num_classes(),
         dim: crate::model::resnet::Body::dim_of(m) as usize,
@@ -970,7 +970,7 @@ fn search_or_reuse(
     // 2¹⁶ weights (CIFAR-10's head on ResNet-32 features has 640, ImageNet-LT's on ResNet-50
     // features 2,048,000) its products are worth the threads.
     let threads = if w0.numel() >= 1 << 16 {
-        training_config(cfg)?.1.threads.max(1)
+        train_cfg.threads.max(1)
     } else {
         1
     };
