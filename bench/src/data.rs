@@ -20,7 +20,7 @@ use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::Cache;
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::randaugment::RandAugment;
-use autosampler::data::source::Catalog;
+use autosampler::data::Catalog;
 use autosampler::data::{DataConfig, Dataset, Format, Part, Profile, SourceConfig, SplitConfig};
 use autosampler::sampler::Sampler;
 use std::path::PathBuf;

@@ -7,8 +7,9 @@ use anyhow::{bail, Context, Result};
 use args::*;
 use autosampler::config::Config;
 use autosampler::data::Part;
-use autosampler::pipeline::{self, table, text, RunDir};
+use autosampler::pipeline::{self, text, RunDir};
 use autosampler::report::plot;
+use autosampler::table;
 use clap::Parser;
 use progress::Bars;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ fn main() {
         Cmd::Data(DataCmd::Prepare(a)) => prepare_cmd(&a),
         Cmd::Data(DataCmd::Verify(a)) => verify_cmd(&a),
         Cmd::Run(a) => run_cmd(&a),
-        Cmd::Train(a) => train_cmd(&a.run, a.resume).map(|_| ()),
+        Cmd::Train(a) => train_cmd(&a.run, a.resume),
         Cmd::Agent(AgentCmd::Train(a)) => agent_cmd(&a.run, a.resume, false),
         Cmd::Agent(AgentCmd::Locate(a)) => agent_cmd(&a, true, true),
         Cmd::Eval(a) => eval_cmd(&a),
@@ -135,16 +136,21 @@ fn run_config(cfg: &Config, run: &RunDir) -> Result<()> {
     Ok(())
 }
 
-/// The data stage, the agent (when configured) and stage 1: what every later command needs.
-fn train_cmd(a: &RunArgs, resume: bool) -> Result<(RunDir, autosampler::data::Dataset, Config)> {
+/// The data stage of a command that needs a trained stage 1 (the stages before what it asks for
+/// run in the pipeline, each reused when complete).
+fn with_data(a: &RunArgs) -> Result<(RunDir, autosampler::data::Dataset, Config)> {
     let cfg = a.config()?;
     pipeline::training_config(&cfg)?;
     let run = a.src.run_dir(a.out.as_ref(), &cfg)?;
-    let bars = Bars::new();
-    let ds = prepared(&cfg, &run, &bars)?;
-    pipeline::agent(&cfg, &run, &ds, true, &bars)?;
-    pipeline::stage1(&cfg, &run, &ds, resume, &bars)?;
+    let ds = prepared(&cfg, &run, &Bars::new())?;
     Ok((run, ds, cfg))
+}
+
+/// `train`: the data stage, the agent (when configured) and stage 1.
+fn train_cmd(a: &RunArgs, resume: bool) -> Result<()> {
+    let (run, ds, cfg) = with_data(a)?;
+    pipeline::stage1(&cfg, &run, &ds, resume, &Bars::new())?;
+    Ok(())
 }
 
 /// `autosampler agent train|locate`: the data stage, then the agent stage.
@@ -187,20 +193,23 @@ fn eval_cmd(a: &EvalArgs) -> Result<()> {
         println!("checkpoint {}", ck.display());
         return Ok(());
     }
-    let (run, ds, cfg) = train_cmd(&a.run, true)?;
-    print!("{}", text::eval_table(&pipeline::evaluate(&cfg, &run, &ds)?));
+    let (run, ds, cfg) = with_data(&a.run)?;
+    print!(
+        "{}",
+        text::eval_table(&pipeline::evaluate(&cfg, &run, &ds, &Bars::new())?)
+    );
     Ok(())
 }
 
 fn features_cmd(a: &RunArgs) -> Result<()> {
-    let (run, ds, cfg) = train_cmd(a, true)?;
+    let (run, ds, cfg) = with_data(a)?;
     pipeline::features(&cfg, &run, &ds, &Bars::new())?;
     println!("features: {}", run.features_dir().display());
     Ok(())
 }
 
 fn search_cmd(a: &RunArgs) -> Result<()> {
-    let (run, ds, cfg) = train_cmd(a, true)?;
+    let (run, ds, cfg) = with_data(a)?;
     let Some(sc) = &cfg.search else {
         bail!("the config has no [search] section");
     };
@@ -210,7 +219,7 @@ fn search_cmd(a: &RunArgs) -> Result<()> {
 }
 
 fn stage2_cmd(a: &RunArgs) -> Result<()> {
-    let (run, ds, cfg) = train_cmd(a, true)?;
+    let (run, ds, cfg) = with_data(a)?;
     print!(
         "{}",
         text::stage2_table(&pipeline::stage2(&cfg, &run, &ds, &Bars::new())?)
@@ -253,7 +262,7 @@ fn report_cmd(a: &ReportArgs) -> Result<()> {
             run.root().display()
         );
     }
-    let p = autosampler::report::html::write(&run)?;
+    let p = pipeline::report::write(&run)?;
     println!("report: {}", p.display());
     Ok(())
 }

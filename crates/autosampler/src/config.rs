@@ -60,7 +60,7 @@ impl Config {
             }
         }
         if let Some(crate::model::Head::Causal(c)) = self.model.as_ref().map(|m| m.head) {
-            let r = Ranges("model.head.causal");
+            let r = crate::check::Ranges("model.head.causal");
             r.at_least("heads", c.heads.max(0) as usize, 1)?;
             r.positive("tau", c.tau)?;
             r.non_negative("gamma", c.gamma)?;
@@ -321,7 +321,7 @@ impl Config {
     /// Every path made canonical where it exists (data source, agent `from`/`init`, CAM model,
     /// cache folder): configs that name the same files compare equal however they spell them.
     pub fn canonical_paths(&mut self) {
-        self.data.source = crate::pipeline::canonical_source(&self.data.source);
+        self.data.source = crate::data::source::canonical_source(&self.data.source);
         for p in self.model_paths_mut() {
             if let Ok(c) = std::fs::canonicalize(&*p) {
                 *p = c;
@@ -528,83 +528,6 @@ fn find_key(text: &str, key: &str) -> Option<usize> {
         off += line.len();
     }
     None
-}
-
-/// Range checks of one config section: each error names `[section] key` and the bad value (NaN
-/// included), so a bad config is refused at load, before any stage runs.
-pub struct Ranges(pub &'static str);
-
-impl Ranges {
-    /// A finite number > 0.
-    pub fn positive(&self, key: &str, v: f64) -> Result<()> {
-        if v > 0.0 && v.is_finite() {
-            Ok(())
-        } else {
-            Err(crate::invalid!(
-                "[{}] {key} must be a finite number > 0, got {v}",
-                self.0
-            ))
-        }
-    }
-    /// A finite number ≥ 0.
-    pub fn non_negative(&self, key: &str, v: f64) -> Result<()> {
-        if v >= 0.0 && v.is_finite() {
-            Ok(())
-        } else {
-            Err(crate::invalid!(
-                "[{}] {key} must be a finite number ≥ 0, got {v}",
-                self.0
-            ))
-        }
-    }
-    /// A number in [0, 1) (momentum).
-    pub fn unit_open(&self, key: &str, v: f64) -> Result<()> {
-        if (0.0..1.0).contains(&v) {
-            Ok(())
-        } else {
-            Err(crate::invalid!("[{}] {key} must be in [0, 1), got {v}", self.0))
-        }
-    }
-    /// A number in [0, 1] (a probability).
-    pub fn unit(&self, key: &str, v: f64) -> Result<()> {
-        if (0.0..=1.0).contains(&v) {
-            Ok(())
-        } else {
-            Err(crate::invalid!("[{}] {key} must be in [0, 1], got {v}", self.0))
-        }
-    }
-    /// A count ≥ `min`.
-    pub fn at_least(&self, key: &str, v: usize, min: usize) -> Result<()> {
-        if v >= min {
-            Ok(())
-        } else {
-            Err(crate::invalid!("[{}] {key} must be ≥ {min}, got {v}", self.0))
-        }
-    }
-    /// `micro_batches`: the shares each batch is cut into, from 1 to `batch_size`.
-    pub fn micro_batches(&self, v: usize, batch_size: usize) -> Result<()> {
-        self.at_least("micro_batches", v, 1)?;
-        if v > batch_size {
-            return Err(crate::invalid!(
-                "[{}] micro_batches must be at most batch_size ({batch_size}), got {v}",
-                self.0
-            ));
-        }
-        Ok(())
-    }
-    /// "cpu", "cuda" or "cuda:N" (whether the device exists is checked when a stage starts).
-    pub fn device(&self, key: &str, v: &str) -> Result<()> {
-        let ok =
-            v == "cpu" || v == "cuda" || v.strip_prefix("cuda:").is_some_and(|n| n.parse::<u32>().is_ok());
-        if ok {
-            Ok(())
-        } else {
-            Err(crate::invalid!(
-                "[{}] {key} = \"{v}\" is unrecognized: expected cpu, cuda or cuda:N",
-                self.0
-            ))
-        }
-    }
 }
 
 #[cfg(test)]

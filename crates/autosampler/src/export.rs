@@ -4,112 +4,14 @@
 //! `autosampler`): the architecture, the class names, the input size, the resize policy and the
 //! normalisation. `autosampler predict` and the Python package read it; PyTorch's
 //! `load_state_dict(strict=True)` takes its tensors.
-use crate::data::augment::{self, Augment, Lut, Normalize};
+use crate::data::augment::{self, Augment, Lut};
 use crate::data::decode::decode_file;
 use crate::data::source::Resize;
-use crate::model::{Model, ModelConfig};
-use crate::precision::Precision;
-use crate::train::stage1::Fast;
+pub use crate::model::card::{open, write, Exported, ModelCard, CARD_KEY, FORMAT};
 use crate::{invalid, Error, Result};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-
-/// The header key of the card.
-pub const CARD_KEY: &str = "autosampler";
-/// The card's format name.
-pub const FORMAT: &str = "autosampler.model/1";
-
-/// What a model file says of itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    pub format: String,
-    pub model: ModelConfig,
-    pub classes: Vec<String>,
-    /// Side of the square input images.
-    pub input_size: u32,
-    /// How images of another size are brought to `input_size`.
-    pub resize: Resize,
-    pub normalize: Normalize,
-    /// Which classifier the file holds ("stage 1", or stage 2's with the weights it used).
-    pub classifier: String,
-    /// The run it was exported from.
-    pub run: String,
-}
-
-/// Writes `model`'s tensors, with `head` (`fc.weight [C, D]`, `fc.bias [C]`) in place of its
-/// classifier when given (a cosine head's `fc.weight [D, C]` included: the card's `model.head`
-/// then says the head the file holds), and the card, atomically.
-pub fn write(path: &Path, model: &Model, head: Option<(&Tensor, &Tensor)>, card: &ModelCard) -> Result<()> {
-    let mut tensors = model.state_dict();
-    if let Some((w, b)) = head {
-        tensors.retain(|(name, _)| name != "fc.weight" && name != "fc.bias");
-        tensors.push(("fc.weight".into(), w.shallow_clone()));
-        tensors.push(("fc.bias".into(), b.shallow_clone()));
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    let meta = HashMap::from([(
-        CARD_KEY.to_string(),
-        serde_json::to_string(card).expect("a card serialises"),
-    )]);
-    crate::model::save_tensors_with(path, &tensors, Some(meta))
-}
-
-/// A model file opened: the network on `device` and its card.
-pub struct Exported {
-    pub model: Model,
-    pub card: ModelCard,
-    /// How [`logits`] runs the network: plain fp32 as opened, see [`Exported::in_precision`].
-    pub fast: Fast,
-}
-
-impl Exported {
-    /// The same model run in `precision` (`auto`: bf16 where the device has it natively), with
-    /// channels-last convolutions.
-    pub fn in_precision(mut self, precision: Precision) -> Exported {
-        let device = self.model.vs.device();
-        let fast = Fast {
-            bf16: precision.bf16_on(device),
-            channels_last: true,
-        };
-        fast.prepare(&self.model);
-        self.fast = fast;
-        self
-    }
-}
-
-/// Reads a model file written by [`write`].
-pub fn open(path: &Path, device: Device) -> Result<Exported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path.display(), format!("not a safetensors file: {e:?}")))?;
-    let card_text = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(CARD_KEY))
-        .ok_or_else(|| {
-            Error::format(
-                path.display(),
-                "no model card in the header (`__metadata__.autosampler`): write it with `autosampler run`, or evaluate the bare weights with `eval --checkpoint`",
-            )
-        })?;
-    let card: ModelCard = serde_json::from_str(card_text)
-        .map_err(|e| Error::format(path.display(), format!("bad model card: {e}")))?;
-    if card.format != FORMAT {
-        return Err(Error::format(
-            path.display(),
-            format!("model card format {:?}, expected {FORMAT:?}", card.format),
-        ));
-    }
-    let mut model = Model::new(&card.model, card.classes.len() as i64, device)?;
-    model.load(path)?;
-    Ok(Exported {
-        model,
-        card,
-        fast: Fast::PLAIN,
-    })
-}
 
 /// The image files of `inputs`: files as given, folders searched (recursively, sorted) for
 /// `.jpg`, `.jpeg` and `.png`.

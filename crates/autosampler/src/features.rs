@@ -5,8 +5,8 @@ use crate::data::augment::Normalize;
 use crate::data::loader::{for_each_batch, LoaderConfig};
 use crate::data::{Dataset, Part, View};
 use crate::distributed::{self, Collective};
+use crate::model::fast::Fast;
 use crate::model::{save_tensors, Model};
-use crate::train::stage1::Fast;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -86,7 +86,7 @@ pub fn extract(
 }
 
 /// Extracts and writes the features of every part (each file atomically); parts already written
-/// are kept when they read back whole ([`whole`]). Sharded over the ranks of `comm`: rank 0
+/// are kept when they read back whole (`whole`). Sharded over the ranks of `comm`: rank 0
 /// decides which parts to redo and writes them; the others compute their blocks.
 pub fn extract_all(
     model: &Model,

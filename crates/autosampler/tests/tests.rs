@@ -2,10 +2,11 @@
 //! the real archives in ../shared/data (skipped with a note when absent).
 use autosampler::data::augment::{Augment, Normalize};
 use autosampler::data::cache::{self, Cache};
-use autosampler::data::cifar::{write_records, PIXELS};
+use autosampler::data::formats::cifar::{write_records, PIXELS};
 use autosampler::data::loader::{for_each_batch, for_each_batch_shares, LoaderConfig, Shares};
 use autosampler::data::randaugment::RandAugment;
-use autosampler::data::source::{Catalog, Cifar100Label};
+use autosampler::data::source::Cifar100Label;
+use autosampler::data::Catalog;
 use autosampler::data::{
     DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
 };

@@ -169,7 +169,7 @@ impl AgentConfig {
     /// Checks every field's range (NaN included); the error names the key and the value. Run when
     /// the config is loaded.
     pub fn check(&self) -> Result<()> {
-        let r = crate::config::Ranges("agent");
+        let r = crate::check::Ranges("agent");
         r.at_least("steps", self.steps, 2)?;
         r.at_least("hidden", self.hidden.max(0) as usize, 1)?;
         r.at_least("state_grid", self.state_grid.max(0) as usize, 1)?;
@@ -403,7 +403,7 @@ impl Agent {
     /// are the agent's (same names, same order). Returns whether the classifier was copied. The
     /// model's architecture and stem must be the encoders'.
     pub fn init_encoders(&mut self, path: &Path) -> Result<bool> {
-        let m = crate::export::open(path, Device::Cpu)?;
+        let m = crate::model::card::open(path, Device::Cpu)?;
         let want = &self.global.config;
         if m.card.model.arch != want.arch || m.card.model.stem != want.stem || m.card.model.bilateral {
             return Err(invalid!(

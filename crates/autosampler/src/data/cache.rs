@@ -11,7 +11,8 @@
 //! serves every split, imbalance ratio and seed drawn from that source. The folder is built under
 //! a temporary name and renamed into place: a killed build leaves no cache that looks complete.
 use super::decode::{decode, RecordFiles};
-use super::source::{BBox, Catalog, Origin, Pool, Resize, SourceConfig};
+use super::formats::Catalog;
+use super::source::{BBox, Origin, Pool, Resize, SourceConfig};
 use crate::{fsx, invalid, Error, Result};
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -366,7 +367,7 @@ const STALE_BUILD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Removes the temporary folders that killed cache builds left in `root` (`.<key>.tmp-<pid>`,
 /// as large as the cache): those whose process is gone and which nothing has modified for
-/// [`STALE_BUILD`]. Returns how many.
+/// `STALE_BUILD`. Returns how many.
 pub fn remove_stale_builds(root: &Path) -> usize {
     let Ok(entries) = fs::read_dir(root) else { return 0 };
     let mut n = 0;

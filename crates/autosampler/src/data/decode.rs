@@ -1,7 +1,8 @@
 //! Decoding one catalog item into a square RGB image of the cache's size (HWC, u8), with the
 //! resize policy applied to the pixels and to the object box.
-use super::cifar::PIXELS;
-use super::source::{BBox, Catalog, Item, Origin, Resize};
+use super::formats::cifar::PIXELS;
+use super::formats::Catalog;
+use super::source::{BBox, Item, Origin, Resize};
 use super::tree::Tree;
 use crate::{Error, Result};
 use image::{imageops, RgbImage};

@@ -9,15 +9,13 @@
 //! ```
 pub mod augment;
 pub mod cache;
-pub mod cifar;
 pub mod decode;
-pub mod folder;
+pub mod formats;
 pub mod loader;
 pub mod longtail;
 pub mod randaugment;
 pub mod source;
 pub mod split;
-pub mod tiny;
 pub mod tree;
 
 pub use cache::Cache;
@@ -27,8 +25,9 @@ pub use split::{Split, SplitConfig};
 
 use crate::{Error, Result};
 use cache::PackedPool;
+pub use formats::Catalog;
 use serde::{Deserialize, Serialize};
-use source::{BBox, Catalog};
+use source::BBox;
 use std::path::Path;
 
 /// `[data]` of a config: where the images are and how the split is drawn.

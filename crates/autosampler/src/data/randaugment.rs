@@ -9,7 +9,7 @@
 //! contrast, sharpness: factor 1 ± 0.9·m/(bins−1); posterize 8 − round(4·m/(bins−1)) bits;
 //! solarize at 255·(1 − m/(bins−1)); autocontrast, equalize and identity take none. Geometric
 //! operations read the nearest source pixel and fill with zero bytes, as torchvision does.
-use crate::config::Ranges;
+use crate::check::Ranges;
 use crate::{invalid, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};

@@ -55,7 +55,7 @@ pub enum LossConfig {
 impl LossConfig {
     /// The loss's parameters in range (NaN included); the error names the key and the value.
     pub fn check(&self) -> Result<()> {
-        let r = crate::config::Ranges("train.loss");
+        let r = crate::check::Ranges("train.loss");
         match self {
             LossConfig::Ce { label_smoothing } => r.unit_open("label_smoothing", *label_smoothing),
             LossConfig::Focal { gamma } => r.non_negative("gamma", *gamma),

@@ -8,7 +8,7 @@
 //! (`bench-agent-localization --cam`).
 use super::guided::{Locator, Rect};
 use crate::data::loader::Batch;
-use crate::export::{self, Exported};
+use crate::model::card::{self, Exported};
 use crate::{invalid, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -60,7 +60,7 @@ impl Cam {
                 "the CAM patch side must be 1 to the image side {image} px, got {patch}"
             ));
         }
-        let model = export::open(path, device)?;
+        let model = card::open(path, device)?;
         let choice = match classes {
             Some(c) if c == model.card.classes.as_slice() => ClassChoice::Label,
             _ => ClassChoice::Predicted,

@@ -1,5 +1,5 @@
 //! Batch mixing: mixup (Zhang et al.) and random-box CutMix (Yun et al.), applied with probability
-//! `prob` per batch. The loss of a mixed batch is λ·L(y) + (1 − λ)·L(y[perm]).
+//! `prob` per batch. The loss of a mixed batch is λ·L(y) + (1 − λ)·L(y\[perm\]).
 pub mod cam;
 pub mod guided;
 
@@ -19,14 +19,14 @@ fn one() -> f64 {
 pub enum MixConfig {
     #[default]
     None,
-    /// x = λ·x + (1 − λ)·x[perm], λ ~ Beta(α, α).
+    /// x = λ·x + (1 − λ)·x\[perm\], λ ~ Beta(α, α).
     Mixup {
         alpha: f64,
         #[serde(default = "one")]
         prob: f64,
     },
     /// A box of area ≈ (1 − λ)·H·W (λ ~ Beta(α, α), centre uniform, clipped) is pasted from
-    /// x[perm]; λ is then corrected to the kept area. With `fixed_lambda`, the label weight is
+    /// x\[perm\]; λ is then corrected to the kept area. With `fixed_lambda`, the label weight is
     /// that value instead (the paper's Table 2 λ column).
     Cutmix {
         alpha: f64,
@@ -129,7 +129,7 @@ impl MixConfig {
             ) => (*alpha, *prob, *fixed_lambda),
             _ => return Ok(()), // MixConfig::None
         };
-        let r = crate::config::Ranges("train.mix");
+        let r = crate::check::Ranges("train.mix");
         if let MixConfig::CamCutmix { patch: Some(p), .. } = self {
             r.positive("patch", *p as f64)?;
         }
@@ -192,7 +192,7 @@ impl MixConfig {
     }
 }
 
-/// λ·L(y) + (1 − λ)·L(y[perm]) for any loss `l`.
+/// λ·L(y) + (1 − λ)·L(y\[perm\]) for any loss `l`.
 pub fn mixed_loss(l: impl Fn(&Tensor) -> Tensor, targets: &Tensor, m: &Mixed) -> Tensor {
     l(targets) * m.lambda + l(&targets.index_select(0, &m.perm)) * (1.0 - m.lambda)
 }

@@ -5,6 +5,8 @@
 //! Every model splits into `forward_features` (backbone → `[B, D]`) and `forward_head`
 //! (`[B, D]` → `[B, C]` logits), and `reset_head` re-creates the classifier: what decoupled
 //! training needs.
+pub mod card;
+pub mod fast;
 pub mod resnet;
 
 use crate::{invalid, Result};

@@ -1,3 +1,3 @@
-//! Plots (PNG via `plotters`, font embedded) and, later, the HTML report.
-pub mod html;
+//! Plots (PNG via `plotters`, font embedded). The HTML report that shows them is the pipeline's
+//! last stage ([`crate::pipeline::report`]).
 pub mod plot;

@@ -21,6 +21,7 @@ use crate::eval::{metrics, Metrics};
 use crate::loss::{Drw, Loss, LossConfig};
 use crate::mix::guided::{guided_cutmix, Locator};
 use crate::mix::{mixed_loss, MixConfig};
+pub use crate::model::fast::{channels_last, Fast};
 use crate::model::{Model, ModelConfig};
 use crate::optim::Sgd;
 use crate::precision::{self, Precision};
@@ -170,7 +171,7 @@ impl TrainConfig {
     /// the value. Run when the config is loaded; whether the device exists is checked later, when
     /// a stage starts ([`TrainConfig::validate`]).
     pub fn check(&self) -> Result<()> {
-        let r = crate::config::Ranges("train");
+        let r = crate::check::Ranges("train");
         r.at_least("epochs", self.epochs, 1)?;
         if self.epochs > MAX_EPOCHS {
             return Err(invalid!(
@@ -571,46 +572,12 @@ pub fn predict(
     })
 }
 
-/// How forward passes run: bf16 autocast or fp32, channels-last or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fast {
-    pub bf16: bool,
-    pub channels_last: bool,
-}
-
 impl Fast {
-    /// Plain fp32, NCHW.
-    pub const PLAIN: Fast = Fast {
-        bf16: false,
-        channels_last: false,
-    };
     /// What `[train]` asks for (`auto` made concrete for its device).
     pub fn of(cfg: &TrainConfig) -> Fast {
         Fast {
             bf16: cfg.bf16_on(),
             channels_last: cfg.channels_last(),
-        }
-    }
-    /// Puts `model`'s convolution weights in the layout asked for (before its weights are loaded:
-    /// loading copies into them and keeps the layout).
-    pub fn prepare(self, model: &Model) {
-        if self.channels_last {
-            to_channels_last(model);
-        }
-    }
-    /// `f(x)` with `x` in the memory layout and inside the autocast region asked for; the result
-    /// back in fp32.
-    pub fn run(self, x: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
-        let x = if self.channels_last {
-            channels_last(x)
-        } else {
-            x.shallow_clone()
-        };
-        let y = precision::autocast(self.bf16, x.device(), || f(&x));
-        if self.bf16 {
-            y.to_kind(Kind::Float)
-        } else {
-            y
         }
     }
 }
@@ -626,23 +593,6 @@ pub fn evaluate(
     let view = ds.view(part);
     let logits = predict(model, &view, &cfg.normalize, cfg.threads, Fast::of(cfg), comm)?;
     Ok(metrics(&logits, &view.labels, &ds.split.counts.train))
-}
-
-/// The same NCHW tensor stored channels-last (NHWC in memory): libtorch picks channels-last
-/// kernels for it. (tch has no memory-format API; a permute round trip gives the strides.)
-pub fn channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-fn to_channels_last(model: &Model) {
-    tch::no_grad(|| {
-        for (_, mut v) in model.vs.variables() {
-            if v.dim() == 4 {
-                let cl = channels_last(&v);
-                v.set_data(&cl);
-            }
-        }
-    });
 }
 
 /// Rank 0's batch-norm buffers (every variable without a gradient) into every rank's `model`, in
@@ -784,9 +734,11 @@ pub fn train_with(
             tracing::warn!("[model] init: {said}");
         }
     }
-    if cfg.channels_last() {
-        to_channels_last(&model);
+    Fast {
+        bf16: false,
+        channels_last: cfg.channels_last(),
     }
+    .prepare(&model);
     let params: Vec<(String, Tensor)> = {
         let mut v: Vec<(String, Tensor)> = model
             .vs

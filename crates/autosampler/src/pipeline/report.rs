@@ -2,10 +2,10 @@
 //! external files), built from whatever artifacts the run folder holds: the class histogram,
 //! training curves, the evaluation table, per-class accuracy, the confusion matrix, the search's
 //! reward curve and weights, stage 2, and the resolved config. Artifacts are read as their types.
-use super::plot;
 use crate::agent::train::AgentLog;
 use crate::data::Split;
 use crate::pipeline::{self, RunDir, Stage};
+use crate::report::plot;
 use crate::train::stage1::EpochLog;
 use crate::{fsx, Error, Result};
 use base64::Engine;

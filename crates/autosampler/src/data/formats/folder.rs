@@ -1,7 +1,8 @@
 //! Image folders (`root/<split>/<class>/*.jpg`) and split lists (`relative/path label` per line,
 //! the classifier-balancing format used for ImageNet-LT and Places-LT).
-use super::source::{is_image_name, line_error, Item, Origin, Pool, Scanned, SourceConfig};
-use super::tree::Tree;
+use super::{is_image_name, line_error, Scanned};
+use crate::data::source::{Item, Origin, Pool, SourceConfig};
+use crate::data::tree::Tree;
 use crate::{Error, Result};
 
 pub(crate) fn scan_image_folder(tree: &mut Tree, cfg: &SourceConfig) -> Result<Scanned> {

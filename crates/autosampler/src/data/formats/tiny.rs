@@ -5,8 +5,9 @@
 //! `val/val_annotations.txt` (`file wnid x0 y0 x1 y1`). The labelled val set is our test pool;
 //! `test/` (unlabelled) is ignored. Classes are the wnids sorted, as `ImageFolder` on `train/`
 //! would order them.
-use super::source::{line_error, BBox, Item, Origin, Pool, Scanned};
-use super::tree::Tree;
+use super::{line_error, Scanned};
+use crate::data::source::{BBox, Item, Origin, Pool};
+use crate::data::tree::Tree;
 use crate::{Error, Result};
 use std::collections::HashMap;
 

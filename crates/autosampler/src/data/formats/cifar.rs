@@ -5,8 +5,9 @@
 //! `batches.meta.txt` when present. CIFAR-100: `train.bin` and `test.bin`, records of a coarse
 //! label byte, a fine label byte and 3,072 pixel bytes; names in `fine_label_names.txt` /
 //! `coarse_label_names.txt`.
-use super::source::{Cifar100Label, Format, Item, Origin, Pool, Scanned};
-use super::tree::Tree;
+use super::Scanned;
+use crate::data::source::{Cifar100Label, Format, Item, Origin, Pool};
+use crate::data::tree::Tree;
 use crate::{Error, Result};
 
 /// Pixel bytes of one record.

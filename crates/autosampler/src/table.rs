@@ -1,6 +1,6 @@
 //! `autosampler table`: the results of run folders, grouped by config over seeds.
-use super::{read_stage2, Basis, RunDir};
 use crate::config::Config;
+use crate::pipeline::{read_stage2, Basis, RunDir};
 use crate::train::stage1::EvalReport;
 use crate::train::stage2::Classifier;
 use crate::{fsx, invalid, Result};
@@ -65,7 +65,7 @@ const STAGE2_ROWS: [Classifier; 6] = [
 ];
 
 /// The rows of `runs`: runs whose configs differ only in their seeds (and names) form one row.
-/// With `stage2_rows`, each run's stage-2 classifiers ([`STAGE2_ROWS`]) follow its row as rows
+/// With `stage2_rows`, each run's stage-2 classifiers (`STAGE2_ROWS`) follow its row as rows
 /// named `<row> · <classifier>`, their test top-1 in the "last test top-1" column: Table 1's
 /// vanilla, cRT, LWS and searched rows from one run folder.
 pub fn rows(runs: &[PathBuf], stage2_rows: bool) -> Result<Vec<Row>> {
@@ -200,7 +200,7 @@ fn col_mean(r: &Row, col: &str) -> Option<f64> {
 pub const VAL_ECE: &str = "val ECE";
 
 /// Unprinted columns: each row's validation top-1 on the three [`Basis`]es (mean over seeds;
-/// [`super::Stage2Report::top1_on`] for a stage-2 row), the columns [`best_on_val`] compares.
+/// [`crate::pipeline::Stage2Report::top1_on`] for a stage-2 row), the columns [`best_on_val`] compares.
 pub const HELD: &str = "held-out top-1";
 pub const CROSSFIT: &str = "cross-fitted val top-1";
 pub const ALL_VAL: &str = "all-val top-1";
@@ -210,7 +210,7 @@ const BASES: [(&str, Basis); 3] = [
     (ALL_VAL, Basis::AllVal),
 ];
 
-/// The column [`best_on_val`] compares `rows` on: the first basis of [`BASES`] on which every
+/// The column [`best_on_val`] compares `rows` on: the first basis of `BASES` on which every
 /// candidate scored on all of val ([`ALL_VAL`], present for every run but the searched classifier
 /// of a search) is scored in every run, so that no row is compared on other images, or with a
 /// different optimism, than another (a run scored on its held-out half reads a few points lower
@@ -442,7 +442,7 @@ pub fn csv(rows: &[Row]) -> String {
             .collect();
         out.push_str(&format!(
             "{},{},{}\n",
-            super::text::csv_field(&r.name),
+            crate::pipeline::text::csv_field(&r.name),
             r.runs.len(),
             cells.join(",")
         ));
