@@ -1551,3 +1551,30 @@ fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
     assert!(e.contains("autoaugment") && e.contains("cifar10"), "{e}");
     assert_eq!(parse("autoaugment = \"cifar10\"\ncutout = { size = 16 }\n"), "");
 }
+
+/// Bad input for SAM: a zero, negative or NaN radius and SAM with BBN are refused at load, naming
+/// the key and the value.
+#[test]
+fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
+    let base =
+        "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
+    let parse = |extra: &str| {
+        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    for (rho, shown) in [("0.0", "0"), ("-0.05", "-0.05"), ("nan", "NaN")] {
+        let e = parse(&format!("sam = {{ rho = {rho} }}\n"));
+        assert!(
+            e.contains(&format!("[train.sam] rho must be a finite number > 0, got {shown}")),
+            "{e}"
+        );
+    }
+    let e = parse("method = \"bbn\"\nsam = { rho = 0.05 }\n");
+    assert!(e.contains("[train.sam] with method = \"bbn\""), "{e}");
+    let e = parse("sam = { rho = 0.05, adaptiv = true }\n");
+    assert!(e.contains("adaptiv"), "{e}");
+    assert_eq!(parse("sam = { rho = 0.05 }\n"), "");
+    assert_eq!(parse("sam = { rho = 1.0, adaptive = true }\n"), "");
+}

@@ -5,4 +5,4 @@ pub mod adam;
 pub mod sgd;
 
 pub use adam::Adam;
-pub use sgd::Sgd;
+pub use sgd::{Sam, Sgd};

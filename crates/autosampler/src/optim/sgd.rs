@@ -7,8 +7,28 @@
 //! view of it, in its own memory order, channels-last included): an update is a handful of kernels
 //! over the flat buffer instead of several per parameter, which on a GPU is what PyTorch's
 //! multi-tensor (`foreach`) SGD buys and `tch` does not expose.
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
+
+/// `[train.sam]`: sharpness-aware minimisation around each step (two forward and backward passes
+/// a batch).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sam {
+    /// The neighbourhood's radius ρ (0.05 for SAM on CIFAR; ASAM's is larger, 0.5–2).
+    pub rho: f64,
+    /// ASAM: the radius scaled by each weight's magnitude (scale-invariant).
+    #[serde(default)]
+    pub adaptive: bool,
+}
+
+impl Sam {
+    /// ρ is a finite number > 0.
+    pub fn check(&self) -> crate::Result<()> {
+        crate::check::Ranges("train.sam").positive("rho", self.rho)
+    }
+}
 
 pub struct Sgd {
     pub momentum: f64,
@@ -138,10 +158,48 @@ impl Sgd {
         comm: &dyn crate::distributed::Collective,
         lr: f64,
     ) -> crate::Result<()> {
-        let g = acc.unwrap_or_else(|| self.zero_gradient());
-        comm.all_reduce_sum(&g)?;
+        let g = self.summed(acc, comm)?;
         self.update(g, lr);
         Ok(())
+    }
+
+    /// The gradients `acc` of this rank's shares summed over the ranks of `comm`.
+    pub fn summed(
+        &self,
+        acc: Option<Tensor>,
+        comm: &dyn crate::distributed::Collective,
+    ) -> crate::Result<Tensor> {
+        let g = acc.unwrap_or_else(|| self.zero_gradient());
+        comm.all_reduce_sum(&g)?;
+        Ok(g)
+    }
+
+    /// Sharpness-aware minimisation's ascent (SAM, Foret et al.; ASAM, Kwon et al., when
+    /// `adaptive`): moves the parameters to w + e, e = ρ·T²g / ‖T·g‖ (T = |w| for ASAM, else 1),
+    /// `g` the batch's loss gradient (no weight decay), and returns `e`. The gradient at w + e is
+    /// then taken, [`Sgd::descend`] returns to w and applies it: the reference implementation's
+    /// `first_step` and `second_step` (davda54/sam).
+    pub fn ascend(&self, g: &Tensor, sam: &Sam) -> Tensor {
+        tch::no_grad(|| {
+            let t = if sam.adaptive {
+                self.flat.abs()
+            } else {
+                self.flat.ones_like()
+            };
+            let norm = (&t * g).norm().double_value(&[]);
+            let e = &t * &t * g * (sam.rho / (norm + 1e-12));
+            let mut flat = self.flat.shallow_clone();
+            let _ = flat.g_add_(&e);
+            e
+        })
+    }
+
+    /// Back from w + `e` to w, then one update with `g` (the gradient taken at w + `e`).
+    pub fn descend(&mut self, e: &Tensor, g: Tensor, lr: f64) {
+        tch::no_grad(|| {
+            let _ = self.flat.g_sub_(e);
+        });
+        self.update(g, lr);
     }
 
     /// Makes every rank's parameters and momentum buffer rank 0's (a data-parallel start or
@@ -271,6 +329,98 @@ mod tests {
             // the state round-trips
             let st: HashMap<String, Tensor> = opt.state().into_iter().collect();
             assert_eq!(st["q.momentum_buffer"].size(), [1, 1]);
+        }
+    }
+
+    // SAM and ASAM as davda54/sam's first_step / second_step around torch.optim.SGD:
+    // W = torch.tensor([[0.1 * ((i * 4 + j) % 7) - 0.3 for j in range(4)] for i in range(3)])
+    // b = torch.tensor([0.05, -0.02, 0.01]); X = [[((i*3 + j*5) % 11) / 10 - 0.5 for j in 4] for i in 5]
+    // y = [0, 2, 1, 2, 0]; SGD(lr 0.1, momentum 0.9, weight_decay 5e-4); two steps of
+    //   loss = cross_entropy(X @ W.T + b, y); backward; grad_norm = ‖(|p| if adaptive else 1) · grad‖
+    //   e = (p² if adaptive else 1) · grad · rho / (grad_norm + 1e-12); p += e
+    //   cross_entropy again; backward; p -= e; opt.step()
+    // print(W.flatten().tolist(), b.tolist(), the losses at w + e): the values below; SAM with
+    // rho 0.05, ASAM with rho 0.5
+    #[test]
+    fn sam_and_asam_match_the_reference_implementation() {
+        let cases = [
+            (
+                Sam {
+                    rho: 0.05,
+                    adaptive: false,
+                },
+                [
+                    -0.33867794275283813f64,
+                    -0.18807601928710938,
+                    -0.09776809066534042,
+                    -0.013553827069699764,
+                    0.11471167206764221,
+                    0.1762475073337555,
+                    0.29636794328689575,
+                    -0.2731277346611023,
+                    -0.1759757548570633,
+                    -0.08815699815750122,
+                    0.0013711490901187062,
+                    0.08671056479215622,
+                ],
+                [0.0635257214307785f64, -0.05223279073834419, 0.02870126999914646],
+                [1.1365101337432861f64, 1.1295840740203857],
+            ),
+            (
+                Sam {
+                    rho: 0.5,
+                    adaptive: true,
+                },
+                [
+                    -0.3393465578556061,
+                    -0.18767468631267548,
+                    -0.09790694713592529,
+                    -0.013644344173371792,
+                    0.1147509440779686,
+                    0.17595091462135315,
+                    0.2963086664676666,
+                    -0.2728302776813507,
+                    -0.17534641921520233,
+                    -0.08826174587011337,
+                    0.0015692878514528275,
+                    0.08650358766317368,
+                ],
+                [0.06348494440317154, -0.05051509663462639, 0.027024345472455025],
+                [1.1513206958770752, 1.144724726676941],
+            ),
+        ];
+        for (sam, want_w, want_b, want_loss) in cases {
+            let w: Vec<f32> = (0..12).map(|k| 0.1 * ((k % 7) as f32) - 0.3).collect();
+            let w = Tensor::from_slice(&w).view([3, 4]).set_requires_grad(true);
+            let b = Tensor::from_slice(&[0.05f32, -0.02, 0.01]).set_requires_grad(true);
+            let x: Vec<f32> = (0..5)
+                .flat_map(|i| (0..4).map(move |j| ((i * 3 + j * 5) % 11) as f32 / 10.0 - 0.5))
+                .collect();
+            let x = Tensor::from_slice(&x).view([5, 4]);
+            let y = Tensor::from_slice(&[0i64, 2, 1, 2, 0]);
+            let mut opt = Sgd::new(
+                vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())],
+                0.9,
+                false,
+                5e-4,
+            );
+            let loss = || (x.matmul(&w.tr()) + &b).cross_entropy_for_logits(&y);
+            for want in want_loss {
+                let g = opt.gradient(&loss());
+                let e = opt.ascend(&g, &sam);
+                let l = loss();
+                assert!(
+                    (l.double_value(&[]) - want).abs() < 1e-6,
+                    "{sam:?}: loss at w + e {l}"
+                );
+                let g = opt.gradient(&l);
+                opt.descend(&e, g, 0.1);
+            }
+            let got_w = Vec::<f32>::try_from(&w.detach().view([-1])).unwrap();
+            let got_b = Vec::<f32>::try_from(&b.detach()).unwrap();
+            for (g, w) in got_w.iter().zip(want_w).chain(got_b.iter().zip(want_b)) {
+                assert!((*g as f64 - w).abs() < 1e-6, "{sam:?}: {got_w:?} {got_b:?}");
+            }
         }
     }
 

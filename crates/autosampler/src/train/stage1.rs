@@ -86,6 +86,10 @@ pub struct TrainConfig {
     /// Cutout after the crop and flip (`{ size = 16 }` for CIFAR).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutout: Option<crate::data::augment::Cutout>,
+    /// `[train.sam]`: sharpness-aware minimisation (SAM, or ASAM with `adaptive`), two forward
+    /// and backward passes a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sam: Option<crate::optim::Sam>,
     pub normalize: Normalize,
     /// Each batch is computed in this many equal shares (ghost batches: batch norm normalises each
     /// share alone), whose gradients add up to the batch's. A data-parallel run of N ranks divides
@@ -137,6 +141,7 @@ impl Default for TrainConfig {
             randaugment: Default::default(),
             autoaugment: None,
             cutout: None,
+            sam: None,
             normalize: Default::default(),
             micro_batches: 1,
             threads: 2,
@@ -238,6 +243,14 @@ impl TrainConfig {
         }
         if let Some(c) = &self.cutout {
             r.at_least("cutout.size", c.size as usize, 1)?;
+        }
+        if let Some(sam) = &self.sam {
+            sam.check()?;
+            if self.method == Method::Bbn {
+                return Err(invalid!(
+                    "[train.sam] with method = \"bbn\": SAM is built into the standard training step only; leave [train.sam] out for BBN"
+                ));
+            }
         }
         if self.method == Method::Bbn && self.mix != MixConfig::default() {
             return Err(invalid!(
@@ -606,6 +619,24 @@ fn broadcast_buffers(model: &Model, comm: &dyn Collective) -> Result<()> {
     distributed::broadcast_named(comm, buffers.collect())
 }
 
+/// Batch norm's running statistics (every variable without a gradient) as they are now, to put
+/// back after a forward pass that must not move them.
+struct BnStats(Vec<(Tensor, Tensor)>);
+
+impl BnStats {
+    fn save(model: &Model) -> BnStats {
+        let vars = model.vs.variables().into_values().filter(|t| !t.requires_grad());
+        BnStats(tch::no_grad(|| vars.map(|v| (v.copy(), v)).collect()))
+    }
+    fn restore(self) {
+        tch::no_grad(|| {
+            for (saved, mut v) in self.0 {
+                v.copy_(&saved);
+            }
+        });
+    }
+}
+
 /// Trains stage 1 into `<run>/stage1`, resuming from its checkpoint when `resume` is set and one
 /// exists. Returns the trained model (last epoch) and the final state.
 pub fn train(
@@ -909,46 +940,75 @@ pub fn train_with(
             // they always were.
             let whole = cfg.micro_batches == 1;
             let offset = mine.images(b.whole).start;
-            let mut g: Option<Tensor> = None;
             let mut last = 0.0;
-            for s in mine.from..mine.to {
-                let r = Shares::range(b.whole, s, cfg.micro_batches);
-                if r.is_empty() {
-                    continue;
+            // One pass over this rank's shares: their summed gradient (at SAM's ascended weights
+            // when `ascent`, where nothing is counted).
+            let mut pass = |ascent: bool| -> Result<Option<Tensor>> {
+                let mut g: Option<Tensor> = None;
+                for s in mine.from..mine.to {
+                    let r = Shares::range(b.whole, s, cfg.micro_batches);
+                    if r.is_empty() {
+                        continue;
+                    }
+                    let (lo, len) = ((r.start - offset) as i64, r.len() as i64);
+                    let part = (!whole).then(|| Batch {
+                        images: b.images.narrow(0, lo, len),
+                        labels: b.labels.narrow(0, lo, len),
+                        index: b.index[r.start - offset..r.end - offset].to_vec(),
+                        windows: b.windows[r.start - offset..r.end - offset].to_vec(),
+                        whole: b.whole,
+                    });
+                    let (xs, ys) = if whole {
+                        (x.shallow_clone(), y.shallow_clone())
+                    } else {
+                        (x.narrow(0, lo, len), y.narrow(0, lo, len))
+                    };
+                    let key: &[u64] = if whole {
+                        &[2, epoch as u64, batch_i as u64]
+                    } else {
+                        &[2, epoch as u64, batch_i as u64, s as u64]
+                    };
+                    let batch = part.as_ref().unwrap_or(&b);
+                    let (logits, l) =
+                        forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key, bf16)?;
+                    let lv = l.double_value(&[]);
+                    let what = if ascent {
+                        "the loss at SAM's ascended weights"
+                    } else {
+                        "the loss"
+                    };
+                    super::checkpoint::check_loss(lv, what, &at((!whole).then_some(s)), &paths.dir)?;
+                    opt.add_share_gradient(&mut g, &l, r.len(), b.whole);
+                    if !ascent {
+                        sum_loss += lv * r.len() as f64;
+                        correct += logits
+                            .argmax(-1, false)
+                            .eq_tensor(&ys)
+                            .sum(Kind::Int64)
+                            .int64_value(&[]) as f64;
+                        seen += r.len();
+                        last = lv;
+                    }
                 }
-                let (lo, len) = ((r.start - offset) as i64, r.len() as i64);
-                let part = (!whole).then(|| Batch {
-                    images: b.images.narrow(0, lo, len),
-                    labels: b.labels.narrow(0, lo, len),
-                    index: b.index[r.start - offset..r.end - offset].to_vec(),
-                    windows: b.windows[r.start - offset..r.end - offset].to_vec(),
-                    whole: b.whole,
-                });
-                let (xs, ys) = if whole {
-                    (x.shallow_clone(), y.shallow_clone())
-                } else {
-                    (x.narrow(0, lo, len), y.narrow(0, lo, len))
-                };
-                let key: &[u64] = if whole {
-                    &[2, epoch as u64, batch_i as u64]
-                } else {
-                    &[2, epoch as u64, batch_i as u64, s as u64]
-                };
-                let batch = part.as_ref().unwrap_or(&b);
-                let (logits, l) = forward_loss(&model, &loss, cfg, guide, batch, &xs, &ys, epoch, key, bf16)?;
-                let lv = l.double_value(&[]);
-                super::checkpoint::check_loss(lv, "the loss", &at((!whole).then_some(s)), &paths.dir)?;
-                opt.add_share_gradient(&mut g, &l, r.len(), b.whole);
-                sum_loss += lv * r.len() as f64;
-                correct += logits
-                    .argmax(-1, false)
-                    .eq_tensor(&ys)
-                    .sum(Kind::Int64)
-                    .int64_value(&[]) as f64;
-                seen += r.len();
-                last = lv;
+                Ok(g)
+            };
+            let g = pass(false)?;
+            match &cfg.sam {
+                None => {
+                    opt.step_summed(g, comm, lr)?;
+                }
+                Some(sam) => {
+                    // the gradient at w + e, on the same images and mixes; batch norm's running
+                    // statistics as the first pass left them (the reference implementation's
+                    // momentum-0 second pass)
+                    let e = opt.ascend(&opt.summed(g, comm)?, sam);
+                    let kept = BnStats::save(&model);
+                    let g = pass(true)?;
+                    kept.restore();
+                    let g = opt.summed(g, comm)?;
+                    opt.descend(&e, g, lr);
+                }
             }
-            opt.step_summed(g, comm, lr)?;
             batch_i += 1;
             progress.batch(last);
             Ok(())
