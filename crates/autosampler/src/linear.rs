@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// How a linear classifier is (re-)trained: SGD with momentum at a constant learning rate, in the
-/// form v ← μv + lr·g, w ← w − v (PyTorch's for a constant lr), no weight decay.
+/// form v ← μv + lr·(g + wd·w), w ← w − v (PyTorch's for a constant lr; the weight decay on the
+/// weights and the bias, as `torch.optim.SGD` over a layer's parameters), then, with `max_norm`,
+/// each class's weight vector projected into a ball (weight balancing's MaxNorm).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     pub epochs: usize,
@@ -29,6 +31,18 @@ pub struct Recipe {
     pub momentum: f64,
     /// Start from a zero classifier instead of θ0.
     pub reinit: bool,
+    /// L2 weight decay (0: none; recipes without it keep their fingerprints).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_decay: f64,
+    /// MaxNorm (Alshammari et al.'s `MaxNorm_via_PGD`): after every step a class whose weight
+    /// vector is longer than r = min + t·(max − min) of θ0's per-class norms is scaled back to r
+    /// (the bias is not projected); this is t, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One classifier to train: its class weights and the key of its sampling stream,
@@ -181,6 +195,9 @@ impl<'a> Trainer<'a> {
             };
             let mut w = start.unsqueeze(0).repeat([k, 1, 1]);
             let mut v = w.zeros_like();
+            let radius = recipe
+                .max_norm
+                .map(|t| max_norm_radius(&start.narrow(0, 0, d), t));
             for s in (0..total).step_by(batch as usize) {
                 let bsz = batch.min(total - s);
                 let at = plans.narrow(1, s, bsz).reshape([-1]);
@@ -202,7 +219,13 @@ impl<'a> Trainer<'a> {
                     // v ← μv + (lr/B)·xᵀg in one kernel
                     v = v.baddbmm(&x.transpose(1, 2), &g, recipe.momentum, step);
                 }
+                if recipe.weight_decay != 0.0 {
+                    v += &w * (recipe.lr * recipe.weight_decay);
+                }
                 w -= &v;
+                if let Some(r) = radius {
+                    project_max_norm(&mut w, d, r);
+                }
             }
             Heads {
                 w: w.narrow(1, 0, d),
@@ -226,6 +249,25 @@ impl<'a> Trainer<'a> {
             (Tensor::cat(&[x.to_kind(kind), ones], 1), y)
         })
     }
+}
+
+/// MaxNorm's radius for `t`: min + t·(max − min) of the per-class norms of `weight` (`[D, C]`,
+/// one column a class), as `MaxNorm_via_PGD.setPerLayerThresh` measures it on the starting
+/// classifier.
+pub fn max_norm_radius(weight: &Tensor, t: f64) -> f64 {
+    let norms = weight.norm_scalaropt_dim(2, [0], false);
+    let (lo, hi) = (norms.min().double_value(&[]), norms.max().double_value(&[]));
+    lo + t * (hi - lo)
+}
+
+/// Scales each class's weight vector (the first `d` rows of a column of `w`, `[K, D+1, C]`) that is
+/// longer than `r` back to length `r` (`MaxNorm_via_PGD.PGD`); the bias row is left alone.
+fn project_max_norm(w: &mut Tensor, d: i64, r: f64) {
+    let weights = w.narrow(1, 0, d);
+    let norms = weights.norm_scalaropt_dim(2, [1], true);
+    let scale = (norms.reciprocal() * r).where_scalarother(&norms.gt(r), 1.0);
+    let mut weights = weights;
+    weights *= scale;
 }
 
 /// Appends `len` positions drawn with replacement: a class by its weight (inverse CDF of one
@@ -396,6 +438,8 @@ mod tests {
             lr: 0.5,
             momentum: 0.0,
             reinit: false,
+            weight_decay: 0.0,
+            max_norm: None,
         };
         (Features { x, y }, w0, b0, recipe)
     }
@@ -532,6 +576,8 @@ mod tests {
             lr: 0.1,
             momentum: 0.9,
             reinit: false,
+            weight_decay: 0.0,
+            max_norm: None,
         };
         let runs = [
             Run::new(&[0.2, 0.3, 0.5], (1, 2, 3)),
@@ -602,5 +648,92 @@ mod tests {
         let c1 = (ls(1.0, 0.0, 0.0) + ls(0.0, 3.0, 3.0)) / 2.0;
         let ll = score(Score::LogLikelihood, &logits, &labels, 2);
         assert!((ll[0] - (c0 + c1) / 2.0).abs() < 1e-12, "{ll:?}");
+    }
+
+    // The trainer's plan for this set (class-balanced weights, key (0, 0, 0), 2 epochs) is
+    // [4, 0, 2, 5, 4, 1, 4, 1, 0, 3, 3, 5]; the same batches of 4 in PyTorch:
+    //   fc = nn.Linear(2, 3) with the weight and bias below; n = fc.weight.norm(dim=1)
+    //   r = n.min() + t * (n.max() - n.min())
+    //   opt = SGD(fc.parameters(), lr=0.1, momentum=0.9, weight_decay=wd)
+    //   per batch: cross_entropy(fc(X[idx]), y[idx]).backward(); opt.step()
+    //   then (MaxNorm) fc.weight *= where(norm > r, r / norm, 1) row by row
+    // print(fc.weight.flatten().tolist(), fc.bias.tolist()) -> the values below
+    #[test]
+    fn weight_decay_and_max_norm_match_torch_sgd_with_weight_balancings_projection() {
+        let x = Tensor::from_slice(&[1.0f32, 0.5, -1.0, 2.0, 0.3, -0.7, 2.0, 1.0, -0.5, -1.5, 0.8, 0.2])
+            .view([6, 2]);
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
+        let f = Features { x, y };
+        let w0 = Tensor::from_slice(&[0.5f32, -0.2, 0.1, 0.4, -0.3, 0.2]).view([3, 2]);
+        let b0 = Tensor::from_slice(&[0.1f32, 0.0, -0.1]);
+        let t = Trainer::new(&f, &w0, &b0);
+        let run = [Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))];
+        let plan = Vec::<i64>::try_from(t.plans(&run, 2).flatten(0, -1)).unwrap();
+        assert_eq!(plan, [4, 0, 2, 5, 4, 1, 4, 1, 0, 3, 3, 5]);
+        let cases: [(f64, Option<f64>, [f64; 6], [f64; 3]); 3] = [
+            (
+                0.05,
+                Some(0.3),
+                [
+                    0.4139300584793091,
+                    -0.003340554889291525,
+                    -0.11576469242572784,
+                    0.27688267827033997,
+                    -0.18757925927639008,
+                    0.15371128916740417,
+                ],
+                [0.013818996958434582, 0.07960516214370728, -0.09342415630817413],
+            ),
+            (
+                0.0,
+                None,
+                [
+                    0.6009397506713867,
+                    -0.0457298569381237,
+                    -0.10874048620462418,
+                    0.2873028814792633,
+                    -0.19219925999641418,
+                    0.15842695534229279,
+                ],
+                [0.01410348154604435, 0.08128424733877182, -0.09538771212100983],
+            ),
+            (
+                0.05,
+                None,
+                [
+                    0.5871102809906006,
+                    -0.04092947393655777,
+                    -0.1108165979385376,
+                    0.276900976896286,
+                    -0.18467269837856293,
+                    0.1528564691543579,
+                ],
+                [0.012062421068549156, 0.08101799339056015, -0.09308040887117386],
+            ),
+        ];
+        for (wd, max_norm, want_w, want_b) in cases {
+            let recipe = Recipe {
+                epochs: 2,
+                batch: 4,
+                lr: 0.1,
+                momentum: 0.9,
+                reinit: false,
+                weight_decay: wd,
+                max_norm,
+            };
+            let h = t.train(&run, &recipe);
+            // heads are [D, C]: PyTorch's [C, D] transposed
+            let w = Vec::<f32>::try_from(h.w.get(0).tr().contiguous().view([-1])).unwrap();
+            let b = Vec::<f32>::try_from(h.b.get(0).view([-1])).unwrap();
+            for (g, e) in w.iter().zip(want_w).chain(b.iter().zip(want_b)) {
+                assert!(
+                    (*g as f64 - e).abs() < 1e-6,
+                    "wd {wd} max_norm {max_norm:?}: {w:?} {b:?}"
+                );
+            }
+        }
+        // the radius: min + 0.3·(max − min) of θ0's per-class norms (PyTorch: 0.4139435291290283)
+        let r = max_norm_radius(&w0.tr(), 0.3);
+        assert!((r - 0.4139435291290283).abs() < 1e-6, "{r}");
     }
 }

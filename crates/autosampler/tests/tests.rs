@@ -1567,7 +1567,9 @@ fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
     for (rho, shown) in [("0.0", "0"), ("-0.05", "-0.05"), ("nan", "NaN")] {
         let e = parse(&format!("sam = {{ rho = {rho} }}\n"));
         assert!(
-            e.contains(&format!("[train.sam] rho must be a finite number > 0, got {shown}")),
+            e.contains(&format!(
+                "[train.sam] rho must be a finite number > 0, got {shown}"
+            )),
             "{e}"
         );
     }
@@ -1577,4 +1579,32 @@ fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
     assert!(e.contains("adaptiv"), "{e}");
     assert_eq!(parse("sam = { rho = 0.05 }\n"), "");
     assert_eq!(parse("sam = { rho = 1.0, adaptive = true }\n"), "");
+}
+
+/// Bad input for stage 2's weight balancing: a negative weight decay, a MaxNorm t outside [0, 1],
+/// MaxNorm from a zero classifier or on the images path are refused at load, naming the key.
+#[test]
+fn stage2_weight_decay_and_max_norm_out_of_range_are_refused_at_load() {
+    let base = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = { kind = \"class-balanced\" }\n";
+    let parse = |extra: &str| {
+        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = parse("weight_decay = -0.1\n");
+    assert!(
+        e.contains("[stage2] weight_decay must be a finite number ≥ 0, got -0.1"),
+        "{e}"
+    );
+    let e = parse("max_norm = 1.5\n");
+    assert!(e.contains("[stage2] max_norm must be in [0, 1], got 1.5"), "{e}");
+    let e = parse("max_norm = 0.1\nreinit = true\n");
+    assert!(e.contains("[stage2] max_norm = 0.1 with reinit = true"), "{e}");
+    let e = parse("max_norm = 0.1\npath = \"images\"\n");
+    assert!(
+        e.contains("[stage2] max_norm = 0.1 with path = \"images\""),
+        "{e}"
+    );
+    assert_eq!(parse("weight_decay = 0.1\nmax_norm = 0.1\nlr = 0.01\n"), "");
 }

@@ -349,6 +349,8 @@ impl SearchConfig {
         match self.proxy {
             ProxyMode::Stage2 => *stage2,
             ProxyMode::Paper => Recipe {
+                weight_decay: 0.0,
+                max_norm: None,
                 epochs: self.proxy_epochs,
                 batch: self.proxy_batch,
                 lr: self.proxy_lr,
@@ -1307,6 +1309,8 @@ mod tests {
             lr: 0.05,
             momentum: 0.9,
             reinit: false,
+            weight_decay: 0.0,
+            max_norm: None,
         }
     }
 
@@ -1390,6 +1394,8 @@ mod tests {
             lr: 0.1,
             momentum: 0.0,
             reinit: false,
+            weight_decay: 0.0,
+            max_norm: None,
         });
         let e = run(
             &train,

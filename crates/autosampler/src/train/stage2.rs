@@ -39,6 +39,14 @@ pub struct Stage2Config {
     /// class-balanced loss, DRW, a re-balancing sampler, BBN).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Classifier>,
+    /// L2 weight decay of the re-trained classifiers (weight balancing's second stage: 0.1 at
+    /// lr 0.01). 0: none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub weight_decay: f64,
+    /// MaxNorm's t in [0, 1]: each class's weight vector is kept within min + t·(max − min) of
+    /// the stage-1 classifier's per-class norms (weight balancing's 0.1). Features path only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_norm: Option<f64>,
 }
 
 /// One of the classifiers stage 2 scores, as `[stage2] classifier` names it.
@@ -128,7 +136,7 @@ pub fn finetune_images(
             })
         });
     }
-    let mut opt = crate::optim::Sgd::new(head, cfg.momentum, false, 0.0);
+    let mut opt = crate::optim::Sgd::new(head, cfg.momentum, false, cfg.weight_decay);
     // the frozen backbone in `[train]`'s precision and layout; the classifier trains in fp32
     let fast = super::stage1::Fast::of(train);
     let members = crate::sampler::class_members(&view.labels);
@@ -176,6 +184,8 @@ impl Stage2Config {
             lr: self.lr,
             momentum: self.momentum,
             reinit: self.reinit,
+            weight_decay: self.weight_decay,
+            max_norm: self.max_norm,
         }
     }
 
@@ -199,6 +209,21 @@ impl Stage2Config {
                 self.momentum
             ));
         }
+        let r = crate::check::Ranges("stage2");
+        r.non_negative("weight_decay", self.weight_decay)?;
+        if let Some(t) = self.max_norm {
+            r.unit("max_norm", t)?;
+            if self.reinit {
+                return Err(invalid!(
+                    "[stage2] max_norm = {t} with reinit = true: MaxNorm's radius is measured on the stage-1 classifier's per-class norms, and a zero classifier has none; leave one out"
+                ));
+            }
+            if self.path == Stage2Path::Images {
+                return Err(invalid!(
+                    "[stage2] max_norm = {t} with path = \"images\": MaxNorm is built into the re-training on features; use path = \"features\""
+                ));
+            }
+        }
         if self.default == Some(Classifier::BestOnVal) {
             return Err(invalid!(
                 "[stage2] default = \"best-on-val\": the default is the classifier best-on-val keeps unless another beats it; name one (\"crt-class-balanced\", \"stage1\", …) or leave it unset"
@@ -221,8 +246,14 @@ impl Default for Stage2Config {
             path: Default::default(),
             classifier: Classifier::BestOnVal,
             default: None,
+            weight_decay: 0.0,
+            max_norm: None,
         }
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// A re-trained classifier and its metrics.
