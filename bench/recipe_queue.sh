@@ -30,3 +30,7 @@ row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_autoaugment_cu
 for r in ce ldam_drw balanced_softmax balanced_softmax_cutmix_p0.5_randaugment balanced_softmax_cutmix_p0.5_autoaugment_cutout; do
   row "configs/tiny100_lt/$r.toml" tiny100_lt 0
 done
+# 4. CIFAR-10-LT IR 100 candidates with the newer levers, seed 0: the chosen recipe with SAM
+#    (rho 0.05; two passes a step, about 150 min in bf16 here), weight balancing's two stages
+row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_randaugment_sam0.05.toml recipes 0
+row configs/recipes/c10lt_ir100_e200_weight_balancing.toml recipes 0
