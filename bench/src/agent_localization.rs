@@ -28,6 +28,7 @@ use autosampler::data::augment::Normalize;
 use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::{Dataset, Part, Split};
 use autosampler::mix::cam::{Cam, ClassChoice, Pick};
+use autosampler::rundir::RunDir;
 use rand::Rng;
 use std::path::PathBuf;
 
@@ -77,7 +78,7 @@ fn main() -> Result<()> {
     let run = PathBuf::from(arg("--run").context("--run DIR (a run whose test part has boxes)")?);
     let threads: usize = arg("--threads").map(|t| t.parse()).transpose()?.unwrap_or(2);
     tch::set_num_threads(threads as i32);
-    let split = Split::load(&run.join("split.json"))?;
+    let split = Split::load(&RunDir::new(&run).split())?;
     let cache_root = arg("--cache-dir")
         .map(PathBuf::from)
         .unwrap_or_else(autosampler::data::cache::default_cache_root);
@@ -85,9 +86,9 @@ fn main() -> Result<()> {
     let test = ds.view(Part::Test);
     let s = test.size as f32;
     let boxes: Vec<Option<[f32; 4]>> = (0..test.len()).map(|i| test.bbox(i)).collect();
-    let has_agent = run.join("agent/agent.json").is_file();
+    let has_agent = RunDir::new(&run).agent().spec().is_file();
     let agent = has_agent
-        .then(|| Agent::open(&run.join("agent"), tch::Device::Cpu))
+        .then(|| Agent::open(&RunDir::new(&run).agent_dir(), tch::Device::Cpu))
         .transpose()?;
     let p: f32 = match (&agent, arg("--patch")) {
         (_, Some(v)) => v.parse()?,
@@ -141,7 +142,7 @@ fn main() -> Result<()> {
             .collect();
         out["box_centres_px"] = spread(&box_centres);
         let (glance, all) = evaluate(agent, &test, &norm, threads, &autosampler::distributed::Alone)?;
-        let logs: Vec<AgentLog> = std::fs::read_to_string(run.join("agent/metrics.jsonl"))?
+        let logs: Vec<AgentLog> = std::fs::read_to_string(RunDir::new(&run).agent_metrics())?
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();

@@ -49,19 +49,21 @@ pub struct Run {
 #[allow(dead_code)]
 pub fn open_run(run: &Path) -> Result<Run> {
     let st: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(run.join("stage1/model.safetensors"))
+        Tensor::read_safetensors(autosampler::rundir::RunDir::new(run).stage1().model())
             .with_context(|| format!("{}: no stage-1 model", run.display()))?
             .into_iter()
             .collect();
-    let cfg = Config::load(&run.join("config.toml"))?;
+    let cfg = Config::load(&autosampler::rundir::RunDir::new(run).config_toml())?;
     Ok(Run {
-        train: features::load(run, Part::Train)
+        train: features::load(&autosampler::rundir::RunDir::new(run), Part::Train)
             .with_context(|| format!("{}: run `autosampler features` first", run.display()))?,
-        val: features::load(run, Part::Val)?,
-        test: features::load(run, Part::Test)?,
+        val: features::load(&autosampler::rundir::RunDir::new(run), Part::Val)?,
+        test: features::load(&autosampler::rundir::RunDir::new(run), Part::Test)?,
         w0: st["fc.weight"].shallow_clone(),
         b0: st["fc.bias"].shallow_clone(),
-        counts: Split::load(&run.join("split.json"))?.counts.train,
+        counts: Split::load(&autosampler::rundir::RunDir::new(run).split())?
+            .counts
+            .train,
         from_config: cfg.search.is_some(),
         search: cfg.search.unwrap_or_default(),
         stage2: cfg.stage2.unwrap_or_default(),

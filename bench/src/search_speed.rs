@@ -29,6 +29,7 @@ use autosampler::data::loader::{for_each_batch, LoaderConfig};
 use autosampler::data::{cache::default_cache_root, Dataset, Part, Split};
 use autosampler::features::{self, Features};
 use autosampler::model::{Arch, Head, Model, ModelConfig, Stem};
+use autosampler::rundir::RunDir;
 use autosampler::sampler::{class_members, plan_with_replacement};
 use autosampler::search::{self, SearchConfig};
 use autosampler::train::stage2::Stage2Config;
@@ -193,14 +194,14 @@ fn main() -> Result<()> {
     // (a)
     let (train, val, counts, w0, b0, real) = match &run {
         Some(r) => {
-            let train =
-                features::load(r, Part::Train).context("run `autosampler features` on the run first")?;
-            let val = features::load(r, Part::Val)?;
+            let train = features::load(&RunDir::new(r), Part::Train)
+                .context("run `autosampler features` on the run first")?;
+            let val = features::load(&RunDir::new(r), Part::Val)?;
             let st: std::collections::HashMap<String, Tensor> =
-                Tensor::read_safetensors(r.join("stage1/model.safetensors"))?
+                Tensor::read_safetensors(RunDir::new(r).stage1().model())?
                     .into_iter()
                     .collect();
-            let split = Split::load(&r.join("split.json"))?;
+            let split = Split::load(&RunDir::new(r).split())?;
             (
                 train,
                 val,
@@ -251,7 +252,7 @@ fn main() -> Result<()> {
     // one proxy run on images: frozen backbone forward for each batch + the validation set
     if let Some(r) = &run {
         tch::set_num_threads(images_threads);
-        let split = Split::load(&r.join("split.json"))?;
+        let split = Split::load(&RunDir::new(r).split())?;
         let ds = Dataset::open(split, &default_cache_root(), &|_| {})?;
         let mut model = Model::new(
             &ModelConfig {
@@ -264,7 +265,7 @@ fn main() -> Result<()> {
             10,
             Device::Cpu,
         )?;
-        model.load(&r.join("stage1/model.safetensors"))?;
+        model.load(&RunDir::new(r).stage1().model())?;
         let view = ds.view(Part::Train);
         let members = class_members(&view.labels);
         let mut rng = autosampler::rng::chacha(0, &[]);

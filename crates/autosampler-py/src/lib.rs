@@ -267,6 +267,19 @@ fn run(py: Python<'_>, config: PathBuf, out: Option<PathBuf>, overrides: Vec<Str
     .to_string())
 }
 
+/// The files of a run folder that the package reads, by what they hold (the run folder's names
+/// are the library's, `autosampler::rundir`).
+#[pyfunction]
+fn run_files(run: PathBuf) -> std::collections::BTreeMap<&'static str, PathBuf> {
+    let r = RunDir::new(run);
+    std::collections::BTreeMap::from([
+        ("stage1_metrics", r.stage1().metrics()),
+        ("agent_metrics", r.agent_metrics()),
+        ("search_trajectories", r.trajectories()),
+        ("tensorboard", r.tensorboard()),
+    ])
+}
+
 /// Trains (or reuses) the patch agent of a config's `[agent]` into `<out>/agent` (the data stage,
 /// then the agent stage of `autosampler run`) and returns that folder.
 #[pyfunction]
@@ -439,6 +452,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(search_weights, m)?)?;
     m.add_function(wrap_pyfunction!(guided_cutmix, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(run_files, m)?)?;
     m.add_function(wrap_pyfunction!(train_agent, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(run_distributed, m)?)?;

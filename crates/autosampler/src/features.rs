@@ -7,8 +7,8 @@ use crate::data::{Dataset, Part, View};
 use crate::distributed::{self, Collective};
 use crate::model::fast::Fast;
 use crate::model::{save_tensors, Model};
+use crate::rundir::RunDir;
 use crate::{Error, Result};
-use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// Features and labels of one part.
@@ -17,16 +17,6 @@ pub struct Features {
     pub x: Tensor,
     /// `[N]` i64.
     pub y: Tensor,
-}
-
-/// `<run>/features/<part>.safetensors`.
-pub fn path(run: &Path, part: Part) -> PathBuf {
-    let name = match part {
-        Part::Train => "train",
-        Part::Val => "val",
-        Part::Test => "test",
-    };
-    run.join("features").join(format!("{name}.safetensors"))
 }
 
 /// Applies `f` to every image of `view` in batches (no augmentation, no gradients) on the
@@ -91,14 +81,14 @@ pub fn extract(
 pub fn extract_all(
     model: &Model,
     ds: &Dataset,
-    run: &Path,
+    run: &RunDir,
     normalize: &Normalize,
     threads: usize,
     fast: Fast,
     comm: &dyn Collective,
 ) -> Result<()> {
     for part in [Part::Train, Part::Val, Part::Test] {
-        let p = path(run, part);
+        let p = run.features(part);
         let view = ds.view(part);
         let redo = comm.rank() == 0 && !whole(model, &view, run, part);
         if distributed::broadcast_usize(comm, redo as usize)? == 0 {
@@ -114,8 +104,8 @@ pub fn extract_all(
 
 /// Whether `part`'s features file exists and reads back whole: `[N, D]` with the view's labels in
 /// order (a truncated or foreign file is redone, not trusted because it exists).
-fn whole(model: &Model, view: &View, run: &Path, part: Part) -> bool {
-    let p = path(run, part);
+fn whole(model: &Model, view: &View, run: &RunDir, part: Part) -> bool {
+    let p = run.features(part);
     if !p.is_file() {
         return false;
     }
@@ -134,8 +124,8 @@ fn whole(model: &Model, view: &View, run: &Path, part: Part) -> bool {
 }
 
 /// Reads the features of `part`.
-pub fn load(run: &Path, part: Part) -> Result<Features> {
-    let p = path(run, part);
+pub fn load(run: &RunDir, part: Part) -> Result<Features> {
+    let p = run.features(part);
     let t = Tensor::read_safetensors(&p)
         .map_err(|e| Error::format(p.display(), format!("cannot read features: {e}")))?;
     let get = |name: &str| {

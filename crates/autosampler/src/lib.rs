@@ -19,7 +19,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`error`], [`fsx`], [`check`], [`rng`], [`provenance`], [`runtime`] | errors, atomic files and locks, range checks, seeded generators, what built a result, allocator tuning |
+//! | [`error`], [`fsx`], [`check`], [`rundir`], [`rng`], [`provenance`], [`runtime`] | errors, atomic files and locks, range checks, every path of a run folder, seeded generators, what built a result, allocator tuning |
 //! | [`data`] | sources and their scanners ([`data::formats`]), the packed cache, the long-tailed split, augmentation and the loader |
 //! | [`sampler`] | per-class weights into per-epoch index plans |
 //! | [`model`], [`precision`], [`optim`] | the networks (ResNets, BBN, TDE's head), a model file's card, bf16 and channels-last, SGD |
@@ -51,6 +51,7 @@ pub mod precision;
 pub mod provenance;
 pub mod report;
 pub mod rng;
+pub mod rundir;
 pub mod runtime;
 pub mod sampler;
 pub mod search;

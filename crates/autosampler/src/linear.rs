@@ -670,7 +670,8 @@ mod tests {
         let run = [Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))];
         let plan = Vec::<i64>::try_from(t.plans(&run, 2).flatten(0, -1)).unwrap();
         assert_eq!(plan, [4, 0, 2, 5, 4, 1, 4, 1, 0, 3, 3, 5]);
-        let cases: [(f64, Option<f64>, [f64; 6], [f64; 3]); 3] = [
+        type Case = (f64, Option<f64>, [f64; 6], [f64; 3]);
+        let cases: [Case; 3] = [
             (
                 0.05,
                 Some(0.3),

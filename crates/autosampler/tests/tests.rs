@@ -11,6 +11,7 @@ use autosampler::data::{
     DataConfig, Dataset, Format, Part, Pool, Profile, Resize, SourceConfig, Split, SplitConfig,
 };
 use autosampler::precision::Precision;
+use autosampler::rundir::RunDir;
 use autosampler::sampler::Sampler;
 use autosampler::train::stage1::Fast;
 use std::path::{Path, PathBuf};
@@ -898,10 +899,17 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     let (_caches, ds) = folder_dataset(1);
     let run = tempfile::tempdir().unwrap();
     let m = resnet8();
-    let e = stage1::train(&ds, &m, &tiny_train_config(50, 1e9), run.path(), false, &Silent)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = stage1::train(
+        &ds,
+        &m,
+        &tiny_train_config(50, 1e9),
+        &RunDir::new(run.path()),
+        false,
+        &Silent,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("the loss is") && e.contains("training stopped"), "{e}");
     let state: stage1::State =
         autosampler::fsx::read_json(&run.path().join("stage1/state.json")).unwrap_or_default();
@@ -915,10 +923,17 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     }
     // starting again without --resume is refused when a stage 1 is there
     if state.epochs_done > 0 {
-        let e = stage1::train(&ds, &m, &tiny_train_config(50, 0.1), run.path(), false, &Silent)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = stage1::train(
+            &ds,
+            &m,
+            &tiny_train_config(50, 0.1),
+            &RunDir::new(run.path()),
+            false,
+            &Silent,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("--resume"), "{e}");
     }
 }
@@ -931,12 +946,12 @@ fn training_learns_the_fixture_and_evaluates() {
     let m = resnet8();
     let mut t = tiny_train_config(30, 0.05);
     t.augment = Some(Augment::None);
-    let (_, state) = stage1::train(&ds, &m, &t, run.path(), false, &Silent).unwrap();
+    let (_, state) = stage1::train(&ds, &m, &t, &RunDir::new(run.path()), false, &Silent).unwrap();
     assert!(state.done && state.epochs_done == 30);
     let last = state.history.last().unwrap();
     // 12 synthetic images whose colours identify the class: memorised after 30 epochs
     assert!(last.train_loss < state.history[0].train_loss);
-    let r = stage1::evaluate_run(&ds, &m, &t, run.path(), &Alone).unwrap();
+    let r = stage1::evaluate_run(&ds, &m, &t, &RunDir::new(run.path()), &Alone).unwrap();
     assert_eq!(r.last.test.n, 3);
     let lines = std::fs::read_to_string(run.path().join("stage1/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 30);
@@ -959,15 +974,30 @@ fn resume_with_another_training_config_is_refused() {
         bilateral: false,
         init: None,
     };
-    stage1::train(&ds, &m, &tiny_train_config(1, 0.05), run.path(), false, &Silent).unwrap();
+    stage1::train(
+        &ds,
+        &m,
+        &tiny_train_config(1, 0.05),
+        &RunDir::new(run.path()),
+        false,
+        &Silent,
+    )
+    .unwrap();
     // the same config resumes (nothing left to do), another one is refused
     let mut t = tiny_train_config(1, 0.05);
     t.threads = 2;
-    stage1::train(&ds, &m, &t, run.path(), true, &Silent).unwrap();
-    let e = stage1::train(&ds, &m, &tiny_train_config(1, 0.01), run.path(), true, &Silent)
-        .err()
-        .unwrap()
-        .to_string();
+    stage1::train(&ds, &m, &t, &RunDir::new(run.path()), true, &Silent).unwrap();
+    let e = stage1::train(
+        &ds,
+        &m,
+        &tiny_train_config(1, 0.01),
+        &RunDir::new(run.path()),
+        true,
+        &Silent,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("another [model] or [train] config"), "{e}");
     // the message names the key that differs, with both values
     assert!(e.contains("[train] lr = 0.05 when started, 0.01 now"), "{e}");
@@ -980,7 +1010,7 @@ fn resume_with_another_training_config_is_refused() {
     };
     let mut p = tiny_train_config(1, 0.05);
     p.precision = Some(other);
-    let e = stage1::train(&ds, &m, &p, run.path(), true, &Silent)
+    let e = stage1::train(&ds, &m, &p, &RunDir::new(run.path()), true, &Silent)
         .err()
         .unwrap()
         .to_string();
@@ -992,7 +1022,7 @@ fn resume_with_another_training_config_is_refused() {
         "{e}"
     );
     p.precision = Some(started);
-    stage1::train(&ds, &m, &p, run.path(), true, &Silent).unwrap();
+    stage1::train(&ds, &m, &p, &RunDir::new(run.path()), true, &Silent).unwrap();
 }
 
 /// Every config shipped in configs/ parses (unknown keys are errors) and its data profile,
@@ -1085,7 +1115,7 @@ fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
         run: full.path().to_path_buf(),
         into: snaps.path().to_path_buf(),
     };
-    let (_, done) = stage1::train(&ds, &m, &t, full.path(), false, &progress).unwrap();
+    let (_, done) = stage1::train(&ds, &m, &t, &RunDir::new(full.path()), false, &progress).unwrap();
     // the folder as a kill after epoch 2's checkpoint and before its state.json left it
     let killed = tempfile::tempdir().unwrap();
     let s1 = killed.path().join("stage1");
@@ -1102,7 +1132,7 @@ fn a_kill_between_checkpoint_and_state_resumes_to_the_same_bytes() {
         s1.join("best.safetensors"),
     )
     .unwrap();
-    let (_, resumed) = stage1::train(&ds, &m, &t, killed.path(), true, &Silent).unwrap();
+    let (_, resumed) = stage1::train(&ds, &m, &t, &RunDir::new(killed.path()), true, &Silent).unwrap();
     assert_eq!(resumed.epochs_done, 3);
     assert_eq!(resumed.history.len(), 3, "an epoch was trained twice");
     assert_eq!(resumed.best_epoch, done.best_epoch);
@@ -1134,7 +1164,7 @@ fn truncated_features_are_extracted_again() {
         features::extract_all(
             &model,
             &ds,
-            run.path(),
+            &RunDir::new(run.path()),
             &Normalize::CIFAR10,
             1,
             Fast::PLAIN,
@@ -1143,10 +1173,10 @@ fn truncated_features_are_extracted_again() {
         .unwrap()
     };
     extract();
-    let p = features::path(run.path(), Part::Train);
+    let p = RunDir::new(run.path()).features(Part::Train);
     let whole = std::fs::read(&p).unwrap();
     std::fs::write(&p, &whole[..whole.len() / 2]).unwrap();
-    assert!(features::load(run.path(), Part::Train).is_err());
+    assert!(features::load(&RunDir::new(run.path()), Part::Train).is_err());
     extract();
     assert_eq!(std::fs::read(&p).unwrap(), whole);
 }
@@ -1373,7 +1403,7 @@ fn a_stage1_started_before_precision_keeps_its_fingerprint_and_its_fp32() {
     let mut now: TrainConfig = serde_json::from_str(recorded).unwrap();
     (now.precision, now.bf16, now.channels_last) = (None, None, None);
     (now.device, now.threads) = ("cpu".into(), 2);
-    let resolved = now.resolved(run.path()).unwrap();
+    let resolved = now.resolved(&RunDir::new(run.path())).unwrap();
     assert_eq!(resolved.precision(), Precision::Fp32);
     assert!(resolved.channels_last());
     assert_eq!(
@@ -1382,7 +1412,7 @@ fn a_stage1_started_before_precision_keeps_its_fingerprint_and_its_fp32() {
     );
     // an explicit precision that differs is refused; the recorded one is accepted
     now.precision = Some(Precision::Bf16);
-    let e = now.resolved(run.path()).unwrap_err().to_string();
+    let e = now.resolved(&RunDir::new(run.path())).unwrap_err().to_string();
     assert!(
         e.contains("was started with [train] precision = \"fp32\" and this config asks for \"bf16\"")
             && e.contains("autosampler run --config <config> --out <new folder>"),
@@ -1390,13 +1420,16 @@ fn a_stage1_started_before_precision_keeps_its_fingerprint_and_its_fp32() {
     );
     now.precision = Some(Precision::Fp32);
     assert_eq!(
-        serde_json::to_string(&stage1::started_config(&now.resolved(run.path()).unwrap())).unwrap(),
+        serde_json::to_string(&stage1::started_config(
+            &now.resolved(&RunDir::new(run.path())).unwrap()
+        ))
+        .unwrap(),
         recorded
     );
     // a new folder takes the device's fastest: bf16 where native, channels-last
     let fresh = tempfile::tempdir().unwrap();
     now.precision = None;
-    let r = now.resolved(fresh.path()).unwrap();
+    let r = now.resolved(&RunDir::new(fresh.path())).unwrap();
     assert_eq!(r.bf16_on(), autosampler::precision::native_bf16(tch::Device::Cpu));
     assert!(r.channels_last());
 }

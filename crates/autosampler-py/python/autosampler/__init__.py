@@ -205,8 +205,8 @@ def tensorboard(run_folder, logdir=None) -> Path:
     Rewritten whole each call; `tensorboard --logdir <it>` shows them live while a run goes on."""
     from torch.utils.tensorboard import SummaryWriter
 
-    run_folder = Path(run_folder)
-    logdir = Path(logdir) if logdir is not None else run_folder / "tensorboard"
+    files = {k: Path(v) for k, v in _native.run_files(str(run_folder)).items()}
+    logdir = Path(logdir) if logdir is not None else files["tensorboard"]
     if logdir.exists():
         for f in logdir.glob("events.out.tfevents.*"):
             f.unlink()
@@ -217,13 +217,13 @@ def tensorboard(run_folder, logdir=None) -> Path:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     w = SummaryWriter(str(logdir))
-    for log in jsonl(run_folder / "stage1" / "metrics.jsonl"):
+    for log in jsonl(files["stage1_metrics"]):
         for k in ("lr", "train_loss", "train_acc", "val_top1", "val_balanced", "img_per_s"):
             w.add_scalar(f"stage1/{k}", log[k], log["epoch"])
-    for i, log in enumerate(jsonl(run_folder / "agent" / "metrics.jsonl")):
+    for i, log in enumerate(jsonl(files["agent_metrics"])):
         for k in ("lr", "loss", "val_glance", "val_final", "img_per_s"):
             w.add_scalar(f"agent/{k}", log[k], i + 1)
-    for step in jsonl(run_folder / "search" / "trajectories.jsonl"):
+    for step in jsonl(files["search_trajectories"]):
         w.add_scalar("search/mean_reward", step["mean_reward"], step["t"])
         w.add_scalar("search/best_reward", step["best_reward"], step["t"])
     w.close()

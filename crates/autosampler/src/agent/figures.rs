@@ -12,6 +12,7 @@
 use super::guide::{paste, Rect};
 use super::Located;
 use crate::data::View;
+use crate::rundir::AgentDir;
 use crate::{Error, Result};
 use image::{Rgb, RgbImage};
 use rand::seq::SliceRandom;
@@ -172,7 +173,7 @@ pub fn write_all(dir: &Path, view: &View, locs: &[Located], rows: usize, seed: u
             }
         })
         .collect();
-    let p = dir.join("patches.png");
+    let p = AgentDir::new(dir).figure("patches");
     grid(&p, &tiles, 6, 3)?;
     out.push(p);
 
@@ -238,10 +239,10 @@ pub fn write_all(dir: &Path, view: &View, locs: &[Located], rows: usize, seed: u
             rects: vec![(pasted(i), YELLOW)],
         });
     }
-    let p = dir.join("cutmix_compare.png");
+    let p = AgentDir::new(dir).figure("cutmix_compare");
     grid(&p, &compare, 4, 3)?;
     out.push(p);
-    let p = dir.join("triples.png");
+    let p = AgentDir::new(dir).figure("triples");
     grid(&p, &triples, 3, 3)?;
     out.push(p);
 
@@ -262,7 +263,7 @@ pub fn write_all(dir: &Path, view: &View, locs: &[Located], rows: usize, seed: u
     if !box_centres.is_empty() {
         tiles.push(heat_tile(&box_centres, side));
     }
-    let p = dir.join("centres.png");
+    let p = AgentDir::new(dir).figure("centres");
     grid(&p, &tiles, 2, 4)?;
     out.push(p);
     Ok(out)

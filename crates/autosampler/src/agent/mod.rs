@@ -19,6 +19,7 @@ pub mod ppo;
 pub mod train;
 
 use crate::model::{Arch, Head, Model, ModelConfig, Stem};
+use crate::rundir::AgentDir;
 use crate::{invalid, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -375,9 +376,9 @@ impl Agent {
 
     /// Builds the agent saved in an `agent/` folder (`agent.json` + `agent.safetensors`).
     pub fn open(dir: &Path, device: Device) -> Result<Agent> {
-        let spec: Spec = crate::fsx::read_json(&dir.join("agent.json"))?;
+        let spec: Spec = crate::fsx::read_json(&AgentDir::new(dir).spec())?;
         let mut agent = Agent::new(&spec, device)?;
-        let path = dir.join("agent.safetensors");
+        let path = AgentDir::new(dir).weights();
         let map: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
             .map_err(|e| Error::format(path.display(), format!("cannot read the agent: {e}")))?
             .into_iter()
@@ -391,8 +392,8 @@ impl Agent {
     pub fn fingerprint(dir: &Path) -> Result<String> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        for f in ["agent.json", "agent.safetensors"] {
-            let p = dir.join(f);
+        let a = AgentDir::new(dir);
+        for p in [a.spec(), a.weights()] {
             h.update(std::fs::read(&p).map_err(|e| Error::io(&p, e))?);
         }
         Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
@@ -443,8 +444,8 @@ impl Agent {
 
     /// Writes `agent.json` and `agent.safetensors` into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        crate::model::save_tensors(&dir.join("agent.safetensors"), &self.state_dict())?;
-        crate::fsx::write_json(&dir.join("agent.json"), &self.spec)
+        crate::model::save_tensors(&AgentDir::new(dir).weights(), &self.state_dict())?;
+        crate::fsx::write_json(&AgentDir::new(dir).spec(), &self.spec)
     }
 
     /// Images at the agent's size: `[B, 3, S', S']` → `[B, 3, S, S]` (bilinear when they differ).

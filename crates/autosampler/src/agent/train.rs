@@ -26,6 +26,7 @@ use crate::distributed::{self, Collective};
 use crate::optim::{Adam, Sgd};
 use crate::precision::Precision;
 use crate::rng::chacha;
+use crate::rundir::AgentDir;
 use crate::sampler::Sampler;
 use crate::train::checkpoint;
 use crate::train::schedule::{lr_at, Schedule};
@@ -205,7 +206,7 @@ pub fn started_config(cfg: &AgentConfig) -> AgentConfig {
 /// has it natively. An agent started in another precision than the one asked for is refused.
 pub fn resolved(cfg: &AgentConfig, dir: &Path) -> Result<AgentConfig> {
     let device = parse_device(&cfg.device)?;
-    let path = dir.join("config.json");
+    let path = AgentDir::new(dir).config();
     let recorded: Option<AgentConfig> = path.is_file().then(|| fsx::read_json(&path)).transpose()?;
     let was = recorded.map(|r| r.precision.unwrap_or(Precision::Fp32));
     let asked = cfg.precision.unwrap_or_default();
@@ -238,7 +239,8 @@ pub fn train(
 /// Whether the finished agent's files (`agent.json`, `agent.safetensors`) are both in `dir`: when
 /// either is missing, a finished training writes both again from its last checkpoint.
 fn saved_agent(dir: &Path) -> bool {
-    dir.join("agent.safetensors").is_file() && dir.join("agent.json").is_file()
+    let a = AgentDir::new(dir);
+    a.weights().is_file() && a.spec().is_file()
 }
 
 /// [`train`] as one rank of a data-parallel group (see [`crate::distributed`]). The encoder
@@ -273,7 +275,7 @@ pub fn train_with(
     let spec = cfg.spec(view.size as i64, &ds.split.classes)?;
     // The config this agent was started with: a resume must match (device and threads may not).
     let started = started_config(cfg);
-    let started_path = dir.join("config.json");
+    let started_path = AgentDir::new(dir).config();
     if started_path.is_file() {
         let before: AgentConfig = fsx::read_json(&started_path)?;
         let shares_only = AgentConfig {
@@ -305,8 +307,8 @@ pub fn train_with(
         // a fresh agent starts here; a resumed one loads its checkpoint over it below
         agent.init_encoders(init)?;
     }
-    let state_path = dir.join("state.json");
-    let last = dir.join("last.safetensors");
+    let state_path = AgentDir::new(dir).state();
+    let last = AgentDir::new(dir).last();
     let mut state = AgentState::default();
     let mut saved: HashMap<String, Tensor> = HashMap::new();
     if state_path.is_file() {
@@ -584,7 +586,7 @@ pub fn train_with(
                 tensors,
                 &state,
                 &state_path,
-                &dir.join("metrics.jsonl"),
+                &AgentDir::new(dir).metrics(),
                 &state.history,
             )?;
             saved.clear();

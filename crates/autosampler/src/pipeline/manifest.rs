@@ -5,8 +5,8 @@
 //! output it lists is on disk with the recorded size and SHA-256. A stage removes its manifest
 //! before it writes anything and writes it last, by one rename: a kill at any instant leaves
 //! either the old complete state or no manifest (the stage reruns).
-use super::rundir::{RunDir, Stage};
 use crate::provenance::Provenance;
+use crate::rundir::{RunDir, Stage};
 use crate::{fsx, Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -10,12 +10,11 @@
 mod driver;
 pub mod manifest;
 pub mod report;
-pub mod rundir;
 mod stages;
 pub mod text;
 
+pub use crate::rundir::{RunDir, Stage};
 pub use manifest::{Inputs, Manifest};
-pub use rundir::{RunDir, Stage};
 pub use stages::data::{open_data, prepare};
 pub use stages::stage2::{Basis, Stage2Report};
 
@@ -235,7 +234,7 @@ pub fn training_config(cfg: &Config) -> Result<(&ModelConfig, &TrainConfig)> {
 /// in `run` ([`TrainConfig::resolved`]).
 pub fn training_resolved<'a>(cfg: &'a Config, run: &RunDir) -> Result<(&'a ModelConfig, TrainConfig)> {
     let (m, t) = training_config(cfg)?;
-    Ok((m, t.resolved(run.root())?))
+    Ok((m, t.resolved(run)?))
 }
 
 /// Holds the run folder's lock for the rest of the process (taken once per folder); temporaries
@@ -303,7 +302,7 @@ fn start_head(cfg: &Config, model: &Model, who: &str) -> Result<crate::model::Li
 
 /// A part's stage-1 features as `head` takes them (l2-normalised for a cosine model's).
 fn head_features(run: &RunDir, part: Part, head: &crate::model::LinearForm) -> Result<features::Features> {
-    let f = features::load(run.root(), part)?;
+    let f = features::load(run, part)?;
     Ok(features::Features {
         x: head.features(f.x),
         y: f.y,

@@ -77,9 +77,9 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
         }
     }
 
-    let agent = run.agent_dir();
+    let agent = run.agent();
     let agent_logs: Option<Vec<AgentLog>> = jsonl(&run.agent_metrics());
-    if agent.join("patches.png").is_file() || agent_logs.is_some() {
+    if agent.figure("patches").is_file() || agent_logs.is_some() {
         h.push_str("<h2>Patch agent</h2>");
         if let Some(logs) = &agent_logs {
             h.push_str("<table><tr><th>stage / epoch</th><th>loss</th><th>val top-1, glance</th><th>val top-1, all steps</th><th>mean reward per focus step</th></tr>");
@@ -101,31 +101,31 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
             h.push_str("<p>The agent was trained elsewhere (<code>agent.from</code>); its patches on this run's images:</p>");
         }
         for (f, alt) in [
-            ("reward_curve.png", "the agent's PPO reward curve"),
-            ("patches.png", "located patches (red) and object boxes (green)"),
+            ("reward_curve", "the agent's PPO reward curve"),
+            ("patches", "located patches (red) and object boxes (green)"),
             (
-                "cutmix_compare.png",
+                "cutmix_compare",
                 "target, source, random CutMix, agent-guided CutMix",
             ),
             (
-                "triples.png",
+                "triples",
                 "source with its patch, target with its patch, the mix",
             ),
             (
-                "centres.png",
+                "centres",
                 "where the patches sit: located patch centres (left) and object box centres (right, where the data has boxes)",
             ),
         ] {
-            if agent.join(f).is_file() {
+            if agent.figure(f).is_file() {
                 let _ = write!(h, "<p>{}</p>", esc(alt));
-                h.push_str(&img(&agent.join(f), alt)?);
+                h.push_str(&img(&agent.figure(f), alt)?);
             }
         }
     }
 
     if let Some(logs) = jsonl::<EpochLog>(&run.stage1().metrics()) {
         let col = |f: fn(&EpochLog) -> f64| logs.iter().map(f).collect::<Vec<_>>();
-        let acc = out.join("training_accuracy.png");
+        let acc = run.report_png("training_accuracy");
         plot::lines(
             &acc,
             "stage 1: accuracy per epoch",
@@ -136,7 +136,7 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
                 ("val top-1", col(|l| l.val_top1)),
             ],
         )?;
-        let loss = out.join("training_loss.png");
+        let loss = run.report_png("training_loss");
         plot::lines(
             &loss,
             "stage 1: training loss per epoch",
@@ -177,7 +177,7 @@ pub fn write(run: &RunDir) -> Result<PathBuf> {
             series.push(("stage 2 (re-trained)", s2.crt.test.per_class.clone()));
         }
         if !classes.is_empty() {
-            let pc = out.join("per_class_accuracy.png");
+            let pc = run.report_png("per_class_accuracy");
             plot::bars(
                 &pc,
                 "test accuracy per class (classes in order of training frequency)",

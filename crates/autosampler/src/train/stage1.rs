@@ -26,10 +26,11 @@ use crate::model::{Model, ModelConfig};
 use crate::optim::Sgd;
 use crate::precision::{self, Precision};
 use crate::rng::chacha;
+use crate::rundir::RunDir;
 use crate::sampler::Sampler;
 use crate::{fsx, invalid, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -298,10 +299,10 @@ impl TrainConfig {
     /// started in another precision than the one asked for is refused, naming the command that
     /// starts a new run. The result records both in `bf16` and `channels_last`, as every started
     /// config does.
-    pub fn resolved(&self, run: &Path) -> Result<TrainConfig> {
-        let dir = Stage1Paths::new(run).dir;
+    pub fn resolved(&self, run: &RunDir) -> Result<TrainConfig> {
+        let dir = run.stage1().dir;
         let recorded: Option<Started> = {
-            let path = dir.join("config.json");
+            let path = run.stage1().config();
             path.is_file().then(|| fsx::read_json(&path)).transpose()?
         };
         let asked = self.precision();
@@ -432,10 +433,10 @@ pub fn started_config(cfg: &TrainConfig) -> TrainConfig {
 
 /// Checks, without writing, that a stage 1 recorded in `run` (if any) was started with these
 /// `[model]` and `[train]` (the device and the thread count may differ).
-pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+pub fn check_compatible(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &RunDir) -> Result<()> {
     let cfg = &cfg.resolved(run)?;
-    let paths = Stage1Paths::new(run);
-    let path = paths.dir.join("config.json");
+    let paths = run.stage1();
+    let path = paths.config();
     if path.is_file() {
         let before: Started = fsx::read_json(&path)?;
         let now = started(model_cfg, cfg);
@@ -512,42 +513,14 @@ fn differing(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut V
 
 /// Records the `[model]` and `[train]` a stage 1 starts with in `stage1/config.json`, or, when
 /// one is recorded, checks that these are the same (the device and the thread count may differ).
-pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &Path) -> Result<()> {
+pub fn check_started(model_cfg: &ModelConfig, cfg: &TrainConfig, run: &RunDir) -> Result<()> {
     let cfg = &cfg.resolved(run)?;
     check_compatible(model_cfg, cfg, run)?;
-    let path = Stage1Paths::new(run).dir.join("config.json");
+    let path = run.stage1().config();
     if path.is_file() {
         Ok(())
     } else {
         fsx::write_json(&path, &started(model_cfg, cfg))
-    }
-}
-
-/// Where stage 1 writes.
-pub struct Stage1Paths {
-    pub dir: PathBuf,
-}
-
-impl Stage1Paths {
-    pub fn new(run: &Path) -> Self {
-        Stage1Paths {
-            dir: run.join("stage1"),
-        }
-    }
-    pub fn last(&self) -> PathBuf {
-        self.dir.join("last.safetensors")
-    }
-    pub fn state(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-    pub fn best(&self) -> PathBuf {
-        self.dir.join("best.safetensors")
-    }
-    pub fn model(&self) -> PathBuf {
-        self.dir.join("model.safetensors")
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.dir.join("metrics.jsonl")
     }
 }
 
@@ -643,7 +616,7 @@ pub fn train(
     ds: &Dataset,
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
-    run: &Path,
+    run: &RunDir,
     resume: bool,
     progress: &dyn Progress,
 ) -> Result<(Model, State)> {
@@ -656,7 +629,7 @@ pub fn train_guided(
     ds: &Dataset,
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
-    run: &Path,
+    run: &RunDir,
     resume: bool,
     progress: &dyn Progress,
     guide: Option<&dyn Locator>,
@@ -719,7 +692,7 @@ pub fn train_with(
     ds: &Dataset,
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
-    run: &Path,
+    run: &RunDir,
     resume: bool,
     progress: &dyn Progress,
     with: With,
@@ -753,7 +726,7 @@ pub fn train_with(
     // made concrete once, not on every step
     let bf16 = cfg.bf16_on();
     set_threads(cfg.threads);
-    let paths = Stage1Paths::new(run);
+    let paths = run.stage1();
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
     tch::manual_seed(cfg.seed as i64);
     let c = ds.split.num_classes() as i64;
@@ -1125,11 +1098,11 @@ pub fn evaluate_run(
     ds: &Dataset,
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
-    run: &Path,
+    run: &RunDir,
     comm: &dyn Collective,
 ) -> Result<EvalReport> {
     let cfg = &cfg.resolved(run)?;
-    let paths = Stage1Paths::new(run);
+    let paths = run.stage1();
     let state: State = fsx::read_json(&paths.state())?;
     if !state.done {
         return Err(invalid!(

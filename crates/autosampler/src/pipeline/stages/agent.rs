@@ -83,7 +83,7 @@ impl Step for Agent {
         let resume = cx.resume(Stage::Agent) || finished;
         agent_train::train_with(cx.ds, ac, &out, resume, cx.obs, &print, cx.comm)?;
         reward_curve(run)?;
-        Ok(vec![out.join("agent.json"), out.join("agent.safetensors")])
+        Ok(vec![run.agent().spec(), run.agent().weights()])
     }
     fn follow(&self, fx: &Fx) -> Result<()> {
         let quiet = |_: &AgentLog| {};

@@ -74,7 +74,7 @@ pub fn prepare(cfg: &Config, run: &RunDir, obs: &dyn Observer) -> Result<Dataset
     std::fs::create_dir_all(run.root()).map_err(|e| Error::io(run.root(), e))?;
     hold_lock(run)?;
     if let (Some(m), Some(t)) = (&cfg.model, &cfg.train) {
-        stage1::check_compatible(m, t, run.root())?;
+        stage1::check_compatible(m, t, run)?;
         check_stage1_inputs(cfg, run)?;
     }
     let split_path = run.split();

@@ -32,13 +32,13 @@ impl Step for Eval {
     fn run(&self, cx: &Cx, _: &Inputs) -> Result<Vec<PathBuf>> {
         let (m, t) = training_config(cx.cfg)?;
         cx.go_ahead(true)?;
-        let report = stage1::evaluate_run(cx.ds, m, t, cx.run.root(), cx.comm)?;
+        let report = stage1::evaluate_run(cx.ds, m, t, cx.run, cx.comm)?;
         fsx::write_json(&cx.run.eval(), &report)?;
         Ok(vec![cx.run.eval()])
     }
     fn follow(&self, fx: &Fx) -> Result<()> {
         let (m, t) = training_config(fx.cfg)?;
-        stage1::evaluate_run(fx.ds, m, t, fx.run.root(), fx.comm)?;
+        stage1::evaluate_run(fx.ds, m, t, fx.run, fx.comm)?;
         Ok(())
     }
     fn show(&self, cx: &Cx) -> Result<()> {

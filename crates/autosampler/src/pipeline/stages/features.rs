@@ -32,7 +32,7 @@ impl Step for Features {
     fn work(&self, cx: &Cx) -> Result<Work> {
         let (_, t) = training_config(cx.cfg)?;
         let mut work = Work::start(&t.device, t.threads);
-        let resolved = t.resolved(cx.run.root())?;
+        let resolved = t.resolved(cx.run)?;
         work.provenance = work
             .provenance
             .with_precision(resolved.bf16_on(), resolved.channels_last());
@@ -44,15 +44,7 @@ impl Step for Features {
         cx.go_ahead(true)?;
         let (_, t) = training_resolved(cx.cfg, cx.run)?;
         let fast = stage1::Fast::of(&t);
-        crate::features::extract_all(
-            &model,
-            cx.ds,
-            cx.run.root(),
-            &t.normalize,
-            t.threads,
-            fast,
-            cx.comm,
-        )?;
+        crate::features::extract_all(&model, cx.ds, cx.run, &t.normalize, t.threads, fast, cx.comm)?;
         cx.obs.note(&format!(
             "features  {} ({:.1}s)",
             cx.run.features_dir().display(),
@@ -67,15 +59,7 @@ impl Step for Features {
         let model = stage1_model(fx.cfg, fx.run, fx.ds)?;
         let (_, t) = training_resolved(fx.cfg, fx.run)?;
         let fast = stage1::Fast::of(&t);
-        crate::features::extract_all(
-            &model,
-            fx.ds,
-            fx.run.root(),
-            &t.normalize,
-            t.threads,
-            fast,
-            fx.comm,
-        )?;
+        crate::features::extract_all(&model, fx.ds, fx.run, &t.normalize, t.threads, fast, fx.comm)?;
         Ok(())
     }
 }

@@ -75,7 +75,7 @@ impl Step for Stage1 {
     fn work(&self, cx: &Cx) -> Result<Work> {
         let (_, t) = training_config(cx.cfg)?;
         let mut work = Work::start(&t.device, t.threads);
-        let resolved = t.resolved(cx.run.root())?;
+        let resolved = t.resolved(cx.run)?;
         work.provenance = work
             .provenance
             .with_precision(resolved.bf16_on(), resolved.channels_last());
@@ -90,8 +90,7 @@ impl Step for Stage1 {
             comm: cx.comm,
         };
         let resume = cx.resume(Stage::Stage1);
-        let (_, state) =
-            stage1::train_with(cx.ds, model_cfg, train_cfg, cx.run.root(), resume, cx.obs, with)?;
+        let (_, state) = stage1::train_with(cx.ds, model_cfg, train_cfg, cx.run, resume, cx.obs, with)?;
         cx.obs.note(&format!(
             "stage 1: {} epochs, best val top-1 {:.2}% at epoch {}",
             state.epochs_done,
@@ -108,15 +107,7 @@ impl Step for Stage1 {
             guide: guide.as_deref(),
             comm: fx.comm,
         };
-        stage1::train_with(
-            fx.ds,
-            model_cfg,
-            train_cfg,
-            fx.run.root(),
-            true,
-            &stage1::Silent,
-            with,
-        )?;
+        stage1::train_with(fx.ds, model_cfg, train_cfg, fx.run, true, &stage1::Silent, with)?;
         Ok(())
     }
 }
