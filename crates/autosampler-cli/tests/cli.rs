@@ -1784,57 +1784,69 @@ fn a_cosine_model_is_searched_retrained_and_exported() {
     );
 }
 
-/// The tables of the long runs in the results (`docs/results.md`) are the output of the
-/// `autosampler table` command written above each of them, over the run summaries committed in `bench/results/runs/` (the queue copies
-/// each finished run's config.toml, eval.json and stage2/eval.json there): a table edited by hand,
-/// or a result committed without its table, fails here.
+/// The tables of the long runs on the results pages (`docs/results.md` and each experiment's
+/// `configs/*/README.md`) are the output of the `autosampler table` command written above each of
+/// them, over the run summaries committed in `bench/results/runs/` (the queue copies each finished
+/// run's config.toml, eval.json and stage2/eval.json there): a table edited by hand, or a result
+/// committed without its table, fails here.
 #[test]
 fn readmes_long_run_tables_are_what_table_prints_of_the_committed_runs() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("docs/results.md")).unwrap();
+    let mut pages = vec![root.join("docs/results.md")];
+    let mut readmes: Vec<PathBuf> = std::fs::read_dir(root.join("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("README.md"))
+        .filter(|p| p.is_file())
+        .collect();
+    readmes.sort();
+    pages.extend(readmes);
     let marker = "`autosampler table bench/results/runs/";
     let mut checked = 0;
-    for (at, _) in readme.match_indices(marker) {
-        let command = &readme[at + 1..][..readme[at + 1..].find('`').unwrap()];
-        // a command that writes a file (`--best FILE`, `--csv FILE`) is prose, not a table
-        if command.contains("--best") || command.contains("--csv") {
-            continue;
-        }
-        let mut args: Vec<String> = Vec::new();
-        for word in command.split_whitespace().skip(1) {
-            match word.strip_suffix("/*") {
-                // the shell's glob: the folder's entries that are folders, in sorted order
-                Some(dir) => {
-                    let mut runs: Vec<String> = std::fs::read_dir(root.join(dir))
-                        .unwrap_or_else(|e| panic!("{command}: {dir}: {e}"))
-                        .map(|e| e.unwrap().path())
-                        .filter(|p| p.is_dir())
-                        .map(|p| p.to_str().unwrap().to_string())
-                        .collect();
-                    runs.sort();
-                    args.extend(runs);
-                }
-                None if word.starts_with("bench/") => {
-                    args.push(root.join(word).to_str().unwrap().to_string())
-                }
-                None => args.push(word.to_string()),
+    for page in &pages {
+        let readme = std::fs::read_to_string(page).unwrap();
+        for (at, _) in readme.match_indices(marker) {
+            let command = &readme[at + 1..][..readme[at + 1..].find('`').unwrap()];
+            // a command that writes a file (`--best FILE`, `--csv FILE`) is prose, not a table
+            if command.contains("--best") || command.contains("--csv") {
+                continue;
             }
+            let mut args: Vec<String> = Vec::new();
+            for word in command.split_whitespace().skip(1) {
+                match word.strip_suffix("/*") {
+                    // the shell's glob: the folder's entries that are folders, in sorted order
+                    Some(dir) => {
+                        let mut runs: Vec<String> = std::fs::read_dir(root.join(dir))
+                            .unwrap_or_else(|e| panic!("{command}: {dir}: {e}"))
+                            .map(|e| e.unwrap().path())
+                            .filter(|p| p.is_dir())
+                            .map(|p| p.to_str().unwrap().to_string())
+                            .collect();
+                        runs.sort();
+                        args.extend(runs);
+                    }
+                    None if word.starts_with("bench/") => {
+                        args.push(root.join(word).to_str().unwrap().to_string())
+                    }
+                    None => args.push(word.to_string()),
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let cache = tempfile::tempdir().unwrap();
+            let o = autosampler(&args, cache.path());
+            assert!(o.status.success(), "{command}: {}", text(&o));
+            let table = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            assert!(table.starts_with("| run |"), "{command}: {table}");
+            assert!(
+                readme[at..].contains(&format!("\n{table}\n")),
+                "{}: the table after `{command}` is not what the command prints:\n{table}",
+                page.display()
+            );
+            checked += 1;
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let cache = tempfile::tempdir().unwrap();
-        let o = autosampler(&args, cache.path());
-        assert!(o.status.success(), "{command}: {}", text(&o));
-        let table = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        assert!(table.starts_with("| run |"), "{command}: {table}");
-        assert!(
-            readme[at..].contains(&format!("\n{table}\n")),
-            "docs/results.md's table after `{command}` is not what the command prints:\n{table}"
-        );
-        checked += 1;
     }
     assert!(
-        checked >= 1,
-        "docs/results.md names no `autosampler table bench/results/runs/…` command"
+        checked >= 3,
+        "the results pages name {checked} `autosampler table bench/results/runs/…` commands, expected the three long-run tables"
     );
 }
 
