@@ -57,7 +57,7 @@ pub fn write(path: &Path, model: &Model, head: Option<(&Tensor, &Tensor)>, card:
 pub struct Exported {
     pub model: Model,
     pub card: ModelCard,
-    /// How [`crate::export::logits`] runs the network: plain fp32 as opened, see [`Exported::in_precision`].
+    /// How `export::logits` runs the network: plain fp32 as opened, see [`Exported::in_precision`].
     pub fast: Fast,
 }
 

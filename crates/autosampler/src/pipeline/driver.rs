@@ -1,4 +1,5 @@
-//! The stage driver: every stage after the data stage is a [`Step`] in [`STEPS`], and one driver
+//! The stage driver: every stage after the data stage is a [`Step`] (the list, in order, is
+//! `stages::STEPS`), and one driver
 //! does for each what every stage must do in the same order — reuse a complete stage, refuse what
 //! cannot be reused, invalidate (where a damaged output is rebuilt or refused, see
 //! [`manifest::invalidate`]), tell the other ranks whether to work, work, commit.
@@ -7,7 +8,6 @@
 //! partial commands ([`run_to`]) all iterate the same list, so the order of the stages and of the
 //! go-ahead broadcasts is written once.
 use super::manifest::{self, Inputs, Manifest, Work};
-use super::stages::{agent, eval, export, features, search, stage1, stage2};
 use super::{Observer, RunDir, Stage};
 use crate::config::Config;
 use crate::data::{Dataset, Split};
@@ -113,20 +113,8 @@ pub(crate) trait Step: Sync {
     }
 }
 
-/// Every stage after the data stage, in order.
-pub(crate) static STEPS: &[&dyn Step] = &[
-    &agent::Agent,
-    &agent::Locations,
-    &stage1::Stage1,
-    &eval::Eval,
-    &features::Features,
-    &search::Search,
-    &stage2::Stage2,
-    &export::Export,
-];
-
-fn step(stage: Stage) -> &'static dyn Step {
-    *STEPS
+fn step<'a>(steps: &[&'a dyn Step], stage: Stage) -> &'a dyn Step {
+    *steps
         .iter()
         .find(|s| s.stage() == stage)
         .expect("every stage after the data stage is a step")
@@ -199,9 +187,10 @@ fn drive(st: &dyn Step, cx: &Cx) -> Result<Manifest> {
     Ok(m)
 }
 
-/// The stages `target` needs and `target` itself, in [`STEPS`]' order, each the config has, on
+/// The stages `target` needs and `target` itself, in the order of `steps`, each the config has, on
 /// one process; `fresh` names a stage that must not continue a started training.
 pub(crate) fn run_to(
+    steps: &[&dyn Step],
     cfg: &Config,
     run: &RunDir,
     ds: &Dataset,
@@ -212,7 +201,7 @@ pub(crate) fn run_to(
     let mut want = vec![target];
     let mut i = 0;
     while i < want.len() {
-        for s in step(want[i]).needs(cfg) {
+        for s in step(steps, want[i]).needs(cfg) {
             if !want.contains(&s) {
                 want.push(s);
             }
@@ -228,7 +217,7 @@ pub(crate) fn run_to(
         fresh,
         done: Done::default(),
     };
-    for st in STEPS {
+    for st in steps {
         if want.contains(&st.stage()) && st.wanted(cfg) {
             pass.drive(*st)?;
         }
@@ -240,9 +229,9 @@ pub(crate) fn run_to(
 /// and its locations, stage 1, the evaluation and the features): before each, rank 0 says whether
 /// it is to be done (1) or was reused (0). Writes nothing: it opens the split and the models rank
 /// 0 wrote, once rank 0's data stage is done (its first go-ahead).
-pub(crate) fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
+pub(crate) fn follow(steps: &[&dyn Step], cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Result<()> {
     let mut ds: Option<Dataset> = None;
-    for st in STEPS.iter().filter(|s| s.shared() && s.wanted(cfg)) {
+    for st in steps.iter().filter(|s| s.shared() && s.wanted(cfg)) {
         let go = distributed::broadcast_usize(comm, 0)? == 1;
         if ds.is_none() {
             let split = Split::load(&run.split())?;
@@ -264,8 +253,8 @@ pub(crate) fn follow(cfg: &Config, run: &RunDir, comm: &dyn Collective) -> Resul
 /// Whether the stages whose results a table reads (eval, the search, stage 2), each the config
 /// has, are complete with intact outputs (what `sweep` skips; the config itself is compared by
 /// [`super::finished`]).
-pub(crate) fn results_complete(cfg: &Config, run: &RunDir) -> bool {
-    STEPS
+pub(crate) fn results_complete(steps: &[&dyn Step], cfg: &Config, run: &RunDir) -> bool {
+    steps
         .iter()
         .filter(|s| s.wanted(cfg) && matches!(s.stage(), Stage::Eval | Stage::Search | Stage::Stage2))
         .all(|s| manifest::read(run, s.stage()).is_some_and(|m| manifest::outputs_intact(run, &m)))

@@ -118,7 +118,7 @@ pub fn run_parallel(
             return Ok(None);
         }
         // The data stage is rank 0's: the first go-ahead waits for it.
-        driver::follow(cfg, run, comm)?;
+        driver::follow(stages::STEPS, cfg, run, comm)?;
         return Ok(None);
     }
     let ds = prepare(cfg, run, obs)?;
@@ -141,7 +141,7 @@ pub fn run_parallel(
         fresh: None,
         done: Default::default(),
     };
-    for st in driver::STEPS.iter().filter(|s| s.wanted(cfg)) {
+    for st in stages::STEPS.iter().filter(|s| s.wanted(cfg)) {
         pass.drive(*st)?;
         pass.show(*st)?;
     }
@@ -169,7 +169,7 @@ pub fn run_parallel(
 /// figures. Nothing when the config has no `[agent]`.
 pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<()> {
     let fresh = (!resume).then_some(Stage::Agent);
-    driver::run_to(cfg, run, ds, Stage::Locations, fresh, obs)
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Locations, fresh, obs)
 }
 
 /// Stage 1 into `run`, after the agent when the config has one: reused when its manifest
@@ -184,7 +184,7 @@ pub fn stage1(
 ) -> Result<Manifest> {
     training_config(cfg)?;
     let fresh = (!resume).then_some(Stage::Stage1);
-    driver::run_to(cfg, run, ds, Stage::Stage1, fresh, obs)?;
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Stage1, fresh, obs)?;
     upstream(run, Stage::Stage1)
 }
 
@@ -192,7 +192,7 @@ pub fn stage1(
 /// before it.
 pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<EvalReport> {
     training_config(cfg)?;
-    driver::run_to(cfg, run, ds, Stage::Eval, None, obs)?;
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Eval, None, obs)?;
     fsx::read_json(&run.eval())
 }
 
@@ -200,7 +200,7 @@ pub fn evaluate(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) ->
 /// before them.
 pub fn features(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> Result<Manifest> {
     training_config(cfg)?;
-    driver::run_to(cfg, run, ds, Stage::Features, None, obs)?;
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Features, None, obs)?;
     upstream(run, Stage::Features)
 }
 
@@ -209,7 +209,7 @@ pub fn search(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
     if cfg.search.is_none() {
         return Err(invalid!("the config has no [search] section"));
     }
-    driver::run_to(cfg, run, ds, Stage::Search, None, obs)?;
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Search, None, obs)?;
     fsx::read_json(&run.best_weights())
 }
 
@@ -218,7 +218,7 @@ pub fn stage2(cfg: &Config, run: &RunDir, ds: &Dataset, obs: &dyn Observer) -> R
     if cfg.stage2.is_none() {
         return Err(invalid!("the config has no [stage2] section"));
     }
-    driver::run_to(cfg, run, ds, Stage::Stage2, None, obs)?;
+    driver::run_to(stages::STEPS, cfg, run, ds, Stage::Stage2, None, obs)?;
     fsx::read_json(&run.stage2_eval())
 }
 
@@ -316,7 +316,7 @@ fn head_features(run: &RunDir, part: Part, head: &crate::model::LinearForm) -> R
 /// stages whose inputs still match).
 pub fn finished(cfg: &Config, run: &RunDir) -> bool {
     std::fs::read_to_string(run.config_toml()).ok() == Some(cfg.to_run_toml())
-        && driver::results_complete(cfg, run)
+        && driver::results_complete(stages::STEPS, cfg, run)
 }
 
 /// Reads a run's eval.json, if any (for summaries and tables).

@@ -1,3 +1,3 @@
 //! Plots (PNG via `plotters`, font embedded). The HTML report that shows them is the pipeline's
-//! last stage ([`crate::pipeline::report`]).
+//! last stage (`pipeline::report`).
 pub mod plot;
