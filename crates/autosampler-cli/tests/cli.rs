@@ -230,6 +230,33 @@ threads = 1
     p
 }
 
+/// Defect: `autosampler features` on a config without `[search]` or `[stage2]` stopped with "the
+/// features stage is not complete" (a stage the config's own run skips was skipped when asked for
+/// by name); the features are written, for every part, and a second call reuses them.
+#[test]
+fn features_command_extracts_for_a_config_that_neither_searches_nor_retrains() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cfg = demo_train_config(dir.path(), 1);
+    let out = dir.path().join("run");
+    let o = stage("features", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    for part in ["train", "val", "test"] {
+        assert!(
+            out.join("features").join(format!("{part}.safetensors")).is_file(),
+            "{part}: {}",
+            text(&o)
+        );
+    }
+    let m = std::fs::read_to_string(out.join("manifests/features.json")).unwrap();
+    let o = stage("features", &cfg, &out, &cache);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("manifests/features.json")).unwrap(),
+        m
+    );
+}
+
 /// Defect "selection bias": best-on-val compared the searched classifier by its top-1 on all of
 /// validation, half of which the search had fitted its weights on. Now every classifier is also
 /// scored on the images the search held out (10 per class of the 20 here), the post-hoc τ chosen

@@ -187,8 +187,9 @@ fn drive(st: &dyn Step, cx: &Cx) -> Result<Manifest> {
     Ok(m)
 }
 
-/// The stages `target` needs and `target` itself, in the order of `steps`, each the config has, on
-/// one process; `fresh` names a stage that must not continue a started training.
+/// The stages `target` needs (each the config has) and `target` itself (asked for by name: the
+/// features of a config that neither searches nor re-trains are still extracted), in the order of
+/// `steps`, on one process; `fresh` names a stage that must not continue a started training.
 pub(crate) fn run_to(
     steps: &[&dyn Step],
     cfg: &Config,
@@ -218,7 +219,7 @@ pub(crate) fn run_to(
         done: Done::default(),
     };
     for st in steps {
-        if want.contains(&st.stage()) && st.wanted(cfg) {
+        if st.stage() == target || (want.contains(&st.stage()) && st.wanted(cfg)) {
             pass.drive(*st)?;
         }
     }

@@ -168,6 +168,9 @@ pub fn run_parallel(
 /// `resume`, or reused when complete) or opened `from` another run; then its locations and
 /// figures. Nothing when the config has no `[agent]`.
 pub fn agent(cfg: &Config, run: &RunDir, ds: &Dataset, resume: bool, obs: &dyn Observer) -> Result<()> {
+    if cfg.agent.is_none() {
+        return Ok(());
+    }
     let fresh = (!resume).then_some(Stage::Agent);
     driver::run_to(stages::STEPS, cfg, run, ds, Stage::Locations, fresh, obs)
 }
