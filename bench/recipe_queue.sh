@@ -34,3 +34,5 @@ done
 #    (rho 0.05; two passes a step, about 150 min in bf16 here), weight balancing's two stages
 row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_randaugment_sam0.05.toml recipes 0
 row configs/recipes/c10lt_ir100_e200_weight_balancing.toml recipes 0
+# 5. the AutoAugment + Cutout candidate's seed 1 (validation picks it on seed 0 by two images)
+row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_autoaugment_cutout.toml recipes 1
