@@ -1559,18 +1559,21 @@ fn the_config_reference_lists_every_key_of_every_shipped_config() {
     );
 }
 
+/// The error a config text is refused with at load ("" when it loads).
+fn load_error(toml: &str) -> String {
+    autosampler::config::Config::parse(toml, "c.toml")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
 /// Bad input for the recipe's augmentations: Cutout larger than the image and AutoAugment beside
 /// RandAugment are refused at load, naming the key.
 #[test]
 fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
     let base =
         "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
-    let parse = |extra: &str| {
-        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
+    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
     let e = parse("cutout = { size = 40 }\n");
     assert!(
         e.contains("[train] cutout.size = 40 is larger than the 32 px images"),
@@ -1591,12 +1594,7 @@ fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
 fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
     let base =
         "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
-    let parse = |extra: &str| {
-        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
+    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
     for (rho, shown) in [("0.0", "0"), ("-0.05", "-0.05"), ("nan", "NaN")] {
         let e = parse(&format!("sam = {{ rho = {rho} }}\n"));
         assert!(
@@ -1619,12 +1617,7 @@ fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
 #[test]
 fn stage2_weight_decay_and_max_norm_out_of_range_are_refused_at_load() {
     let base = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = { kind = \"class-balanced\" }\n";
-    let parse = |extra: &str| {
-        autosampler::config::Config::parse(&format!("{base}{extra}"), "c.toml")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
+    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
     let e = parse("weight_decay = -0.1\n");
     assert!(
         e.contains("[stage2] weight_decay must be a finite number ≥ 0, got -0.1"),

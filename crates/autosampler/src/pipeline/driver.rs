@@ -20,20 +20,20 @@ use std::path::PathBuf;
 /// hashed again for every stage that reads it.
 pub(crate) type Done = RefCell<Vec<Manifest>>;
 
-/// What a stage reads while it runs on rank 0.
+/// What a stage reads while it runs on rank 0: its pass (config, run folder, dataset, front end,
+/// ranks; through `Deref`) and whether its go-ahead went out.
 pub(crate) struct Cx<'a> {
-    pub cfg: &'a Config,
-    pub run: &'a RunDir,
-    pub ds: &'a Dataset,
-    pub obs: &'a dyn Observer,
-    pub comm: &'a dyn Collective,
-    /// The stage that must not continue a started training (a partial command without
-    /// `--resume`); every other stage resumes.
-    pub fresh: Option<Stage>,
-    done: &'a Done,
+    pass: &'a Pass<'a>,
     /// Whether this stage's go-ahead went to the other ranks.
     told: Cell<bool>,
     shared: bool,
+}
+
+impl<'a> std::ops::Deref for Cx<'a> {
+    type Target = Pass<'a>;
+    fn deref(&self) -> &Pass<'a> {
+        self.pass
+    }
 }
 
 impl Cx<'_> {
@@ -120,18 +120,20 @@ fn step<'a>(steps: &[&'a dyn Step], stage: Stage) -> &'a dyn Step {
         .expect("every stage after the data stage is a step")
 }
 
-/// Where a pass over the stages runs: what each stage's [`Cx`] holds.
+/// Where a pass over the stages runs: what each stage's [`Cx`] reads.
 pub(crate) struct Pass<'a> {
     pub cfg: &'a Config,
     pub run: &'a RunDir,
     pub ds: &'a Dataset,
     pub obs: &'a dyn Observer,
     pub comm: &'a dyn Collective,
+    /// The stage that must not continue a started training (a partial command without
+    /// `--resume`); every other stage resumes.
     pub fresh: Option<Stage>,
     pub done: Done,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
     /// One stage on rank 0: reused when complete, else refused or invalidated, worked and
     /// committed.
     pub fn drive(&self, st: &dyn Step) -> Result<Manifest> {
@@ -146,15 +148,9 @@ impl Pass<'_> {
         st.show(&self.cx(st))
     }
 
-    fn cx(&self, st: &dyn Step) -> Cx<'_> {
+    fn cx(&'a self, st: &dyn Step) -> Cx<'a> {
         Cx {
-            cfg: self.cfg,
-            run: self.run,
-            ds: self.ds,
-            obs: self.obs,
-            comm: self.comm,
-            fresh: self.fresh,
-            done: &self.done,
+            pass: self,
             told: Cell::new(false),
             shared: st.shared(),
         }

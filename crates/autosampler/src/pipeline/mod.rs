@@ -276,6 +276,18 @@ fn model_inputs(cx: &driver::Cx) -> Result<Inputs> {
         .upstream(&cx.upstream(Stage::Stage1)?))
 }
 
+/// The work of a stage that runs the network (stage 1, the features): on `[train]`'s device and
+/// threads, in the precision and layout the run resolved to (its provenance).
+fn network_work(cx: &driver::Cx) -> Result<manifest::Work> {
+    let (_, t) = training_config(cx.cfg)?;
+    let mut work = manifest::Work::start(&t.device, t.threads);
+    let resolved = t.resolved(cx.run)?;
+    work.provenance = work
+        .provenance
+        .with_precision(resolved.bf16_on(), resolved.channels_last());
+    Ok(work)
+}
+
 /// The stage-1 model (final weights) of a run.
 pub fn stage1_model(cfg: &Config, run: &RunDir, ds: &Dataset) -> Result<Model> {
     let (m, t) = training_resolved(cfg, run)?;

@@ -1,10 +1,13 @@
 //! Frozen-backbone features of every part (`features/`), written once per stage-1 model, each rank
 //! its block of the images; the search and stage 2 read them.
 use crate::config::Config;
+use crate::data::Dataset;
 use crate::data::Part;
+use crate::distributed::Collective;
+use crate::model::Model;
 use crate::pipeline::driver::{Cx, Fx, Step};
 use crate::pipeline::manifest::{Inputs, Work};
-use crate::pipeline::{model_inputs, stage1_model, training_config, training_resolved, Stage};
+use crate::pipeline::{model_inputs, network_work, stage1_model, training_resolved, RunDir, Stage};
 use crate::train::stage1;
 use crate::Result;
 use std::path::PathBuf;
@@ -30,21 +33,13 @@ impl Step for Features {
         model_inputs(cx)
     }
     fn work(&self, cx: &Cx) -> Result<Work> {
-        let (_, t) = training_config(cx.cfg)?;
-        let mut work = Work::start(&t.device, t.threads);
-        let resolved = t.resolved(cx.run)?;
-        work.provenance = work
-            .provenance
-            .with_precision(resolved.bf16_on(), resolved.channels_last());
-        Ok(work)
+        network_work(cx)
     }
     fn run(&self, cx: &Cx, _: &Inputs) -> Result<Vec<PathBuf>> {
         let started = Instant::now();
         let model = stage1_model(cx.cfg, cx.run, cx.ds)?;
         cx.go_ahead(true)?;
-        let (_, t) = training_resolved(cx.cfg, cx.run)?;
-        let fast = stage1::Fast::of(&t);
-        crate::features::extract_all(&model, cx.ds, cx.run, &t.normalize, t.threads, fast, cx.comm)?;
+        extract(&model, cx.cfg, cx.run, cx.ds, cx.comm)?;
         cx.obs.note(&format!(
             "features  {} ({:.1}s)",
             cx.run.features_dir().display(),
@@ -57,9 +52,13 @@ impl Step for Features {
     }
     fn follow(&self, fx: &Fx) -> Result<()> {
         let model = stage1_model(fx.cfg, fx.run, fx.ds)?;
-        let (_, t) = training_resolved(fx.cfg, fx.run)?;
-        let fast = stage1::Fast::of(&t);
-        crate::features::extract_all(&model, fx.ds, fx.run, &t.normalize, t.threads, fast, fx.comm)?;
-        Ok(())
+        extract(&model, fx.cfg, fx.run, fx.ds, fx.comm)
     }
+}
+
+/// This rank's block of every part's features, in `[train]`'s precision and layout.
+fn extract(model: &Model, cfg: &Config, run: &RunDir, ds: &Dataset, comm: &dyn Collective) -> Result<()> {
+    let (_, t) = training_resolved(cfg, run)?;
+    let fast = stage1::Fast::of(&t);
+    crate::features::extract_all(model, ds, run, &t.normalize, t.threads, fast, comm)
 }

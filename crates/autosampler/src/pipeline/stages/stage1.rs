@@ -8,7 +8,7 @@ use crate::mix::MixConfig;
 use crate::model::ModelConfig;
 use crate::pipeline::driver::{Cx, Fx, Step};
 use crate::pipeline::manifest::{self, Inputs, Work};
-use crate::pipeline::{training_config, training_resolved, RunDir, Stage};
+use crate::pipeline::{network_work, training_config, training_resolved, RunDir, Stage};
 use crate::train::stage1::{self, TrainConfig};
 use crate::{invalid, Result};
 use std::path::PathBuf;
@@ -73,13 +73,7 @@ impl Step for Stage1 {
         Ok(())
     }
     fn work(&self, cx: &Cx) -> Result<Work> {
-        let (_, t) = training_config(cx.cfg)?;
-        let mut work = Work::start(&t.device, t.threads);
-        let resolved = t.resolved(cx.run)?;
-        work.provenance = work
-            .provenance
-            .with_precision(resolved.bf16_on(), resolved.channels_last());
-        Ok(work)
+        network_work(cx)
     }
     fn run(&self, cx: &Cx, _: &Inputs) -> Result<Vec<PathBuf>> {
         let (model_cfg, train_cfg) = training_config(cx.cfg)?;
