@@ -5,8 +5,10 @@
 //!   same weights (stage 2 = the run's `[stage2]` or its defaults). Proxies: the default search's
 //!   (stage 2's recipe, R seeds, on the search half of validation) with each reward (balanced
 //!   accuracy, top-1, log-likelihood), and the paper's (one epoch, one run, top-1, all of validation);
-//!   the default balanced-accuracy proxy again in bf16, with the Spearman ρ of its rewards against
-//!   the fp32 proxy's (`rho_vs_fp32`) and both wall times;
+//!   the default balanced-accuracy proxy again with each shortcut a large training set gets (bf16
+//!   products, at most `--cap` (20) training images per class, at most 3 epochs) and with all three, each
+//!   with the Spearman ρ of its rewards against the full proxy's (`rho_vs_default`) and its wall
+//!   time;
 //! - (b) **reward noise**: for 6 weight vectors, the std of the reward over 8 proxy seeds (one seed
 //!   per reward), against the std of the rewards over all the weight vectors;
 //! - (c) **learning**: the mean reward of the M samples over the first and the last 10 trajectories
@@ -19,7 +21,7 @@
 //!
 //! One JSON line.
 //!
-//!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50] [--ceiling | --ceiling-only]
+//!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50] [--cap 20] [--ceiling | --ceiling-only]
 use anyhow::{Context, Result};
 use autosampler::linear::Score;
 use autosampler::sampler::power_weights;
@@ -78,6 +80,8 @@ fn main() -> Result<()> {
     tch::set_num_threads(1);
     let dir = PathBuf::from(arg("--run").context("--run DIR (a finished run with features)")?);
     let draws: usize = arg("--draws").map(|s| s.parse()).transpose()?.unwrap_or(50);
+    // the per-class cap of the capped proxies (a large set's default: 20)
+    let cap: usize = arg("--cap").map(|s| s.parse()).transpose()?.unwrap_or(20);
     let r = open_run(&dir)?;
     if std::env::args().any(|a| a == "--ceiling-only") {
         let parts = Parts {
@@ -121,40 +125,68 @@ fn main() -> Result<()> {
     let mut fidelity = serde_json::Map::new();
     let mut noise = serde_json::Map::new();
     let paper = SearchConfig::paper();
+    // (name, reward, recipe, validation rows, seeds, bf16, per-class cap): the default proxy, its
+    // shortcuts for large training sets one at a time and together (what such a set gets), the
+    // other rewards, and the paper's
+    let default = d.recipe(&stage2);
+    let epochs3 = autosampler::linear::Recipe {
+        epochs: default.epochs.min(3),
+        ..default
+    };
+    let sp = Some(&search_pos);
+    let rs = d.reward_seeds;
     let proxies = [
-        (
-            "default_balanced",
-            Score::Balanced,
-            d.recipe(&stage2),
-            Some(&search_pos),
-            d.reward_seeds,
-        ),
+        ("default_balanced", Score::Balanced, default, sp, rs, false, None),
         (
             "default_balanced_bf16",
             Score::Balanced,
-            d.recipe(&stage2),
-            Some(&search_pos),
-            d.reward_seeds,
+            default,
+            sp,
+            rs,
+            true,
+            None,
         ),
         (
-            "default_top1",
-            Score::Top1,
-            d.recipe(&stage2),
-            Some(&search_pos),
-            d.reward_seeds,
+            "default_balanced_cap",
+            Score::Balanced,
+            default,
+            sp,
+            rs,
+            false,
+            Some(cap),
         ),
+        (
+            "default_balanced_epochs3",
+            Score::Balanced,
+            epochs3,
+            sp,
+            rs,
+            false,
+            None,
+        ),
+        (
+            "default_balanced_large",
+            Score::Balanced,
+            epochs3,
+            sp,
+            rs,
+            true,
+            Some(cap),
+        ),
+        ("default_top1", Score::Top1, default, sp, rs, false, None),
         (
             "default_log_likelihood",
             Score::LogLikelihood,
-            d.recipe(&stage2),
-            Some(&search_pos),
-            d.reward_seeds,
+            default,
+            sp,
+            rs,
+            false,
+            None,
         ),
-        ("paper", Score::Top1, paper.recipe(&stage2), None, 1),
+        ("paper", Score::Top1, paper.recipe(&stage2), None, 1, false, None),
     ];
     let mut fp32_rewards: Option<Vec<f64>> = None;
-    for (name, score, recipe, pos, seeds) in proxies {
-        let bf16 = name.ends_with("_bf16");
+    for (name, score, recipe, pos, seeds, bf16, cap) in proxies {
         let proxy = Proxy::new(
             &r.train,
             &r.val,
@@ -163,16 +195,20 @@ fn main() -> Result<()> {
             recipe,
             score,
             bf16,
-        )?;
+        )?
+        .capped(cap, d.seed);
         let t = std::time::Instant::now();
         let rewards = proxy.evaluate(&ws, seeds, d.seed, 1_000_000);
         let secs = t.elapsed().as_secs_f64();
         let mut entry = json!({"rho_stage2_val": r3(spearman(&rewards, &s2_val)), "rho_stage2_test": r3(spearman(&rewards, &s2_test)),
-                   "reward_seeds": seeds, "val_images": pos.map_or(r.val.y.size()[0] as usize, |p| p.len()), "seconds": r3(secs)});
-        // the bf16 proxy against the same proxy in fp32: how alike they rank the vectors
-        match (&fp32_rewards, bf16) {
-            (None, false) => fp32_rewards = Some(rewards.clone()),
-            (Some(f), true) => entry["rho_vs_fp32"] = json!(r3(spearman(&rewards, f))),
+                   "reward_seeds": seeds, "val_images": pos.map_or(r.val.y.size()[0] as usize, |p| p.len()), "seconds": r3(secs),
+                   "epochs": recipe.epochs, "cap": cap, "train_images": proxy.trainer.epoch_len()});
+        // a shortcut against the full default proxy: how alike they rank the vectors
+        match &fp32_rewards {
+            None => fp32_rewards = Some(rewards.clone()),
+            Some(f) if name.starts_with("default_balanced_") => {
+                entry["rho_vs_default"] = json!(r3(spearman(&rewards, f)))
+            }
             _ => {}
         }
         fidelity.insert(name.into(), entry);

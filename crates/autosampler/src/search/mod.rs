@@ -143,11 +143,12 @@ pub struct SearchConfig {
     #[serde(skip_serializing_if = "is_thirty")]
     pub group_trajectories: usize,
     /// At most this many training images of each class in a proxy (0: all). Unset: all, unless
-    /// the training set is large (images × feature dimension × classes above 10¹⁰), then 20.
+    /// the training set is large (images × feature dimension × classes above 10¹⁰), then 20, or
+    /// more where 20 would leave a proxy under [`MIN_PROXY_STEPS`] steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_cap: Option<usize>,
     /// At most this many proxy epochs (0: no limit). Unset: no limit, unless the training set is
-    /// large, then 3.
+    /// large, then 3, or more where 3 would leave a proxy under [`MIN_PROXY_STEPS`] steps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_max_epochs: Option<usize>,
     /// Seconds the search may take: past them it runs no further trajectory and chooses among
@@ -164,6 +165,21 @@ fn is_ten(v: &usize) -> bool {
 }
 fn is_thirty(v: &usize) -> bool {
     *v == 30
+}
+
+/// The fewest SGD steps the automatic proxy shortcuts leave a proxy. Measured with
+/// `bench-search-diagnostics --cap` (Spearman ρ of a shortened proxy's rewards against the full
+/// proxy's over 33 class-weight vectors, `bench/results/search_diagnostics_shortcuts.jsonl`): on
+/// CIFAR-10-LT 2 steps 0.03, 4 steps 0.29, 6 steps 0.46, 19–20 steps 0.74–0.75, 65–73 steps
+/// 0.90–0.93; on the 200-class Tiny-ImageNet long tail 6 steps 0.74, 20 steps 0.98, 65–114 steps
+/// 0.97–0.98. How many steps, not how they are cut (fewer images or fewer epochs), decides.
+pub const MIN_PROXY_STEPS: usize = 64;
+
+/// Draws (images, with repeats) of one proxy: its epochs, at most `max_epochs`, over each class's
+/// images, at most `cap` of them.
+fn proxy_draws(counts: &[usize], recipe: &Recipe, cap: Option<usize>, max_epochs: Option<usize>) -> usize {
+    let kept: usize = counts.iter().map(|&n| cap.map_or(n, |k| n.min(k))).sum();
+    max_epochs.map_or(recipe.epochs, |m| recipe.epochs.min(m)) * kept
 }
 
 /// A training set's size as the search's defaults see it.
@@ -297,10 +313,14 @@ impl SearchConfig {
         Ok(())
     }
 
-    /// The settings for a training set of `shape`: `param = "auto"` is per-class up to 100
-    /// classes and groups above; a large set ([`Shape::large`]) caps each class at 20 proxy
-    /// images and the proxy at 3 epochs unless the config says otherwise.
-    pub fn sized(&self, shape: Shape) -> Sized {
+    /// The settings for a training set of `shape` with `counts` images per class, its proxy
+    /// re-training by `stage2` (or the paper's recipe): `param = "auto"` is per-class up to 100
+    /// classes and groups above; a large set ([`Shape::large`]) caps each class at 20 proxy images
+    /// and the proxy at 3 epochs unless the config says otherwise, but never below
+    /// [`MIN_PROXY_STEPS`] SGD steps a proxy: the cap is raised (then the epoch limit) until the
+    /// proxy keeps them. A few classes of wide features (20 classes × 2,048-d × 250k images) would
+    /// otherwise train each proxy on 400 images in 3 steps.
+    pub fn sized(&self, shape: Shape, counts: &[usize], stage2: &Recipe) -> Sized {
         let grouped = match self.param {
             Param::PerClass => false,
             Param::Groups => true,
@@ -313,6 +333,19 @@ impl SearchConfig {
             Some(k) => Some(k),
             None => large.then_some(auto),
         };
+        let (mut cap, mut max_epochs) = (or_auto(self.proxy_cap, 20), or_auto(self.proxy_max_epochs, 3));
+        let base = self.base_recipe(stage2);
+        let draws =
+            |cap: Option<usize>, max_epochs: Option<usize>| proxy_draws(counts, &base, cap, max_epochs);
+        let need = MIN_PROXY_STEPS * base.batch.max(1);
+        if self.proxy_cap.is_none() && cap.is_some() && draws(cap, max_epochs) < need {
+            // the smallest cap that keeps the steps, or none
+            let top = counts.iter().copied().max().unwrap_or(0);
+            cap = (cap.unwrap_or(0)..top).find(|&k| draws(Some(k), max_epochs) >= need);
+        }
+        if self.proxy_max_epochs.is_none() && max_epochs.is_some() && draws(cap, max_epochs) < need {
+            max_epochs = (max_epochs.unwrap_or(0)..base.epochs).find(|&e| draws(cap, Some(e)) >= need);
+        }
         Sized {
             shape,
             groups,
@@ -321,9 +354,34 @@ impl SearchConfig {
             } else {
                 self.trajectories
             },
-            proxy_cap: or_auto(self.proxy_cap, 20),
-            proxy_max_epochs: or_auto(self.proxy_max_epochs, 3),
+            proxy_cap: cap,
+            proxy_max_epochs: max_epochs,
         }
+    }
+
+    /// What to say when the config's own shortcuts leave a proxy under [`MIN_PROXY_STEPS`] steps
+    /// (fewer than it would have without them); `None` when they do not.
+    pub fn short_proxy(&self, sized: &Sized, counts: &[usize], stage2: &Recipe) -> Option<String> {
+        let steps = self.proxy_steps(sized, counts, stage2);
+        let whole = Sized {
+            proxy_cap: None,
+            proxy_max_epochs: None,
+            ..*sized
+        };
+        let set = |v: Option<usize>| v.map_or("unset".to_string(), |k| k.to_string());
+        (steps < MIN_PROXY_STEPS && steps < self.proxy_steps(&whole, counts, stage2)).then(|| {
+            format!(
+                "[search] proxy_cap = {}, proxy_max_epochs = {} leave each proxy {steps} SGD steps: under {MIN_PROXY_STEPS} its rewards rank class weights unlike the whole proxy's; leave both unset to let the search size its proxy",
+                set(self.proxy_cap),
+                set(self.proxy_max_epochs)
+            )
+        })
+    }
+
+    /// SGD steps of one proxy under `sized`'s shortcuts, for a training set of `counts`.
+    pub fn proxy_steps(&self, sized: &Sized, counts: &[usize], stage2: &Recipe) -> usize {
+        let base = self.base_recipe(stage2);
+        proxy_draws(counts, &base, sized.proxy_cap, sized.proxy_max_epochs).div_ceil(base.batch.max(1))
     }
 
     /// Whether the proxies compute in bf16 (`auto` made concrete for the CPU).
@@ -744,7 +802,12 @@ pub fn run(
         dim: head.0.size()[1] as usize,
         images: train.x.size()[0] as usize,
     };
-    let sized = cfg.sized(shape);
+    let train_labels = Vec::<i64>::try_from(&train.y).expect("i64 labels");
+    let mut class_counts = vec![0usize; shape.classes];
+    for &l in &train_labels {
+        class_counts[l as usize] += 1;
+    }
+    let sized = cfg.sized(shape, &class_counts, stage2);
     let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
     let holdout = if cfg.select == Select::Rescore {
         cfg.holdout
@@ -1156,60 +1219,80 @@ mod tests {
         assert_eq!(frequency_groups(&[5, 50, 20, 20, 1], 2), [1, 0, 0, 0, 1]);
         assert_eq!(frequency_groups(&[3, 2, 1], 3), [0, 1, 2]);
         let d = SearchConfig::default();
-        // CIFAR-10-LT's ResNet-32 features: per-class, whole proxies, T = 100 (as ever)
-        let cifar = d.sized(Shape {
-            classes: 10,
-            dim: 64,
-            images: 12_406,
-        });
-        assert_eq!(
-            (
-                cifar.groups,
-                cifar.trajectories,
-                cifar.proxy_cap,
-                cifar.proxy_max_epochs
-            ),
-            (None, 100, None, None)
-        );
-        // 200 classes of 64-d features, 10k images: groups, not large
-        let tiny = d.sized(Shape {
-            classes: 200,
-            dim: 64,
-            images: 10_000,
-        });
-        assert_eq!(
-            (
-                tiny.groups,
-                tiny.trajectories,
-                tiny.proxy_cap,
-                tiny.proxy_max_epochs
-            ),
-            (Some(10), 30, None, None)
-        );
-        // ImageNet-LT's ResNet-50 features: 2.4·10¹¹ > 10¹⁰
-        let inet = Shape {
-            classes: 1000,
-            dim: 2048,
-            images: 115_846,
+        let stage2 = Stage2Config::default().recipe();
+        let sized = |cfg: &SearchConfig, classes: usize, dim: usize, per_class: usize| {
+            let shape = Shape {
+                classes,
+                dim,
+                images: classes * per_class,
+            };
+            cfg.sized(shape, &vec![per_class; classes], &stage2)
         };
-        let s = d.sized(inet);
-        assert_eq!(
-            (s.groups, s.trajectories, s.proxy_cap, s.proxy_max_epochs),
-            (Some(10), 30, Some(20), Some(3))
-        );
-        // the config's own values win; 0 lifts a shortcut
+        let four = |s: Sized| (s.groups, s.trajectories, s.proxy_cap, s.proxy_max_epochs);
+        // CIFAR-10-LT's ResNet-32 features: per-class, whole proxies, T = 100 (as ever)
+        assert_eq!(four(sized(&d, 10, 64, 1_240)), (None, 100, None, None));
+        // 200 classes of 64-d features, 10k images: groups, not large
+        assert_eq!(four(sized(&d, 200, 64, 50)), (Some(10), 30, None, None));
+        // ImageNet-LT's ResNet-50 features: 2.4·10¹¹ > 10¹⁰; 20 images of each of 1,000 classes
+        // over 3 epochs are 60,000 draws, 118 steps of stage 2's batch 512
+        let s = sized(&d, 1000, 2048, 115);
+        assert_eq!(four(s), (Some(10), 30, Some(20), Some(3)));
+        assert_eq!(d.proxy_steps(&s, &[115; 1000], &stage2), 118);
+        // ImageNet-LT's and iNaturalist's long tails (the scale bench's profiles) keep 20 and 3
+        for (classes, top, bottom) in [(1000, 1280, 5), (8142, 1000, 2)] {
+            let counts = crate::data::longtail::pareto_counts(classes, 6.0, top, bottom);
+            let shape = Shape {
+                classes,
+                dim: 2048,
+                images: counts.iter().sum(),
+            };
+            let s = d.sized(shape, &counts, &stage2);
+            assert_eq!(
+                (s.proxy_cap, s.proxy_max_epochs),
+                (Some(20), Some(3)),
+                "{classes} classes"
+            );
+            assert!(d.proxy_steps(&s, &counts, &stage2) >= MIN_PROXY_STEPS);
+        }
+        // 20 classes of 12,500 images, 2,048-d: large, but 20 a class would be 3 steps; the cap
+        // rises to the smallest that keeps 64 steps: 3 · 20 · 547 = 32,820 ≥ 64 · 512 = 32,768
+        let few = sized(&d, 20, 2048, 12_500);
+        assert_eq!((few.proxy_cap, few.proxy_max_epochs), (Some(547), Some(3)));
+        assert_eq!(d.proxy_steps(&few, &[12_500; 20], &stage2), 65);
+        // 500 classes of 20 images, 2,048-d: no cap keeps 64 steps in 3 epochs (30,000 draws);
+        // the epoch limit rises to 4
+        let narrow = sized(&d, 500, 2048, 20);
+        assert_eq!((narrow.proxy_cap, narrow.proxy_max_epochs), (None, Some(4)));
+        // the config's own values win, even under the floor; 0 lifts a shortcut
         let own = SearchConfig {
             param: Param::PerClass,
             proxy_cap: Some(0),
             proxy_max_epochs: Some(5),
-            ..d
-        }
-        .sized(inet);
+            ..d.clone()
+        };
+        assert_eq!(four(sized(&own, 1000, 2048, 115)), (None, 100, None, Some(5)));
+        let tight = SearchConfig {
+            proxy_cap: Some(20),
+            ..d.clone()
+        };
+        // (the automatic epoch limit lifts, to no avail: 10 epochs of 400 images are 8 steps)
+        let t = sized(&tight, 20, 2048, 12_500);
+        assert_eq!((t.proxy_cap, t.proxy_max_epochs), (Some(20), None));
         assert_eq!(
-            (own.groups, own.trajectories, own.proxy_cap, own.proxy_max_epochs),
-            (None, 100, None, Some(5))
+            tight.short_proxy(&t, &[12_500; 20], &stage2).unwrap(),
+            "[search] proxy_cap = 20, proxy_max_epochs = unset leave each proxy 8 SGD steps: under 64 its rewards rank class weights unlike the whole proxy's; leave both unset to let the search size its proxy"
         );
-        let r = SearchConfig::default().sized_recipe(&Stage2Config::default().recipe(), &s);
+        // a small set: the cap turns 20 steps into 4, said; nothing to say of the automatic
+        // sizes, nor of a cap that cuts nothing from a set too small for 64 steps whole
+        let small = sized(&tight, 10, 64, 100);
+        assert!(tight
+            .short_proxy(&small, &[100; 10], &stage2)
+            .unwrap()
+            .contains(" 4 SGD steps"));
+        assert_eq!(d.short_proxy(&few, &[12_500; 20], &stage2), None);
+        let tiny = sized(&tight, 10, 64, 15);
+        assert_eq!(tight.short_proxy(&tiny, &[15; 10], &stage2), None);
+        let r = SearchConfig::default().sized_recipe(&stage2, &s);
         assert_eq!(r.epochs, 3, "stage 2's 10 epochs, at most 3");
     }
 

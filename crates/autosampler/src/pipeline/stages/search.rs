@@ -50,7 +50,7 @@ impl Step for Search {
         // The settings the training set's size gives: recorded only where they differ from the
         // one search there was before them (per-class logits, whole proxies), so that such
         // searches keep their fingerprints.
-        let sized = sc.sized(shape(cx)?);
+        let sized = sc.sized(shape(cx)?, &cx.ds.split.counts.train, &stage2);
         if sized.groups.is_some() || sized.proxy_cap.is_some() || sized.proxy_max_epochs.is_some() {
             inputs = inputs.value("search_settings", &sized);
         }
@@ -76,6 +76,11 @@ impl Step for Search {
             precision: Some(if bf16 { Precision::Bf16 } else { Precision::Fp32 }),
             ..section(cx.cfg)?.clone()
         };
+        // shortcuts the config sets itself are kept, even too short: said before the search starts
+        let counts = &cx.ds.split.counts.train;
+        if let Some(w) = sc.short_proxy(&sc.sized(shape(cx)?, counts, &stage2), counts, &stage2) {
+            cx.obs.note(&format!("warning   {w}"));
+        }
         let model = stage1_model(cx.cfg, run, cx.ds)?;
         let head = start_head(cx.cfg, &model, "the search")?;
         let (w0, b0) = (&head.weight, &head.bias);
