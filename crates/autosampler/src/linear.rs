@@ -39,6 +39,10 @@ pub struct Recipe {
     /// (the bias is not projected); this is t, in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_norm: Option<f64>,
+    /// Label-aware smoothing of the cross-entropy (MiSLAS), its ε per class from the training
+    /// part's counts: the gradient is softmax − ((1 − ε_y)·one-hot + ε_y/C).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<crate::loss::LabelAwareSmoothing>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -198,24 +202,36 @@ impl<'a> Trainer<'a> {
             let radius = recipe
                 .max_norm
                 .map(|t| max_norm_radius(&start.narrow(0, 0, d), t));
+            let eps = recipe.smoothing.map(|las| {
+                let e: Vec<f32> = las.epsilons(&self.counts).iter().map(|&e| e as f32).collect();
+                Tensor::from_slice(&e).to_device(self.w0.device())
+            });
+            // dCE/dlogits = softmax − target: 1 taken off at each row's label, or with label-aware
+            // smoothing ε_y/C off everywhere and 1 − ε_y more at the label
+            let grad = |p: Tensor, y: &Tensor, minus_one: &Tensor| match &eps {
+                None => p.scatter_add(2, y, minus_one),
+                Some(e) => {
+                    let ey = e.index_select(0, &y.view([-1])).view(y.size().as_slice());
+                    (p - &ey / c as f64).scatter_add(2, y, &(ey + minus_one))
+                }
+            };
             for s in (0..total).step_by(batch as usize) {
                 let bsz = batch.min(total - s);
                 let at = plans.narrow(1, s, bsz).reshape([-1]);
                 let x = rows.index_select(0, &at).view([k, bsz, d + 1]);
-                // dCE/dlogits = softmax − one-hot: 1 taken off at each row's label
                 let y = labels.index_select(0, &at).view([k, bsz, 1]);
                 let minus_one = Tensor::full([k, bsz, 1], -1.0, (Kind::Float, x.device()));
                 let step = recipe.lr / bsz as f64;
                 if self.bf16 {
                     let logits = x.bmm(&w.to_kind(Kind::BFloat16)).to_kind(Kind::Float);
-                    let g = logits.softmax(-1, Kind::Float).scatter_add(2, &y, &minus_one);
+                    let g = grad(logits.softmax(-1, Kind::Float), &y, &minus_one);
                     let xg = x
                         .transpose(1, 2)
                         .bmm(&g.to_kind(Kind::BFloat16))
                         .to_kind(Kind::Float);
                     v = v * recipe.momentum + xg * step;
                 } else {
-                    let g = x.bmm(&w).softmax(-1, Kind::Float).scatter_add(2, &y, &minus_one);
+                    let g = grad(x.bmm(&w).softmax(-1, Kind::Float), &y, &minus_one);
                     // v ← μv + (lr/B)·xᵀg in one kernel
                     v = v.baddbmm(&x.transpose(1, 2), &g, recipe.momentum, step);
                 }
@@ -440,6 +456,7 @@ mod tests {
             reinit: false,
             weight_decay: 0.0,
             max_norm: None,
+            smoothing: None,
         };
         (Features { x, y }, w0, b0, recipe)
     }
@@ -578,6 +595,7 @@ mod tests {
             reinit: false,
             weight_decay: 0.0,
             max_norm: None,
+            smoothing: None,
         };
         let runs = [
             Run::new(&[0.2, 0.3, 0.5], (1, 2, 3)),
@@ -721,6 +739,7 @@ mod tests {
                 reinit: false,
                 weight_decay: wd,
                 max_norm,
+                smoothing: None,
             };
             let h = t.train(&run, &recipe);
             // heads are [D, C]: PyTorch's [C, D] transposed
@@ -736,5 +755,84 @@ mod tests {
         // the radius: min + 0.3·(max − min) of θ0's per-class norms (PyTorch: 0.4139435291290283)
         let r = max_norm_radius(&w0.tr(), 0.3);
         assert!((r - 0.4139435291290283).abs() < 1e-6, "{r}");
+    }
+
+    // Label-aware smoothing replayed in PyTorch on a set of counts [3, 2, 1]: the trainer's plan
+    // (class-balanced, key (0, 0, 0), 2 epochs) is [4, 1, 5, 5, 4, 3, 4, 3, 1, 2, 2, 5]; per batch
+    // of 4: lp = log_softmax(fc(x)); e = smooth[y] (MiSLAS's concave ε for [3, 2, 1]);
+    // loss = ((1 - e) * -lp.gather(1, y[:, None]).squeeze(1) + e * -lp.mean(-1)).mean();
+    // SGD(lr=0.1, momentum=0.9) -> fc.weight.flatten().tolist(), fc.bias.tolist() below
+    #[test]
+    fn label_aware_smoothing_matches_mislas_loss_under_torch_sgd() {
+        let x = Tensor::from_slice(&[1.0f32, 0.5, -1.0, 2.0, 0.3, -0.7, 2.0, 1.0, -0.5, -1.5, 0.8, 0.2])
+            .view([6, 2]);
+        let f = Features {
+            x,
+            y: Tensor::from_slice(&[0i64, 0, 0, 1, 1, 2]),
+        };
+        let w0 = Tensor::from_slice(&[0.5f32, -0.2, 0.1, 0.4, -0.3, 0.2]).view([3, 2]);
+        let b0 = Tensor::from_slice(&[0.1f32, 0.0, -0.1]);
+        let run = [Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))];
+        type Case = (f64, f64, [f64; 6], [f64; 3]);
+        let cases: [Case; 2] = [
+            (
+                0.3,
+                0.0,
+                [
+                    0.33398494124412537,
+                    -0.04630405083298683,
+                    0.1304941177368164,
+                    0.2230524867773056,
+                    -0.16447904706001282,
+                    0.2232515960931778,
+                ],
+                [0.006247709505259991, 0.05405796691775322, -0.06030566245317459],
+            ),
+            (
+                0.4,
+                0.1,
+                [
+                    0.3469928801059723,
+                    -0.0595848374068737,
+                    0.1247057318687439,
+                    0.23823896050453186,
+                    -0.1716986447572708,
+                    0.22134587168693542,
+                ],
+                [0.01026211492717266, 0.047117725014686584, -0.0573798306286335],
+            ),
+        ];
+        for bf16 in [false, true] {
+            let t = Trainer::new(&f, &w0, &b0).in_bf16(bf16);
+            let plan = Vec::<i64>::try_from(t.plans(&run, 2).flatten(0, -1)).unwrap();
+            assert_eq!(plan, [4, 1, 5, 5, 4, 3, 4, 3, 1, 2, 2, 5]);
+            for (head, tail, want_w, want_b) in cases {
+                let recipe = Recipe {
+                    epochs: 2,
+                    batch: 4,
+                    lr: 0.1,
+                    momentum: 0.9,
+                    reinit: false,
+                    weight_decay: 0.0,
+                    max_norm: None,
+                    smoothing: Some(crate::loss::LabelAwareSmoothing {
+                        head,
+                        tail,
+                        shape: Default::default(),
+                    }),
+                };
+                let h = t.train(&run, &recipe);
+                let w = Vec::<f32>::try_from(h.w.get(0).tr().contiguous().view([-1])).unwrap();
+                let b = Vec::<f32>::try_from(h.b.get(0).view([-1])).unwrap();
+                // bf16 rounds the rows and products (8 bits of mantissa)
+                let tol = if bf16 { 2e-2 } else { 1e-6 };
+                for (g, e) in w.iter().zip(want_w).chain(b.iter().zip(want_b)) {
+                    assert!(
+                        (*g as f64 - e).abs() < tol,
+                        "bf16 {bf16} {head}/{tail}: {w:?} {b:?}"
+                    );
+                }
+            }
+        }
     }
 }

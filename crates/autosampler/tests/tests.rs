@@ -1634,3 +1634,29 @@ fn stage2_weight_decay_and_max_norm_out_of_range_are_refused_at_load() {
     );
     assert_eq!(parse("weight_decay = 0.1\nmax_norm = 0.1\nlr = 0.01\n"), "");
 }
+
+/// Bad input for label-aware smoothing: ε outside [0, 1), an unknown shape or key are refused at
+/// load, naming the key and the value.
+#[test]
+fn stage2_label_aware_smoothing_out_of_range_is_refused_at_load() {
+    let base = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = { kind = \"class-balanced\" }\n";
+    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
+    let e = parse("label_aware_smoothing = { head = 1.2, tail = 0.0 }\n");
+    assert!(
+        e.contains("[stage2.label_aware_smoothing] head must be in [0, 1), got 1.2"),
+        "{e}"
+    );
+    let e = parse("label_aware_smoothing = { head = 0.3, tail = -0.1 }\n");
+    assert!(
+        e.contains("[stage2.label_aware_smoothing] tail must be in [0, 1), got -0.1"),
+        "{e}"
+    );
+    let e = parse("label_aware_smoothing = { head = 0.3, tail = 0.0, shape = \"round\" }\n");
+    assert!(e.contains("round") && e.contains("concave"), "{e}");
+    let e = parse("label_aware_smoothing = { head = 0.3 }\n");
+    assert!(e.contains("tail"), "{e}");
+    assert_eq!(
+        parse("label_aware_smoothing = { head = 0.3, tail = 0.0, shape = \"convex\" }\n"),
+        ""
+    );
+}

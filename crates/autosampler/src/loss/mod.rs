@@ -72,6 +72,71 @@ impl LossConfig {
     }
 }
 
+/// Label-aware smoothing (MiSLAS, Zhong et al.), a loss for re-training the classifier in stage 2:
+/// label smoothing whose ε depends on the target class, ε_c from `tail` for the rarest class to
+/// `head` for the most frequent, along `shape` of x_c = (n_c − n_min)/(n_max − n_min) (0 when every
+/// class has as many images): concave tail + (head − tail)·sin(πx/2), linear tail + (head − tail)·x,
+/// convex head + (head − tail)·sin(3π/2 + πx/2). The loss is mean over the batch of
+/// (1 − ε_y)·(−log p_y) + ε_y·mean_j(−log p_j). MiSLAS's CIFAR settings: head 0.3 (CIFAR-10) or 0.4
+/// (CIFAR-100), tail 0, concave.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelAwareSmoothing {
+    pub head: f64,
+    pub tail: f64,
+    #[serde(default)]
+    pub shape: SmoothingShape,
+}
+
+/// How label-aware smoothing's ε goes from the rarest class to the most frequent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmoothingShape {
+    #[default]
+    Concave,
+    Linear,
+    Convex,
+}
+
+impl LabelAwareSmoothing {
+    /// `head` and `tail` in [0, 1) (NaN refused); the error names `section`'s key and the value.
+    pub fn check(&self, section: &'static str) -> Result<()> {
+        let r = crate::check::Ranges(section);
+        r.unit_open("head", self.head)?;
+        r.unit_open("tail", self.tail)
+    }
+
+    /// ε of each class for a training set of `counts`.
+    pub fn epsilons(&self, counts: &[usize]) -> Vec<f64> {
+        let (lo, hi) = (
+            counts.iter().copied().min().unwrap_or(0) as f64,
+            counts.iter().copied().max().unwrap_or(0) as f64,
+        );
+        let (h, t) = (self.head, self.tail);
+        counts
+            .iter()
+            .map(|&n| {
+                let x = if hi > lo { (n as f64 - lo) / (hi - lo) } else { 0.0 };
+                let half_pi = std::f64::consts::FRAC_PI_2;
+                match self.shape {
+                    SmoothingShape::Concave => t + (h - t) * (x * half_pi).sin(),
+                    SmoothingShape::Linear => t + (h - t) * x,
+                    SmoothingShape::Convex => h + (h - t) * (3.0 * half_pi + x * half_pi).sin(),
+                }
+            })
+            .collect()
+    }
+
+    /// The loss of `logits` (`[B, C]`) against `targets` (`[B]`) with per-class `epsilons`.
+    pub fn loss(logits: &Tensor, targets: &Tensor, epsilons: &[f64]) -> Tensor {
+        let eps = tensor(epsilons, logits).index_select(0, targets);
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let nll = -logp.gather(1, &targets.unsqueeze(1), false).squeeze_dim(1);
+        let smooth = -logp.mean_dim(-1, false, Kind::Float);
+        ((-&eps + 1.0) * nll + eps * smooth).mean(Kind::Float)
+    }
+}
+
 /// Deferred re-weighting (LDAM-DRW): from `start_epoch` (0-based) on, the loss is weighted by the
 /// class-balanced weights of `beta`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +264,49 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-5, "{a} vs PyTorch {b}");
+    }
+
+    // MiSLAS's LabelAwareSmoothing(n, smooth_head, smooth_tail, shape)(x, y) (methods.py), its
+    // .smooth and the loss:
+    //   concave 0.3/0.0 -> [0.3, 0.07364564388990402, 0.0], 0.9701374173164368
+    //   linear  0.3/0.0 -> [0.3, 0.04736842215061188, 0.0], 0.964663028717041
+    //   convex  0.3/0.0 -> [0.3, 0.009179919958114624, 0.0], 0.9567070603370667
+    //   concave 0.4/0.1 -> [0.4, 0.17364564538002014, 0.1], 1.0151374340057373
+    #[test]
+    fn label_aware_smoothing_matches_mislas() {
+        use SmoothingShape::*;
+        let (x, y) = inputs();
+        for (shape, head, tail, middle, want) in [
+            (Concave, 0.3, 0.0, 0.07364564388990402, 0.9701374173164368),
+            (Linear, 0.3, 0.0, 0.04736842215061188, 0.964663028717041),
+            (Convex, 0.3, 0.0, 0.009179919958114624, 0.9567070603370667),
+            (Concave, 0.4, 0.1, 0.17364564538002014, 1.0151374340057373),
+        ] {
+            let las = LabelAwareSmoothing { head, tail, shape };
+            let eps = las.epsilons(&N);
+            assert!(
+                (eps[0] - head).abs() < 1e-12 && (eps[2] - tail).abs() < 1e-12,
+                "{eps:?}"
+            );
+            close(eps[1], middle);
+            close(LabelAwareSmoothing::loss(&x, &y, &eps).double_value(&[]), want);
+        }
+        // with ε = 0 everywhere it is the cross-entropy
+        let zero = LabelAwareSmoothing::loss(&x, &y, &[0.0; 3]).double_value(&[]);
+        close(zero, 0.949794590473175);
+        // equal counts: x = 0, every class the tail's ε (MiSLAS divides by zero there)
+        let las = LabelAwareSmoothing {
+            head: 0.3,
+            tail: 0.1,
+            shape: Convex,
+        };
+        assert!(las.epsilons(&[7, 7]).iter().all(|e| (e - 0.1).abs() < 1e-12));
+        let bad = LabelAwareSmoothing { head: 1.0, ..las };
+        let e = bad.check("stage2.label_aware_smoothing").unwrap_err().to_string();
+        assert!(
+            e.contains("[stage2.label_aware_smoothing] head must be in [0, 1), got 1"),
+            "{e}"
+        );
     }
 
     #[test]

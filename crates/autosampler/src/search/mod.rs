@@ -409,6 +409,7 @@ impl SearchConfig {
             ProxyMode::Paper => Recipe {
                 weight_decay: 0.0,
                 max_norm: None,
+                smoothing: None,
                 epochs: self.proxy_epochs,
                 batch: self.proxy_batch,
                 lr: self.proxy_lr,
@@ -1394,6 +1395,7 @@ mod tests {
             reinit: false,
             weight_decay: 0.0,
             max_norm: None,
+            smoothing: None,
         }
     }
 
@@ -1479,6 +1481,7 @@ mod tests {
             reinit: false,
             weight_decay: 0.0,
             max_norm: None,
+            smoothing: None,
         });
         let e = run(
             &train,

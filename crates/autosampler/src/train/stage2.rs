@@ -47,6 +47,11 @@ pub struct Stage2Config {
     /// the stage-1 classifier's per-class norms (weight balancing's 0.1). Features path only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_norm: Option<f64>,
+    /// `[stage2.label_aware_smoothing]`: MiSLAS's label-aware smoothing in the re-trained
+    /// classifiers' cross-entropy (`head`, `tail`, `shape`). The search's proxies follow it; LWS
+    /// keeps the plain cross-entropy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_aware_smoothing: Option<crate::loss::LabelAwareSmoothing>,
 }
 
 /// One of the classifiers stage 2 scores, as `[stage2] classifier` names it.
@@ -140,6 +145,9 @@ pub fn finetune_images(
     // the frozen backbone in `[train]`'s precision and layout; the classifier trains in fp32
     let fast = super::stage1::Fast::of(train);
     let members = crate::sampler::class_members(&view.labels);
+    let eps = cfg
+        .label_aware_smoothing
+        .map(|las| las.epsilons(&members.iter().map(Vec::len).collect::<Vec<_>>()));
     let lc = LoaderConfig {
         randaugment: None,
         autoaugment: None,
@@ -158,13 +166,11 @@ pub fn finetune_images(
             let x = b.images.to_device(device);
             let f = tch::no_grad(|| fast.run(&x, |x| model.forward_features(x, false)));
             let logits = model.forward_head(&f);
-            let loss = logits.cross_entropy_loss::<Tensor>(
-                &b.labels.to_device(device),
-                None,
-                tch::Reduction::Mean,
-                -100,
-                0.0,
-            );
+            let y = b.labels.to_device(device);
+            let loss = match &eps {
+                Some(e) => crate::loss::LabelAwareSmoothing::loss(&logits, &y, e),
+                None => logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0),
+            };
             opt.backward_step(&loss, cfg.lr);
             Ok(())
         })?;
@@ -186,6 +192,7 @@ impl Stage2Config {
             reinit: self.reinit,
             weight_decay: self.weight_decay,
             max_norm: self.max_norm,
+            smoothing: self.label_aware_smoothing,
         }
     }
 
@@ -224,6 +231,9 @@ impl Stage2Config {
                 ));
             }
         }
+        if let Some(las) = &self.label_aware_smoothing {
+            las.check("stage2.label_aware_smoothing")?;
+        }
         if self.default == Some(Classifier::BestOnVal) {
             return Err(invalid!(
                 "[stage2] default = \"best-on-val\": the default is the classifier best-on-val keeps unless another beats it; name one (\"crt-class-balanced\", \"stage1\", …) or leave it unset"
@@ -248,6 +258,7 @@ impl Default for Stage2Config {
             default: None,
             weight_decay: 0.0,
             max_norm: None,
+            label_aware_smoothing: None,
         }
     }
 }
