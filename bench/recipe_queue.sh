@@ -36,3 +36,5 @@ row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_randaugment_sa
 row configs/recipes/c10lt_ir100_e200_weight_balancing.toml recipes 0
 # 5. the AutoAugment + Cutout candidate's seed 1 (validation picks it on seed 0 by two images)
 row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_autoaugment_cutout.toml recipes 1
+# 6. MiSLAS's two stages (mixup, then label-aware smoothing in stage 2), seed 0
+row configs/recipes/c10lt_ir100_e200_mislas.toml recipes 0
