@@ -23,9 +23,8 @@
 //!
 //!   bench-search-diagnostics --run runs/bench/search/c10lt_ir100_s0 [--draws 50] [--cap 20] [--ceiling | --ceiling-only]
 use anyhow::{Context, Result};
-use autosampler::linear::Score;
 use autosampler::sampler::power_weights;
-use autosampler::search::{self, split_validation, Proxy, SearchConfig, FIXED};
+use autosampler::search::{self, split_validation, Proxy, Score, SearchConfig, FIXED};
 use autosampler::train::stage2::{self, Parts};
 use rand_distr::{Distribution, Gamma};
 use serde_json::json;

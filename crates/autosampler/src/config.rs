@@ -810,7 +810,7 @@ imbalance_ratio = 100
         let t = o.train.as_ref().unwrap();
         assert_eq!(t.epochs, 7);
         assert_eq!(t.loss, crate::loss::LossConfig::Focal { gamma: 2.0 });
-        assert_eq!(o.search.as_ref().unwrap().reward, crate::linear::Score::Top1);
+        assert_eq!(o.search.as_ref().unwrap().reward, crate::search::Score::Top1);
         assert_eq!(o.stage2.as_ref().unwrap().epochs, 4);
         for (bad, want) in [
             ("train.lr=nan", "[train] lr must be a finite number > 0, got NaN"),

@@ -26,14 +26,17 @@
 //!   on the same terms, so the search returns a sample only when it beats the best fixed sampler
 //!   on images it was not chosen on, by more than the noise of the comparison.
 pub mod ppo;
+pub mod reward;
 
 use crate::features::Features;
-use crate::linear::{aggregate, item_scores, paired_se, Heads, Recipe, Run, Score, Trainer};
+use crate::linear::{Heads, Recipe, Run, Trainer};
 use crate::rng::chacha;
 use crate::sampler::power_weights;
 use crate::{invalid, Result};
 use rand::seq::SliceRandom;
 use rand_distr::{Distribution, StandardNormal};
+pub use reward::Score;
+use reward::{aggregate, item_scores, paired_se};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -1062,7 +1065,7 @@ pub fn run(
         let d = FIXED_DEFAULT;
         let gain = r[best] - r[d];
         let se = p.paired_se(&items[best], &items[d]);
-        let f = if best != d && crate::linear::beyond_se(gain, se) {
+        let f = if best != d && reward::beyond_se(gain, se) {
             best
         } else {
             d

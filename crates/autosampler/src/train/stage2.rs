@@ -605,7 +605,7 @@ impl Choice {
             0.0
         };
         let (gain, se) = (100.0 * mean, 100.0 * (var / n.max(1) as f64).sqrt());
-        let chosen = if best != default && gain > 0.0 && crate::linear::beyond_se(gain, se) {
+        let chosen = if best != default && gain > 0.0 && crate::search::reward::beyond_se(gain, se) {
             best
         } else {
             default
