@@ -384,6 +384,14 @@ impl Agent {
             .into_iter()
             .collect();
         agent.load_map(&map, &path)?;
+        // in the precision it was trained in (its encoders' bf16 autocast), as its `config.json`
+        // records it: another run's agent (`agent.from`), the Python package's, a bench's locate
+        // as its own run does
+        let config = AgentDir::new(dir).config();
+        if config.is_file() {
+            let trained: AgentConfig = crate::fsx::read_json(&config)?;
+            agent.bf16 = trained.precision == Some(crate::precision::Precision::Bf16);
+        }
         Ok(agent)
     }
 
@@ -880,9 +888,29 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("agent_save_{}", std::process::id()));
         agent.save(&dir).unwrap();
         let back = Agent::open(&dir, Device::Cpu).unwrap();
+        assert!(!back.bf16, "no training record: fp32");
         let l1 = tch::no_grad(|| agent.rollout(&x, Placement::Mean, false).logits[2].copy());
         let l2 = tch::no_grad(|| back.rollout(&x, Placement::Mean, false).logits[2].copy());
         assert!(l1.allclose(&l2, 1e-6, 1e-6, false));
+        // Defect "an agent re-opened elsewhere locates in another precision": trained in bf16 (its
+        // config.json says so), it is re-opened in bf16 and acts as the agent that trained
+        let record = |p: crate::precision::Precision| {
+            let cfg = AgentConfig {
+                precision: Some(p),
+                ..Default::default()
+            };
+            crate::fsx::write_json(&AgentDir::new(&dir).config(), &cfg).unwrap();
+        };
+        record(crate::precision::Precision::Bf16);
+        let back = Agent::open(&dir, Device::Cpu).unwrap();
+        assert!(back.bf16);
+        let mut trained = Agent::open(&dir, Device::Cpu).unwrap();
+        trained.bf16 = true;
+        let l1 = tch::no_grad(|| trained.rollout(&x, Placement::Mean, false).logits[2].copy());
+        let l2 = tch::no_grad(|| back.rollout(&x, Placement::Mean, false).logits[2].copy());
+        assert!(l1.equal(&l2));
+        record(crate::precision::Precision::Fp32);
+        assert!(!Agent::open(&dir, Device::Cpu).unwrap().bf16);
         let located = agent.locate(&x);
         assert_eq!(located.len(), 4);
         assert!(located
