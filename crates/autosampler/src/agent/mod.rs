@@ -39,8 +39,13 @@ pub struct AgentConfig {
     /// `autosampler run` with the agent's `arch` (its backbone, and its linear classifier as the
     /// encoders' deep-supervision heads when it has the dataset's classes). Default: random.
     pub init: Option<PathBuf>,
-    /// Architecture of both encoders (small stem for ResNet-18/50).
+    /// Architecture of both encoders.
     pub arch: Arch,
+    /// The encoders' stem, for the ImageNet ResNets (18/50/…): `small` (3×3, stride 1, no
+    /// max-pool) or `imagenet` (7×7 stride 2 and max-pool, GFNet's). Unset: ImageNet's for patches
+    /// of 64 px and more (the paper's 96 px), small below (32 px patches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem: Option<Stem>,
     /// Side of the images the agent sees; the dataset's images are resized to it. Default: the
     /// dataset's size.
     pub image_size: Option<i64>,
@@ -110,6 +115,7 @@ impl Default for AgentConfig {
             from: Default::default(),
             init: Default::default(),
             arch: Arch::Resnet8,
+            stem: None,
             image_size: Default::default(),
             patch_size: Default::default(),
             steps: 3,
@@ -151,11 +157,18 @@ pub enum Reward {
     Alone,
 }
 
+fn is_small(s: &Stem) -> bool {
+    *s == Stem::Small
+}
+
 /// What fixes an agent's shapes; saved beside its weights (`agent/agent.json`) so another run can
 /// rebuild it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     pub arch: Arch,
+    /// The encoders' stem (agents saved before it existed: small).
+    #[serde(default, skip_serializing_if = "is_small")]
+    pub stem: Stem,
     pub image_size: i64,
     pub patch_size: i64,
     pub steps: usize,
@@ -182,6 +195,19 @@ impl AgentConfig {
         if self.epochs.iter().sum::<usize>() == 0 && self.from.is_none() {
             return Err(invalid!(
                 "[agent] epochs must train at least one epoch, got [0, 0, 0]"
+            ));
+        }
+        if let (Some(stem), true) = (
+            self.stem,
+            matches!(
+                self.arch,
+                Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
+            ),
+        ) {
+            return Err(invalid!(
+                "[agent] stem = {:?} with arch = {:?}: the CIFAR ResNets have one stem; the key is for resnet18, resnet50 and the other ImageNet ResNets",
+                format!("{stem:?}").to_lowercase(),
+                format!("{:?}", self.arch).to_lowercase()
             ));
         }
         for (k, v) in [("image_size", self.image_size), ("patch_size", self.patch_size)] {
@@ -217,8 +243,18 @@ impl AgentConfig {
                 "agent needs action_std > 0, hidden ≥ 1, state_grid ≥ 1 and batch_size ≥ 2"
             ));
         }
+        let cifar = matches!(
+            self.arch,
+            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
+        );
+        let stem = match self.stem {
+            Some(s) if !cifar => s,
+            None if !cifar && patch_size >= 64 => Stem::Imagenet,
+            _ => Stem::Small,
+        };
         Ok(Spec {
             arch: self.arch,
+            stem,
             image_size,
             patch_size,
             steps: self.steps,
@@ -278,7 +314,7 @@ impl Agent {
         let mc = ModelConfig {
             arch: spec.arch,
             head: Head::Linear,
-            stem: Stem::Small,
+            stem: spec.stem,
             bilateral: false,
             init: None,
         };
@@ -730,9 +766,65 @@ mod tests {
         assert_eq!(salient_steps(&p), [(1, 0), (0, 1)]);
     }
 
+    /// The encoders' stem: ImageNet's for the ImageNet ResNets from 64 px patches (the paper's
+    /// 224 px images, 96 px patches), small below; the config's own stem for those ResNets; the
+    /// key refused for a CIFAR ResNet. A small-stem agent's agent.json has no `stem` (agents
+    /// saved before the key read as small).
+    #[test]
+    fn the_encoders_stem_follows_the_patch_size() {
+        let classes: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+        let at = |arch, stem, image: i64, patch: i64| {
+            AgentConfig {
+                arch,
+                stem,
+                image_size: Some(image),
+                patch_size: Some(patch),
+                ..Default::default()
+            }
+            .spec(image, &classes)
+            .unwrap()
+            .stem
+        };
+        assert_eq!(at(Arch::Resnet18, None, 224, 96), Stem::Imagenet);
+        assert_eq!(at(Arch::Resnet50, None, 128, 64), Stem::Imagenet);
+        assert_eq!(at(Arch::Resnet18, None, 64, 32), Stem::Small);
+        assert_eq!(at(Arch::Resnet18, Some(Stem::Small), 224, 96), Stem::Small);
+        assert_eq!(at(Arch::Resnet8, None, 224, 96), Stem::Small);
+        let e = AgentConfig {
+            stem: Some(Stem::Imagenet),
+            ..Default::default()
+        }
+        .check()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[agent] stem = \"imagenet\" with arch = \"resnet8\""),
+            "{e}"
+        );
+        let json = serde_json::to_string(&tiny_spec()).unwrap();
+        assert!(!json.contains("stem"), "{json}");
+        let big = Spec {
+            arch: Arch::Resnet18,
+            stem: Stem::Imagenet,
+            ..tiny_spec()
+        };
+        let back: Spec = serde_json::from_str(&serde_json::to_string(&big).unwrap()).unwrap();
+        assert_eq!(back, big);
+        // an ImageNet-stem ResNet-18 agent at 224 px with 96 px patches acts
+        let mut spec = big;
+        spec.image_size = 224;
+        spec.patch_size = 96;
+        let agent = Agent::new(&spec, Device::Cpu).unwrap();
+        let x = Tensor::rand([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let r = tch::no_grad(|| agent.rollout(&x, Placement::Mean, false));
+        assert_eq!(r.logits.len(), 3);
+        assert_eq!(r.logits[2].size(), [2, spec.num_classes]);
+    }
+
     fn tiny_spec() -> Spec {
         Spec {
             arch: Arch::Resnet8,
+            stem: Stem::Small,
             image_size: 32,
             patch_size: 16,
             steps: 3,

@@ -242,7 +242,7 @@ impl Cache {
                     ),
                 ));
             };
-            let got = hex::encode(Sha256::digest(pool.images.as_deref().unwrap_or(&[])));
+            let got = sha256_file(&path, pool.images.is_some())?;
             if got != *want {
                 return Err(Error::format(
                     path.display(),
@@ -268,7 +268,8 @@ impl Cache {
         }
         for (pm, pool) in self.meta.pools.iter().zip(&self.pools) {
             let Some(want) = &pm.images_sha256 else { continue };
-            let got = hex::encode(Sha256::digest(pool.images.as_deref().unwrap_or(&[])));
+            let path = self.dir.join(format!("{}.images", pm.pool.name()));
+            let got = sha256_file(&path, pool.images.is_some())?;
             if got != *want {
                 return Err(Error::format(
                     self.dir.join(format!("{}.images", pm.pool.name())).display(),
@@ -391,6 +392,27 @@ pub fn remove_stale_builds(root: &Path) -> usize {
         }
     }
     n
+}
+
+/// SHA-256 of a pool's pixel file, read through a buffer rather than the pool's memory map: the
+/// pages a map touches count in the process's resident memory (a 224 px Tiny-ImageNet cache,
+/// 16 GB, showed as 17.8 GB of RSS after its check), pages read do not. An empty pool's file may
+/// be absent (`present` false): the hash of nothing.
+fn sha256_file(path: &Path, present: bool) -> Result<String> {
+    use std::io::Read;
+    let mut h = Sha256::new();
+    if present {
+        let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 fn build(
