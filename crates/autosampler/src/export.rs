@@ -89,17 +89,21 @@ pub fn predict_readable(
     k: usize,
     batch: i64,
 ) -> Result<(Option<Predicted>, Unreadable)> {
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    // each file decoded once: the readable ones' inputs are what is predicted
+    let (mut good, mut bad, mut x) = (Vec::new(), Vec::new(), Vec::new());
     for f in files {
         match inputs(&m.card, std::slice::from_ref(f)) {
-            Ok(_) => good.push(f.clone()),
+            Ok(t) => {
+                good.push(f.clone());
+                x.push(t);
+            }
             Err(e) => bad.push((f.clone(), e)),
         }
     }
     let p = if good.is_empty() {
         None
     } else {
-        Some(predict(m, &good, k, batch)?)
+        Some(predict_inputs(m, &good, Tensor::cat(&x, 0), k, batch)?)
     };
     Ok((p, bad))
 }
@@ -141,7 +145,11 @@ pub struct Predicted {
 
 /// Top-`k` predictions of the model for image files.
 pub fn predict(m: &Exported, files: &[PathBuf], k: usize, batch: i64) -> Result<Predicted> {
-    let x = inputs(&m.card, files)?;
+    predict_inputs(m, files, inputs(&m.card, files)?, k, batch)
+}
+
+/// [`predict`] of the decoded inputs `x` of `files`.
+fn predict_inputs(m: &Exported, files: &[PathBuf], x: Tensor, k: usize, batch: i64) -> Result<Predicted> {
     let logits = logits(m, &x, batch);
     let probs = logits.softmax(-1, Kind::Double);
     let k = k.clamp(1, m.card.classes.len());
