@@ -38,3 +38,9 @@ row configs/recipes/c10lt_ir100_e200_weight_balancing.toml recipes 0
 row configs/recipes/c10lt_ir100_e200_balanced_softmax_cutmix_p0.5_autoaugment_cutout.toml recipes 1
 # 6. MiSLAS's two stages (mixup, then label-aware smoothing in stage 2), seed 0
 row configs/recipes/c10lt_ir100_e200_mislas.toml recipes 0
+# 7. seeds 1 and 2 of the Tiny-ImageNet long tail's Table-1 rows and of the CIFAR pick on it
+for s in 1 2; do
+  for r in ce ldam_drw balanced_softmax balanced_softmax_cutmix_p0.5_randaugment; do
+    row "configs/tiny100_lt/$r.toml" tiny100_lt "$s"
+  done
+done
