@@ -197,13 +197,7 @@ impl AgentConfig {
                 "[agent] epochs must train at least one epoch, got [0, 0, 0]"
             ));
         }
-        if let (Some(stem), true) = (
-            self.stem,
-            matches!(
-                self.arch,
-                Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
-            ),
-        ) {
+        if let (Some(stem), true) = (self.stem, self.arch.is_cifar()) {
             return Err(invalid!(
                 "[agent] stem = {:?} with arch = {:?}: the CIFAR ResNets have one stem; the key is for resnet18, resnet50 and the other ImageNet ResNets",
                 format!("{stem:?}").to_lowercase(),
@@ -243,10 +237,7 @@ impl AgentConfig {
                 "agent needs action_std > 0, hidden ≥ 1, state_grid ≥ 1 and batch_size ≥ 2"
             ));
         }
-        let cifar = matches!(
-            self.arch,
-            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
-        );
+        let cifar = self.arch.is_cifar();
         let stem = match self.stem {
             Some(s) if !cifar => s,
             None if !cifar && patch_size >= 64 => Stem::Imagenet,

@@ -30,6 +30,16 @@ pub enum Arch {
     Resnext50,
 }
 
+impl Arch {
+    /// The CIFAR ResNets (8/20/32/56, option A): one stem, 64-d features.
+    pub fn is_cifar(self) -> bool {
+        matches!(
+            self,
+            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
+        )
+    }
+}
+
 /// The classifier on top of the features.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

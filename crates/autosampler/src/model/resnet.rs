@@ -184,10 +184,7 @@ impl Body {
     pub fn new(root: &nn::Path, cfg: &ModelConfig) -> Body {
         // (path, in channels, width, stride) of every block, in order.
         let mut specs: Vec<(nn::Path, i64, i64, i64)> = Vec::new();
-        let cifar = matches!(
-            cfg.arch,
-            Arch::Resnet8 | Arch::Resnet20 | Arch::Resnet32 | Arch::Resnet56
-        );
+        let cifar = cfg.arch.is_cifar();
         let bottleneck = !cifar && cfg.arch != Arch::Resnet18;
         // blocks per stage of the ImageNet ResNets (torchvision's `layers`)
         let depths = match cfg.arch {

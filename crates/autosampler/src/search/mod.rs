@@ -749,6 +749,9 @@ pub struct Estimate {
 
 /// What `run` reports as it goes.
 pub enum Event<'a> {
+    /// Before any proxy runs: the config's own shortcuts leave a proxy too few steps
+    /// ([`SearchConfig::short_proxy`]).
+    ShortProxy(&'a str),
     /// Before the first trajectory.
     Estimate(&'a Estimate),
     /// After every trajectory.
@@ -812,6 +815,9 @@ pub fn run(
         class_counts[l as usize] += 1;
     }
     let sized = cfg.sized(shape, &class_counts, stage2);
+    if let Some(w) = cfg.short_proxy(&sized, &class_counts, stage2) {
+        on_event(Event::ShortProxy(&w));
+    }
     let val_labels = Vec::<i64>::try_from(&val.y).expect("i64 labels");
     let holdout = if cfg.select == Select::Rescore {
         cfg.holdout
@@ -1348,6 +1354,7 @@ mod tests {
         let mut estimate = None;
         let mut steps = 0;
         let (best, log) = run(&train, &val, (&w0, &b0), &stage2, &cfg, |e| match e {
+            Event::ShortProxy(w) => panic!("no shortcut is set here: {w}"),
             Event::Estimate(e) => estimate = Some(*e),
             Event::Step(_) => steps += 1,
         })

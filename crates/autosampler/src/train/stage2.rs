@@ -147,7 +147,7 @@ pub fn finetune_images(
     let members = crate::sampler::class_members(&view.labels);
     let eps = cfg
         .label_aware_smoothing
-        .map(|las| las.epsilons(&members.iter().map(Vec::len).collect::<Vec<_>>()));
+        .map(|las| las.epsilons(&ds.split.counts.train));
     let lc = LoaderConfig {
         randaugment: None,
         autoaugment: None,

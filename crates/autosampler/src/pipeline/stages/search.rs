@@ -76,11 +76,6 @@ impl Step for Search {
             precision: Some(if bf16 { Precision::Bf16 } else { Precision::Fp32 }),
             ..section(cx.cfg)?.clone()
         };
-        // shortcuts the config sets itself are kept, even too short: said before the search starts
-        let counts = &cx.ds.split.counts.train;
-        if let Some(w) = sc.short_proxy(&sc.sized(shape(cx)?, counts, &stage2), counts, &stage2) {
-            cx.obs.note(&format!("warning   {w}"));
-        }
         let model = stage1_model(cx.cfg, run, cx.ds)?;
         let head = start_head(cx.cfg, &model, "the search")?;
         let (w0, b0) = (&head.weight, &head.bias);
@@ -97,6 +92,8 @@ impl Step for Search {
         };
         tch::set_num_threads(threads as i32);
         let result = search::run(&train, &val, (w0, b0), &stage2, sc, |e| match e {
+            // shortcuts the config sets itself are kept, even too short: said before it starts
+            search::Event::ShortProxy(w) => cx.obs.note(&format!("warning   {w}")),
             search::Event::Estimate(e) => {
                 cx.obs.note(&text::search_estimate(e, sc.budget_s));
                 cx.obs.task("search", e.settings.trajectories as u64);
