@@ -526,12 +526,7 @@ mod tests {
     // print(fc.weight.flatten().tolist(), fc.bias.tolist()) -> the values below
     #[test]
     fn weight_decay_and_max_norm_match_torch_sgd_with_weight_balancings_projection() {
-        let x = Tensor::from_slice(&[1.0f32, 0.5, -1.0, 2.0, 0.3, -0.7, 2.0, 1.0, -0.5, -1.5, 0.8, 0.2])
-            .view([6, 2]);
-        let y = Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2]);
-        let f = Features { x, y };
-        let w0 = Tensor::from_slice(&[0.5f32, -0.2, 0.1, 0.4, -0.3, 0.2]).view([3, 2]);
-        let b0 = Tensor::from_slice(&[0.1f32, 0.0, -0.1]);
+        let (f, w0, b0) = six_points([0, 1, 2, 0, 1, 2]);
         let t = Trainer::new(&f, &w0, &b0);
         let run = [Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))];
         let plan = Vec::<i64>::try_from(t.plans(&run, 2).flatten(0, -1)).unwrap();
@@ -579,26 +574,14 @@ mod tests {
             ),
         ];
         for (wd, max_norm, want_w, want_b) in cases {
-            let recipe = Recipe {
-                epochs: 2,
-                batch: 4,
-                lr: 0.1,
-                momentum: 0.9,
-                reinit: false,
-                weight_decay: wd,
-                max_norm,
-                smoothing: None,
-            };
-            let h = t.train(&run, &recipe);
-            // heads are [D, C]: PyTorch's [C, D] transposed
-            let w = Vec::<f32>::try_from(h.w.get(0).tr().contiguous().view([-1])).unwrap();
-            let b = Vec::<f32>::try_from(h.b.get(0).view([-1])).unwrap();
-            for (g, e) in w.iter().zip(want_w).chain(b.iter().zip(want_b)) {
-                assert!(
-                    (*g as f64 - e).abs() < 1e-6,
-                    "wd {wd} max_norm {max_norm:?}: {w:?} {b:?}"
-                );
-            }
+            let h = t.train(&run, &replay_recipe(wd, max_norm, None));
+            assert_first_head(
+                &h,
+                want_w,
+                want_b,
+                1e-6,
+                &format!("wd {wd} max_norm {max_norm:?}"),
+            );
         }
         // the radius: min + 0.3·(max − min) of θ0's per-class norms (PyTorch: 0.4139435291290283)
         let r = max_norm_radius(&w0.tr(), 0.3);
@@ -612,14 +595,7 @@ mod tests {
     // SGD(lr=0.1, momentum=0.9) -> fc.weight.flatten().tolist(), fc.bias.tolist() below
     #[test]
     fn label_aware_smoothing_matches_mislas_loss_under_torch_sgd() {
-        let x = Tensor::from_slice(&[1.0f32, 0.5, -1.0, 2.0, 0.3, -0.7, 2.0, 1.0, -0.5, -1.5, 0.8, 0.2])
-            .view([6, 2]);
-        let f = Features {
-            x,
-            y: Tensor::from_slice(&[0i64, 0, 0, 1, 1, 2]),
-        };
-        let w0 = Tensor::from_slice(&[0.5f32, -0.2, 0.1, 0.4, -0.3, 0.2]).view([3, 2]);
-        let b0 = Tensor::from_slice(&[0.1f32, 0.0, -0.1]);
+        let (f, w0, b0) = six_points([0, 0, 0, 1, 1, 2]);
         let run = [Run::new(&[1.0, 1.0, 1.0], (0, 0, 0))];
         type Case = (f64, f64, [f64; 6], [f64; 3]);
         let cases: [Case; 2] = [
@@ -655,32 +631,59 @@ mod tests {
             let plan = Vec::<i64>::try_from(t.plans(&run, 2).flatten(0, -1)).unwrap();
             assert_eq!(plan, [4, 1, 5, 5, 4, 3, 4, 3, 1, 2, 2, 5]);
             for (head, tail, want_w, want_b) in cases {
-                let recipe = Recipe {
-                    epochs: 2,
-                    batch: 4,
-                    lr: 0.1,
-                    momentum: 0.9,
-                    reinit: false,
-                    weight_decay: 0.0,
-                    max_norm: None,
-                    smoothing: Some(crate::loss::LabelAwareSmoothing {
-                        head,
-                        tail,
-                        shape: Default::default(),
-                    }),
+                let las = crate::loss::LabelAwareSmoothing {
+                    head,
+                    tail,
+                    shape: Default::default(),
                 };
-                let h = t.train(&run, &recipe);
-                let w = Vec::<f32>::try_from(h.w.get(0).tr().contiguous().view([-1])).unwrap();
-                let b = Vec::<f32>::try_from(h.b.get(0).view([-1])).unwrap();
+                let h = t.train(&run, &replay_recipe(0.0, None, Some(las)));
                 // bf16 rounds the rows and products (8 bits of mantissa)
                 let tol = if bf16 { 2e-2 } else { 1e-6 };
-                for (g, e) in w.iter().zip(want_w).chain(b.iter().zip(want_b)) {
-                    assert!(
-                        (*g as f64 - e).abs() < tol,
-                        "bf16 {bf16} {head}/{tail}: {w:?} {b:?}"
-                    );
-                }
+                assert_first_head(&h, want_w, want_b, tol, &format!("bf16 {bf16} {head}/{tail}"));
             }
+        }
+    }
+
+    /// Six 2-d points with `labels` and the θ0 (`[3, 2]`, `[3]`) the PyTorch replays start from:
+    ///   X = [[1, .5], [-1, 2], [.3, -.7], [2, 1], [-.5, -1.5], [.8, .2]]
+    ///   fc.weight = [[.5, -.2], [.1, .4], [-.3, .2]], fc.bias = [.1, 0, -.1]
+    fn six_points(labels: [i64; 6]) -> (Features, Tensor, Tensor) {
+        let x = Tensor::from_slice(&[1.0f32, 0.5, -1.0, 2.0, 0.3, -0.7, 2.0, 1.0, -0.5, -1.5, 0.8, 0.2])
+            .view([6, 2]);
+        let f = Features {
+            x,
+            y: Tensor::from_slice(&labels),
+        };
+        let w0 = Tensor::from_slice(&[0.5f32, -0.2, 0.1, 0.4, -0.3, 0.2]).view([3, 2]);
+        let b0 = Tensor::from_slice(&[0.1f32, 0.0, -0.1]);
+        (f, w0, b0)
+    }
+
+    /// The replays' recipe: 2 epochs of batches of 4, SGD lr 0.1, momentum 0.9, from θ0.
+    fn replay_recipe(
+        weight_decay: f64,
+        max_norm: Option<f64>,
+        smoothing: Option<crate::loss::LabelAwareSmoothing>,
+    ) -> Recipe {
+        Recipe {
+            epochs: 2,
+            batch: 4,
+            lr: 0.1,
+            momentum: 0.9,
+            reinit: false,
+            weight_decay,
+            max_norm,
+            smoothing,
+        }
+    }
+
+    /// The first trained head against PyTorch's `fc.weight.flatten()` and `fc.bias` (heads are
+    /// `[D, C]`: PyTorch's `[C, D]` transposed), each value within `tol`.
+    fn assert_first_head(h: &Heads, want_w: [f64; 6], want_b: [f64; 3], tol: f64, what: &str) {
+        let w = Vec::<f32>::try_from(h.w.get(0).tr().contiguous().view([-1])).unwrap();
+        let b = Vec::<f32>::try_from(h.b.get(0).view([-1])).unwrap();
+        for (g, e) in w.iter().zip(want_w).chain(b.iter().zip(want_b)) {
+            assert!((*g as f64 - e).abs() < tol, "{what}: {w:?} {b:?}");
         }
     }
 }

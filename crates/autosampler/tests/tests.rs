@@ -1559,6 +1559,10 @@ fn the_config_reference_lists_every_key_of_every_shipped_config() {
     );
 }
 
+/// The smallest config with a `[train]` section (its data is never read: refusals come first).
+const TRAIN: &str =
+    "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
+
 /// The error a config text is refused with at load ("" when it loads).
 fn load_error(toml: &str) -> String {
     autosampler::config::Config::parse(toml, "c.toml")
@@ -1567,13 +1571,23 @@ fn load_error(toml: &str) -> String {
         .unwrap_or_default()
 }
 
+/// [`load_error`] of the smallest config with `extra` in its `[train]`.
+fn train_error(extra: &str) -> String {
+    load_error(&format!("{TRAIN}{extra}"))
+}
+
+/// [`load_error`] of the smallest config with a class-balanced `[stage2]` and `extra` in it.
+fn stage2_error(extra: &str) -> String {
+    load_error(&format!(
+        "{TRAIN}[stage2]\nsampler = {{ kind = \"class-balanced\" }}\n{extra}"
+    ))
+}
+
 /// Bad input for the recipe's augmentations: Cutout larger than the image and AutoAugment beside
 /// RandAugment are refused at load, naming the key.
 #[test]
 fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
-    let base =
-        "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
-    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
+    let parse = train_error;
     let e = parse("cutout = { size = 40 }\n");
     assert!(
         e.contains("[train] cutout.size = 40 is larger than the 32 px images"),
@@ -1592,9 +1606,7 @@ fn cutout_larger_than_the_image_and_two_policies_are_refused_at_load() {
 /// the key and the value.
 #[test]
 fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
-    let base =
-        "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n";
-    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
+    let parse = train_error;
     for (rho, shown) in [("0.0", "0"), ("-0.05", "-0.05"), ("nan", "NaN")] {
         let e = parse(&format!("sam = {{ rho = {rho} }}\n"));
         assert!(
@@ -1616,8 +1628,7 @@ fn sam_with_a_bad_radius_or_with_bbn_is_refused_at_load() {
 /// MaxNorm from a zero classifier or on the images path are refused at load, naming the key.
 #[test]
 fn stage2_weight_decay_and_max_norm_out_of_range_are_refused_at_load() {
-    let base = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = { kind = \"class-balanced\" }\n";
-    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
+    let parse = stage2_error;
     let e = parse("weight_decay = -0.1\n");
     assert!(
         e.contains("[stage2] weight_decay must be a finite number ≥ 0, got -0.1"),
@@ -1639,8 +1650,7 @@ fn stage2_weight_decay_and_max_norm_out_of_range_are_refused_at_load() {
 /// load, naming the key and the value.
 #[test]
 fn stage2_label_aware_smoothing_out_of_range_is_refused_at_load() {
-    let base = "[data.source]\nformat = \"cifar10-bin\"\nroot = \"x\"\n[model]\narch = \"resnet8\"\n[train]\n[stage2]\nsampler = { kind = \"class-balanced\" }\n";
-    let parse = |extra: &str| load_error(&format!("{base}{extra}"));
+    let parse = stage2_error;
     let e = parse("label_aware_smoothing = { head = 1.2, tail = 0.0 }\n");
     assert!(
         e.contains("[stage2.label_aware_smoothing] head must be in [0, 1), got 1.2"),
